@@ -1,0 +1,290 @@
+//! Runs a parsed request: the idempotency state machine of API.md for POSTs, reads for GETs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use tokio::sync::oneshot;
+
+use super::parse::{ApiRequest, WriteIntent};
+use super::present;
+use super::problem::{Problem, ProblemKind};
+use crate::idempotency::InFlightIndex;
+use crate::ledger::{AccountId, Charge, TenantId};
+use crate::metrics::{KeyOutcome, Metrics};
+use crate::store::Store;
+use crate::writer::{StoredAnswer, SubmitError, WriteOutcome, WriteRequest, WriterHandle};
+
+const JSON: &str = "application/json";
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything a request task needs, shared by all connections.
+pub struct App {
+    pub store: Arc<Store>,
+    pub writer: WriterHandle,
+    pub inflight: Arc<InFlightIndex>,
+    pub metrics: Arc<Metrics>,
+    request_ids: RequestIds,
+}
+
+impl App {
+    pub fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Self {
+        App {
+            store,
+            writer,
+            inflight: InFlightIndex::new(),
+            metrics,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    pub(super) fn next_request_id(&self) -> String {
+        self.request_ids.next()
+    }
+
+    pub(super) async fn run(&self, request: ApiRequest) -> Response<Full<Bytes>> {
+        match request {
+            ApiRequest::Write(intent) => self.write(intent).await,
+            ApiRequest::Healthz => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+            ApiRequest::Readyz if self.writer.is_poisoned() => problem(&Problem::new(
+                ProblemKind::StorageUnavailable,
+                "the store refuses writes until restart",
+            )),
+            ApiRequest::Readyz => text(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
+            ApiRequest::Metrics => {
+                self.metrics.inflight_keys.set(self.inflight.len() as i64);
+                self.metrics
+                    .commit_queue_commands
+                    .set(self.writer.queued() as i64);
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
+            ApiRequest::OpenApi => text(StatusCode::OK, JSON, super::OPENAPI_JSON),
+            ApiRequest::GetAccount(id) => self.get_account(&id),
+            ApiRequest::GetCharge(id) => self.get_charge(&id),
+            ApiRequest::ListEvents { after, limit } => {
+                match self.store.events_after(after, limit) {
+                    Ok(events) => json(
+                        StatusCode::OK,
+                        present::events_page(self.store.node_id(), &events, after),
+                    ),
+                    Err(error) => storage_failure(&error),
+                }
+            }
+        }
+    }
+
+    fn get_account(&self, raw_id: &str) -> Response<Full<Bytes>> {
+        let not_found = || {
+            problem(&Problem::new(
+                ProblemKind::AccountNotFound,
+                format!("no account {}", shorten(raw_id)),
+            ))
+        };
+        let Ok(id) = AccountId::parse(raw_id) else {
+            return not_found();
+        };
+        match self.store.account(TenantId::DEFAULT, &id) {
+            Ok(Some(account)) => json(StatusCode::OK, present::account(&account)),
+            Ok(None) => not_found(),
+            Err(error) => storage_failure(&error),
+        }
+    }
+
+    fn get_charge(&self, raw_id: &str) -> Response<Full<Bytes>> {
+        let not_found = || {
+            problem(&Problem::new(
+                ProblemKind::ChargeNotFound,
+                format!("no charge {}", shorten(raw_id)),
+            ))
+        };
+        let Some(number) = Charge::number_of(raw_id) else {
+            return not_found();
+        };
+        match self.store.charge(number) {
+            Ok(Some(charge)) => json(StatusCode::OK, present::charge(&charge)),
+            Ok(None) => not_found(),
+            Err(error) => storage_failure(&error),
+        }
+    }
+
+    /// API.md's idempotency table, in order: in flight? finished? then the writer.
+    async fn write(&self, intent: WriteIntent) -> Response<Full<Bytes>> {
+        let tenant = TenantId::DEFAULT;
+        let Some(claim) = self.inflight.claim(tenant, &intent.key) else {
+            self.metrics.count_key(KeyOutcome::InFlight);
+            return problem(&Problem::new(
+                ProblemKind::IdempotencyKeyInFlight,
+                "a request with this key has not finished; retry after it does",
+            ));
+        };
+        // A finished key is answered from a read snapshot, without a write transaction.
+        match self.store.idempotency_record(tenant, &intent.key) {
+            Ok(Some(record)) if record.fingerprint == intent.fingerprint => {
+                return self.replay(StoredAnswer {
+                    status: record.status,
+                    body: Bytes::from(record.body),
+                });
+            }
+            Ok(Some(_)) => return self.mismatch(),
+            Ok(None) => {}
+            Err(error) => return storage_failure(&error),
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            tenant,
+            key: intent.key,
+            fingerprint: intent.fingerprint,
+            command: intent.command,
+            claim,
+            reply,
+        };
+        match self.writer.try_submit(request) {
+            Ok(()) => {}
+            Err(SubmitError::Overloaded) => {
+                self.metrics.count_overloaded();
+                return problem(&Problem::new(
+                    ProblemKind::Overloaded,
+                    "the commit queue is full; retry shortly",
+                ));
+            }
+            Err(SubmitError::Unavailable) => return self.unavailable(),
+        }
+        match answer.await {
+            Ok(WriteOutcome::Executed(answer)) => {
+                self.metrics.count_key(KeyOutcome::New);
+                stored(answer, false)
+            }
+            Ok(WriteOutcome::Replayed(answer)) => self.replay(answer),
+            Ok(WriteOutcome::FingerprintMismatch) => self.mismatch(),
+            Ok(WriteOutcome::Unavailable) | Err(_) => self.unavailable(),
+        }
+    }
+
+    fn replay(&self, answer: StoredAnswer) -> Response<Full<Bytes>> {
+        self.metrics.count_key(KeyOutcome::Replayed);
+        stored(answer, true)
+    }
+
+    fn mismatch(&self) -> Response<Full<Bytes>> {
+        self.metrics.count_key(KeyOutcome::Mismatch);
+        problem(&Problem::new(
+            ProblemKind::IdempotencyKeyReused,
+            "this key was used for a different request; use a new key for a new operation",
+        ))
+    }
+
+    fn unavailable(&self) -> Response<Full<Bytes>> {
+        self.metrics.count_unavailable();
+        problem(&Problem::new(
+            ProblemKind::StorageUnavailable,
+            "nothing was stored; retry later",
+        ))
+    }
+}
+
+/// A finished request's answer: status and body exactly as stored.
+fn stored(answer: StoredAnswer, replayed: bool) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() {
+        JSON
+    } else {
+        PROBLEM_JSON
+    };
+    let mut response = body(status, content_type, answer.body);
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn storage_failure(error: &crate::store::StoreError) -> Response<Full<Bytes>> {
+    tracing::error!(%error, "store read failed");
+    problem(&Problem::new(
+        ProblemKind::StorageUnavailable,
+        "the store could not be read; retry later",
+    ))
+}
+
+pub(super) fn problem(problem: &Problem) -> Response<Full<Bytes>> {
+    let status =
+        StatusCode::from_u16(problem.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = body(status, PROBLEM_JSON, Bytes::from(present::problem(problem)));
+    let headers = response.headers_mut();
+    if let Some(seconds) = problem.kind.retry_after_seconds() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if let Some(allow) = problem.allow {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Full<Bytes>> {
+    body(status, JSON, Bytes::from(bytes))
+}
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    content: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    body(status, content_type, content.into())
+}
+
+fn body(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(bytes));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Server-made request ids: a random per-process prefix and a counter. Unique without a syscall
+/// per request.
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        RequestIds {
+            prefix: uuid::Uuid::new_v4().as_u64_pair().0,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{:016x}{:08x}",
+            self.prefix,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// Measures the request for the latency histogram when dropped, whatever path it took.
+pub(super) struct RequestTimer<'a> {
+    pub metrics: &'a Metrics,
+    pub started: Instant,
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.observe_request(self.started.elapsed());
+    }
+}

@@ -1,0 +1,23 @@
+//! The HTTP edge: the only code that knows hyper and JSON.
+//!
+//! `parse` turns a request into a typed [`ApiRequest`] (pure, fuzzed); `handler` runs it against
+//! the idempotency layer, the store and the writer; `present` renders bodies; `server` owns
+//! sockets, connection limits, timeouts and graceful shutdown.
+
+mod handler;
+pub mod parse;
+pub mod present;
+pub mod problem;
+mod server;
+
+use std::sync::Arc;
+
+pub use handler::App;
+pub use parse::{ApiRequest, WriteIntent, canonical_body, parse_request};
+pub use problem::{Problem, ProblemKind};
+pub use server::serve;
+
+/// The OpenAPI 3.1 document, served verbatim at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+pub type SharedApp = Arc<App>;

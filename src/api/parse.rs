@@ -1,0 +1,362 @@
+//! The request parser: a pure function from method, target, headers and body bytes to a typed
+//! request or a problem. No I/O, no clock, no panics; cargo-fuzz calls [`parse_request`] directly.
+//!
+//! Everything a client can get wrong is refused here, before any key is claimed, so a refused
+//! request never touches the ledger and its key stays unused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use http::{HeaderMap, Method, header};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::problem::{Problem, ProblemKind};
+use crate::idempotency::{Fingerprint, IdempotencyKey};
+use crate::ledger::{AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge};
+use crate::limits::{AMOUNT_MINOR_MAX, BODY_BYTES_MAX, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// What a request asks for, fully validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiRequest {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    /// The raw id: an id that fails the pattern simply names no account (404).
+    GetAccount(String),
+    GetCharge(String),
+    ListEvents {
+        after: u64,
+        limit: usize,
+    },
+    Write(WriteIntent),
+}
+
+/// A POST ready for the idempotency layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteIntent {
+    pub key: IdempotencyKey,
+    pub command: Command,
+    pub fingerprint: Fingerprint,
+}
+
+enum Route<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Accounts,
+    Account(&'a str),
+    Charges,
+    Charge(&'a str),
+    Events,
+}
+
+pub fn parse_request(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ApiRequest, Problem> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let route = route(path)
+        .ok_or_else(|| Problem::new(ProblemKind::NotFound, format!("no route for {path}")))?;
+    let not_allowed = |allow: &'static str| Problem {
+        kind: ProblemKind::MethodNotAllowed,
+        detail: format!("{path} accepts {allow}"),
+        allow: Some(allow),
+    };
+    let is_get = method == Method::GET;
+    let is_post = method == Method::POST;
+    let get_only = |request: ApiRequest| {
+        if is_get {
+            Ok(request)
+        } else {
+            Err(not_allowed("GET"))
+        }
+    };
+    match route {
+        Route::Healthz => get_only(ApiRequest::Healthz),
+        Route::Readyz => get_only(ApiRequest::Readyz),
+        Route::Metrics => get_only(ApiRequest::Metrics),
+        Route::OpenApi => get_only(ApiRequest::OpenApi),
+        Route::Account(id) => get_only(ApiRequest::GetAccount(id.to_owned())),
+        Route::Charge(id) => get_only(ApiRequest::GetCharge(id.to_owned())),
+        Route::Events if is_get => {
+            let (after, limit) = events_query(query)?;
+            Ok(ApiRequest::ListEvents { after, limit })
+        }
+        Route::Events => Err(not_allowed("GET")),
+        Route::Accounts | Route::Charges if !is_post => Err(not_allowed("POST")),
+        Route::Accounts => write(headers, body, path, parse_account_body).map(ApiRequest::Write),
+        Route::Charges => write(headers, body, path, parse_charge_body).map(ApiRequest::Write),
+    }
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let single_segment = |rest: &str| !rest.is_empty() && !rest.contains('/');
+    Some(match path {
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/metrics" => Route::Metrics,
+        "/openapi.json" => Route::OpenApi,
+        "/v1/accounts" => Route::Accounts,
+        "/v1/charges" => Route::Charges,
+        "/v1/events" => Route::Events,
+        _ => match (
+            path.strip_prefix("/v1/accounts/"),
+            path.strip_prefix("/v1/charges/"),
+        ) {
+            (Some(id), _) if single_segment(id) => Route::Account(id),
+            (_, Some(id)) if single_segment(id) => Route::Charge(id),
+            _ => return None,
+        },
+    })
+}
+
+fn events_query(query: &str) -> Result<(u64, usize), Problem> {
+    let invalid = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
+    let (mut after, mut limit) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match name {
+            "after" => &mut after,
+            "limit" => &mut limit,
+            other => {
+                return Err(invalid(format!(
+                    "unknown query parameter {:?}",
+                    truncate(other)
+                )));
+            }
+        };
+        if slot.is_some() {
+            return Err(invalid(format!("query parameter {name} given twice")));
+        }
+        let number = if value.bytes().all(|b| b.is_ascii_digit()) {
+            value.parse::<u64>().ok()
+        } else {
+            None
+        };
+        *slot =
+            Some(number.ok_or_else(|| invalid(format!("{name} must be a non-negative integer")))?);
+    }
+    let limit = limit.unwrap_or(EVENTS_PAGE_DEFAULT as u64);
+    if limit == 0 || limit > EVENTS_PAGE_MAX as u64 {
+        return Err(invalid(format!(
+            "limit must be from 1 to {EVENTS_PAGE_MAX}"
+        )));
+    }
+    // `limit` is at most EVENTS_PAGE_MAX, so the conversion is exact.
+    Ok((after.unwrap_or(0), limit as usize))
+}
+
+/// Checks shared by every POST, in the order API.md's table lists them, then the body.
+fn write(
+    headers: &HeaderMap,
+    body: &[u8],
+    path: &str,
+    parse_body: fn(&[u8]) -> Result<(Command, Vec<u8>), String>,
+) -> Result<WriteIntent, Problem> {
+    let mut keys = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    let raw_key = keys.next().ok_or_else(|| {
+        Problem::new(
+            ProblemKind::IdempotencyKeyMissing,
+            "every POST needs an Idempotency-Key header",
+        )
+    })?;
+    let key_invalid = || {
+        Problem::new(
+            ProblemKind::IdempotencyKeyInvalid,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (0x21-0x7E), bare or as a quoted string",
+        )
+    };
+    if keys.next().is_some() {
+        return Err(key_invalid());
+    }
+    let key = IdempotencyKey::parse(raw_key.as_bytes()).map_err(|_| key_invalid())?;
+    if !is_json(headers) {
+        return Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "send Content-Type: application/json",
+        ));
+    }
+    if body.len() > BODY_BYTES_MAX {
+        return Err(Problem::new(
+            ProblemKind::BodyTooLarge,
+            format!("the body limit is {BODY_BYTES_MAX} bytes"),
+        ));
+    }
+    let (command, canonical_body) =
+        parse_body(body).map_err(|detail| Problem::new(ProblemKind::InvalidRequest, detail))?;
+    let fingerprint = Fingerprint::of("POST", path, &canonical_body);
+    Ok(WriteIntent {
+        key,
+        command,
+        fingerprint,
+    })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Shortens client-supplied text before it is echoed in an error detail.
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    id: String,
+    currency: String,
+    /// Absent means 0; `null` means no limit.
+    #[serde(default = "no_overdraft")]
+    overdraft_limit: Option<u64>,
+}
+
+fn no_overdraft() -> Option<u64> {
+    Some(0)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChargeBody {
+    source: String,
+    destination: String,
+    amount: u64,
+    currency: String,
+    #[serde(default, deserialize_with = "unique_string_map")]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// The canonical body: fixed field order, defaults filled in, metadata sorted. It is also valid
+/// input, and parses back to the same command (the fuzz target checks this).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CanonicalBody<'a> {
+    Account {
+        id: &'a str,
+        currency: &'a str,
+        overdraft_limit: Option<u64>,
+    },
+    Charge {
+        source: &'a str,
+        destination: &'a str,
+        amount: u64,
+        currency: &'a str,
+        metadata: &'a BTreeMap<String, String>,
+    },
+}
+
+/// Re-encodes a command in canonical form.
+pub fn canonical_body(command: &Command) -> Vec<u8> {
+    let body = match command {
+        Command::CreateAccount(a) => CanonicalBody::Account {
+            id: a.id.as_str(),
+            currency: a.currency.as_str(),
+            overdraft_limit: a.overdraft_limit,
+        },
+        Command::CreateCharge(c) => CanonicalBody::Charge {
+            source: c.source.as_str(),
+            destination: c.destination.as_str(),
+            amount: c.amount.minor(),
+            currency: c.currency.as_str(),
+            metadata: c.metadata.pairs(),
+        },
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn parse_account_body(body: &[u8]) -> Result<(Command, Vec<u8>), String> {
+    let parsed: AccountBody = serde_json::from_slice(body).map_err(json_error)?;
+    if parsed
+        .overdraft_limit
+        .is_some_and(|limit| limit > AMOUNT_MINOR_MAX)
+    {
+        return Err(format!(
+            "overdraft_limit must be from 0 to {AMOUNT_MINOR_MAX}, or null"
+        ));
+    }
+    let command = Command::CreateAccount(NewAccount {
+        id: AccountId::parse(&parsed.id).map_err(|e| e.0)?,
+        currency: Currency::parse(&parsed.currency).map_err(|e| e.0)?,
+        overdraft_limit: parsed.overdraft_limit,
+    });
+    let canonical = canonical_body(&command);
+    Ok((command, canonical))
+}
+
+fn parse_charge_body(body: &[u8]) -> Result<(Command, Vec<u8>), String> {
+    let parsed: ChargeBody = serde_json::from_slice(body).map_err(json_error)?;
+    let charge = NewCharge {
+        source: AccountId::parse(&parsed.source).map_err(|e| format!("source: {e}"))?,
+        destination: AccountId::parse(&parsed.destination)
+            .map_err(|e| format!("destination: {e}"))?,
+        amount: Amount::new(parsed.amount).map_err(|e| e.0)?,
+        currency: Currency::parse(&parsed.currency).map_err(|e| e.0)?,
+        metadata: Metadata::new(parsed.metadata.unwrap_or_default()).map_err(|e| e.0)?,
+    };
+    if charge.source == charge.destination {
+        return Err("source and destination must be different accounts".into());
+    }
+    let command = Command::CreateCharge(charge);
+    let canonical = canonical_body(&command);
+    Ok((command, canonical))
+}
+
+fn json_error(error: serde_json::Error) -> String {
+    format!("body is not a valid request: {error}")
+}
+
+/// A JSON object of strings in which a repeated key is an error, not "last one wins": a request
+/// whose meaning depends on the JSON library's tie-breaking is refused.
+fn unique_string_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    Ok(Option::<UniqueStringMap>::deserialize(deserializer)?.map(|map| map.0))
+}
+
+struct UniqueStringMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for UniqueStringMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(UniqueStringMapVisitor)
+            .map(UniqueStringMap)
+    }
+}
+
+struct UniqueStringMapVisitor;
+
+impl<'de> Visitor<'de> for UniqueStringMapVisitor {
+    type Value = BTreeMap<String, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of string values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut map = BTreeMap::new();
+        while let Some((key, value)) = access.next_entry::<String, String>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "metadata key {:?} repeated",
+                    truncate(&key)
+                )));
+            }
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+}

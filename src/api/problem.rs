@@ -1,0 +1,110 @@
+//! Problem types (RFC 9457): one kind per error, each with a stable `type`, status and title.
+
+/// Every error the API can answer with. `docs/CONTRACT-NOTES.md` lists which are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    IdempotencyKeyMissing,
+    IdempotencyKeyInvalid,
+    InvalidRequest,
+    UnsupportedMediaType,
+    BodyTooLarge,
+    RequestTimeout,
+    IdempotencyKeyReused,
+    IdempotencyKeyInFlight,
+    Overloaded,
+    StorageUnavailable,
+    InsufficientFunds,
+    AccountNotFound,
+    CurrencyMismatch,
+    AccountExists,
+    BalanceOverflow,
+    ChargeNotFound,
+    NotFound,
+    MethodNotAllowed,
+    Internal,
+}
+
+impl ProblemKind {
+    /// `(status, slug, title)`; `type` is `/problems/<slug>`.
+    fn parts(self) -> (u16, &'static str, &'static str) {
+        use ProblemKind::*;
+        match self {
+            IdempotencyKeyMissing => (
+                400,
+                "idempotency-key-missing",
+                "Idempotency-Key header missing",
+            ),
+            IdempotencyKeyInvalid => (
+                400,
+                "idempotency-key-invalid",
+                "Idempotency-Key header malformed",
+            ),
+            InvalidRequest => (400, "invalid-request", "Invalid request"),
+            UnsupportedMediaType => (415, "unsupported-media-type", "Unsupported media type"),
+            BodyTooLarge => (413, "body-too-large", "Request body too large"),
+            RequestTimeout => (408, "request-timeout", "Request body not received in time"),
+            IdempotencyKeyReused => (
+                422,
+                "idempotency-key-reused",
+                "Idempotency-Key reused with a different request",
+            ),
+            IdempotencyKeyInFlight => (
+                409,
+                "idempotency-key-in-flight",
+                "A request with this Idempotency-Key is in progress",
+            ),
+            Overloaded => (503, "overloaded", "Server overloaded"),
+            StorageUnavailable => (503, "storage-unavailable", "Storage unavailable"),
+            InsufficientFunds => (402, "insufficient-funds", "Insufficient funds"),
+            AccountNotFound => (404, "account-not-found", "Account not found"),
+            CurrencyMismatch => (400, "currency-mismatch", "Currency mismatch"),
+            AccountExists => (400, "account-exists", "Account already exists"),
+            BalanceOverflow => (400, "balance-overflow", "Balance would overflow"),
+            ChargeNotFound => (404, "charge-not-found", "Charge not found"),
+            NotFound => (404, "not-found", "Not found"),
+            MethodNotAllowed => (405, "method-not-allowed", "Method not allowed"),
+            Internal => (500, "internal", "Internal error"),
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        self.parts().0
+    }
+
+    pub fn type_uri(self) -> String {
+        format!("/problems/{}", self.parts().1)
+    }
+
+    pub fn title(self) -> &'static str {
+        self.parts().2
+    }
+
+    /// Seconds a client should wait before retrying, for the kinds a retry can change.
+    pub fn retry_after_seconds(self) -> Option<u32> {
+        match self {
+            ProblemKind::IdempotencyKeyInFlight | ProblemKind::Overloaded => Some(1),
+            ProblemKind::StorageUnavailable => Some(5),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// Human-readable, specific to this occurrence; never internals (paths, stack traces).
+    pub detail: String,
+    /// For 405: the methods the route accepts.
+    pub allow: Option<&'static str>,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Problem {
+            kind,
+            detail: detail.into(),
+            allow: None,
+        }
+    }
+}

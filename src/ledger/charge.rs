@@ -1,0 +1,243 @@
+//! Charges: one debit of the source and one credit of the destination, of the same amount.
+
+use serde::{Deserialize, Serialize};
+
+use super::account::Account;
+use super::values::{AccountId, Amount, Currency, Metadata};
+use crate::limits::AMOUNT_MINOR_MAX;
+
+/// A request to move `amount` from `source` to `destination`. The parser guarantees
+/// `source != destination`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NewCharge {
+    pub source: AccountId,
+    pub destination: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub metadata: Metadata,
+}
+
+/// A succeeded charge as stored. `number` is dense per node and gives the charge its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub number: u64,
+    pub source: AccountId,
+    pub destination: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub metadata: Metadata,
+    pub created_at_ms: u64,
+    pub event_seq: u64,
+}
+
+impl Charge {
+    const ID_PREFIX: &'static str = "ch_";
+
+    /// The public id: opaque to clients, `ch_` and 16 hex digits of the charge number.
+    pub fn id(&self) -> String {
+        Self::id_of(self.number)
+    }
+
+    pub fn id_of(number: u64) -> String {
+        format!("{}{number:016x}", Self::ID_PREFIX)
+    }
+
+    /// The charge number behind a public id, or `None` for anything this server never issued.
+    pub fn number_of(id: &str) -> Option<u64> {
+        let hex = id.strip_prefix(Self::ID_PREFIX)?;
+        if hex.len() != 16
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok()
+    }
+}
+
+/// One leg of a charge: which account, which side, how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PostingSide {
+    Debit,
+    Credit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub account: AccountId,
+    pub side: PostingSide,
+    pub amount: Amount,
+}
+
+/// Why a charge was declined. A decline is a final answer: it is stored with the idempotency key
+/// and replayed, because retrying the same request against the same ledger decides the same way
+/// only if we remember the first decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decline {
+    InsufficientFunds {
+        account: AccountId,
+    },
+    AccountNotFound {
+        account: AccountId,
+    },
+    CurrencyMismatch {
+        account: AccountId,
+        account_currency: Currency,
+        charge_currency: Currency,
+    },
+    AccountExists {
+        account: AccountId,
+    },
+    BalanceOverflow {
+        account: AccountId,
+    },
+}
+
+/// Applies `charge` to its two accounts, or declines it and leaves both untouched.
+///
+/// Checks, in order: currencies, the destination's credit total, the source's debit total, and the
+/// source's overdraft limit after the debit.
+pub fn post_charge(
+    charge: &NewCharge,
+    source: &mut Account,
+    destination: &mut Account,
+) -> Result<[Posting; 2], Decline> {
+    debug_assert_eq!(source.id, charge.source);
+    debug_assert_eq!(destination.id, charge.destination);
+    for account in [&*source, &*destination] {
+        if account.currency != charge.currency {
+            return Err(Decline::CurrencyMismatch {
+                account: account.id.clone(),
+                account_currency: account.currency,
+                charge_currency: charge.currency,
+            });
+        }
+    }
+    let amount = charge.amount.minor();
+    let grown = |total: u64| total.checked_add(amount).filter(|t| *t <= AMOUNT_MINOR_MAX);
+    let Some(credits_after) = grown(destination.credits_posted) else {
+        return Err(Decline::BalanceOverflow {
+            account: destination.id.clone(),
+        });
+    };
+    let Some(debits_after) = grown(source.debits_posted) else {
+        return Err(Decline::BalanceOverflow {
+            account: source.id.clone(),
+        });
+    };
+    let mut debited = source.clone();
+    debited.debits_posted = debits_after;
+    if !debited.within_overdraft_limit() {
+        return Err(Decline::InsufficientFunds {
+            account: source.id.clone(),
+        });
+    }
+    *source = debited;
+    destination.credits_posted = credits_after;
+    debug_assert!(source.within_overdraft_limit());
+    Ok([
+        Posting {
+            account: charge.source.clone(),
+            side: PostingSide::Debit,
+            amount: charge.amount,
+        },
+        Posting {
+            account: charge.destination.clone(),
+            side: PostingSide::Credit,
+            amount: charge.amount,
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::NewAccount;
+
+    fn account(id: &str, currency: &str, overdraft_limit: Option<u64>) -> Account {
+        let new = NewAccount {
+            id: AccountId::parse(id).expect("valid id"),
+            currency: Currency::parse(currency).expect("valid currency"),
+            overdraft_limit,
+        };
+        Account::open(&new, 0)
+    }
+
+    fn charge(amount: u64, currency: &str) -> NewCharge {
+        NewCharge {
+            source: AccountId::parse("src").expect("valid id"),
+            destination: AccountId::parse("dst").expect("valid id"),
+            amount: Amount::new(amount).expect("valid amount"),
+            currency: Currency::parse(currency).expect("valid currency"),
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[test]
+    fn moves_money_and_keeps_the_sum_zero() {
+        let (mut src, mut dst) = (account("src", "EUR", None), account("dst", "EUR", Some(0)));
+        let legs = post_charge(&charge(1250, "EUR"), &mut src, &mut dst).expect("posts");
+        assert_eq!((src.balance(), dst.balance()), (-1250, 1250));
+        assert_eq!(legs[0].side, PostingSide::Debit);
+        assert_eq!(legs[1].side, PostingSide::Credit);
+        assert_eq!(src.balance() + dst.balance(), 0);
+    }
+
+    #[test]
+    fn overdraft_limit_is_exact() {
+        let (mut src, mut dst) = (
+            account("src", "EUR", Some(100)),
+            account("dst", "EUR", Some(0)),
+        );
+        post_charge(&charge(100, "EUR"), &mut src, &mut dst).expect("reaches the limit exactly");
+        let before = (src.clone(), dst.clone());
+        let declined = post_charge(&charge(1, "EUR"), &mut src, &mut dst);
+        assert!(matches!(declined, Err(Decline::InsufficientFunds { .. })));
+        assert_eq!(
+            (src, dst),
+            before,
+            "a decline leaves both accounts untouched"
+        );
+    }
+
+    #[test]
+    fn currency_mismatch_on_either_side() {
+        let (mut src, mut dst) = (account("src", "USD", None), account("dst", "EUR", None));
+        let declined = post_charge(&charge(1, "EUR"), &mut src, &mut dst);
+        assert!(
+            matches!(declined, Err(Decline::CurrencyMismatch { ref account, .. }) if account.as_str() == "src")
+        );
+        let (mut src, mut dst) = (account("src", "EUR", None), account("dst", "USD", None));
+        let declined = post_charge(&charge(1, "EUR"), &mut src, &mut dst);
+        assert!(
+            matches!(declined, Err(Decline::CurrencyMismatch { ref account, .. }) if account.as_str() == "dst")
+        );
+    }
+
+    #[test]
+    fn totals_never_exceed_i64_max() {
+        let (mut src, mut dst) = (account("src", "EUR", None), account("dst", "EUR", None));
+        let max = i64::MAX as u64;
+        post_charge(&charge(max, "EUR"), &mut src, &mut dst).expect("one maximal charge fits");
+        let declined = post_charge(&charge(1, "EUR"), &mut src, &mut dst);
+        assert!(matches!(declined, Err(Decline::BalanceOverflow { .. })));
+        assert_eq!(src.balance(), -i64::MAX);
+    }
+
+    #[test]
+    fn charge_ids_round_trip_and_reject_foreign_ids() {
+        assert_eq!(Charge::number_of(&Charge::id_of(42)), Some(42));
+        assert_eq!(Charge::number_of(&Charge::id_of(u64::MAX)), Some(u64::MAX));
+        for foreign in [
+            "ch_",
+            "ch_2a",
+            "ch_000000000000002A",
+            "xx_000000000000002a",
+            "ch_+00000000000002a",
+        ] {
+            assert_eq!(Charge::number_of(foreign), None, "{foreign}");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Every named limit of the server, in one place, with units last.
+//!
+//! A limit that is reached always produces a clear answer: a problem+json error for the client, or
+//! back-pressure (the accept loop waits) for connections. Relationships between limits are checked
+//! at compile time at the bottom of this file.
+
+use std::time::Duration;
+
+/// Largest request body accepted; larger bodies get 413 before they are buffered.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// hyper's read buffer, which bounds the request line plus headers.
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+/// Most header fields in one request.
+pub const HEADERS_COUNT_MAX: usize = 64;
+/// A client must deliver its complete header block within this time (slowloris guard).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must deliver its complete body within this time once headers arrived.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; the accept loop waits for a free slot beyond this.
+pub const CONNECTIONS_MAX: usize = 4096;
+/// On SIGTERM, connections get this long to finish their requests before they are cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Idempotency-Key: 1 to 255 visible ASCII characters (IETF draft, Stripe).
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+/// Client-supplied X-Request-Id values longer than this are replaced by a server-made one.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Account ids: `^[A-Za-z0-9_.:-]{1,64}$`.
+pub const ACCOUNT_ID_BYTES_MAX: usize = 64;
+/// Charge metadata: at most this many key/value pairs.
+pub const METADATA_PAIRS_MAX: usize = 16;
+/// Charge metadata: a key has at most this many characters (and at least one).
+pub const METADATA_KEY_CHARS_MAX: usize = 40;
+/// Charge metadata: a value has at most this many characters.
+pub const METADATA_VALUE_CHARS_MAX: usize = 500;
+/// Amounts and posted totals are at most i64::MAX minor units, so balances fit an i64.
+pub const AMOUNT_MINOR_MAX: u64 = i64::MAX as u64;
+
+/// `GET /v1/events`: page size when `limit` is absent.
+pub const EVENTS_PAGE_DEFAULT: usize = 100;
+/// `GET /v1/events`: largest page.
+pub const EVENTS_PAGE_MAX: usize = 1000;
+
+/// Commands waiting for the writer; a full queue answers 503 overloaded at once.
+pub const COMMIT_QUEUE_COMMANDS_DEFAULT: usize = 16 * 1024;
+/// Commands committed in one write transaction (group commit) at most.
+pub const BATCH_COMMANDS_DEFAULT: usize = 1024;
+/// How long an idempotency record is kept after it finished, by default (API.md: 30 days).
+pub const IDEMPOTENCY_RETENTION_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Expired idempotency records deleted per sweep transaction, so a sweep never stalls charges.
+pub const RETENTION_SWEEP_RECORDS_MAX: usize = 1000;
+/// How often the writer looks for expired idempotency records.
+pub const RETENTION_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// redb page cache. redb's default (1 GiB) is far more than an edge terminal should pin.
+pub const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+const _: () = assert!(
+    HEADER_BYTES_MAX >= 8192,
+    "hyper refuses a read buffer under 8 KiB"
+);
+const _: () = assert!(EVENTS_PAGE_DEFAULT <= EVENTS_PAGE_MAX);
+const _: () = assert!(BATCH_COMMANDS_DEFAULT <= COMMIT_QUEUE_COMMANDS_DEFAULT);
+const _: () = assert!(IDEMPOTENCY_KEY_BYTES_MAX < HEADER_BYTES_MAX);
+const _: () = assert!(
+    METADATA_PAIRS_MAX * (METADATA_KEY_CHARS_MAX + METADATA_VALUE_CHARS_MAX) * 4 < BODY_BYTES_MAX
+);

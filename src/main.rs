@@ -1,0 +1,136 @@
+//! The `onceledger` command line: parses flags and starts the runtime; nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+use clap::{Parser, Subcommand};
+
+use onceledger::limits::{BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT};
+use onceledger::node::{self, NodeConfig, parse_duration};
+use onceledger::store::{Store, check};
+use onceledger::writer::WriterConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "onceledger",
+    version,
+    about = "An embedded payment ledger whose HTTP API moves money exactly once, however often a request is sent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (ready when GET /readyz answers 200; SIGTERM or Ctrl-C drains and exits 0).
+    Serve(ServeArgs),
+    /// Verify the ledger invariants of a stopped node's data directory (exit 1 on any violation).
+    Check {
+        /// Data directory of the node to check.
+        #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed as `listening on ADDR`).
+    #[arg(long, env = "ONCELEDGER_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Directory of the store (created if missing).
+    #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+    data_dir: PathBuf,
+    /// How long a finished idempotency record is kept at least (e.g. 30d, 12h).
+    #[arg(long, env = "ONCELEDGER_IDEMPOTENCY_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    idempotency_retention: Duration,
+    /// Most commands committed in one write transaction (one fsync).
+    #[arg(long, env = "ONCELEDGER_BATCH_COMMANDS_MAX", default_value_t = BATCH_COMMANDS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=65536).map(|v| v as usize))]
+    batch_commands_max: usize,
+    /// Most commands waiting for the writer; beyond it POSTs get 503 overloaded at once.
+    #[arg(long, env = "ONCELEDGER_COMMIT_QUEUE_MAX", default_value_t = COMMIT_QUEUE_COMMANDS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1_048_576).map(|v| v as usize))]
+    commit_queue_max: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ONCELEDGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Check { data_dir } => check_store(&data_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("onceledger: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let config = NodeConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        writer: WriterConfig {
+            batch_commands_max: args.batch_commands_max,
+            commit_queue_max: args.commit_queue_max.max(args.batch_commands_max),
+            idempotency_retention: args.idempotency_retention,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(node::run(config, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "no SIGTERM handler; only Ctrl-C stops the server");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
+    if !data_dir.join(onceledger::store::STORE_FILE_NAME).exists() {
+        return Err(format!("no store in {}", data_dir.display()));
+    }
+    let store = Store::open(data_dir).map_err(|e| format!("cannot open the store: {e}"))?;
+    let report = check::verify(&store).map_err(|e| format!("cannot read the store: {e}"))?;
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    if report.violations.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for violation in &report.violations {
+        eprintln!("violation: {violation}");
+    }
+    Ok(ExitCode::FAILURE)
+}

@@ -1,0 +1,216 @@
+//! Prometheus metrics (names in API.md). Counters the hot path touches are resolved once at
+//! start-up, so counting is one atomic add, never a label lookup.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::ledger::Command;
+use crate::writer::WriteOutcome;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// `onceledger_idempotency_requests_total{outcome=...}`.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyOutcome {
+    New,
+    Replayed,
+    InFlight,
+    Mismatch,
+    Missing,
+    Invalid,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    key_outcomes: [Counter; 6],
+    charges_applied: Counter,
+    accounts_created: Counter,
+    write_rejected_overloaded: Counter,
+    write_rejected_unavailable: Counter,
+    commits: Counter,
+    commit_batch_commands: Histogram,
+    commit_duration_seconds: Histogram,
+    request_duration_seconds: Histogram,
+    pub inflight_keys: Gauge,
+    pub commit_queue_commands: Gauge,
+    pub outbox_lag_events: Gauge,
+    pub outbox_oldest_unpublished_age_seconds: Gauge,
+    pub inbox_events: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let outcomes: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_idempotency_requests",
+            "POST requests by what the idempotency layer decided",
+            outcomes.clone(),
+        );
+        let outcome = |name| outcomes.get_or_create_owned(&[("outcome", name)]);
+        let key_outcomes = [
+            "new",
+            "replayed",
+            "in_flight",
+            "mismatch",
+            "missing",
+            "invalid",
+        ]
+        .map(outcome);
+
+        let charges_applied = Counter::default();
+        registry.register(
+            "onceledger_charges_applied",
+            "Charges committed (one per succeeded charge)",
+            charges_applied.clone(),
+        );
+        let accounts_created = Counter::default();
+        registry.register(
+            "onceledger_accounts_created",
+            "Accounts committed",
+            accounts_created.clone(),
+        );
+
+        let rejected: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_write_rejections",
+            "Writes refused before the ledger: commit queue full or store unavailable",
+            rejected.clone(),
+        );
+        let write_rejected_overloaded = rejected.get_or_create_owned(&[("reason", "overloaded")]);
+        let write_rejected_unavailable =
+            rejected.get_or_create_owned(&[("reason", "storage_unavailable")]);
+
+        let commits = Counter::default();
+        registry.register(
+            "onceledger_commits",
+            "Write transactions committed (one fsync each)",
+            commits.clone(),
+        );
+        let commit_batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "onceledger_commit_batch_commands",
+            "Commands per write transaction",
+            commit_batch_commands.clone(),
+        );
+        let commit_duration_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "onceledger_commit_duration_seconds",
+            "Time to apply and commit one batch",
+            commit_duration_seconds.clone(),
+        );
+        let request_duration_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "onceledger_http_request_duration_seconds",
+            "Time from request head to response",
+            request_duration_seconds.clone(),
+        );
+
+        let inflight_keys = Gauge::default();
+        registry.register(
+            "onceledger_inflight_keys",
+            "Idempotency keys whose request has not finished",
+            inflight_keys.clone(),
+        );
+        let commit_queue_commands = Gauge::default();
+        registry.register(
+            "onceledger_commit_queue_commands",
+            "Commands waiting for the writer",
+            commit_queue_commands.clone(),
+        );
+        let outbox_lag_events = Gauge::default();
+        registry.register(
+            "onceledger_outbox_lag_events",
+            "Committed events not yet acknowledged by every sink (0 without sinks)",
+            outbox_lag_events.clone(),
+        );
+        let outbox_oldest_unpublished_age_seconds = Gauge::default();
+        registry.register(
+            "onceledger_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest unacknowledged event (0 without sinks)",
+            outbox_oldest_unpublished_age_seconds.clone(),
+        );
+        let inbox_events: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_inbox_events",
+            "Replicated events received, by result",
+            inbox_events.clone(),
+        );
+        for result in ["applied", "duplicate", "dead_lettered"] {
+            drop(inbox_events.get_or_create(&[("result", result)]));
+        }
+
+        Metrics {
+            registry,
+            key_outcomes,
+            charges_applied,
+            accounts_created,
+            write_rejected_overloaded,
+            write_rejected_unavailable,
+            commits,
+            commit_batch_commands,
+            commit_duration_seconds,
+            request_duration_seconds,
+            inflight_keys,
+            commit_queue_commands,
+            outbox_lag_events,
+            outbox_oldest_unpublished_age_seconds,
+            inbox_events,
+        }
+    }
+
+    pub fn count_key(&self, outcome: KeyOutcome) {
+        self.key_outcomes[outcome as usize].inc();
+    }
+
+    pub fn count_overloaded(&self) {
+        self.write_rejected_overloaded.inc();
+    }
+
+    pub fn count_unavailable(&self) {
+        self.write_rejected_unavailable.inc();
+    }
+
+    pub fn observe_commit(&self, commands: usize, duration: Duration) {
+        self.commits.inc();
+        self.commit_batch_commands.observe(commands as f64);
+        self.commit_duration_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// Side effects, counted by the writer after its commit returned.
+    pub fn count_write_outcome(&self, command: &Command, outcome: &WriteOutcome) {
+        if let WriteOutcome::Executed(answer) = outcome {
+            if answer.status == 201 {
+                match command {
+                    Command::CreateCharge(_) => self.charges_applied.inc(),
+                    Command::CreateAccount(_) => self.accounts_created.inc(),
+                };
+            }
+        }
+    }
+
+    pub fn observe_request(&self, duration: Duration) {
+        self.request_duration_seconds
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition (OpenMetrics flavour).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

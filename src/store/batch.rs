@@ -1,0 +1,221 @@
+//! The tables of one write transaction, as the writer sees them while it applies a batch.
+//!
+//! Accounts touched by the batch are kept in memory and written once at the end, so a hot account
+//! charged a hundred times in one batch costs one B-tree update, and every command sees the
+//! balances left by the commands before it in the same batch.
+
+use std::collections::HashMap;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::StoreError;
+use super::codec::{decode, encode};
+use super::records::{EventKind, EventRecord, IdempotencyRecord};
+use super::tables::{
+    ACCOUNTS, CHARGES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, META_NEXT_CHARGE_NUMBER,
+    META_NEXT_EVENT_SEQ, OUTBOX, POSTINGS,
+};
+use crate::idempotency::IdempotencyKey;
+use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
+
+pub struct BatchTables<'txn> {
+    accounts: Table<'txn, (u32, &'static str), &'static [u8]>,
+    idempotency: Table<'txn, (u32, &'static str), &'static [u8]>,
+    expiry: Table<'txn, (u64, u32, &'static str), ()>,
+    charges: Table<'txn, u64, &'static [u8]>,
+    postings: Table<'txn, (u64, u8), &'static [u8]>,
+    outbox: Table<'txn, u64, &'static [u8]>,
+    meta: Table<'txn, &'static str, &'static [u8]>,
+    /// Accounts created or changed by this batch, written back by `flush`.
+    staged_accounts: HashMap<TenantId, HashMap<AccountId, Account>>,
+    next_event_seq: u64,
+    next_charge_number: u64,
+}
+
+impl<'txn> BatchTables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let meta = txn.open_table(META)?;
+        let counter = |name: &str| -> Result<u64, StoreError> {
+            match meta.get(name)? {
+                None => Ok(1),
+                Some(bytes) => <[u8; 8]>::try_from(bytes.value())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        record: "counter",
+                        detail: name.into(),
+                    }),
+            }
+        };
+        let next_event_seq = counter(META_NEXT_EVENT_SEQ)?;
+        let next_charge_number = counter(META_NEXT_CHARGE_NUMBER)?;
+        Ok(BatchTables {
+            accounts: txn.open_table(ACCOUNTS)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
+            charges: txn.open_table(CHARGES)?,
+            postings: txn.open_table(POSTINGS)?,
+            outbox: txn.open_table(OUTBOX)?,
+            meta,
+            staged_accounts: HashMap::new(),
+            next_event_seq,
+            next_charge_number,
+        })
+    }
+
+    /// Sees records written earlier in this same batch too.
+    pub fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let found = self.idempotency.get((tenant.0, key.as_str()))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn put_idempotency_record(
+        &mut self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+        record: &IdempotencyRecord,
+    ) -> Result<(), StoreError> {
+        self.idempotency
+            .insert((tenant.0, key.as_str()), encode(record).as_slice())?;
+        self.expiry
+            .insert((record.finished_at_ms, tenant.0, key.as_str()), ())?;
+        Ok(())
+    }
+
+    /// The account as this batch left it, or as stored.
+    pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        if let Some(staged) = self.staged_accounts.get(&tenant).and_then(|m| m.get(id)) {
+            return Ok(Some(staged.clone()));
+        }
+        let found = self.accounts.get((tenant.0, id.as_str()))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// Keeps a changed account for this batch; `flush` writes it.
+    pub fn stage_account(&mut self, tenant: TenantId, account: Account) {
+        self.staged_accounts
+            .entry(tenant)
+            .or_default()
+            .insert(account.id.clone(), account);
+    }
+
+    /// Opens an account and appends its `account.created` event; returns the event's seq.
+    pub fn create_account(
+        &mut self,
+        tenant: TenantId,
+        account: Account,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let seq = self.append_event(
+            EventKind::AccountCreated {
+                account: account.clone(),
+            },
+            now_ms,
+        )?;
+        self.stage_account(tenant, account);
+        Ok(seq)
+    }
+
+    /// Stores a succeeded charge: the charge, its two postings and its `charge.succeeded` event.
+    /// The caller has already applied the postings to the staged accounts.
+    pub fn record_charge(
+        &mut self,
+        charge: &NewCharge,
+        postings: &[Posting; 2],
+        now_ms: u64,
+    ) -> Result<Charge, StoreError> {
+        let number = self.next_charge_number;
+        self.next_charge_number += 1;
+        let stored = Charge {
+            number,
+            source: charge.source.clone(),
+            destination: charge.destination.clone(),
+            amount: charge.amount,
+            currency: charge.currency,
+            metadata: charge.metadata.clone(),
+            created_at_ms: now_ms,
+            event_seq: self.next_event_seq,
+        };
+        self.charges.insert(number, encode(&stored).as_slice())?;
+        for (leg, posting) in (0u8..).zip(postings) {
+            self.postings
+                .insert((number, leg), encode(posting).as_slice())?;
+        }
+        let seq = self.append_event(
+            EventKind::ChargeSucceeded {
+                charge_number: number,
+            },
+            now_ms,
+        )?;
+        debug_assert_eq!(seq, stored.event_seq);
+        Ok(stored)
+    }
+
+    /// The only place a sequence number is taken: taken and used together, so they stay dense.
+    fn append_event(&mut self, kind: EventKind, now_ms: u64) -> Result<u64, StoreError> {
+        let seq = self.next_event_seq;
+        let record = EventRecord {
+            created_at_ms: now_ms,
+            kind,
+        };
+        let previous = self.outbox.insert(seq, encode(&record).as_slice())?;
+        if previous.is_some() {
+            return Err(StoreError::Corrupt {
+                record: "outbox event",
+                detail: format!("sequence {seq} was already taken"),
+            });
+        }
+        self.next_event_seq += 1;
+        Ok(seq)
+    }
+
+    /// Deletes up to `records_max` idempotency records that finished before `cutoff_ms`.
+    pub fn sweep_idempotency(
+        &mut self,
+        cutoff_ms: u64,
+        records_max: usize,
+    ) -> Result<usize, StoreError> {
+        let expired: Vec<(u64, u32, String)> = self
+            .expiry
+            .range(..(cutoff_ms, 0u32, ""))?
+            .take(records_max)
+            .map(|entry| {
+                entry.map(|(key, _)| {
+                    let (finished, tenant, key) = key.value();
+                    (finished, tenant, key.to_owned())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (finished, tenant, key) in &expired {
+            self.expiry.remove((*finished, *tenant, key.as_str()))?;
+            self.idempotency.remove((*tenant, key.as_str()))?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Writes staged accounts and counters. Called once, just before commit.
+    pub(super) fn flush(&mut self) -> Result<(), StoreError> {
+        for (tenant, accounts) in self.staged_accounts.drain() {
+            for (id, account) in accounts {
+                debug_assert!(
+                    account.within_overdraft_limit(),
+                    "invariant 5 broken for {id}"
+                );
+                self.accounts
+                    .insert((tenant.0, id.as_str()), encode(&account).as_slice())?;
+            }
+        }
+        self.meta.insert(
+            META_NEXT_EVENT_SEQ,
+            self.next_event_seq.to_be_bytes().as_slice(),
+        )?;
+        self.meta.insert(
+            META_NEXT_CHARGE_NUMBER,
+            self.next_charge_number.to_be_bytes().as_slice(),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! The invariant checker: reads the whole store and verifies DESIGN.md's invariants.
+//!
+//! Run by `onceledger check` (with the server stopped) and by the tests after every test that
+//! writes. It recomputes every account's totals from the postings, so a balance that drifted from
+//! its postings is caught, not only a sum that is off.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::Serialize;
+
+use super::codec::decode;
+use super::records::{Effect, EventKind, EventRecord, IdempotencyRecord};
+use super::tables::{
+    ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, OUTBOX,
+    POSTINGS,
+};
+use super::{Store, StoreError};
+use crate::ledger::{Account, Charge, Posting, PostingSide};
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub accounts: u64,
+    pub charges: u64,
+    pub events: u64,
+    pub idempotency_records: u64,
+    /// Charges no idempotency record answers for. 0 unless records were swept by retention.
+    pub charges_without_record: u64,
+    /// Invariant 1: every value must be 0.
+    pub balance_sum_by_currency: BTreeMap<String, i128>,
+    /// Every broken invariant, in words. Empty means the store is consistent.
+    #[serde(skip)]
+    pub violations: Vec<String>,
+}
+
+pub fn verify(store: &Store) -> Result<Report, StoreError> {
+    let txn = store.database().begin_read()?;
+    let mut report = Report::default();
+    let mut violations: Vec<String> = Vec::new();
+
+    // Accounts: invariant 5, and the per-currency sum of invariant 1.
+    let mut accounts: HashMap<(u32, String), Account> = HashMap::new();
+    for entry in txn.open_table(ACCOUNTS)?.iter()? {
+        let (key, bytes) = entry?;
+        let account: Account = decode(bytes.value())?;
+        let (tenant, id) = key.value();
+        if id != account.id.as_str() {
+            violations.push(format!("account row {id} holds account {}", account.id));
+        }
+        if !account.within_overdraft_limit() {
+            violations.push(format!("account {id} is below its overdraft limit"));
+        }
+        *report
+            .balance_sum_by_currency
+            .entry(account.currency.to_string())
+            .or_default() += i128::from(account.balance());
+        accounts.insert((tenant, id.to_owned()), account);
+        report.accounts += 1;
+    }
+    for (currency, sum) in &report.balance_sum_by_currency {
+        if *sum != 0 {
+            violations.push(format!("balances in {currency} sum to {sum}, not 0"));
+        }
+    }
+
+    // Outbox: invariant 3, dense from 1 up to the counter.
+    let meta = txn.open_table(META)?;
+    let counter = |name: &str| -> Result<u64, StoreError> {
+        Ok(meta
+            .get(name)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map_or(1, u64::from_be_bytes))
+    };
+    let mut events: BTreeMap<u64, EventRecord> = BTreeMap::new();
+    for entry in txn.open_table(OUTBOX)?.iter()? {
+        let (seq, bytes) = entry?;
+        events.insert(seq.value(), decode(bytes.value())?);
+    }
+    report.events = events.len() as u64;
+    for (expected, seq) in (1u64..).zip(events.keys()) {
+        if *seq != expected {
+            violations.push(format!(
+                "outbox sequence jumps to {seq} where {expected} was due"
+            ));
+            break;
+        }
+    }
+    let next_seq = counter(META_NEXT_EVENT_SEQ)?;
+    if next_seq != report.events + 1 {
+        violations.push(format!(
+            "next event seq is {next_seq} with {} events",
+            report.events
+        ));
+    }
+
+    // Charges: dense numbers, two postings each that match it, one event each; and the totals of
+    // every account recomputed from the postings.
+    let postings_table = txn.open_table(POSTINGS)?;
+    let mut recomputed: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut charges: BTreeMap<u64, Charge> = BTreeMap::new();
+    for entry in txn.open_table(CHARGES)?.iter()? {
+        let (number, bytes) = entry?;
+        let charge: Charge = decode(bytes.value())?;
+        let number = number.value();
+        report.charges += 1;
+        if number != report.charges || charge.number != number {
+            violations.push(format!(
+                "charge {number} out of place (expected {})",
+                report.charges
+            ));
+        }
+        for (leg, side, account) in [
+            (0u8, PostingSide::Debit, &charge.source),
+            (1, PostingSide::Credit, &charge.destination),
+        ] {
+            let posting: Option<Posting> = postings_table
+                .get((number, leg))?
+                .map(|b| decode(b.value()))
+                .transpose()?;
+            match posting {
+                Some(p) if p.side == side && &p.account == account && p.amount == charge.amount => {
+                    let totals = recomputed.entry(p.account.as_str().to_owned()).or_default();
+                    match side {
+                        PostingSide::Debit => totals.0 += p.amount.minor(),
+                        PostingSide::Credit => totals.1 += p.amount.minor(),
+                    }
+                }
+                other => violations.push(format!("charge {number} leg {leg}: posting {other:?}")),
+            }
+        }
+        match events.get(&charge.event_seq) {
+            Some(EventRecord {
+                kind: EventKind::ChargeSucceeded { charge_number },
+                ..
+            }) if *charge_number == number => {}
+            other => violations.push(format!(
+                "charge {number}: event {} is {other:?}",
+                charge.event_seq
+            )),
+        }
+        charges.insert(number, charge);
+    }
+    if postings_table.len()? != 2 * report.charges {
+        violations.push(format!(
+            "{} postings for {} charges",
+            postings_table.len()?,
+            report.charges
+        ));
+    }
+    let next_charge = counter(META_NEXT_CHARGE_NUMBER)?;
+    if next_charge != report.charges + 1 {
+        violations.push(format!(
+            "next charge number is {next_charge} with {} charges",
+            report.charges
+        ));
+    }
+    // Single tenant today: postings name accounts by id within the default tenant.
+    for ((_, id), account) in &accounts {
+        let (debits, credits) = recomputed.remove(id).unwrap_or_default();
+        if (debits, credits) != (account.debits_posted, account.credits_posted) {
+            violations.push(format!(
+                "account {id}: stored totals {}/{} but postings give {debits}/{credits}",
+                account.debits_posted, account.credits_posted
+            ));
+        }
+    }
+    for id in recomputed.keys() {
+        violations.push(format!("postings name account {id}, which does not exist"));
+    }
+
+    // Idempotency records: invariant 2, a 201 has exactly its effects, a decline has none.
+    let mut charges_claimed: HashMap<u64, u32> = HashMap::new();
+    for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
+        let (key, bytes) = entry?;
+        let record: IdempotencyRecord = decode(bytes.value())?;
+        let (tenant, key) = key.value();
+        report.idempotency_records += 1;
+        let consistent = match &record.effect {
+            Effect::None => record.status != 201,
+            Effect::ChargeSucceeded { charge_number } => {
+                *charges_claimed.entry(*charge_number).or_default() += 1;
+                record.status == 201 && charges.contains_key(charge_number)
+            }
+            Effect::AccountCreated { account, event_seq } => {
+                record.status == 201
+                    && accounts.contains_key(&(tenant, account.as_str().to_owned()))
+                    && matches!(events.get(event_seq),
+                        Some(EventRecord { kind: EventKind::AccountCreated { account: a }, .. }) if a.id == *account)
+            }
+        };
+        if !consistent {
+            violations.push(format!(
+                "key {key:?}: status {} with effect {:?}",
+                record.status, record.effect
+            ));
+        }
+    }
+    report.charges_without_record = report.charges - charges_claimed.len() as u64;
+    for (number, claims) in charges_claimed {
+        if claims != 1 {
+            violations.push(format!("charge {number} is the answer of {claims} keys"));
+        }
+    }
+    report.violations = violations;
+    Ok(report)
+}

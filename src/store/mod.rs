@@ -1,0 +1,218 @@
+//! The store: the only module that imports redb.
+//!
+//! One redb file, `onceledger.redb`, in the data directory. Reads run in MVCC read transactions and
+//! never block the writer. Writes happen only through [`Store::write_batch`], which the writer thread
+//! calls once per group of commands: one write transaction, one fsync.
+//!
+//! Durability: a batch is durable when `write_batch` returns `Ok` (redb `Durability::Immediate`:
+//! fsync before the commit is acknowledged). Such a batch survives a process crash and a power
+//! loss; a batch whose commit did not return `Ok` is absent after restart, all of it or none.
+
+mod batch;
+pub mod check;
+mod codec;
+mod records;
+mod tables;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+pub use batch::BatchTables;
+pub use records::{Effect, Event, EventBody, EventKind, IdempotencyRecord};
+
+use crate::idempotency::IdempotencyKey;
+use crate::ledger::{Account, AccountId, Charge, TenantId};
+use crate::limits::STORE_CACHE_BYTES;
+use codec::decode;
+use tables::{ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NODE_ID, OUTBOX};
+
+/// The file inside the data directory.
+pub const STORE_FILE_NAME: &str = "onceledger.redb";
+
+/// Errors of the store. Every variant is a reason to answer 503/500, never a client's fault.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// redb failed: I/O, a full disk, a lock held by another process.
+    Storage(redb::Error),
+    /// A record did not decode: the file holds something this build did not write.
+    Corrupt {
+        record: &'static str,
+        detail: String,
+    },
+    /// The data directory could not be created or read.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Storage(error) => write!(f, "storage error: {error}"),
+            StoreError::Corrupt { record, detail } => write!(f, "corrupt {record}: {detail}"),
+            StoreError::Io(error) => write!(f, "data directory: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(error: E) -> Self {
+        StoreError::Storage(error.into())
+    }
+}
+
+pub struct Store {
+    db: Database,
+    node_id: String,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if missing) the store in `data_dir`. After a crash redb repairs the file
+    /// first; with quick-repair on every commit that is a short replay, not a full scan.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
+        let path = data_dir.join(STORE_FILE_NAME);
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&path)?;
+        Self::init(db, path)
+    }
+
+    /// Opens a store on a custom redb backend (fault injection in tests and fuzzing).
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create_with_backend(backend)?;
+        Self::init(db, label.to_path_buf())
+    }
+
+    /// Creates every table and the node id on first open, so readers never meet a missing table.
+    fn init(db: Database, path: PathBuf) -> Result<Store, StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(true);
+        let node_id = {
+            tables::create_all(&txn)?;
+            let mut meta = txn.open_table(META)?;
+            let existing = meta.get(META_NODE_ID)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(bytes) => String::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
+                    record: "node id",
+                    detail: "not UTF-8".into(),
+                })?,
+                None => {
+                    let fresh = new_node_id();
+                    meta.insert(META_NODE_ID, fresh.as_bytes())?;
+                    fresh
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(Store { db, node_id, path })
+    }
+
+    /// This node's stable identity: made at first start, kept in the store.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IDEMPOTENCY)?;
+        let found = table.get((tenant.0, key.as_str()))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ACCOUNTS)?;
+        let found = table.get((tenant.0, id.as_str()))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn charge(&self, number: u64) -> Result<Option<Charge>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHARGES)?;
+        let found = table.get(number)?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// Up to `limit` events with `seq > after`, in sequence order, charges joined in.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let charges = txn.open_table(CHARGES)?;
+        let start = after.saturating_add(1);
+        let mut events = Vec::with_capacity(limit.min(256));
+        for entry in outbox.range(start..)?.take(limit) {
+            let (seq, bytes) = entry?;
+            let record: records::EventRecord = decode(bytes.value())?;
+            let body = match record.kind {
+                EventKind::AccountCreated { account } => EventBody::AccountCreated(account),
+                EventKind::ChargeSucceeded { charge_number } => {
+                    let bytes = charges
+                        .get(charge_number)?
+                        .ok_or_else(|| StoreError::Corrupt {
+                            record: "outbox event",
+                            detail: format!(
+                                "event {} names missing charge {charge_number}",
+                                seq.value()
+                            ),
+                        })?;
+                    EventBody::ChargeSucceeded(decode(bytes.value())?)
+                }
+            };
+            events.push(Event {
+                seq: seq.value(),
+                created_at_ms: record.created_at_ms,
+                body,
+            });
+        }
+        Ok(events)
+    }
+
+    /// Runs `apply` on the tables of one write transaction and commits it durably. On `Err` nothing
+    /// of the batch is stored. The caller (the writer) must treat any `Err` as fatal for writes.
+    pub fn write_batch<R>(
+        &self,
+        apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.set_quick_repair(true);
+        let result = {
+            let mut tables = BatchTables::open(&txn)?;
+            let result = apply(&mut tables)?;
+            tables.flush()?;
+            result
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+
+    /// Read access for the invariant checker.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// `n` and 12 hex digits: short enough to read in logs, random enough for a fleet, and free of
+/// `:` because event ids are `NODE:SEQ`.
+fn new_node_id() -> String {
+    let random = uuid::Uuid::new_v4().as_u128();
+    format!("n{:012x}", random & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,153 @@
+//! The records the store keeps besides the ledger's own types.
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::Record;
+use crate::idempotency::Fingerprint;
+use crate::ledger::{Account, AccountId, Charge, Posting};
+
+impl Record for Account {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "account";
+}
+
+impl Record for Charge {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "charge";
+}
+
+impl Record for Posting {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "posting";
+}
+
+/// A finished request: its fingerprint and the exact answer to replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub fingerprint: Fingerprint,
+    pub status: u16,
+    /// The response body, byte for byte.
+    pub body: Vec<u8>,
+    pub finished_at_ms: u64,
+    /// What the request did, so the invariant checker can match answers to effects.
+    pub effect: Effect,
+}
+
+impl Record for IdempotencyRecord {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "idempotency record";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    /// A decline: nothing but the record itself was written.
+    None,
+    AccountCreated {
+        account: AccountId,
+        event_seq: u64,
+    },
+    ChargeSucceeded {
+        charge_number: u64,
+    },
+}
+
+/// An outbox event as stored. Charge events refer to the charge (stored once, in `charges`);
+/// account events carry the account as it was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub created_at_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    AccountCreated { account: Account },
+    ChargeSucceeded { charge_number: u64 },
+}
+
+impl Record for EventRecord {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "outbox event";
+}
+
+/// An event ready to be shown or sent: the charge is joined in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub created_at_ms: u64,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBody {
+    AccountCreated(Account),
+    ChargeSucceeded(Charge),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::codec::{decode, encode};
+    use super::*;
+    use crate::ledger::{Amount, Currency, Metadata, NewAccount, PostingSide};
+    use std::collections::BTreeMap;
+
+    fn round_trip<R: Record + PartialEq + std::fmt::Debug>(record: R) {
+        let bytes = encode(&record);
+        assert_eq!(bytes[0], R::VERSION);
+        assert_eq!(decode::<R>(&bytes).expect("decodes"), record);
+        let mut future = bytes.clone();
+        future[0] = R::VERSION + 1;
+        assert!(
+            decode::<R>(&future).is_err(),
+            "unknown versions are refused"
+        );
+        assert!(decode::<R>(&[]).is_err());
+        assert!(decode::<R>(&bytes[..bytes.len() - 1]).is_err() || bytes.len() == 1);
+    }
+
+    #[test]
+    fn every_record_round_trips() {
+        let id = AccountId::parse("alice").expect("valid");
+        let account = Account::open(
+            &NewAccount {
+                id: id.clone(),
+                currency: Currency::parse("EUR").expect("valid"),
+                overdraft_limit: None,
+            },
+            1,
+        );
+        let charge = Charge {
+            number: 9,
+            source: id.clone(),
+            destination: AccountId::parse("shop").expect("valid"),
+            amount: Amount::new(1250).expect("valid"),
+            currency: Currency::parse("EUR").expect("valid"),
+            metadata: Metadata::new(BTreeMap::from([("order".into(), "A-17".into())]))
+                .expect("valid"),
+            created_at_ms: 2,
+            event_seq: 3,
+        };
+        round_trip(account.clone());
+        round_trip(charge);
+        round_trip(Posting {
+            account: id.clone(),
+            side: PostingSide::Credit,
+            amount: Amount::new(5).expect("valid"),
+        });
+        round_trip(IdempotencyRecord {
+            fingerprint: Fingerprint([7; 32]),
+            status: 402,
+            body: b"{\"type\":\"/problems/insufficient-funds\"}".to_vec(),
+            finished_at_ms: 4,
+            effect: Effect::ChargeSucceeded { charge_number: 9 },
+        });
+        round_trip(EventRecord {
+            created_at_ms: 5,
+            kind: EventKind::AccountCreated { account },
+        });
+        round_trip(EventRecord {
+            created_at_ms: 6,
+            kind: EventKind::ChargeSucceeded { charge_number: 9 },
+        });
+    }
+}

@@ -1,0 +1,37 @@
+//! Table definitions. Number keys are fixed-width big-endian (redb's integer encoding), so range
+//! scans follow numeric order; tenant-scoped keys start with the tenant.
+
+use redb::{TableDefinition, WriteTransaction};
+
+use super::StoreError;
+
+/// (tenant, account id) → Account.
+pub const ACCOUNTS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("accounts");
+/// (tenant, idempotency key) → IdempotencyRecord.
+pub const IDEMPOTENCY: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("idempotency");
+/// (finished at ms, tenant, key) → (): the retention sweep walks this in time order.
+pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, u32, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+/// charge number → Charge. Numbers are dense per node, so inserts append.
+pub const CHARGES: TableDefinition<u64, &[u8]> = TableDefinition::new("charges");
+/// (charge number, leg: 0 debit, 1 credit) → Posting.
+pub const POSTINGS: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("postings");
+/// event sequence number → EventRecord. Dense from 1.
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// name → value: counters and the node id.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub const META_NODE_ID: &str = "node_id";
+pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
+pub const META_NEXT_CHARGE_NUMBER: &str = "next_charge_number";
+
+pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(ACCOUNTS)?;
+    txn.open_table(IDEMPOTENCY)?;
+    txn.open_table(IDEMPOTENCY_EXPIRY)?;
+    txn.open_table(CHARGES)?;
+    txn.open_table(POSTINGS)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(META)?;
+    Ok(())
+}

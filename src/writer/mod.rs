@@ -1,0 +1,271 @@
+//! The group-commit writer: one thread owns every write transaction.
+//!
+//! Request tasks put commands on a bounded crossbeam channel (full: 503 at once, never a wait). The
+//! writer takes everything queued, up to `batch_commands_max`, applies each command in order inside
+//! ONE redb write transaction, commits with one fsync, and only then answers each waiter and
+//! releases its key. Under light load a batch is one command (lowest latency); under heavy load the
+//! queue fills during each fsync and batches grow by themselves.
+//!
+//! **A failed commit poisons the writer.** Every waiter of that batch gets a retryable 503, and every
+//! later command gets 503 until restart: an fsync that failed may have lost pages the kernel already
+//! dropped, so retrying it could report success for data that is gone.
+
+mod apply;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::clock::now_ms;
+use crate::idempotency::{Claim, Fingerprint, IdempotencyKey};
+use crate::ledger::{Command, TenantId};
+use crate::limits::{RETENTION_SWEEP_INTERVAL, RETENTION_SWEEP_RECORDS_MAX};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub batch_commands_max: usize,
+    pub commit_queue_max: usize,
+    pub idempotency_retention: Duration,
+}
+
+/// One POST on its way to the ledger. It carries its key's claim: the writer drops it after the
+/// answer is sent, so the key is free exactly when its record is readable.
+pub struct WriteRequest {
+    pub tenant: TenantId,
+    pub key: IdempotencyKey,
+    pub fingerprint: Fingerprint,
+    pub command: Command,
+    pub claim: Claim,
+    pub reply: oneshot::Sender<WriteOutcome>,
+}
+
+/// A finished request's answer, exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The command ran in this batch; its answer is committed.
+    Executed(StoredAnswer),
+    /// The key had already finished with the same fingerprint (found inside the transaction).
+    Replayed(StoredAnswer),
+    /// The key had already finished with another fingerprint.
+    FingerprintMismatch,
+    /// Nothing was stored: the commit failed now or earlier (poisoned), or the writer stopped.
+    Unavailable,
+}
+
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The commit queue is at `commit_queue_max`.
+    Overloaded,
+    /// The writer is poisoned or stopped.
+    Unavailable,
+}
+
+enum Message {
+    Write(WriteRequest),
+    /// Commit what is queued before this message, then stop.
+    Shutdown,
+}
+
+/// The handle request tasks use. Cheap to share behind an `Arc`.
+pub struct WriterHandle {
+    sender: Sender<Message>,
+    poisoned: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WriterHandle {
+    pub fn spawn(
+        store: Arc<Store>,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        assert!(config.batch_commands_max >= 1 && config.commit_queue_max >= 1);
+        let (sender, receiver) = crossbeam_channel::bounded(config.commit_queue_max);
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            store,
+            config,
+            metrics,
+            receiver,
+            poisoned: PoisonOnExit(Arc::clone(&poisoned)),
+            last_sweep: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("onceledger-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(WriterHandle {
+            sender,
+            poisoned,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues a write without waiting. On error the request comes back dropped, releasing its claim.
+    pub fn try_submit(&self, request: WriteRequest) -> Result<(), SubmitError> {
+        if self.is_poisoned() {
+            return Err(SubmitError::Unavailable);
+        }
+        match self.sender.try_send(Message::Write(request)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Unavailable),
+        }
+    }
+
+    /// True once a commit failed or the writer thread ended: writes are refused until restart.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Commands waiting in the queue right now.
+    pub fn queued(&self) -> usize {
+        self.sender.len()
+    }
+
+    /// Lets the writer commit everything queued so far, then waits for its thread to end.
+    pub fn shutdown(&self) {
+        // A blocking send: the queue may be full, and everything in it must still be committed.
+        let _ = self.sender.send(Message::Shutdown);
+        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the writer thread panicked during shutdown");
+            }
+        }
+    }
+}
+
+/// Marks the writer unusable when its thread ends for any reason, a panic included, so that no
+/// request waits for a writer that is gone and /readyz stops answering 200.
+struct PoisonOnExit(Arc<AtomicBool>);
+
+impl PoisonOnExit {
+    fn poison(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for PoisonOnExit {
+    fn drop(&mut self) {
+        self.poison();
+    }
+}
+
+struct Writer {
+    store: Arc<Store>,
+    config: WriterConfig,
+    metrics: Arc<Metrics>,
+    receiver: Receiver<Message>,
+    poisoned: PoisonOnExit,
+    last_sweep: Instant,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<WriteRequest> = Vec::with_capacity(self.config.batch_commands_max);
+        let mut stopping = false;
+        while !stopping {
+            match self.receiver.recv_timeout(RETENTION_SWEEP_INTERVAL) {
+                Ok(Message::Write(request)) => batch.push(request),
+                Ok(Message::Shutdown) => stopping = true,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            // Group commit: take whatever else is already waiting, without waiting for more.
+            while !stopping && batch.len() < self.config.batch_commands_max {
+                match self.receiver.try_recv() {
+                    Ok(Message::Write(request)) => batch.push(request),
+                    Ok(Message::Shutdown) => stopping = true,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            if self.last_sweep.elapsed() >= RETENTION_SWEEP_INTERVAL {
+                self.sweep_expired_keys();
+            }
+        }
+        // Anything still queued arrived after shutdown began; answer it rather than drop it silently.
+        while let Ok(message) = self.receiver.try_recv() {
+            if let Message::Write(request) = message {
+                let _ = request.reply.send(WriteOutcome::Unavailable);
+            }
+        }
+        tracing::info!("writer stopped");
+    }
+
+    fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
+        if self.poisoned.is_poisoned() {
+            for request in batch.drain(..) {
+                let _ = request.reply.send(WriteOutcome::Unavailable);
+            }
+            return;
+        }
+        let started = Instant::now();
+        let now = now_ms();
+        let result = self.store.write_batch(|tables| {
+            batch
+                .iter()
+                .map(|request| apply::apply(tables, request, now))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        self.metrics.observe_commit(batch.len(), started.elapsed());
+        match result {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.drain(..).zip(outcomes) {
+                    self.metrics.count_write_outcome(&request.command, &outcome);
+                    // The answer goes out before the claim is released (dropped with `request`),
+                    // so a retry that finds the key free also finds its record.
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, commands = batch.len(), "commit failed; refusing all writes until restart");
+                self.poisoned.poison();
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(WriteOutcome::Unavailable);
+                }
+            }
+        }
+    }
+
+    /// Deletes idempotency records older than the retention, a bounded number per transaction.
+    fn sweep_expired_keys(&mut self) {
+        self.last_sweep = Instant::now();
+        if self.poisoned.is_poisoned() {
+            return;
+        }
+        let retention_ms =
+            u64::try_from(self.config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
+        let cutoff_ms = now_ms().saturating_sub(retention_ms);
+        match self
+            .store
+            .write_batch(|tables| tables.sweep_idempotency(cutoff_ms, RETENTION_SWEEP_RECORDS_MAX))
+        {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "expired idempotency records deleted"),
+            Err(error) => {
+                tracing::error!(%error, "retention sweep failed; refusing all writes until restart");
+                self.poisoned.poison();
+            }
+        }
+    }
+}
