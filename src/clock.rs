@@ -25,6 +25,6 @@ mod tests {
     #[test]
     fn formats_rfc3339_utc_with_millis() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T09:46:40.123Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
     }
 }

@@ -11,6 +11,7 @@
 mod batch;
 pub mod check;
 mod codec;
+pub mod fault;
 mod records;
 mod tables;
 

@@ -35,8 +35,9 @@ pub struct WriterConfig {
     pub idempotency_retention: Duration,
 }
 
-/// One POST on its way to the ledger. It carries its key's claim: the writer drops it after the
-/// answer is sent, so the key is free exactly when its record is readable.
+/// One POST on its way to the ledger. It carries its key's claim: the writer releases it once the
+/// batch committed (or failed), just before answering, so a client that retries the moment it
+/// reads its answer finds the key free and its record readable.
 pub struct WriteRequest {
     pub tenant: TenantId,
     pub key: IdempotencyKey,
@@ -168,6 +169,16 @@ impl Drop for PoisonOnExit {
     }
 }
 
+/// Releases the key, then answers. The order matters: the outcome is final (committed, or nothing
+/// stored), so the key may be reused at once, and a client that retries as soon as it reads its
+/// answer must not be told its own finished request is still in flight.
+fn answer(request: WriteRequest, outcome: WriteOutcome) {
+    let WriteRequest { claim, reply, .. } = request;
+    drop(claim);
+    // The client may have gone away; its outcome is stored either way.
+    let _ = reply.send(outcome);
+}
+
 struct Writer {
     store: Arc<Store>,
     config: WriterConfig,
@@ -206,7 +217,7 @@ impl Writer {
         // Anything still queued arrived after shutdown began; answer it rather than drop it silently.
         while let Ok(message) = self.receiver.try_recv() {
             if let Message::Write(request) = message {
-                let _ = request.reply.send(WriteOutcome::Unavailable);
+                answer(request, WriteOutcome::Unavailable);
             }
         }
         tracing::info!("writer stopped");
@@ -215,7 +226,7 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
         if self.poisoned.is_poisoned() {
             for request in batch.drain(..) {
-                let _ = request.reply.send(WriteOutcome::Unavailable);
+                answer(request, WriteOutcome::Unavailable);
             }
             return;
         }
@@ -232,16 +243,14 @@ impl Writer {
             Ok(outcomes) => {
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     self.metrics.count_write_outcome(&request.command, &outcome);
-                    // The answer goes out before the claim is released (dropped with `request`),
-                    // so a retry that finds the key free also finds its record.
-                    let _ = request.reply.send(outcome);
+                    answer(request, outcome);
                 }
             }
             Err(error) => {
                 tracing::error!(%error, commands = batch.len(), "commit failed; refusing all writes until restart");
                 self.poisoned.poison();
                 for request in batch.drain(..) {
-                    let _ = request.reply.send(WriteOutcome::Unavailable);
+                    answer(request, WriteOutcome::Unavailable);
                 }
             }
         }
@@ -269,3 +278,6 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! The writer against a real redb file whose fsyncs the tests can hold or fail.
+
+use std::fs::OpenOptions;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::api::canonical_body;
+use crate::idempotency::{Fingerprint, IdempotencyKey, InFlightIndex};
+use crate::ledger::{AccountId, Amount, Currency, Metadata, NewAccount, NewCharge};
+use crate::store::fault::{FaultSwitches, FaultyFileBackend};
+use crate::store::{STORE_FILE_NAME, Store};
+
+struct Rig {
+    store: Arc<Store>,
+    writer: WriterHandle,
+    index: Arc<InFlightIndex>,
+    switches: Arc<FaultSwitches>,
+    metrics: Arc<Metrics>,
+    dir: tempfile::TempDir,
+}
+
+fn rig(commit_queue_max: usize, batch_commands_max: usize) -> Rig {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.path().join(STORE_FILE_NAME))
+        .expect("store file");
+    let switches = FaultSwitches::new();
+    let backend = FaultyFileBackend::new(file, Arc::clone(&switches)).expect("backend");
+    let store = Arc::new(Store::open_with_backend(backend, dir.path()).expect("store opens"));
+    let metrics = Arc::new(Metrics::new());
+    let config = WriterConfig {
+        batch_commands_max,
+        commit_queue_max,
+        idempotency_retention: Duration::from_secs(3600),
+    };
+    let writer =
+        WriterHandle::spawn(Arc::clone(&store), config, Arc::clone(&metrics)).expect("writer");
+    Rig {
+        store,
+        writer,
+        index: InFlightIndex::new(),
+        switches,
+        metrics,
+        dir,
+    }
+}
+
+fn account(id: &str, overdraft_limit: Option<u64>) -> Command {
+    Command::CreateAccount(NewAccount {
+        id: AccountId::parse(id).expect("id"),
+        currency: Currency::parse("EUR").expect("currency"),
+        overdraft_limit,
+    })
+}
+
+fn charge(source: &str, destination: &str, amount: u64) -> Command {
+    Command::CreateCharge(NewCharge {
+        source: AccountId::parse(source).expect("id"),
+        destination: AccountId::parse(destination).expect("id"),
+        amount: Amount::new(amount).expect("amount"),
+        currency: Currency::parse("EUR").expect("currency"),
+        metadata: Metadata::default(),
+    })
+}
+
+impl Rig {
+    fn request(
+        &self,
+        index: &Arc<InFlightIndex>,
+        key: &str,
+        command: Command,
+    ) -> (WriteRequest, oneshot::Receiver<WriteOutcome>) {
+        let key = IdempotencyKey::parse(key.as_bytes()).expect("key");
+        let claim = index.claim(TenantId::DEFAULT, &key).expect("key is free");
+        let fingerprint = Fingerprint::of("POST", "/test", &canonical_body(&command));
+        let (reply, answer) = oneshot::channel();
+        (
+            WriteRequest {
+                tenant: TenantId::DEFAULT,
+                key,
+                fingerprint,
+                command,
+                claim,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    fn submit(&self, key: &str, command: Command) -> oneshot::Receiver<WriteOutcome> {
+        let (request, answer) = self.request(&self.index, key, command);
+        self.writer
+            .try_submit(request)
+            .map_err(|e| format!("{e:?}"))
+            .expect("queued");
+        answer
+    }
+
+    fn run(&self, key: &str, command: Command) -> WriteOutcome {
+        self.submit(key, command).blocking_recv().expect("answered")
+    }
+
+    fn balance(&self, id: &str) -> i64 {
+        let account = self
+            .store
+            .account(TenantId::DEFAULT, &AccountId::parse(id).expect("id"));
+        account.expect("readable").expect("exists").balance()
+    }
+
+    /// `(commits, commands)` from the commit batch histogram.
+    fn commits_and_commands(&self) -> (u64, u64) {
+        let text = self.metrics.render();
+        let value = |name: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name))
+                .expect("metric present");
+            let number = line.rsplit(' ').next().expect("value");
+            number.parse::<f64>().expect("number") as u64
+        };
+        (
+            value("onceledger_commit_batch_commands_count"),
+            value("onceledger_commit_batch_commands_sum"),
+        )
+    }
+}
+
+fn status(outcome: &WriteOutcome) -> u16 {
+    match outcome {
+        WriteOutcome::Executed(answer) => answer.status,
+        other => panic!("expected an executed command, got {other:?}"),
+    }
+}
+
+#[test]
+fn commands_in_one_batch_see_each_others_balances_and_a_decline_fails_no_neighbour() {
+    let rig = rig(64, 64);
+    for (key, command) in [
+        ("a1", account("bank", None)),
+        ("a2", account("alice", Some(0))),
+        ("a3", account("shop", Some(0))),
+    ] {
+        assert_eq!(status(&rig.run(key, command)), 201);
+    }
+    // Hold the next commit in its fsync so that the four charges below queue up behind it and are
+    // taken as one batch when it is released.
+    let (entered, release) = rig.switches.hold_syncs();
+    let warm_up = rig.submit("a4", account("other", Some(0)));
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer reached its fsync");
+    let answers = [
+        rig.submit("c1", charge("bank", "alice", 100)),
+        rig.submit("c2", charge("alice", "shop", 100)), // needs c1's credit
+        rig.submit("c3", charge("alice", "shop", 1)),   // alice is at 0 now: declined
+        rig.submit("c4", charge("bank", "alice", 5)),   // unaffected by c3's decline
+    ];
+    drop(release);
+    assert_eq!(status(&warm_up.blocking_recv().expect("answered")), 201);
+    let statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|a| status(&a.blocking_recv().expect("answered")))
+        .collect();
+    assert_eq!(statuses, [201, 201, 402, 201]);
+    assert_eq!(
+        (
+            rig.balance("bank"),
+            rig.balance("alice"),
+            rig.balance("shop")
+        ),
+        (-105, 5, 100)
+    );
+    assert_eq!(
+        rig.commits_and_commands(),
+        (5, 8),
+        "3 + 1 single commits, then one batch of 4"
+    );
+    assert!(
+        rig.index.is_empty(),
+        "every claim released after its answer"
+    );
+}
+
+#[test]
+fn a_failed_commit_poisons_the_writer_and_reads_keep_working() {
+    let rig = rig(64, 64);
+    assert_eq!(status(&rig.run("a1", account("kept", None))), 201);
+    rig.switches.fail_syncs();
+    assert_eq!(
+        rig.run("a2", account("lost", None)),
+        WriteOutcome::Unavailable
+    );
+    assert!(rig.writer.is_poisoned());
+    let (request, _answer) = rig.request(&rig.index, "a3", account("never", None));
+    assert!(
+        matches!(
+            rig.writer.try_submit(request),
+            Err(SubmitError::Unavailable)
+        ),
+        "later writes refused at once"
+    );
+    assert!(rig.index.is_empty(), "a refused request releases its key");
+    assert_eq!(rig.balance("kept"), 0, "reads still work");
+
+    // After a restart on a healthy disk, exactly the acknowledged state is there.
+    let dir_path = rig.dir.path().to_path_buf();
+    rig.writer.shutdown();
+    let Rig {
+        store, writer, dir, ..
+    } = rig;
+    drop(writer);
+    drop(store);
+    let reopened = Store::open(&dir_path).expect("reopens");
+    let tenant = TenantId::DEFAULT;
+    assert!(
+        reopened
+            .account(tenant, &AccountId::parse("kept").expect("id"))
+            .expect("read")
+            .is_some()
+    );
+    assert!(
+        reopened
+            .account(tenant, &AccountId::parse("lost").expect("id"))
+            .expect("read")
+            .is_none()
+    );
+    let report = crate::store::check::verify(&reopened).expect("checkable");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    drop(dir);
+}
+
+#[test]
+fn a_full_commit_queue_refuses_at_once_and_frees_the_key() {
+    let rig = rig(2, 1);
+    let (entered, release) = rig.switches.hold_syncs();
+    let first = rig.submit("k1", account("a1", None));
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer holds k1 in its fsync");
+    let queued = [
+        rig.submit("k2", account("a2", None)),
+        rig.submit("k3", account("a3", None)),
+    ];
+    let (overflow, _answer) = rig.request(&rig.index, "k4", account("a4", None));
+    assert!(matches!(
+        rig.writer.try_submit(overflow),
+        Err(SubmitError::Overloaded)
+    ));
+    let key = IdempotencyKey::parse(b"k4").expect("key");
+    assert!(
+        rig.index.claim(TenantId::DEFAULT, &key).is_some(),
+        "the refused key is free again"
+    );
+    drop(release);
+    assert_eq!(status(&first.blocking_recv().expect("answered")), 201);
+    for answer in queued {
+        assert_eq!(status(&answer.blocking_recv().expect("answered")), 201);
+    }
+}
+
+#[test]
+fn the_writer_rechecks_each_key_inside_the_transaction() {
+    // Two requests with one key reach the queue together, as if the in-flight index had failed:
+    // the second must be answered from the first's record, never executed.
+    let rig = rig(64, 64);
+    assert_eq!(status(&rig.run("setup-1", account("bank", None))), 201);
+    assert_eq!(status(&rig.run("setup-2", account("shop", None))), 201);
+    let (entered, release) = rig.switches.hold_syncs();
+    let warm_up = rig.submit("w", account("other", None));
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("writer in fsync");
+    let (other_index_a, other_index_b) = (InFlightIndex::new(), InFlightIndex::new());
+    let mut answers = Vec::new();
+    for (index, amount) in [(&other_index_a, 7), (&other_index_b, 7), (&rig.index, 8)] {
+        let (request, answer) = rig.request(index, "dup", charge("bank", "shop", amount));
+        rig.writer
+            .try_submit(request)
+            .map_err(|e| format!("{e:?}"))
+            .expect("queued");
+        answers.push(answer);
+    }
+    drop(release);
+    assert_eq!(status(&warm_up.blocking_recv().expect("answered")), 201);
+    let outcomes: Vec<WriteOutcome> = answers
+        .into_iter()
+        .map(|a| a.blocking_recv().expect("answered"))
+        .collect();
+    let WriteOutcome::Executed(first) = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(
+        outcomes[1],
+        WriteOutcome::Replayed(first.clone()),
+        "same fingerprint: the stored answer"
+    );
+    assert_eq!(
+        outcomes[2],
+        WriteOutcome::FingerprintMismatch,
+        "changed amount: 422"
+    );
+    assert_eq!(rig.balance("shop"), 7, "one charge, not two or three");
+}
+
+#[test]
+fn shutdown_commits_everything_already_queued() {
+    let rig = rig(64, 2);
+    let (entered, release) = rig.switches.hold_syncs();
+    let first = rig.submit("s0", account("acct-0", None));
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("writer in fsync");
+    let queued: Vec<_> = (1..=5)
+        .map(|i| rig.submit(&format!("s{i}"), account(&format!("acct-{i}"), None)))
+        .collect();
+    std::thread::scope(|s| {
+        let stopping = s.spawn(|| rig.writer.shutdown());
+        drop(release);
+        stopping.join().expect("shutdown returns");
+    });
+    for answer in std::iter::once(first).chain(queued) {
+        assert_eq!(
+            status(
+                &answer
+                    .blocking_recv()
+                    .expect("answered before the writer stopped")
+            ),
+            201
+        );
+    }
+    assert!(rig.writer.is_poisoned(), "a stopped writer refuses writes");
+}
