@@ -158,7 +158,7 @@ fn write(
     headers: &HeaderMap,
     body: &[u8],
     path: &str,
-    parse_body: fn(&[u8]) -> Result<(Command, Vec<u8>), String>,
+    parse_body: fn(&[u8]) -> Result<Command, String>,
 ) -> Result<WriteIntent, Problem> {
     let mut keys = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
     let raw_key = keys.next().ok_or_else(|| {
@@ -278,7 +278,7 @@ pub fn canonical_body(command: &Command) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-fn parse_account_body(body: &[u8]) -> Result<(Command, Vec<u8>), String> {
+fn parse_account_body(body: &[u8]) -> Result<Command, String> {
     let parsed: AccountBody = serde_json::from_slice(body).map_err(json_error)?;
     if parsed
         .overdraft_limit
@@ -288,16 +288,14 @@ fn parse_account_body(body: &[u8]) -> Result<(Command, Vec<u8>), String> {
             "overdraft_limit must be from 0 to {AMOUNT_MINOR_MAX}, or null"
         ));
     }
-    let command = Command::CreateAccount(NewAccount {
+    Ok(Command::CreateAccount(NewAccount {
         id: AccountId::parse(&parsed.id).map_err(|e| e.0)?,
         currency: Currency::parse(&parsed.currency).map_err(|e| e.0)?,
         overdraft_limit: parsed.overdraft_limit,
-    });
-    let canonical = canonical_body(&command);
-    Ok((command, canonical))
+    }))
 }
 
-fn parse_charge_body(body: &[u8]) -> Result<(Command, Vec<u8>), String> {
+fn parse_charge_body(body: &[u8]) -> Result<Command, String> {
     let parsed: ChargeBody = serde_json::from_slice(body).map_err(json_error)?;
     let charge = NewCharge {
         source: AccountId::parse(&parsed.source).map_err(|e| format!("source: {e}"))?,
@@ -310,9 +308,7 @@ fn parse_charge_body(body: &[u8]) -> Result<(Command, Vec<u8>), String> {
     if charge.source == charge.destination {
         return Err("source and destination must be different accounts".into());
     }
-    let command = Command::CreateCharge(charge);
-    let canonical = canonical_body(&command);
-    Ok((command, canonical))
+    Ok(Command::CreateCharge(charge))
 }
 
 fn json_error(error: serde_json::Error) -> String {
@@ -358,5 +354,247 @@ impl<'de> Visitor<'de> for UniqueStringMapVisitor {
             map.insert(key, value);
         }
         Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        map
+    }
+
+    fn post(path: &str, key: Option<&str>, body: &str) -> Result<ApiRequest, Problem> {
+        let mut pairs = vec![("content-type", "application/json")];
+        if let Some(key) = key {
+            pairs.push(("idempotency-key", key));
+        }
+        parse_request(&Method::POST, path, &headers(&pairs), body.as_bytes())
+    }
+
+    fn kind(result: Result<ApiRequest, Problem>) -> ProblemKind {
+        result.expect_err("refused").kind
+    }
+
+    fn intent(result: Result<ApiRequest, Problem>) -> WriteIntent {
+        match result {
+            Ok(ApiRequest::Write(intent)) => intent,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    const CHARGE: &str = r#"{"source":"alice","destination":"shop","amount":1250,"currency":"EUR","metadata":{"order":"A-17","b":"2"}}"#;
+
+    #[test]
+    fn key_order_and_whitespace_do_not_change_the_fingerprint_but_values_do() {
+        let base = intent(post("/v1/charges", Some("k"), CHARGE));
+        let reordered = r#" { "metadata" : {"b":"2","order":"A-17"}, "currency":"EUR", "amount":1250,
+            "destination":"shop", "source":"alice" } "#;
+        assert_eq!(
+            intent(post("/v1/charges", Some("k"), reordered)).fingerprint,
+            base.fingerprint
+        );
+        let changed = CHARGE.replace("1250", "1251");
+        assert_ne!(
+            intent(post("/v1/charges", Some("k"), &changed)).fingerprint,
+            base.fingerprint
+        );
+        let changed_metadata = CHARGE.replace("A-17", "A-18");
+        assert_ne!(
+            intent(post("/v1/charges", Some("k"), &changed_metadata)).fingerprint,
+            base.fingerprint
+        );
+    }
+
+    #[test]
+    fn canonical_body_parses_back_to_the_same_command() {
+        for body in [
+            CHARGE,
+            r#"{"id":"alice","currency":"EUR"}"#,
+            r#"{"id":"bank","currency":"USD","overdraft_limit":null}"#,
+        ] {
+            let path = if body.contains("source") {
+                "/v1/charges"
+            } else {
+                "/v1/accounts"
+            };
+            let first = intent(post(path, Some("k"), body));
+            let canonical = String::from_utf8(canonical_body(&first.command)).expect("utf-8");
+            assert_eq!(
+                intent(post(path, Some("k"), &canonical)),
+                first,
+                "{canonical}"
+            );
+        }
+    }
+
+    #[test]
+    fn absent_overdraft_limit_is_zero_and_null_is_unlimited() {
+        let absent = intent(post(
+            "/v1/accounts",
+            Some("k"),
+            r#"{"id":"a","currency":"EUR"}"#,
+        ));
+        let zero = intent(post(
+            "/v1/accounts",
+            Some("k"),
+            r#"{"id":"a","currency":"EUR","overdraft_limit":0}"#,
+        ));
+        let null = intent(post(
+            "/v1/accounts",
+            Some("k"),
+            r#"{"id":"a","currency":"EUR","overdraft_limit":null}"#,
+        ));
+        assert_eq!(absent, zero);
+        assert!(matches!(
+            null.command,
+            Command::CreateAccount(NewAccount {
+                overdraft_limit: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_key_is_checked_before_the_body() {
+        assert_eq!(
+            kind(post("/v1/charges", None, "not json")),
+            ProblemKind::IdempotencyKeyMissing
+        );
+        assert_eq!(
+            kind(post("/v1/charges", Some(""), "not json")),
+            ProblemKind::IdempotencyKeyInvalid
+        );
+        let two_keys = headers(&[
+            ("content-type", "application/json"),
+            ("idempotency-key", "a"),
+            ("idempotency-key", "b"),
+        ]);
+        let refused = parse_request(&Method::POST, "/v1/charges", &two_keys, CHARGE.as_bytes());
+        assert_eq!(kind(refused), ProblemKind::IdempotencyKeyInvalid);
+    }
+
+    #[test]
+    fn bodies_that_are_refused() {
+        let cases = [
+            "not json",
+            "{}",
+            r#"{"source":"alice","destination":"shop","amount":1250,"currency":"EUR","extra":1}"#,
+            r#"{"source":"alice","destination":"shop","amount":0,"currency":"EUR"}"#,
+            r#"{"source":"alice","destination":"shop","amount":-5,"currency":"EUR"}"#,
+            r#"{"source":"alice","destination":"shop","amount":12.5,"currency":"EUR"}"#,
+            r#"{"source":"alice","destination":"shop","amount":"1250","currency":"EUR"}"#,
+            r#"{"source":"alice","destination":"shop","amount":9223372036854775808,"currency":"EUR"}"#,
+            r#"{"source":"alice","destination":"shop","amount":1,"currency":"eur"}"#,
+            r#"{"source":"al ice","destination":"shop","amount":1,"currency":"EUR"}"#,
+            r#"{"source":"alice","destination":"alice","amount":1,"currency":"EUR"}"#,
+            r#"{"source":"alice","source":"bob","destination":"shop","amount":1,"currency":"EUR"}"#,
+            r#"{"source":"alice","destination":"shop","amount":1,"currency":"EUR","metadata":{"a":"1","a":"2"}}"#,
+            r#"{"source":"alice","destination":"shop","amount":1,"currency":"EUR","metadata":{"a":1}}"#,
+        ];
+        for body in cases {
+            assert_eq!(
+                kind(post("/v1/charges", Some("k"), body)),
+                ProblemKind::InvalidRequest,
+                "{body}"
+            );
+        }
+        let max = r#"{"source":"alice","destination":"shop","amount":9223372036854775807,"currency":"EUR"}"#;
+        assert!(post("/v1/charges", Some("k"), max).is_ok());
+        let too_low = r#"{"id":"a","currency":"EUR","overdraft_limit":9223372036854775808}"#;
+        assert_eq!(
+            kind(post("/v1/accounts", Some("k"), too_low)),
+            ProblemKind::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn media_type_and_size() {
+        let form = headers(&[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("idempotency-key", "k"),
+        ]);
+        assert_eq!(
+            kind(parse_request(
+                &Method::POST,
+                "/v1/charges",
+                &form,
+                CHARGE.as_bytes()
+            )),
+            ProblemKind::UnsupportedMediaType
+        );
+        let charset = headers(&[
+            ("content-type", "Application/JSON; charset=utf-8"),
+            ("idempotency-key", "k"),
+        ]);
+        assert!(parse_request(&Method::POST, "/v1/charges", &charset, CHARGE.as_bytes()).is_ok());
+        let huge = vec![b' '; BODY_BYTES_MAX + 1];
+        let json = headers(&[
+            ("content-type", "application/json"),
+            ("idempotency-key", "k"),
+        ]);
+        assert_eq!(
+            kind(parse_request(&Method::POST, "/v1/charges", &json, &huge)),
+            ProblemKind::BodyTooLarge
+        );
+    }
+
+    #[test]
+    fn routes_methods_and_queries() {
+        let get = |target: &str| parse_request(&Method::GET, target, &HeaderMap::new(), b"");
+        assert_eq!(
+            get("/v1/accounts/alice"),
+            Ok(ApiRequest::GetAccount("alice".into()))
+        );
+        assert_eq!(
+            get("/v1/events"),
+            Ok(ApiRequest::ListEvents {
+                after: 0,
+                limit: EVENTS_PAGE_DEFAULT
+            })
+        );
+        assert_eq!(
+            get("/v1/events?after=42&limit=1000"),
+            Ok(ApiRequest::ListEvents {
+                after: 42,
+                limit: 1000
+            })
+        );
+        for bad in [
+            "/v1/events?limit=0",
+            "/v1/events?limit=1001",
+            "/v1/events?after=-1",
+            "/v1/events?after=1&after=2",
+            "/v1/events?x=1",
+            "/v1/events?limit=+5",
+        ] {
+            assert_eq!(kind(get(bad)), ProblemKind::InvalidRequest, "{bad}");
+        }
+        for missing in [
+            "/",
+            "/v1",
+            "/v1/accounts/",
+            "/v1/accounts/a/b",
+            "/v1/charges/x/",
+            "/healthz/",
+        ] {
+            assert_eq!(kind(get(missing)), ProblemKind::NotFound, "{missing}");
+        }
+        let refused =
+            parse_request(&Method::DELETE, "/v1/charges", &HeaderMap::new(), b"").expect_err("405");
+        assert_eq!(
+            (refused.kind, refused.allow),
+            (ProblemKind::MethodNotAllowed, Some("POST"))
+        );
+        assert_eq!(kind(get("/v1/charges")), ProblemKind::MethodNotAllowed);
     }
 }
