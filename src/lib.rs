@@ -5,6 +5,7 @@
 //! `store` (redb), with `ledger` holding the pure rules they all apply.
 
 pub mod api;
+pub mod bench;
 pub mod clock;
 pub mod idempotency;
 pub mod ledger;

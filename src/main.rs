@@ -34,6 +34,9 @@ enum Command {
         #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
         data_dir: PathBuf,
     },
+    /// Drive a running server with charges over HTTP/1.1 keep-alive, report throughput and latency,
+    /// and check that the money moved equals the logical operations (exit 3 if not).
+    Bench(onceledger::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Check { data_dir } => check_store(&data_dir),
+        Command::Bench(args) => onceledger::bench::run(args),
     };
     match result {
         Ok(code) => code,

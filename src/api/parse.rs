@@ -189,9 +189,9 @@ fn write(
             format!("the body limit is {BODY_BYTES_MAX} bytes"),
         ));
     }
-    let (command, canonical_body) =
+    let command =
         parse_body(body).map_err(|detail| Problem::new(ProblemKind::InvalidRequest, detail))?;
-    let fingerprint = Fingerprint::of("POST", path, &canonical_body);
+    let fingerprint = Fingerprint::of("POST", path, &canonical_body(&command));
     Ok(WriteIntent {
         key,
         command,

@@ -1,5 +1,6 @@
 //! Running a node: open the store, start the writer, serve HTTP until told to stop, then drain.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,20 +22,13 @@ pub struct NodeConfig {
 
 /// Runs the node until `shutdown` completes. Every command accepted before shutdown is committed
 /// and answered before this returns. Errors are one sentence for the operator.
-pub async fn run(
-    config: NodeConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
-    let store = Arc::new(Store::open(&config.data_dir).map_err(|e| {
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let store = Store::open(&config.data_dir).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
             config.data_dir.display()
         )
-    })?);
-    let metrics = Arc::new(Metrics::new());
-    let writer = WriterHandle::spawn(Arc::clone(&store), config.writer, Arc::clone(&metrics))
-        .map_err(|e| format!("cannot start the writer thread: {e}"))?;
-    let app = Arc::new(App::new(Arc::clone(&store), writer, metrics));
+    })?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -44,6 +38,21 @@ pub async fn run(
     tracing::info!(node_id = store.node_id(), data_dir = %config.data_dir.display(), "store open");
     // Scripts and tests wait for this exact line on stdout.
     println!("listening on {bound}");
+    serve_store(Arc::new(store), listener, config.writer, shutdown).await
+}
+
+/// Serves an already open store on an already bound listener (tests use it to inject storage
+/// faults): starts the writer, serves until `shutdown`, then lets the writer commit what is queued.
+pub async fn serve_store(
+    store: Arc<Store>,
+    listener: TcpListener,
+    writer: WriterConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new());
+    let writer = WriterHandle::spawn(Arc::clone(&store), writer, Arc::clone(&metrics))
+        .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+    let app = Arc::new(App::new(store, writer, metrics));
     serve(listener, Arc::clone(&app), shutdown).await;
     app.writer.shutdown();
     tracing::info!("stopped");

@@ -1,0 +1,289 @@
+//! redb storage backends for the fuzz targets.
+//!
+//! - [`SharedMemory`]: a database image in memory that several opens can share in turn, so that
+//!   record_codec can plant raw bytes with plain redb and then open the real `Store` on them.
+//! - [`CrashDisk`]: a real file in a temporary directory whose unsynced writes can be lost, and
+//!   whose I/O can fail on a chosen operation. ledger_model uses it to check that a reopened store
+//!   holds exactly what was committed.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::StorageBackend;
+use redb::backends::FileBackend;
+
+/// Locks a mutex even if a panicking holder poisoned it: the fuzz targets panic on purpose (a
+/// failed check), and the backend must still answer while the database unwinds.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn out_of_range() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "read past the end")
+}
+
+/// An in-memory database image; every clone is a backend over the same bytes.
+#[derive(Clone, Default)]
+pub struct SharedMemory(Arc<Mutex<Vec<u8>>>);
+
+impl fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedMemory({} bytes)", lock(&self.0).len())
+    }
+}
+
+impl StorageBackend for SharedMemory {
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.0).len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let image = lock(&self.0);
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let source = start
+            .checked_add(out.len())
+            .and_then(|end| image.get(start..end))
+            .ok_or_else(out_of_range)?;
+        out.copy_from_slice(source);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| out_of_range())?;
+        lock(&self.0).resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut image = lock(&self.0);
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let end = start.checked_add(data.len()).ok_or_else(out_of_range)?;
+        if image.len() < end {
+            image.resize(end, 0);
+        }
+        image[start..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// How the armed fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The operation returns an error and has no effect.
+    FailOperation,
+    /// The first sync at or after the chosen operation fails, and the kernel "drops" the dirty
+    /// pages: every write since the last good sync is undone on the file at once, while redb
+    /// still believes them written (the fsyncgate behaviour).
+    FailSyncAndLosePages,
+}
+
+/// One write or resize, remembered with what it replaced until the next successful sync.
+enum Undo {
+    Bytes { offset: u64, old: Vec<u8> },
+    Len(u64),
+}
+
+#[derive(Default)]
+struct DiskState {
+    /// Undo records since the last successful sync, oldest first.
+    undo: Vec<Undo>,
+    /// Counted operations (read, write, set_len, sync) since the fault was armed.
+    operations: u64,
+    /// The armed fault strikes on this operation (counted from 1), once.
+    fault_at: Option<(u64, FaultKind)>,
+    /// Some fault struck since the database was last opened on this disk: from then on a 503
+    /// has a cause.
+    fault_struck: bool,
+    /// After a simulated crash every operation fails and changes nothing.
+    crashed: bool,
+}
+
+/// A disk that a test controls: where unsynced writes go, and when an I/O fails.
+pub struct CrashDisk {
+    path: PathBuf,
+    state: Arc<Mutex<DiskState>>,
+}
+
+impl CrashDisk {
+    /// A new, empty disk file at `path`.
+    pub fn create(path: &Path) -> io::Result<CrashDisk> {
+        File::create(path)?;
+        Ok(CrashDisk {
+            path: path.to_path_buf(),
+            state: Arc::default(),
+        })
+    }
+
+    /// A backend for one open of the database. Call after the previous open was dropped.
+    pub fn backend(&self) -> Result<CrashBackend, redb::DatabaseError> {
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        Ok(CrashBackend {
+            file: FileBackend::new(file.try_clone()?)?,
+            raw: file,
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    /// Fails the `after_operations`-th counted I/O from now, once. Replaces a fault that is
+    /// armed and has not struck yet.
+    pub fn arm_fault(&self, after_operations: u64, kind: FaultKind) {
+        let mut state = lock(&self.state);
+        state.operations = 0;
+        state.fault_at = Some((after_operations.max(1), kind));
+    }
+
+    /// Counted operations since the last `arm_fault` (or open): how far apart faults can be.
+    pub fn operations(&self) -> u64 {
+        lock(&self.state).operations
+    }
+
+    /// True once a fault has struck since the database was last opened.
+    pub fn fault_struck(&self) -> bool {
+        lock(&self.state).fault_struck
+    }
+
+    /// The power goes out: from now on no I/O reaches the file. Call before dropping the store,
+    /// so that nothing the dropped database writes on its way out lands on the "disk".
+    pub fn cut_power(&self) {
+        lock(&self.state).crashed = true;
+    }
+
+    /// After `cut_power` and after the database was dropped: undoes every write that was not
+    /// synced, newest first, so the file holds exactly what the last successful sync made durable.
+    /// Then the disk works again, with no fault armed.
+    pub fn lose_unsynced_writes(&self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        roll_back(&file, &mut state.undo)?;
+        *state = DiskState::default();
+        Ok(())
+    }
+
+    /// The process died but the machine did not: every write, synced or not, stays on the file.
+    pub fn keep_unsynced_writes(&self) {
+        *lock(&self.state) = DiskState::default();
+    }
+}
+
+fn roll_back(file: &File, undo: &mut Vec<Undo>) -> io::Result<()> {
+    while let Some(record) = undo.pop() {
+        match record {
+            Undo::Bytes { offset, old } => file.write_all_at(&old, offset)?,
+            Undo::Len(len) => file.set_len(len)?,
+        }
+    }
+    Ok(())
+}
+
+pub struct CrashBackend {
+    file: FileBackend,
+    /// The same file, for reading what a write is about to replace.
+    raw: File,
+    state: Arc<Mutex<DiskState>>,
+}
+
+impl fmt::Debug for CrashBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CrashBackend")
+    }
+}
+
+impl CrashBackend {
+    /// Counts one operation; `Err` if the disk is off or the fault strikes on it.
+    fn gate(&self, state: &mut DiskState, is_sync: bool) -> io::Result<()> {
+        if state.crashed {
+            return Err(io::Error::other("the power is off"));
+        }
+        state.operations += 1;
+        match state.fault_at {
+            Some((at, kind)) if state.operations == at => {
+                state.fault_at = None;
+                state.fault_struck = true;
+                if is_sync && kind == FaultKind::FailSyncAndLosePages {
+                    roll_back(&self.raw, &mut state.undo)?;
+                }
+                Err(io::Error::other(format!(
+                    "injected fault on operation {at}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn current_len(&self) -> io::Result<u64> {
+        Ok(self.raw.metadata()?.len())
+    }
+}
+
+impl StorageBackend for CrashBackend {
+    fn len(&self) -> io::Result<u64> {
+        if lock(&self.state).crashed {
+            return Err(io::Error::other("the power is off"));
+        }
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        self.gate(&mut state, false)?;
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        self.gate(&mut state, false)?;
+        let old_len = self.current_len()?;
+        if len < old_len {
+            // Shrinking destroys the tail; keep it so that a crash can bring it back.
+            let mut old = vec![0; usize::try_from(old_len - len).map_err(io::Error::other)?];
+            self.raw.read_exact_at(&mut old, len)?;
+            state.undo.push(Undo::Len(old_len));
+            state.undo.push(Undo::Bytes { offset: len, old });
+        } else {
+            state.undo.push(Undo::Len(old_len));
+        }
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        self.gate(&mut state, true)?;
+        // No real fsync: durability is what the undo log says, and the fuzzer would spend its time
+        // waiting for the disk otherwise.
+        state.undo.clear();
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        self.gate(&mut state, false)?;
+        let old_len = self.current_len()?;
+        let end = offset.saturating_add(data.len() as u64);
+        if end > old_len {
+            // The write grows the file: a crash shrinks it back.
+            state.undo.push(Undo::Len(old_len));
+        }
+        let overlap_end = end.min(old_len);
+        if offset < overlap_end {
+            let mut old = vec![0; usize::try_from(overlap_end - offset).map_err(io::Error::other)?];
+            self.raw.read_exact_at(&mut old, offset)?;
+            state.undo.push(Undo::Bytes { offset, old });
+        }
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> io::Result<()> {
+        // Always release the file, even after a crash: the reopen needs it.
+        self.file.close()
+    }
+}

@@ -1,0 +1,711 @@
+//! record_codec: every stored record decoder on arbitrary bytes, and encode/decode round trips.
+//!
+//! Three parts, all from one input:
+//! 1. (with the `codec-api` feature) the whole input into every record decoder: never a panic,
+//!    and what decodes re-encodes stably (byte for byte once [`DECODING_IS_CANONICAL`]);
+//! 2. structured arbitrary records: `decode(encode(x)) == x`; without `codec-api` this goes
+//!    through the store's public writers and readers, which call the same codec;
+//! 3. a store file planted with a mix of valid and garbage records, then read through every
+//!    public reader of `Store` and through the invariant checker: errors, never panics.
+
+use std::collections::BTreeMap;
+
+use arbitrary::{Arbitrary, Unstructured};
+use onceledger::idempotency::{Fingerprint, IdempotencyKey};
+use onceledger::ledger::{
+    Account, AccountId, Amount, Charge, Currency, Metadata, Posting, PostingSide, TenantId,
+};
+use onceledger::store::{Effect, EventKind, IdempotencyRecord, Store, check};
+use redb::{Database, TableDefinition};
+use serde::Serialize;
+
+use crate::backend::SharedMemory;
+
+/// Whether the codec accepts only the bytes its own `encode` writes. Today it does not: postcard
+/// ignores bytes after a complete record and accepts over-long varints, so one record has many
+/// stored forms (fuzz README, finding 2). Until then the check only requires that what decodes
+/// re-encodes to a form that decodes to the same record, and is no longer than the input.
+pub const DECODING_IS_CANONICAL: bool = false;
+
+/// The version byte every record carries today (store/codec.rs, store/records.rs).
+const RECORD_VERSION: u8 = 1;
+
+// Copies of src/store/tables.rs: names and key/value types must match exactly, or opening the
+// store on the planted file fails with a table type mismatch (and this target says so).
+const ACCOUNTS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("accounts");
+const IDEMPOTENCY: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("idempotency");
+const CHARGES: TableDefinition<u64, &[u8]> = TableDefinition::new("charges");
+const POSTINGS: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("postings");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
+const META_NEXT_CHARGE_NUMBER: &str = "next_charge_number";
+
+/// Planted records per input: enough for a charge with its postings, event and key.
+const PLANTED_RECORDS_MAX: usize = 12;
+/// Account ids, keys, charge numbers and sequence numbers come from small pools so that planted
+/// records refer to each other (a charge to its accounts, a key to its charge).
+const POOL_SIZE: u8 = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Arbitrary records. Values are built from small pools and then validated by the real
+// constructors, so that most of them are records the server could have written.
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub struct IdChoice(u8);
+
+impl IdChoice {
+    pub fn account_id(self) -> AccountId {
+        const IDS: [&str; POOL_SIZE as usize] = ["alice", "bank", "shop", "a.b:c-d_9"];
+        let raw = IDS[usize::from(self.0 % POOL_SIZE)];
+        AccountId::parse(raw).unwrap_or_else(|e| panic!("pool id {raw}: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub struct CurrencyChoice(bool);
+
+impl CurrencyChoice {
+    pub fn currency(self) -> Currency {
+        let raw = if self.0 { "USD" } else { "EUR" };
+        Currency::parse(raw).unwrap_or_else(|e| panic!("pool currency {raw}: {e}"))
+    }
+}
+
+/// Any `u64` made a valid amount: 0 and values over 2^63-1 fold into range.
+fn amount(raw: u64) -> Amount {
+    let folded = (raw % onceledger::limits::AMOUNT_MINOR_MAX).max(1);
+    Amount::new(folded).unwrap_or_else(|e| panic!("folded amount {folded}: {e}"))
+}
+
+fn metadata(pairs: Vec<(String, String)>) -> Metadata {
+    // Over-long or too many pairs fall back to no metadata: validation is the parser's target.
+    Metadata::new(pairs.into_iter().take(4).collect::<BTreeMap<_, _>>()).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbAccount {
+    id: IdChoice,
+    currency: CurrencyChoice,
+    overdraft_limit: Option<u64>,
+    debits_posted: u64,
+    credits_posted: u64,
+    debits_pending: u64,
+    credits_pending: u64,
+    created_at_ms: u64,
+}
+
+impl ArbAccount {
+    pub fn build(&self) -> Account {
+        Account {
+            id: self.id.account_id(),
+            currency: self.currency.currency(),
+            overdraft_limit: self.overdraft_limit,
+            debits_posted: self.debits_posted,
+            credits_posted: self.credits_posted,
+            debits_pending: self.debits_pending,
+            credits_pending: self.credits_pending,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbCharge {
+    number: u64,
+    source: IdChoice,
+    destination: IdChoice,
+    amount: u64,
+    currency: CurrencyChoice,
+    metadata: Vec<(String, String)>,
+    created_at_ms: u64,
+    event_seq: u64,
+}
+
+impl ArbCharge {
+    pub fn build(&self) -> Charge {
+        Charge {
+            number: self.number,
+            source: self.source.account_id(),
+            destination: self.destination.account_id(),
+            amount: amount(self.amount),
+            currency: self.currency.currency(),
+            metadata: metadata(self.metadata.clone()),
+            created_at_ms: self.created_at_ms,
+            event_seq: self.event_seq,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbPosting {
+    account: IdChoice,
+    credit: bool,
+    amount: u64,
+}
+
+impl ArbPosting {
+    pub fn build(&self) -> Posting {
+        Posting {
+            account: self.account.account_id(),
+            side: if self.credit {
+                PostingSide::Credit
+            } else {
+                PostingSide::Debit
+            },
+            amount: amount(self.amount),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ArbEffect {
+    None,
+    AccountCreated { account: IdChoice, event_seq: u64 },
+    ChargeSucceeded { charge_number: u64 },
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbIdempotencyRecord {
+    fingerprint: [u8; 32],
+    status: u16,
+    body: Vec<u8>,
+    finished_at_ms: u64,
+    effect: ArbEffect,
+}
+
+impl ArbIdempotencyRecord {
+    pub fn build(&self) -> IdempotencyRecord {
+        IdempotencyRecord {
+            fingerprint: Fingerprint(self.fingerprint),
+            status: self.status,
+            body: self.body.clone(),
+            finished_at_ms: self.finished_at_ms,
+            effect: match &self.effect {
+                ArbEffect::None => Effect::None,
+                ArbEffect::AccountCreated { account, event_seq } => Effect::AccountCreated {
+                    account: account.account_id(),
+                    event_seq: *event_seq,
+                },
+                ArbEffect::ChargeSucceeded { charge_number } => Effect::ChargeSucceeded {
+                    charge_number: *charge_number,
+                },
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ArbEventKind {
+    AccountCreated(ArbAccount),
+    ChargeSucceeded { charge_number: u64 },
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbEvent {
+    created_at_ms: u64,
+    kind: ArbEventKind,
+}
+
+impl ArbEvent {
+    pub fn kind(&self) -> EventKind {
+        match &self.kind {
+            ArbEventKind::AccountCreated(account) => EventKind::AccountCreated {
+                account: account.build(),
+            },
+            ArbEventKind::ChargeSucceeded { charge_number } => EventKind::ChargeSucceeded {
+                charge_number: *charge_number,
+            },
+        }
+    }
+}
+
+/// The shape of the store's private `EventRecord`, field for field, so that without the
+/// `codec-api` feature an event can still be planted in its stored form.
+#[derive(Serialize)]
+struct EventRecordShape {
+    created_at_ms: u64,
+    kind: EventKind,
+}
+
+/// The stored form: the version byte, then postcard. A copy of store/codec.rs's `encode`, used
+/// only to plant records (every decode in this target is the real one); with `codec-api` the
+/// round trip checks that the copy still matches.
+fn stored_form(record: &impl Serialize) -> Vec<u8> {
+    match postcard::to_extend(record, vec![RECORD_VERSION]) {
+        Ok(bytes) => bytes,
+        Err(error) => panic!("a record cannot be encoded: {error}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 3: a planted store.
+
+#[derive(Debug, Arbitrary)]
+pub enum Payload<T> {
+    Valid(T),
+    Raw(Vec<u8>),
+}
+
+#[derive(Debug, Arbitrary)]
+pub enum Planted {
+    Account {
+        tenant: bool,
+        id: IdChoice,
+        record: Payload<ArbAccount>,
+    },
+    Idempotency {
+        key: u8,
+        record: Payload<ArbIdempotencyRecord>,
+    },
+    Charge {
+        number: u8,
+        record: Payload<ArbCharge>,
+    },
+    Posting {
+        number: u8,
+        leg: u8,
+        record: Payload<ArbPosting>,
+    },
+    Event {
+        seq: u8,
+        record: Payload<ArbEvent>,
+    },
+    Counter {
+        charge: bool,
+        value: Vec<u8>,
+    },
+}
+
+fn payload_bytes<T>(payload: &Payload<T>, valid: impl FnOnce(&T) -> Vec<u8>) -> Vec<u8> {
+    match payload {
+        Payload::Valid(record) => valid(record),
+        Payload::Raw(bytes) => bytes.clone(),
+    }
+}
+
+/// A small number from a pool byte: 1..=POOL_SIZE, so that numbering starts where the store's does.
+fn pooled(raw: u8) -> u64 {
+    u64::from(raw % POOL_SIZE) + 1
+}
+
+fn idempotency_key(raw: u8) -> String {
+    format!("k{}", raw % POOL_SIZE)
+}
+
+/// Plants `records` with plain redb, then opens the real store on the same bytes.
+fn planted_store(records: &[Planted]) -> Store {
+    let memory = SharedMemory::default();
+    let db = match Database::builder().create_with_backend(memory.clone()) {
+        Ok(db) => db,
+        Err(error) => panic!("an in-memory database opens: {error}"),
+    };
+    let planted = (|| -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        {
+            let mut accounts = txn.open_table(ACCOUNTS)?;
+            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            let mut charges = txn.open_table(CHARGES)?;
+            let mut postings = txn.open_table(POSTINGS)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut meta = txn.open_table(META)?;
+            for record in records.iter().take(PLANTED_RECORDS_MAX) {
+                match record {
+                    Planted::Account { tenant, id, record } => {
+                        let bytes = payload_bytes(record, |a| stored_form(&a.build()));
+                        let id = id.account_id();
+                        accounts.insert((u32::from(*tenant), id.as_str()), bytes.as_slice())?;
+                    }
+                    Planted::Idempotency { key, record } => {
+                        let bytes = payload_bytes(record, |r| stored_form(&r.build()));
+                        let key = idempotency_key(*key);
+                        idempotency.insert((0, key.as_str()), bytes.as_slice())?;
+                    }
+                    Planted::Charge { number, record } => {
+                        let number = pooled(*number);
+                        let bytes = payload_bytes(record, |c| {
+                            // A valid charge sits under its own number.
+                            let mut charge = c.build();
+                            charge.number = number;
+                            stored_form(&charge)
+                        });
+                        charges.insert(number, bytes.as_slice())?;
+                    }
+                    Planted::Posting {
+                        number,
+                        leg,
+                        record,
+                    } => {
+                        let bytes = payload_bytes(record, |p| stored_form(&p.build()));
+                        postings.insert((pooled(*number), leg % 2), bytes.as_slice())?;
+                    }
+                    Planted::Event { seq, record } => {
+                        let bytes = payload_bytes(record, |e| {
+                            stored_form(&EventRecordShape {
+                                created_at_ms: e.created_at_ms,
+                                kind: e.kind(),
+                            })
+                        });
+                        outbox.insert(pooled(*seq), bytes.as_slice())?;
+                    }
+                    Planted::Counter { charge, value } => {
+                        let name = if *charge {
+                            META_NEXT_CHARGE_NUMBER
+                        } else {
+                            META_NEXT_EVENT_SEQ
+                        };
+                        meta.insert(name, value.as_slice())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    if let Err(error) = planted {
+        panic!("planting records failed: {error}");
+    }
+    drop(db);
+    match Store::open_with_backend(memory, std::path::Path::new("planted")) {
+        Ok(store) => store,
+        Err(error) => panic!(
+            "the store does not open on planted records (did src/store/tables.rs change?): {error}"
+        ),
+    }
+}
+
+/// Reads everything through the public readers. Errors are fine (the records may be garbage);
+/// panics are not, and neither is a checker that calls a corrupt store consistent.
+fn read_everything(store: &Store, records: &[Planted]) {
+    for tenant in [TenantId(0), TenantId(1)] {
+        for id in 0..POOL_SIZE {
+            let _ = store.account(tenant, &IdChoice(id).account_id());
+        }
+    }
+    for key in 0..POOL_SIZE {
+        if let Ok(key) = IdempotencyKey::parse(idempotency_key(key).as_bytes()) {
+            let _ = store.idempotency_record(TenantId::DEFAULT, &key);
+        }
+    }
+    for number in 0..=u64::from(POOL_SIZE) + 1 {
+        let _ = store.charge(number);
+    }
+    for after in [0, 2, u64::MAX] {
+        if let Ok(events) = store.events_after(after, 3) {
+            assert!(events.len() <= 3, "events_after honours its limit");
+            assert!(
+                events.windows(2).all(|w| w[0].seq < w[1].seq),
+                "events come in sequence order"
+            );
+            assert!(events.iter().all(|e| e.seq > after));
+        }
+    }
+    if KNOWN_BUG_VERIFY_UNDERFLOW && verify_may_underflow(records) {
+        return;
+    }
+    let verified = check::verify(store);
+    if records.iter().all(Planted::is_valid) {
+        // Records in the stored form the server writes must all decode, and the checker must
+        // count each of them once.
+        let report = match verified {
+            Ok(report) => report,
+            Err(error) => panic!("valid records refused (did the stored form change?): {error}"),
+        };
+        let distinct = |key: fn(&Planted) -> Option<(u8, u64)>| {
+            let keys: std::collections::BTreeSet<_> = records
+                .iter()
+                .take(PLANTED_RECORDS_MAX)
+                .filter_map(key)
+                .collect();
+            keys.len() as u64
+        };
+        assert_eq!(report.accounts, distinct(Planted::account_key));
+        assert_eq!(report.charges, distinct(Planted::charge_key));
+        assert_eq!(report.events, distinct(Planted::event_key));
+        assert_eq!(
+            report.idempotency_records,
+            distinct(Planted::idempotency_key)
+        );
+    }
+}
+
+/// Known bug, reported (fuzz/README.md, finding 1): `check::verify` computes
+/// `charges - distinct charges claimed by idempotency records` without checking that the claimed
+/// charges exist, so a record naming a missing charge underflows (a panic with overflow checks, a
+/// huge `charges_without_record` without). Until it is fixed, stores that could trigger it skip the
+/// checker, so that the fuzzer keeps looking for other bugs. Set to `false` after the fix.
+pub const KNOWN_BUG_VERIFY_UNDERFLOW: bool = true;
+
+/// Whether idempotency records might claim more distinct charges than the store holds. Raw
+/// records count as claims: they may happen to decode.
+fn verify_may_underflow(records: &[Planted]) -> bool {
+    let records = &records[..records.len().min(PLANTED_RECORDS_MAX)];
+    let mut claimed = std::collections::BTreeSet::new();
+    let mut raw_claims = 0;
+    let mut charges = std::collections::BTreeSet::new();
+    for record in records {
+        match record {
+            Planted::Idempotency {
+                record: Payload::Valid(r),
+                ..
+            } => {
+                if let ArbEffect::ChargeSucceeded { charge_number } = r.effect {
+                    claimed.insert(charge_number);
+                }
+            }
+            Planted::Idempotency {
+                record: Payload::Raw(_),
+                ..
+            } => raw_claims += 1,
+            Planted::Charge { number, .. } => {
+                charges.insert(pooled(*number));
+            }
+            _ => {}
+        }
+    }
+    claimed.len() + raw_claims > charges.len()
+}
+
+impl Planted {
+    fn is_valid(&self) -> bool {
+        match self {
+            Planted::Account { record, .. } => matches!(record, Payload::Valid(_)),
+            Planted::Idempotency { record, .. } => matches!(record, Payload::Valid(_)),
+            Planted::Charge { record, .. } => matches!(record, Payload::Valid(_)),
+            Planted::Posting { record, .. } => matches!(record, Payload::Valid(_)),
+            Planted::Event { record, .. } => matches!(record, Payload::Valid(_)),
+            Planted::Counter { .. } => true,
+        }
+    }
+
+    fn account_key(&self) -> Option<(u8, u64)> {
+        match self {
+            Planted::Account { tenant, id, .. } => {
+                Some((u8::from(*tenant), u64::from(id.0 % POOL_SIZE)))
+            }
+            _ => None,
+        }
+    }
+
+    fn charge_key(&self) -> Option<(u8, u64)> {
+        match self {
+            Planted::Charge { number, .. } => Some((0, pooled(*number))),
+            _ => None,
+        }
+    }
+
+    fn event_key(&self) -> Option<(u8, u64)> {
+        match self {
+            Planted::Event { seq, .. } => Some((0, pooled(*seq))),
+            _ => None,
+        }
+    }
+
+    fn idempotency_key(&self) -> Option<(u8, u64)> {
+        match self {
+            Planted::Idempotency { key, .. } => Some((0, u64::from(key % POOL_SIZE))),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2: round trips.
+
+#[derive(Debug, Arbitrary)]
+pub struct RoundTrip {
+    account: ArbAccount,
+    charge: ArbCharge,
+    posting: ArbPosting,
+    idempotency: ArbIdempotencyRecord,
+    /// Without `codec-api` the store makes its own events (from the account and the charge), so
+    /// this one is only used by the direct round trip.
+    #[cfg_attr(not(feature = "codec-api"), allow(dead_code))]
+    event: ArbEvent,
+}
+
+#[derive(Debug, Arbitrary)]
+pub struct Input {
+    round_trip: RoundTrip,
+    planted: Vec<Planted>,
+}
+
+/// The record_codec target.
+pub fn check(data: &[u8]) {
+    #[cfg(feature = "codec-api")]
+    direct::decode_everything(data);
+    let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    #[cfg(feature = "codec-api")]
+    direct::round_trip(&input.round_trip);
+    #[cfg(not(feature = "codec-api"))]
+    through_store::round_trip(&input.round_trip);
+    let store = planted_store(&input.planted);
+    read_everything(&store, &input.planted);
+}
+
+#[cfg(not(feature = "codec-api"))]
+mod through_store {
+    //! Round trips through the store's public writers and readers, which encode and decode with
+    //! store/codec.rs. Postings have no public reader: the planted-store part decodes them.
+
+    use onceledger::idempotency::IdempotencyKey;
+    use onceledger::ledger::{Account, NewCharge, TenantId};
+    use onceledger::store::{EventBody, Store, StoreError};
+
+    use super::{RoundTrip, SharedMemory};
+
+    fn read<T: std::fmt::Debug>(what: &str, result: Result<Option<T>, StoreError>) -> T {
+        match result {
+            Ok(Some(value)) => value,
+            other => panic!("{what} written but read back as {other:?}"),
+        }
+    }
+
+    pub fn round_trip(input: &RoundTrip) {
+        let store = match Store::open_with_backend(
+            SharedMemory::default(),
+            std::path::Path::new("round-trip"),
+        ) {
+            Ok(store) => store,
+            Err(error) => panic!("an empty store opens: {error}"),
+        };
+        let tenant = TenantId(7);
+        let key = match IdempotencyKey::parse(b"round-trip") {
+            Ok(key) => key,
+            Err(error) => panic!("a valid key: {error:?}"),
+        };
+        let record = input.idempotency.build();
+        // The writer asserts invariant 5 on every account it flushes, so only an account within
+        // its overdraft limit can be written; the others are covered by the planted store.
+        let mut account = input.account.build();
+        if !account.within_overdraft_limit() {
+            account.overdraft_limit = None;
+        }
+        let mut charge = input.charge.build();
+        let written = store.write_batch(|tables| {
+            tables.put_idempotency_record(tenant, &key, &record)?;
+            let event_seq =
+                tables.create_account(tenant, account.clone(), account.created_at_ms)?;
+            let new_charge = NewCharge {
+                source: charge.source.clone(),
+                destination: charge.destination.clone(),
+                amount: charge.amount,
+                currency: charge.currency,
+                metadata: charge.metadata.clone(),
+            };
+            let posting = input.posting.build();
+            let stored = tables.record_charge(
+                &new_charge,
+                &[posting.clone(), posting],
+                charge.created_at_ms,
+            )?;
+            Ok::<_, StoreError>((event_seq, stored))
+        });
+        let (event_seq, stored_charge) = match written {
+            Ok(written) => written,
+            Err(error) => panic!("writing to a healthy in-memory store failed: {error}"),
+        };
+        // The store numbers charges and events itself.
+        charge.number = stored_charge.number;
+        charge.event_seq = stored_charge.event_seq;
+        assert_eq!(
+            stored_charge, charge,
+            "record_charge keeps what it was given"
+        );
+
+        let back: onceledger::store::IdempotencyRecord =
+            read("idempotency record", store.idempotency_record(tenant, &key));
+        assert_eq!(back, record);
+        let back: Account = read("account", store.account(tenant, &account.id));
+        assert_eq!(back, account);
+        let back = read("charge", store.charge(charge.number));
+        assert_eq!(back, charge);
+        let events = match store.events_after(0, 10) {
+            Ok(events) => events,
+            Err(error) => panic!("events written but unreadable: {error}"),
+        };
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].seq, event_seq);
+        assert_eq!(events[0].created_at_ms, account.created_at_ms);
+        assert_eq!(events[0].body, EventBody::AccountCreated(account));
+        assert_eq!(events[1].created_at_ms, charge.created_at_ms);
+        assert_eq!(events[1].body, EventBody::ChargeSucceeded(charge));
+        // The records need not obey the ledger's rules (the account need not match the charge),
+        // so only decoding is asserted: the checker must decode everything the writer wrote.
+        if let Err(error) = onceledger::store::check::verify(&store) {
+            panic!("the checker cannot decode what the writer wrote: {error}");
+        }
+    }
+}
+
+#[cfg(feature = "codec-api")]
+mod direct {
+    //! The codec itself: `onceledger::store::codec::{encode, decode}`.
+
+    use onceledger::ledger::{Account, Charge, Posting};
+    use onceledger::store::codec::{Record, decode, encode};
+    use onceledger::store::{EventRecord, IdempotencyRecord};
+
+    use super::{DECODING_IS_CANONICAL, RoundTrip};
+
+    fn decode_one<R: Record + PartialEq + std::fmt::Debug>(data: &[u8]) {
+        if let Ok(record) = decode::<R>(data) {
+            let again = encode(&record);
+            if DECODING_IS_CANONICAL {
+                assert_eq!(again, data, "{}: only the encoder's form decodes", R::NAME);
+            }
+            assert!(
+                again.len() <= data.len(),
+                "{}: the encoder's form is the shortest",
+                R::NAME
+            );
+            assert_eq!(decode::<R>(&again).ok(), Some(record), "{}", R::NAME);
+        }
+    }
+
+    pub fn decode_everything(data: &[u8]) {
+        decode_one::<Account>(data);
+        decode_one::<Charge>(data);
+        decode_one::<Posting>(data);
+        decode_one::<IdempotencyRecord>(data);
+        decode_one::<EventRecord>(data);
+    }
+
+    fn round_trip_one<R: Record + PartialEq + std::fmt::Debug>(record: R) {
+        let bytes = encode(&record);
+        assert_eq!(bytes.first(), Some(&R::VERSION));
+        assert_eq!(
+            bytes,
+            super::stored_form(&record),
+            "{}: the planted-store part writes what the codec writes",
+            R::NAME
+        );
+        assert_eq!(
+            decode::<R>(&bytes).ok().as_ref(),
+            Some(&record),
+            "{}",
+            R::NAME
+        );
+        // Every strict prefix is refused: a torn record is never misread as a shorter one.
+        for cut in 0..bytes.len() {
+            assert!(
+                decode::<R>(&bytes[..cut]).ok().as_ref() != Some(&record),
+                "{}: a prefix of {cut} bytes decodes to the whole record",
+                R::NAME
+            );
+        }
+    }
+
+    pub fn round_trip(input: &RoundTrip) {
+        round_trip_one(input.account.build());
+        round_trip_one(input.charge.build());
+        round_trip_one(input.posting.build());
+        round_trip_one(input.idempotency.build());
+        round_trip_one(EventRecord {
+            created_at_ms: input.event.created_at_ms,
+            kind: input.event.kind(),
+        });
+    }
+}

@@ -1,0 +1,367 @@
+//! The system under test for ledger_model: the real store on a [`CrashDisk`] in a temporary
+//! directory, the real group-commit writer thread, and the idempotency steps of the HTTP handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use onceledger::api::WriteIntent;
+use onceledger::metrics::Metrics;
+use onceledger::store::Store;
+use onceledger::writer::{WriterConfig, WriterHandle};
+
+use crate::backend::CrashDisk;
+
+/// A small queue and batch, so a burst of requests fills a batch the way load would.
+const COMMIT_QUEUE_MAX: usize = 16;
+const BATCH_COMMANDS_MAX: usize = 8;
+/// Far longer than any fuzz run: no record expires while the model holds it.
+const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// What a client receives for one POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+    /// `Idempotent-Replayed: true` was set.
+    pub replayed: bool,
+}
+
+/// How a running store ends, before it is opened again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The machine loses power: unsynced writes are gone.
+    PowerLoss,
+    /// The process is killed: no further I/O, but everything written stays in the page cache.
+    ProcessKill,
+    /// A graceful stop: the writer drains, the database closes cleanly.
+    Clean,
+}
+
+pub struct System {
+    /// Dropped last: the store file lives in it.
+    dir: tempfile::TempDir,
+    pub disk: CrashDisk,
+    running: Option<Running>,
+}
+
+/// Everything that a restart throws away.
+struct Running {
+    #[cfg(feature = "handler-api")]
+    app: Arc<onceledger::api::App>,
+    #[cfg(feature = "handler-api")]
+    runtime: tokio::runtime::Runtime,
+    #[cfg(not(feature = "handler-api"))]
+    handler: copy_of_handler::Handler,
+}
+
+impl System {
+    pub fn start() -> System {
+        // /dev/shm when it is usable: the fuzzer creates and deletes a file per input.
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("onceledger-fuzz");
+        let dir = match builder
+            .tempdir_in("/dev/shm")
+            .or_else(|_| builder.tempdir())
+        {
+            Ok(dir) => dir,
+            Err(error) => panic!("no temporary directory: {error}"),
+        };
+        let disk = match CrashDisk::create(&dir.path().join(onceledger::store::STORE_FILE_NAME)) {
+            Ok(disk) => disk,
+            Err(error) => panic!("cannot create the store file: {error}"),
+        };
+        let mut system = System {
+            dir,
+            disk,
+            running: None,
+        };
+        system.open();
+        system
+    }
+
+    fn open(&mut self) {
+        let backend = match self.disk.backend() {
+            Ok(backend) => backend,
+            Err(error) => panic!("cannot open the store file: {error}"),
+        };
+        let store = match Store::open_with_backend(backend, self.dir.path()) {
+            Ok(store) => Arc::new(store),
+            Err(error) => panic!("the store does not open after a restart: {error}"),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let config = WriterConfig {
+            batch_commands_max: BATCH_COMMANDS_MAX,
+            commit_queue_max: COMMIT_QUEUE_MAX,
+            idempotency_retention: IDEMPOTENCY_RETENTION,
+        };
+        let writer = match WriterHandle::spawn(Arc::clone(&store), config, Arc::clone(&metrics)) {
+            Ok(writer) => writer,
+            Err(error) => panic!("cannot start the writer thread: {error}"),
+        };
+        self.running = Some(Running::new(store, writer, metrics));
+    }
+
+    fn running(&self) -> &Running {
+        match &self.running {
+            Some(running) => running,
+            None => unreachable!("the store is always open between operations"),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        self.running().store()
+    }
+
+    pub fn writer_poisoned(&self) -> bool {
+        self.running().writer().is_poisoned()
+    }
+
+    /// Sends POSTs as concurrent clients would: all of them before any answer is awaited, so the
+    /// writer may take them as one batch. Answers come back in the order given.
+    pub fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
+        self.running().post(intents)
+    }
+
+    /// Stops the store as `how` says and opens it again on what the disk then holds.
+    pub fn restart(&mut self, how: Stop) {
+        if how != Stop::Clean {
+            // Before anything is dropped: a dead process or machine writes nothing on its way out.
+            self.disk.cut_power();
+        }
+        if let Some(running) = self.running.take() {
+            running.stop();
+        }
+        let reset = match how {
+            Stop::PowerLoss => self.disk.lose_unsynced_writes(),
+            Stop::ProcessKill | Stop::Clean => {
+                self.disk.keep_unsynced_writes();
+                Ok(())
+            }
+        };
+        if let Err(error) = reset {
+            panic!("cannot roll the store file back: {error}");
+        }
+        self.open();
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        // Join the writer thread before the directory goes, also when a check failed.
+        self.disk.cut_power();
+        if let Some(running) = self.running.take() {
+            running.stop();
+        }
+    }
+}
+
+#[cfg(feature = "handler-api")]
+impl Running {
+    fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Running {
+        let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("no tokio runtime: {error}"),
+        };
+        Running {
+            app: Arc::new(onceledger::api::App::new(store, writer, metrics)),
+            runtime,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.app.store
+    }
+
+    fn writer(&self) -> &WriterHandle {
+        &self.app.writer
+    }
+
+    fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
+        use http_body_util::BodyExt;
+        use onceledger::api::ApiRequest;
+
+        // Spawned in order on a single-threaded runtime, so each task reaches the writer's queue
+        // before the next one starts: the submission order is the order given.
+        let tasks: Vec<_> = intents
+            .into_iter()
+            .map(|intent| {
+                let app = Arc::clone(&self.app);
+                self.runtime.spawn(async move {
+                    let response = app.run(ApiRequest::Write(intent)).await;
+                    let status = response.status().as_u16();
+                    let replayed = response
+                        .headers()
+                        .get("idempotent-replayed")
+                        .is_some_and(|v| v.as_bytes() == b"true");
+                    let body = match response.into_body().collect().await {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(never) => match never {},
+                    };
+                    Answer {
+                        status,
+                        body,
+                        replayed,
+                    }
+                })
+            })
+            .collect();
+        self.runtime.block_on(async move {
+            let mut answers = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                match task.await {
+                    Ok(answer) => answers.push(answer),
+                    Err(error) => panic!("a request task failed: {error}"),
+                }
+            }
+            answers
+        })
+    }
+
+    fn stop(self) {
+        self.app.writer.shutdown();
+    }
+}
+
+#[cfg(not(feature = "handler-api"))]
+impl Running {
+    fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Running {
+        Running {
+            handler: copy_of_handler::Handler::new(store, writer, metrics),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.handler.store
+    }
+
+    fn writer(&self) -> &WriterHandle {
+        &self.handler.writer
+    }
+
+    fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
+        self.handler.post(intents)
+    }
+
+    fn stop(self) {
+        self.handler.writer.shutdown();
+    }
+}
+
+#[cfg(not(feature = "handler-api"))]
+mod copy_of_handler {
+    //! The steps of `App::write` (src/api/handler.rs), copied because `App::run` is not public:
+    //! claim the key, answer a finished key from a read snapshot, else queue for the writer and
+    //! wait. Statuses and problem types are API.md's; the bodies of 409/422/503 are not compared.
+    //! Delete this module once the `handler-api` feature can be the default.
+
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use onceledger::api::WriteIntent;
+    use onceledger::idempotency::InFlightIndex;
+    use onceledger::ledger::TenantId;
+    use onceledger::metrics::Metrics;
+    use onceledger::store::Store;
+    use onceledger::writer::{WriteOutcome, WriteRequest, WriterHandle};
+    use tokio::sync::oneshot;
+
+    use super::Answer;
+
+    pub struct Handler {
+        pub store: Arc<Store>,
+        pub writer: WriterHandle,
+        inflight: Arc<InFlightIndex>,
+        // Kept alive for the writer, which reports into it.
+        _metrics: Arc<Metrics>,
+    }
+
+    fn problem(status: u16, slug: &str) -> Answer {
+        Answer {
+            status,
+            body: Bytes::from(format!(
+                "{{\"type\":\"/problems/{slug}\",\"status\":{status}}}"
+            )),
+            replayed: false,
+        }
+    }
+
+    enum Pending {
+        Done(Answer),
+        Queued(oneshot::Receiver<WriteOutcome>),
+    }
+
+    impl Handler {
+        pub fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Self {
+            Handler {
+                store,
+                writer,
+                inflight: InFlightIndex::new(),
+                _metrics: metrics,
+            }
+        }
+
+        pub fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
+            let pending: Vec<Pending> = intents.into_iter().map(|i| self.start(i)).collect();
+            pending
+                .into_iter()
+                .map(|pending| match pending {
+                    Pending::Done(answer) => answer,
+                    Pending::Queued(reply) => match reply.blocking_recv() {
+                        Ok(WriteOutcome::Executed(stored)) => Answer {
+                            status: stored.status,
+                            body: stored.body,
+                            replayed: false,
+                        },
+                        Ok(WriteOutcome::Replayed(stored)) => Answer {
+                            status: stored.status,
+                            body: stored.body,
+                            replayed: true,
+                        },
+                        Ok(WriteOutcome::FingerprintMismatch) => {
+                            problem(422, "idempotency-key-reused")
+                        }
+                        Ok(WriteOutcome::Unavailable) | Err(_) => {
+                            problem(503, "storage-unavailable")
+                        }
+                    },
+                })
+                .collect()
+        }
+
+        fn start(&self, intent: WriteIntent) -> Pending {
+            let tenant = TenantId::DEFAULT;
+            let Some(claim) = self.inflight.claim(tenant, &intent.key) else {
+                return Pending::Done(problem(409, "idempotency-key-in-flight"));
+            };
+            match self.store.idempotency_record(tenant, &intent.key) {
+                Ok(Some(record)) if record.fingerprint == intent.fingerprint => {
+                    return Pending::Done(Answer {
+                        status: record.status,
+                        body: Bytes::from(record.body),
+                        replayed: true,
+                    });
+                }
+                Ok(Some(_)) => return Pending::Done(problem(422, "idempotency-key-reused")),
+                Ok(None) => {}
+                Err(_) => return Pending::Done(problem(503, "storage-unavailable")),
+            }
+            let (reply, answer) = oneshot::channel();
+            let request = WriteRequest {
+                tenant,
+                key: intent.key,
+                fingerprint: intent.fingerprint,
+                command: intent.command,
+                claim,
+                reply,
+            };
+            match self.writer.try_submit(request) {
+                Ok(()) => Pending::Queued(answer),
+                Err(onceledger::writer::SubmitError::Overloaded) => {
+                    Pending::Done(problem(503, "overloaded"))
+                }
+                Err(_) => Pending::Done(problem(503, "storage-unavailable")),
+            }
+        }
+    }
+}

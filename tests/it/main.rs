@@ -1,0 +1,21 @@
+//! The black-box integration tests of onceledger: each test starts the real binary as a child
+//! process on a free loopback port with a fresh data directory (see `harness`), speaks HTTP to
+//! it, and ends by stopping it and running `onceledger check` on its store.
+//!
+//! The contract they hold the server to is ../shared/design/API.md completed by
+//! docs/CONTRACT-NOTES.md.
+
+mod harness;
+mod load;
+
+mod accounts;
+mod charges;
+mod concurrency;
+mod crash;
+mod declines;
+mod disconnect;
+mod events;
+mod idempotency;
+mod ops;
+mod parser;
+mod shutdown;
