@@ -195,7 +195,13 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             ));
         }
     }
-    report.charges_without_record = report.charges - charges_claimed.len() as u64;
+    // Count only claims of charges that exist: a record naming a missing charge is already a
+    // violation above, and must not make this subtraction underflow (found by fuzzing).
+    let claimed_existing = charges_claimed
+        .keys()
+        .filter(|n| charges.contains_key(n))
+        .count() as u64;
+    report.charges_without_record = report.charges.saturating_sub(claimed_existing);
     for (number, claims) in charges_claimed {
         if claims != 1 {
             violations.push(format!("charge {number} is the answer of {claims} keys"));
