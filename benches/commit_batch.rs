@@ -88,6 +88,7 @@ impl Rig {
             batch_commands_max: 1024,
             commit_queue_max: 4096,
             idempotency_retention: Duration::from_secs(30 * 24 * 3600),
+            ..WriterConfig::default()
         };
         let writer = WriterHandle::spawn(store, config, Arc::clone(&metrics)).expect("writer");
         let id = |prefix: &str, i: usize| AccountId::parse(&format!("{prefix}{i}")).expect("id");

@@ -12,5 +12,6 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod store;
 pub mod writer;

@@ -41,6 +41,31 @@ pub const EVENTS_PAGE_DEFAULT: usize = 100;
 /// `GET /v1/events`: largest page.
 pub const EVENTS_PAGE_MAX: usize = 1000;
 
+/// Replication: most events in one batch a sender sends or a hub accepts.
+pub const REPLICATION_BATCH_EVENTS_MAX: usize = 1000;
+/// Replication: largest `POST /v1/replication/events` body (1000 events with full metadata fit).
+pub const REPLICATION_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Replication: how often a hub tries an event before it parks it as a dead letter, by default.
+pub const DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT: u32 = 5;
+/// Replication: events whose failed attempts a hub remembers at once (in memory; a restart
+/// forgets them, which only means a few more tries before an event is parked).
+pub const REFUSED_EVENTS_TRACKED_MAX: usize = 4096;
+/// Replication: a sender waits this long for the sink's answer to one batch.
+pub const REPLICATION_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Replication: full-jitter backoff between failed deliveries, first and largest ceiling.
+pub const REPLICATION_BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub const REPLICATION_BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Replication: an idle sender looks for new events at least this often (it is also woken by
+/// every commit).
+pub const REPLICATION_IDLE_POLL: Duration = Duration::from_secs(1);
+/// Outbox retention: events deleted per transaction at most, so retention never stalls charges.
+pub const OUTBOX_PRUNE_EVENTS_MAX: usize = 1000;
+/// Outbox retention: how long an event acknowledged by every sink is kept, by default.
+pub const OUTBOX_RETENTION_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `GET /v1/dead-letters` and the inbox listing: default and largest page.
+pub const LIST_PAGE_DEFAULT: usize = 100;
+pub const LIST_PAGE_MAX: usize = 1000;
+
 /// Commands waiting for the writer; a full queue answers 503 overloaded at once.
 pub const COMMIT_QUEUE_COMMANDS_DEFAULT: usize = 16 * 1024;
 /// Commands committed in one write transaction (group commit) at most.
@@ -60,6 +85,8 @@ const _: () = assert!(
     "hyper refuses a read buffer under 8 KiB"
 );
 const _: () = assert!(EVENTS_PAGE_DEFAULT <= EVENTS_PAGE_MAX);
+const _: () = assert!(REPLICATION_BODY_BYTES_MAX >= BODY_BYTES_MAX);
+const _: () = assert!(EVENTS_PAGE_MAX <= REPLICATION_BATCH_EVENTS_MAX);
 const _: () = assert!(BATCH_COMMANDS_DEFAULT <= COMMIT_QUEUE_COMMANDS_DEFAULT);
 const _: () = assert!(IDEMPOTENCY_KEY_BYTES_MAX < HEADER_BYTES_MAX);
 const _: () = assert!(

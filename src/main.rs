@@ -8,8 +8,12 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 
-use onceledger::limits::{BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT};
-use onceledger::node::{self, NodeConfig, parse_duration};
+use onceledger::limits::{
+    BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT, DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT,
+    REPLICATION_BATCH_EVENTS_MAX,
+};
+use onceledger::node::{self, NodeConfig, ReplicationConfig, parse_duration};
+use onceledger::replication::ReplicatorConfig;
 use onceledger::store::{Store, check};
 use onceledger::writer::WriterConfig;
 
@@ -56,6 +60,36 @@ struct ServeArgs {
     /// Most commands waiting for the writer; beyond it POSTs get 503 overloaded at once.
     #[arg(long, env = "ONCELEDGER_COMMIT_QUEUE_MAX", default_value_t = COMMIT_QUEUE_COMMANDS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1_048_576).map(|v| v as usize))]
     commit_queue_max: usize,
+    /// This node's id, on a fresh data directory only (default: random, `n` + 12 hex digits).
+    /// 1 to 64 of A-Z a-z 0-9 _ . -
+    #[arg(long, env = "ONCELEDGER_NODE_ID", value_parser = parse_node_id)]
+    node_id: Option<String>,
+    /// Replicate the outbox to this hub (another onceledger), e.g. http://127.0.0.1:7071
+    #[arg(long, env = "ONCELEDGER_UPSTREAM")]
+    upstream: Option<String>,
+    /// Replicate at most this many events per second (catch-up rate limit; default: unlimited).
+    #[arg(long, env = "ONCELEDGER_REPLICATE_RATE", value_parser = clap::value_parser!(u32).range(1..))]
+    replicate_rate: Option<u32>,
+    /// Events per replication batch at most.
+    #[arg(long, env = "ONCELEDGER_REPLICATE_BATCH_MAX", default_value_t = REPLICATION_BATCH_EVENTS_MAX, value_parser = clap::value_parser!(u32).range(1..=REPLICATION_BATCH_EVENTS_MAX as i64).map(|v| v as usize))]
+    replicate_batch_max: usize,
+    /// Largest wait between failed deliveries to the upstream (full-jitter backoff ceiling).
+    #[arg(long, env = "ONCELEDGER_REPLICATE_BACKOFF_MAX", default_value = "10s", value_parser = parse_duration)]
+    replicate_backoff_max: Duration,
+    /// As a hub: park a replicated event as a dead letter after this many failed attempts.
+    #[arg(long, env = "ONCELEDGER_DEAD_LETTER_AFTER", default_value_t = DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    dead_letter_after: u32,
+    /// Delete outbox events acknowledged by every sink once older than this (e.g. 7d, 12h).
+    #[arg(long, env = "ONCELEDGER_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    outbox_retention: Duration,
+}
+
+fn parse_node_id(text: &str) -> Result<String, String> {
+    if onceledger::store::is_valid_node_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("a node id is 1 to 64 of A-Z a-z 0-9 _ . - (no ':')".into())
+    }
 }
 
 fn main() -> ExitCode {
@@ -85,10 +119,25 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let config = NodeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        node_id: args.node_id,
         writer: WriterConfig {
             batch_commands_max: args.batch_commands_max,
             commit_queue_max: args.commit_queue_max.max(args.batch_commands_max),
             idempotency_retention: args.idempotency_retention,
+            outbox_retention: args.outbox_retention,
+            dead_letter_after: args.dead_letter_after,
+        },
+        replication: ReplicationConfig {
+            upstream: args.upstream,
+            replicator: ReplicatorConfig {
+                rate: args.replicate_rate,
+                batch_events_max: args.replicate_batch_max,
+                backoff_cap: args.replicate_backoff_max,
+                // A fault point for the relay-crash test; not a flag, so no operator sets it.
+                crash_after_deliveries: std::env::var("ONCELEDGER_FAULT_RELAY_CRASH_AFTER")
+                    .ok()
+                    .and_then(|v| v.parse().ok()),
+            },
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

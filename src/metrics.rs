@@ -10,8 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::ledger::Command;
-use crate::writer::WriteOutcome;
+use crate::replication::wire::Ack;
+use crate::store::Effect;
 
 type Labels = [(&'static str, &'static str); 1];
 
@@ -41,7 +41,20 @@ pub struct Metrics {
     pub commit_queue_commands: Gauge,
     pub outbox_lag_events: Gauge,
     pub outbox_oldest_unpublished_age_seconds: Gauge,
-    pub inbox_events: Family<Labels, Counter>,
+    inbox_applied: Counter,
+    inbox_duplicate: Counter,
+    inbox_dead_lettered: Counter,
+    outbox_events_deleted: Counter,
+    pub replication: ReplicationCounters,
+}
+
+/// The sending side of replication, per sink kind.
+#[derive(Clone, Default)]
+pub struct ReplicationCounters {
+    pub events_sent: Family<Labels, Counter>,
+    pub events_acknowledged: Family<Labels, Counter>,
+    pub events_retried: Family<Labels, Counter>,
+    pub delivery_failures: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -142,8 +155,42 @@ impl Metrics {
             "Replicated events received, by result",
             inbox_events.clone(),
         );
-        for result in ["applied", "duplicate", "dead_lettered"] {
-            drop(inbox_events.get_or_create(&[("result", result)]));
+        let inbox_result = |result| inbox_events.get_or_create_owned(&[("result", result)]);
+        let (inbox_applied, inbox_duplicate, inbox_dead_lettered) = (
+            inbox_result("applied"),
+            inbox_result("duplicate"),
+            inbox_result("dead_lettered"),
+        );
+        let outbox_events_deleted = Counter::default();
+        registry.register(
+            "onceledger_outbox_events_deleted",
+            "Outbox events deleted by retention (acknowledged by every sink and old enough)",
+            outbox_events_deleted.clone(),
+        );
+        let replication = ReplicationCounters::default();
+        for (name, help, family) in [
+            (
+                "onceledger_replication_events_sent",
+                "Events sent to a sink, resends included",
+                &replication.events_sent,
+            ),
+            (
+                "onceledger_replication_events_acknowledged",
+                "Events a sink acknowledged (its cursor moved past them)",
+                &replication.events_acknowledged,
+            ),
+            (
+                "onceledger_replication_events_retried",
+                "Events sent again because a delivery failed, was refused or found a gap",
+                &replication.events_retried,
+            ),
+            (
+                "onceledger_replication_delivery_failures",
+                "Deliveries that got no acknowledgement (sink unreachable, error, timeout)",
+                &replication.delivery_failures,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
         }
 
         Metrics {
@@ -161,7 +208,11 @@ impl Metrics {
             commit_queue_commands,
             outbox_lag_events,
             outbox_oldest_unpublished_age_seconds,
-            inbox_events,
+            inbox_applied,
+            inbox_duplicate,
+            inbox_dead_lettered,
+            outbox_events_deleted,
+            replication,
         }
     }
 
@@ -184,15 +235,30 @@ impl Metrics {
     }
 
     /// Side effects, counted by the writer after its commit returned.
-    pub fn count_write_outcome(&self, command: &Command, outcome: &WriteOutcome) {
-        if let WriteOutcome::Executed(answer) = outcome {
-            if answer.status == 201 {
-                match command {
-                    Command::CreateCharge(_) => self.charges_applied.inc(),
-                    Command::CreateAccount(_) => self.accounts_created.inc(),
-                };
+    pub fn count_effect(&self, effect: &Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::ChargeSucceeded { .. } => {
+                self.charges_applied.inc();
+            }
+            Effect::AccountCreated { .. } => {
+                self.accounts_created.inc();
+            }
+            Effect::DeadLetterRedriven { .. } => {
+                self.inbox_applied.inc();
             }
         }
+    }
+
+    /// A hub's inbox results for one replicated batch, counted after its commit returned.
+    pub fn count_inbox(&self, ack: &Ack) {
+        self.inbox_applied.inc_by(ack.applied);
+        self.inbox_duplicate.inc_by(ack.duplicates);
+        self.inbox_dead_lettered.inc_by(ack.dead_lettered);
+    }
+
+    pub fn count_outbox_pruned(&self, events: usize) {
+        self.outbox_events_deleted.inc_by(events as u64);
     }
 
     pub fn observe_request(&self, duration: Duration) {

@@ -458,6 +458,8 @@ impl Model {
     fn decide(&self, command: &Command) -> Decision {
         let declined = |status, problem| Decision::Declined { status, problem };
         match command {
+            // The model never replicates, so it holds no dead letters.
+            Command::RedriveDeadLetter { .. } => declined(404, "dead-letter-not-found"),
             Command::CreateAccount(new) => {
                 if self.accounts.contains_key(new.id.as_str()) {
                     declined(400, "account-exists")

@@ -126,8 +126,9 @@ fn check_write(request: &RawRequest, intent: &onceledger::api::WriteIntent) {
         .map_or(request.target.as_str(), |(path, _)| path);
     assert_eq!(request.method, Method::POST, "only POSTs are writes");
     let expected_path = match intent.command {
-        Command::CreateAccount(_) => "/v1/accounts",
-        Command::CreateCharge(_) => "/v1/charges",
+        Command::CreateAccount(_) => "/v1/accounts".to_owned(),
+        Command::CreateCharge(_) => "/v1/charges".to_owned(),
+        Command::RedriveDeadLetter { id } => format!("/v1/dead-letters/{id}/redrive"),
     };
     assert_eq!(path, expected_path, "the command matches its route");
     assert!(request.body.len() <= BODY_BYTES_MAX);

@@ -94,7 +94,8 @@ impl System {
             batch_commands_max: BATCH_COMMANDS_MAX,
             commit_queue_max: COMMIT_QUEUE_MAX,
             idempotency_retention: IDEMPOTENCY_RETENTION,
-        };
+            ..WriterConfig::default()
+};
         let writer = match WriterHandle::spawn(Arc::clone(&store), config, Arc::clone(&metrics)) {
             Ok(writer) => writer,
             Err(error) => panic!("cannot start the writer thread: {error}"),

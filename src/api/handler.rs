@@ -15,8 +15,12 @@ use super::problem::{Problem, ProblemKind};
 use crate::idempotency::InFlightIndex;
 use crate::ledger::{AccountId, Charge, TenantId};
 use crate::metrics::{KeyOutcome, Metrics};
+use crate::replication::wire::EventBatch;
 use crate::store::Store;
-use crate::writer::{StoredAnswer, SubmitError, WriteOutcome, WriteRequest, WriterHandle};
+use crate::writer::{
+    InboundOutcome, InboundRequest, StoredAnswer, SubmitError, WriteOutcome, WriteRequest,
+    WriterHandle,
+};
 
 const JSON: &str = "application/json";
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -24,7 +28,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
 /// Everything a request task needs, shared by all connections.
 pub struct App {
     pub store: Arc<Store>,
-    pub writer: WriterHandle,
+    pub writer: Arc<WriterHandle>,
     pub inflight: Arc<InFlightIndex>,
     pub metrics: Arc<Metrics>,
     request_ids: RequestIds,
@@ -34,7 +38,7 @@ impl App {
     pub fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Self {
         App {
             store,
-            writer,
+            writer: Arc::new(writer),
             inflight: InFlightIndex::new(),
             metrics,
             request_ids: RequestIds::new(),
@@ -48,7 +52,7 @@ impl App {
     pub(super) async fn run(&self, request: ApiRequest) -> Response<Full<Bytes>> {
         match request {
             ApiRequest::Write(intent) => self.write(intent).await,
-            ApiRequest::Healthz => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+            ApiRequest::Healthz => json(StatusCode::OK, present::health(self.store.node_id())),
             ApiRequest::Readyz if self.writer.is_poisoned() => problem(&Problem::new(
                 ProblemKind::StorageUnavailable,
                 "the store refuses writes until restart",
@@ -69,14 +73,85 @@ impl App {
             ApiRequest::GetAccount(id) => self.get_account(&id),
             ApiRequest::GetCharge(id) => self.get_charge(&id),
             ApiRequest::ListEvents { after, limit } => {
-                match self.store.events_after(after, limit) {
-                    Ok(events) => json(
+                let read = self
+                    .store
+                    .outbox_bounds()
+                    .and_then(|held| Ok((held, self.store.events_after(after, limit)?)));
+                match read {
+                    Ok((held, events)) => json(
                         StatusCode::OK,
-                        present::events_page(self.store.node_id(), &events, after),
+                        present::events_page(self.store.node_id(), &events, after, held),
                     ),
                     Err(error) => storage_failure(&error),
                 }
             }
+            ApiRequest::ListDeadLetters { after, limit } => {
+                match self.store.dead_letters_after(after, limit) {
+                    Ok(letters) => {
+                        json(StatusCode::OK, present::dead_letters_page(&letters, after))
+                    }
+                    Err(error) => storage_failure(&error),
+                }
+            }
+            ApiRequest::ListOrigins => match self.store.origins() {
+                Ok(origins) => json(StatusCode::OK, present::origins(&origins)),
+                Err(error) => storage_failure(&error),
+            },
+            ApiRequest::ListInbox {
+                origin,
+                after,
+                limit,
+            } => match self.store.inbox_after(&origin, after, limit) {
+                Ok(rows) => json(StatusCode::OK, present::inbox_page(&rows, after)),
+                Err(error) => storage_failure(&error),
+            },
+            ApiRequest::GetMirrorAccount { origin, id } => self.get_mirror_account(&origin, &id),
+            ApiRequest::Replicate(batch) => self.replicate(batch).await,
+        }
+    }
+
+    fn get_mirror_account(&self, origin: &str, raw_id: &str) -> Response<Full<Bytes>> {
+        let not_found = || {
+            problem(&Problem::new(
+                ProblemKind::AccountNotFound,
+                format!(
+                    "no account {} from node {}",
+                    shorten(raw_id),
+                    shorten(origin)
+                ),
+            ))
+        };
+        let Ok(id) = AccountId::parse(raw_id) else {
+            return not_found();
+        };
+        match self.store.mirror_account(origin, &id) {
+            Ok(Some(account)) => json(StatusCode::OK, present::account(&account)),
+            Ok(None) => not_found(),
+            Err(error) => storage_failure(&error),
+        }
+    }
+
+    /// The hub side of replication: the batch goes through the writer like any write, so its
+    /// inbox rows commit with its effects.
+    async fn replicate(&self, batch: EventBatch) -> Response<Full<Bytes>> {
+        let (reply, answer) = oneshot::channel();
+        match self
+            .writer
+            .try_submit_inbound(InboundRequest { batch, reply })
+        {
+            Ok(()) => {}
+            Err(SubmitError::Overloaded) => {
+                self.metrics.count_overloaded();
+                return problem(&Problem::new(
+                    ProblemKind::Overloaded,
+                    "the commit queue is full; resend shortly",
+                ));
+            }
+            Err(SubmitError::Unavailable) => return self.unavailable(),
+        }
+        match answer.await {
+            Ok(InboundOutcome::Acknowledged(ack)) => json(StatusCode::OK, present::ack(&ack)),
+            Ok(InboundOutcome::Unavailable) | Err(_) => self.unavailable(),
         }
     }
 

@@ -14,7 +14,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::problem::{Problem, ProblemKind};
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::{AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge};
-use crate::limits::{AMOUNT_MINOR_MAX, BODY_BYTES_MAX, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX};
+use crate::limits::{
+    AMOUNT_MINOR_MAX, BODY_BYTES_MAX, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, LIST_PAGE_DEFAULT,
+    LIST_PAGE_MAX, REPLICATION_BODY_BYTES_MAX,
+};
+use crate::replication::wire::{EventBatch, decode_batch};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
@@ -32,7 +36,36 @@ pub enum ApiRequest {
         after: u64,
         limit: usize,
     },
+    ListDeadLetters {
+        after: u64,
+        limit: usize,
+    },
+    ListOrigins,
+    ListInbox {
+        origin: String,
+        after: u64,
+        limit: usize,
+    },
+    /// A hub's mirror of an origin's account; raw ids as for `GetAccount`.
+    GetMirrorAccount {
+        origin: String,
+        id: String,
+    },
+    /// `POST /v1/replication/events`: deduplicated by (origin, seq), no Idempotency-Key.
+    Replicate(EventBatch),
     Write(WriteIntent),
+}
+
+/// The replication endpoint, whose bodies may be larger than other requests'.
+pub const REPLICATION_EVENTS_PATH: &str = "/v1/replication/events";
+
+/// The body limit of a request to `path`.
+pub fn body_bytes_max(path: &str) -> usize {
+    if path == REPLICATION_EVENTS_PATH {
+        REPLICATION_BODY_BYTES_MAX
+    } else {
+        BODY_BYTES_MAX
+    }
 }
 
 /// A POST ready for the idempotency layer.
@@ -53,6 +86,12 @@ enum Route<'a> {
     Charges,
     Charge(&'a str),
     Events,
+    DeadLetters,
+    Redrive(u64),
+    Origins,
+    Inbox(&'a str),
+    MirrorAccount(&'a str, &'a str),
+    ReplicationEvents,
 }
 
 pub fn parse_request(
@@ -90,6 +129,31 @@ pub fn parse_request(
             Ok(ApiRequest::ListEvents { after, limit })
         }
         Route::Events => Err(not_allowed("GET")),
+        Route::DeadLetters if is_get => {
+            let (after, limit) = page_query(query, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
+            Ok(ApiRequest::ListDeadLetters { after, limit })
+        }
+        Route::DeadLetters => Err(not_allowed("GET")),
+        Route::Origins => get_only(ApiRequest::ListOrigins),
+        Route::Inbox(origin) if is_get => {
+            let (after, limit) = page_query(query, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
+            Ok(ApiRequest::ListInbox {
+                origin: origin.to_owned(),
+                after,
+                limit,
+            })
+        }
+        Route::Inbox(_) => Err(not_allowed("GET")),
+        Route::MirrorAccount(origin, id) => get_only(ApiRequest::GetMirrorAccount {
+            origin: origin.to_owned(),
+            id: id.to_owned(),
+        }),
+        Route::ReplicationEvents if !is_post => Err(not_allowed("POST")),
+        Route::ReplicationEvents => replicate(headers, body).map(ApiRequest::Replicate),
+        Route::Redrive(_) if !is_post => Err(not_allowed("POST")),
+        Route::Redrive(id) => {
+            write(headers, body, path, |body| parse_redrive_body(body, id)).map(ApiRequest::Write)
+        }
         Route::Accounts | Route::Charges if !is_post => Err(not_allowed("POST")),
         Route::Accounts => write(headers, body, path, parse_account_body).map(ApiRequest::Write),
         Route::Charges => write(headers, body, path, parse_charge_body).map(ApiRequest::Write),
@@ -106,18 +170,47 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/accounts" => Route::Accounts,
         "/v1/charges" => Route::Charges,
         "/v1/events" => Route::Events,
-        _ => match (
-            path.strip_prefix("/v1/accounts/"),
-            path.strip_prefix("/v1/charges/"),
-        ) {
-            (Some(id), _) if single_segment(id) => Route::Account(id),
-            (_, Some(id)) if single_segment(id) => Route::Charge(id),
-            _ => return None,
-        },
+        "/v1/dead-letters" => Route::DeadLetters,
+        "/v1/replication/origins" => Route::Origins,
+        REPLICATION_EVENTS_PATH => Route::ReplicationEvents,
+        _ => {
+            if let Some(id) = path.strip_prefix("/v1/accounts/") {
+                single_segment(id).then_some(Route::Account(id))?
+            } else if let Some(id) = path.strip_prefix("/v1/charges/") {
+                single_segment(id).then_some(Route::Charge(id))?
+            } else if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
+                let id = rest.strip_suffix("/redrive")?;
+                let digits =
+                    !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit());
+                Route::Redrive(id.parse().ok().filter(|_| digits)?)
+            } else if let Some(rest) = path.strip_prefix("/v1/replication/origins/") {
+                let (origin, rest) = rest.split_once('/')?;
+                if !single_segment(origin) {
+                    return None;
+                }
+                if rest == "inbox" {
+                    Route::Inbox(origin)
+                } else {
+                    let id = rest.strip_prefix("accounts/")?;
+                    single_segment(id).then_some(Route::MirrorAccount(origin, id))?
+                }
+            } else {
+                return None;
+            }
+        }
     })
 }
 
 fn events_query(query: &str) -> Result<(u64, usize), Problem> {
+    page_query(query, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX)
+}
+
+/// `after=N&limit=M`, both optional; `limit` from 1 to `limit_max`.
+fn page_query(
+    query: &str,
+    limit_default: usize,
+    limit_max: usize,
+) -> Result<(u64, usize), Problem> {
     let invalid = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
     let (mut after, mut limit) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -143,13 +236,11 @@ fn events_query(query: &str) -> Result<(u64, usize), Problem> {
         *slot =
             Some(number.ok_or_else(|| invalid(format!("{name} must be a non-negative integer")))?);
     }
-    let limit = limit.unwrap_or(EVENTS_PAGE_DEFAULT as u64);
-    if limit == 0 || limit > EVENTS_PAGE_MAX as u64 {
-        return Err(invalid(format!(
-            "limit must be from 1 to {EVENTS_PAGE_MAX}"
-        )));
+    let limit = limit.unwrap_or(limit_default as u64);
+    if limit == 0 || limit > limit_max as u64 {
+        return Err(invalid(format!("limit must be from 1 to {limit_max}")));
     }
-    // `limit` is at most EVENTS_PAGE_MAX, so the conversion is exact.
+    // `limit` is at most `limit_max`, so the conversion is exact.
     Ok((after.unwrap_or(0), limit as usize))
 }
 
@@ -158,7 +249,7 @@ fn write(
     headers: &HeaderMap,
     body: &[u8],
     path: &str,
-    parse_body: fn(&[u8]) -> Result<Command, String>,
+    parse_body: impl FnOnce(&[u8]) -> Result<Command, String>,
 ) -> Result<WriteIntent, Problem> {
     let mut keys = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
     let raw_key = keys.next().ok_or_else(|| {
@@ -177,7 +268,8 @@ fn write(
         return Err(key_invalid());
     }
     let key = IdempotencyKey::parse(raw_key.as_bytes()).map_err(|_| key_invalid())?;
-    if !is_json(headers) {
+    // An empty body has no media type to check (a redrive needs none).
+    if !body.is_empty() && !is_json(headers) {
         return Err(Problem::new(
             ProblemKind::UnsupportedMediaType,
             "send Content-Type: application/json",
@@ -197,6 +289,34 @@ fn write(
         command,
         fingerprint,
     })
+}
+
+/// The replication endpoint: JSON, no Idempotency-Key (events carry (origin, seq) instead).
+fn replicate(headers: &HeaderMap, body: &[u8]) -> Result<EventBatch, Problem> {
+    if !is_json(headers) {
+        return Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "send Content-Type: application/json",
+        ));
+    }
+    if body.len() > REPLICATION_BODY_BYTES_MAX {
+        return Err(Problem::new(
+            ProblemKind::BodyTooLarge,
+            format!("the replication body limit is {REPLICATION_BODY_BYTES_MAX} bytes"),
+        ));
+    }
+    decode_batch(body).map_err(|e| Problem::new(ProblemKind::InvalidRequest, e.0))
+}
+
+/// A redrive takes no parameters: an empty body or `{}`.
+fn parse_redrive_body(body: &[u8], id: u64) -> Result<Command, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RedriveBody {}
+    if !body.is_empty() {
+        let _: RedriveBody = serde_json::from_slice(body).map_err(json_error)?;
+    }
+    Ok(Command::RedriveDeadLetter { id })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -257,6 +377,7 @@ enum CanonicalBody<'a> {
         currency: &'a str,
         metadata: &'a BTreeMap<String, String>,
     },
+    Empty {},
 }
 
 /// Re-encodes a command in canonical form.
@@ -274,6 +395,7 @@ pub fn canonical_body(command: &Command) -> Vec<u8> {
             currency: c.currency.as_str(),
             metadata: c.metadata.pairs(),
         },
+        Command::RedriveDeadLetter { .. } => CanonicalBody::Empty {},
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }

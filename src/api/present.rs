@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::problem::{Problem, ProblemKind};
 use crate::clock::rfc3339_ms;
 use crate::ledger::{Account, Charge, Decline};
-use crate::store::{Event, EventBody};
+use crate::store::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
 
 #[derive(Serialize)]
 struct AccountView<'a> {
@@ -92,6 +92,57 @@ struct EventView<'a> {
 struct EventPage<'a> {
     events: Vec<EventView<'a>>,
     next_after: u64,
+    /// The seqs still held: outbox retention deletes events every sink acknowledged.
+    held: HeldRange,
+}
+
+#[derive(Serialize)]
+struct HeldRange {
+    first: u64,
+    last: u64,
+}
+
+#[derive(Serialize)]
+struct DeadLetterView<'a> {
+    id: u64,
+    status: &'static str,
+    origin: &'a str,
+    event_id: String,
+    event_seq: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    reason: &'a str,
+    attempts: u32,
+    parked_at: String,
+    redriven_at: Option<String>,
+}
+
+impl<'a> From<&'a DeadLetter> for DeadLetterView<'a> {
+    fn from(d: &'a DeadLetter) -> Self {
+        DeadLetterView {
+            id: d.id,
+            status: if d.redriven_at_ms.is_some() {
+                "redriven"
+            } else {
+                "parked"
+            },
+            origin: &d.origin,
+            event_id: format!("{}:{}", d.origin, d.event.seq),
+            event_seq: d.event.seq,
+            kind: event_type(&d.event.body),
+            reason: &d.reason,
+            attempts: d.attempts,
+            parked_at: rfc3339_ms(d.parked_at_ms),
+            redriven_at: d.redriven_at_ms.map(rfc3339_ms),
+        }
+    }
+}
+
+fn event_type(body: &EventBody) -> &'static str {
+    match body {
+        EventBody::AccountCreated(_) => "account.created",
+        EventBody::ChargeSucceeded(_) => "charge.succeeded",
+    }
 }
 
 #[derive(Serialize)]
@@ -116,18 +167,18 @@ pub fn charge(charge: &Charge) -> Vec<u8> {
     to_json(&ChargeView::from(charge))
 }
 
-pub fn events_page(node_id: &str, events: &[Event], after: u64) -> Vec<u8> {
+pub fn events_page(node_id: &str, events: &[Event], after: u64, held: (u64, u64)) -> Vec<u8> {
     let views = events
         .iter()
         .map(|event| {
-            let (kind, data) = match &event.body {
-                EventBody::AccountCreated(a) => ("account.created", EventData::Account(a.into())),
-                EventBody::ChargeSucceeded(c) => ("charge.succeeded", EventData::Charge(c.into())),
+            let data = match &event.body {
+                EventBody::AccountCreated(a) => EventData::Account(a.into()),
+                EventBody::ChargeSucceeded(c) => EventData::Charge(c.into()),
             };
             EventView {
                 seq: event.seq,
                 id: format!("{node_id}:{}", event.seq),
-                kind,
+                kind: event_type(&event.body),
                 created_at: rfc3339_ms(event.created_at_ms),
                 data,
             }
@@ -137,7 +188,108 @@ pub fn events_page(node_id: &str, events: &[Event], after: u64) -> Vec<u8> {
     to_json(&EventPage {
         events: views,
         next_after,
+        held: HeldRange {
+            first: held.0,
+            last: held.1,
+        },
     })
+}
+
+pub fn dead_letter(letter: &DeadLetter) -> Vec<u8> {
+    to_json(&DeadLetterView::from(letter))
+}
+
+pub fn dead_letters_page(letters: &[DeadLetter], after: u64) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Page<'a> {
+        dead_letters: Vec<DeadLetterView<'a>>,
+        next_after: u64,
+    }
+    to_json(&Page {
+        dead_letters: letters.iter().map(DeadLetterView::from).collect(),
+        next_after: letters.last().map_or(after, |d| d.id),
+    })
+}
+
+pub fn origins(origins: &[(String, OriginState)]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct OriginView<'a> {
+        node: &'a str,
+        applied_through: u64,
+        events_applied: u64,
+        events_parked: u64,
+        last_applied_at: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct Page<'a> {
+        origins: Vec<OriginView<'a>>,
+    }
+    to_json(&Page {
+        origins: origins
+            .iter()
+            .map(|(node, state)| OriginView {
+                node,
+                applied_through: state.applied_through,
+                events_applied: state.events_applied,
+                events_parked: state.events_parked,
+                last_applied_at: (state.last_applied_at_ms > 0)
+                    .then(|| rfc3339_ms(state.last_applied_at_ms)),
+            })
+            .collect(),
+    })
+}
+
+pub fn inbox_page(rows: &[(u64, InboxRecord)], after: u64) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct RowView {
+        seq: u64,
+        applied_index: u64,
+        outcome: &'static str,
+        dead_letter_id: Option<u64>,
+        at: String,
+    }
+    #[derive(Serialize)]
+    struct Page {
+        inbox: Vec<RowView>,
+        next_after: u64,
+    }
+    to_json(&Page {
+        inbox: rows
+            .iter()
+            .map(|(seq, row)| {
+                let (outcome, dead_letter_id) = match row.outcome {
+                    InboxOutcome::Applied => ("applied", None),
+                    InboxOutcome::DeadLettered { dead_letter_id } => {
+                        ("dead_lettered", Some(dead_letter_id))
+                    }
+                };
+                RowView {
+                    seq: *seq,
+                    applied_index: row.applied_index,
+                    outcome,
+                    dead_letter_id,
+                    at: rfc3339_ms(row.at_ms),
+                }
+            })
+            .collect(),
+        next_after: rows.last().map_or(after, |(seq, _)| *seq),
+    })
+}
+
+pub fn health(node_id: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Health<'a> {
+        status: &'static str,
+        node_id: &'a str,
+    }
+    to_json(&Health {
+        status: "ok",
+        node_id,
+    })
+}
+
+pub fn ack(ack: &crate::replication::wire::Ack) -> Vec<u8> {
+    crate::replication::wire::encode_ack(ack)
 }
 
 pub fn problem(problem: &Problem) -> Vec<u8> {
@@ -180,6 +332,12 @@ pub fn decline(decline: &Decline) -> (u16, Vec<u8>) {
             ProblemKind::BalanceOverflow,
             format!("account {account} would exceed the largest posted total, 2^63-1"),
         ),
+        Decline::DeadLetterNotFound { .. } => {
+            Problem::new(ProblemKind::DeadLetterNotFound, decline.to_string())
+        }
+        Decline::RedriveRefused { .. } => {
+            Problem::new(ProblemKind::RedriveRefused, decline.to_string())
+        }
     };
     (problem.kind.status(), self::problem(&problem))
 }

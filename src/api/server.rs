@@ -20,8 +20,8 @@ use super::handler::{App, RequestTimer, problem};
 use super::parse::parse_request;
 use super::problem::{Problem, ProblemKind};
 use crate::limits::{
-    BODY_BYTES_MAX, BODY_READ_TIMEOUT, CONNECTIONS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT,
-    HEADERS_COUNT_MAX, REQUEST_ID_BYTES_MAX, SHUTDOWN_GRACE,
+    BODY_READ_TIMEOUT, CONNECTIONS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT, HEADERS_COUNT_MAX,
+    REQUEST_ID_BYTES_MAX, SHUTDOWN_GRACE,
 };
 
 /// After a failed accept (for example out of file descriptors), wait this long before the next.
@@ -94,7 +94,8 @@ async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> 
             HeaderValue::from_str(&app.next_request_id()).unwrap_or(HeaderValue::from_static("-"))
         });
     let (parts, body) = request.into_parts();
-    let mut response = match read_body(&parts.headers, body).await {
+    let body_limit = super::parse::body_bytes_max(parts.uri.path());
+    let mut response = match read_body(&parts.headers, body, body_limit).await {
         Ok(bytes) => {
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
             match parse_request(&parts.method, target, &parts.headers, &bytes) {
@@ -129,26 +130,27 @@ fn count_refused_key(app: &App, refused: &Problem) {
     }
 }
 
-/// Reads the whole body, refusing more than `BODY_BYTES_MAX` bytes or a body slower than
-/// `BODY_READ_TIMEOUT`.
-async fn read_body(headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, Problem> {
+/// Reads the whole body, refusing more than `limit` bytes (`BODY_BYTES_MAX` but for replication)
+/// or a body slower than `BODY_READ_TIMEOUT`.
+async fn read_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::new(
             ProblemKind::BodyTooLarge,
-            format!("the body limit is {BODY_BYTES_MAX} bytes"),
+            format!("the body limit is {limit} bytes"),
         )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > BODY_BYTES_MAX as u64) {
+    if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let collected = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        Limited::new(body, BODY_BYTES_MAX).collect(),
-    )
-    .await;
+    let collected =
+        tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
     match collected {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),

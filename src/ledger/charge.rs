@@ -93,6 +93,42 @@ pub enum Decline {
     BalanceOverflow {
         account: AccountId,
     },
+    /// A redrive named a dead letter this hub does not have.
+    DeadLetterNotFound {
+        id: u64,
+    },
+    /// A redrive tried the event again and it still cannot be applied.
+    RedriveRefused {
+        id: u64,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Decline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decline::InsufficientFunds { account } => {
+                write!(f, "account {account} would go below its overdraft limit")
+            }
+            Decline::AccountNotFound { account } => write!(f, "account {account} does not exist"),
+            Decline::CurrencyMismatch {
+                account,
+                account_currency,
+                charge_currency,
+            } => write!(
+                f,
+                "account {account} holds {account_currency}, the charge is in {charge_currency}"
+            ),
+            Decline::AccountExists { account } => write!(f, "account {account} already exists"),
+            Decline::BalanceOverflow { account } => {
+                write!(f, "account {account} would exceed the largest posted total")
+            }
+            Decline::DeadLetterNotFound { id } => write!(f, "no dead letter {id}"),
+            Decline::RedriveRefused { id, reason } => {
+                write!(f, "dead letter {id} still cannot be applied: {reason}")
+            }
+        }
+    }
 }
 
 /// Applies `charge` to its two accounts, or declines it and leaves both untouched.

@@ -14,6 +14,10 @@ pub use charge::{Charge, Decline, NewCharge, Posting, PostingSide, post_charge};
 pub enum Command {
     CreateAccount(NewAccount),
     CreateCharge(NewCharge),
+    /// Try a parked replicated event again (a hub's dead letter).
+    RedriveDeadLetter {
+        id: u64,
+    },
 }
 
 pub use values::{AccountId, Amount, Currency, Metadata, TenantId, ValueError};

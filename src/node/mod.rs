@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 
 use crate::api::{App, serve};
 use crate::metrics::Metrics;
+use crate::replication::hub::HubSink;
+use crate::replication::{self, NodeParts, ReplicatorConfig};
 use crate::store::Store;
 use crate::writer::{WriterConfig, WriterHandle};
 
@@ -17,13 +19,30 @@ use crate::writer::{WriterConfig, WriterHandle};
 pub struct NodeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Taken by a fresh data directory; an existing one must already carry it.
+    pub node_id: Option<String>,
     pub writer: WriterConfig,
+    pub replication: ReplicationConfig,
+}
+
+/// Where this node's outbox goes, and how fast.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationConfig {
+    /// A hub's root URL (`--upstream`).
+    pub upstream: Option<String>,
+    pub replicator: ReplicatorConfig,
 }
 
 /// Runs the node until `shutdown` completes. Every command accepted before shutdown is committed
 /// and answered before this returns. Errors are one sentence for the operator.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let store = Store::open(&config.data_dir).map_err(|e| {
+    let upstream = config
+        .replication
+        .upstream
+        .as_deref()
+        .map(HubSink::new)
+        .transpose()?;
+    let store = Store::open_as(&config.data_dir, config.node_id.as_deref()).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
             config.data_dir.display()
@@ -36,9 +55,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
     tracing::info!(node_id = store.node_id(), data_dir = %config.data_dir.display(), "store open");
-    // Scripts and tests wait for this exact line on stdout.
+    // Scripts and tests wait for these exact lines on stdout.
+    println!("node {}", store.node_id());
     println!("listening on {bound}");
-    serve_store(Arc::new(store), listener, config.writer, shutdown).await
+    let sinks = Sinks {
+        hub: upstream,
+        replicator: config.replication.replicator,
+    };
+    serve_store_with(Arc::new(store), listener, config.writer, sinks, shutdown).await
+}
+
+/// The sinks a node replicates to.
+#[derive(Default)]
+pub struct Sinks {
+    pub hub: Option<HubSink>,
+    pub replicator: ReplicatorConfig,
 }
 
 /// Serves an already open store on an already bound listener (tests use it to inject storage
@@ -49,11 +80,38 @@ pub async fn serve_store(
     writer: WriterConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    serve_store_with(store, listener, writer, Sinks::default(), shutdown).await
+}
+
+/// [`serve_store`] with replication to `sinks`.
+pub async fn serve_store_with(
+    store: Arc<Store>,
+    listener: TcpListener,
+    writer: WriterConfig,
+    sinks: Sinks,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let writer = WriterHandle::spawn(Arc::clone(&store), writer, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
     let app = Arc::new(App::new(store, writer, metrics));
+    let replicators: Vec<_> = sinks
+        .hub
+        .into_iter()
+        .map(|hub| {
+            let node = NodeParts {
+                store: Arc::clone(&app.store),
+                writer: Arc::clone(&app.writer),
+                metrics: Arc::clone(&app.metrics),
+            };
+            tokio::spawn(replication::run(hub, node, sinks.replicator))
+        })
+        .collect();
     serve(listener, Arc::clone(&app), shutdown).await;
+    // Safe at any point: a cursor only ever moves to what its sink acknowledged.
+    for replicator in replicators {
+        replicator.abort();
+    }
     app.writer.shutdown();
     tracing::info!("stopped");
     Ok(())

@@ -11,9 +11,10 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::StoreError;
 use super::codec::{decode, encode};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
+use super::replication::ReplicationTables;
 use super::tables::{
     ACCOUNTS, CHARGES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, META_NEXT_CHARGE_NUMBER,
-    META_NEXT_EVENT_SEQ, OUTBOX, POSTINGS,
+    META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
 };
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
@@ -26,6 +27,7 @@ pub struct BatchTables<'txn> {
     postings: Table<'txn, (u64, u8), &'static [u8]>,
     outbox: Table<'txn, u64, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
+    replication: ReplicationTables<'txn>,
     /// Accounts created or changed by this batch, written back by `flush`.
     staged_accounts: HashMap<TenantId, HashMap<AccountId, Account>>,
     next_event_seq: u64,
@@ -56,6 +58,7 @@ impl<'txn> BatchTables<'txn> {
             postings: txn.open_table(POSTINGS)?,
             outbox: txn.open_table(OUTBOX)?,
             meta,
+            replication: ReplicationTables::open(txn)?,
             staged_accounts: HashMap::new(),
             next_event_seq,
             next_charge_number,
@@ -196,8 +199,61 @@ impl<'txn> BatchTables<'txn> {
         Ok(expired.len())
     }
 
+    /// The seq the next outbox event will take.
+    pub fn next_event_seq(&self) -> u64 {
+        self.next_event_seq
+    }
+
+    /// Cursors, inbox, mirrors and dead letters, in the same transaction as the ledger's tables.
+    pub fn replication(&mut self) -> &mut ReplicationTables<'txn> {
+        &mut self.replication
+    }
+
+    /// Outbox retention: deletes, oldest first, up to `events_max` events numbered at most
+    /// `through` (what every sink acknowledged) and created before `cutoff_ms`. Numbers are never
+    /// reused: the counter is untouched, and the first held seq moves up.
+    pub fn prune_outbox(
+        &mut self,
+        through: u64,
+        cutoff_ms: u64,
+        events_max: usize,
+    ) -> Result<usize, StoreError> {
+        let first_held = match self.meta.get(META_OUTBOX_FIRST_HELD)? {
+            None => 1,
+            Some(bytes) => <[u8; 8]>::try_from(bytes.value())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    record: "counter",
+                    detail: META_OUTBOX_FIRST_HELD.into(),
+                })?,
+        };
+        let mut seq = first_held;
+        while seq - first_held < events_max as u64 && seq <= through && seq < self.next_event_seq {
+            let created_at_ms = match self.outbox.get(seq)? {
+                Some(bytes) => decode::<EventRecord>(bytes.value())?.created_at_ms,
+                None => {
+                    return Err(StoreError::Corrupt {
+                        record: "outbox event",
+                        detail: format!("event {seq} is missing below the last seq"),
+                    });
+                }
+            };
+            if created_at_ms >= cutoff_ms {
+                break;
+            }
+            self.outbox.remove(seq)?;
+            seq += 1;
+        }
+        if seq > first_held {
+            self.meta
+                .insert(META_OUTBOX_FIRST_HELD, seq.to_be_bytes().as_slice())?;
+        }
+        Ok((seq - first_held) as usize)
+    }
+
     /// Writes staged accounts and counters. Called once, just before commit.
     pub(super) fn flush(&mut self) -> Result<(), StoreError> {
+        self.replication.flush()?;
         for (tenant, accounts) in self.staged_accounts.drain() {
             for (id, account) in accounts {
                 debug_assert!(

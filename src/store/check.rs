@@ -10,10 +10,14 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 use super::codec::decode;
-use super::records::{Effect, EventKind, EventRecord, IdempotencyRecord};
+use super::records::{
+    DeadLetter, Effect, EventKind, EventRecord, IdempotencyRecord, InboxOutcome, InboxRecord,
+    OriginState,
+};
 use super::tables::{
-    ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, OUTBOX,
-    POSTINGS,
+    ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY, INBOX, META, META_NEXT_CHARGE_NUMBER,
+    META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX, POSTINGS, REPLICA_ACCOUNTS,
+    REPLICA_CHARGES,
 };
 use super::{Store, StoreError};
 use crate::ledger::{Account, Charge, Posting, PostingSide};
@@ -26,6 +30,13 @@ pub struct Report {
     pub idempotency_records: u64,
     /// Charges no idempotency record answers for. 0 unless records were swept by retention.
     pub charges_without_record: u64,
+    /// The outbox seqs below this were deleted by outbox retention.
+    pub outbox_first_held: u64,
+    /// As a hub: origins, inbox rows, mirrored charges and parked dead letters.
+    pub origins: u64,
+    pub inbox_rows: u64,
+    pub mirrored_charges: u64,
+    pub dead_letters_parked: u64,
     /// Invariant 1: every value must be 0.
     pub balance_sum_by_currency: BTreeMap<String, i128>,
     /// Every broken invariant, in words. Empty means the store is consistent.
@@ -77,7 +88,11 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         events.insert(seq.value(), decode(bytes.value())?);
     }
     report.events = events.len() as u64;
-    for (expected, seq) in (1u64..).zip(events.keys()) {
+    let first_held = counter(META_OUTBOX_FIRST_HELD)?;
+    report.outbox_first_held = first_held;
+    // An event below the first held seq was deleted by retention: its absence is no violation.
+    let held = |seq: u64| seq >= first_held;
+    for (expected, seq) in (first_held..).zip(events.keys()) {
         if *seq != expected {
             violations.push(format!(
                 "outbox sequence jumps to {seq} where {expected} was due"
@@ -86,7 +101,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         }
     }
     let next_seq = counter(META_NEXT_EVENT_SEQ)?;
-    if next_seq != report.events + 1 {
+    if next_seq != first_held + report.events {
         violations.push(format!(
             "next event seq is {next_seq} with {} events",
             report.events
@@ -133,6 +148,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
                 kind: EventKind::ChargeSucceeded { charge_number },
                 ..
             }) if *charge_number == number => {}
+            None if !held(charge.event_seq) => {}
             other => violations.push(format!(
                 "charge {number}: event {} is {other:?}",
                 charge.event_seq
@@ -177,6 +193,15 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         report.idempotency_records += 1;
         let consistent = match &record.effect {
             Effect::None => record.status != 201,
+            Effect::DeadLetterRedriven { id } => {
+                record.status == 200
+                    && txn
+                        .open_table(DEAD_LETTERS)?
+                        .get(*id)?
+                        .map(|b| decode::<DeadLetter>(b.value()))
+                        .transpose()?
+                        .is_some_and(|letter| letter.redriven_at_ms.is_some())
+            }
             Effect::ChargeSucceeded { charge_number } => {
                 *charges_claimed.entry(*charge_number).or_default() += 1;
                 record.status == 201 && charges.contains_key(charge_number)
@@ -184,8 +209,9 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             Effect::AccountCreated { account, event_seq } => {
                 record.status == 201
                     && accounts.contains_key(&(tenant, account.as_str().to_owned()))
-                    && matches!(events.get(event_seq),
-                        Some(EventRecord { kind: EventKind::AccountCreated { account: a }, .. }) if a.id == *account)
+                    && (!held(*event_seq)
+                        || matches!(events.get(event_seq),
+                        Some(EventRecord { kind: EventKind::AccountCreated { account: a }, .. }) if a.id == *account))
             }
         };
         if !consistent {
@@ -207,6 +233,142 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             violations.push(format!("charge {number} is the answer of {claims} keys"));
         }
     }
+    verify_hub(&txn, &mut report, &mut violations)?;
     report.violations = violations;
     Ok(report)
+}
+
+/// Invariant 4 and the mirrors: per origin, inbox rows are exactly 1..=applied_through, each
+/// applied or dead-lettered once; mirrored totals are what the mirrored charges add up to, and
+/// every mirror balances to zero per currency.
+fn verify_hub(
+    txn: &redb::ReadTransaction,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let mut letters: BTreeMap<u64, DeadLetter> = BTreeMap::new();
+    for entry in txn.open_table(DEAD_LETTERS)?.iter()? {
+        let (id, bytes) = entry?;
+        letters.insert(id.value(), decode(bytes.value())?);
+    }
+    report.dead_letters_parked = letters
+        .values()
+        .filter(|l| l.redriven_at_ms.is_none())
+        .count() as u64;
+    let inbox = txn.open_table(INBOX)?;
+    let mut origin_names: Vec<String> = Vec::new();
+    for entry in txn.open_table(ORIGINS)?.iter()? {
+        let (origin, bytes) = entry?;
+        let origin = origin.value().to_owned();
+        let state: OriginState = decode(bytes.value())?;
+        report.origins += 1;
+        let (mut applied, mut parked, mut expected) = (0u64, 0u64, 1u64);
+        for row in inbox.range((origin.as_str(), 0u64)..=(origin.as_str(), u64::MAX))? {
+            let (key, bytes) = row?;
+            let seq = key.value().1;
+            let row: InboxRecord = decode(bytes.value())?;
+            report.inbox_rows += 1;
+            if seq != expected {
+                violations.push(format!(
+                    "inbox of {origin}: seq {seq} where {expected} was due"
+                ));
+            }
+            expected = seq + 1;
+            match row.outcome {
+                InboxOutcome::Applied => applied += 1,
+                InboxOutcome::DeadLettered { dead_letter_id } => {
+                    parked += 1;
+                    let matches = letters.get(&dead_letter_id).is_some_and(|l| {
+                        l.origin == origin && l.event.seq == seq && l.redriven_at_ms.is_none()
+                    });
+                    if !matches {
+                        violations.push(format!(
+                            "inbox of {origin}: seq {seq} names dead letter {dead_letter_id}, which does not hold it"
+                        ));
+                    }
+                }
+            }
+        }
+        if expected - 1 != state.applied_through
+            || applied != state.events_applied
+            || parked != state.events_parked
+        {
+            violations.push(format!(
+                "origin {origin}: state {state:?} but the inbox holds {} rows, {applied} applied, {parked} parked",
+                expected - 1
+            ));
+        }
+        origin_names.push(origin);
+    }
+    for letter in letters.values() {
+        if !origin_names.contains(&letter.origin) {
+            violations.push(format!("dead letter {} names unknown origin", letter.id));
+        }
+    }
+    // Mirrors: recompute totals from the mirrored charges, each of which needs an applied row.
+    let mut recomputed: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    for entry in txn.open_table(REPLICA_CHARGES)?.iter()? {
+        let (key, bytes) = entry?;
+        let (origin, seq) = key.value();
+        let charge: crate::ledger::Charge = decode(bytes.value())?;
+        report.mirrored_charges += 1;
+        let row: Option<InboxRecord> = inbox
+            .get((origin, seq))?
+            .map(|b| decode(b.value()))
+            .transpose()?;
+        if !matches!(
+            row,
+            Some(InboxRecord {
+                outcome: InboxOutcome::Applied,
+                ..
+            })
+        ) {
+            violations.push(format!(
+                "mirrored charge {origin}:{seq} has no applied inbox row"
+            ));
+        }
+        let amount = charge.amount.minor();
+        recomputed
+            .entry((origin.to_owned(), charge.source.as_str().to_owned()))
+            .or_default()
+            .0 += amount;
+        recomputed
+            .entry((origin.to_owned(), charge.destination.as_str().to_owned()))
+            .or_default()
+            .1 += amount;
+    }
+    let mut sums: BTreeMap<(String, String), i128> = BTreeMap::new();
+    for entry in txn.open_table(REPLICA_ACCOUNTS)?.iter()? {
+        let (key, bytes) = entry?;
+        let (origin, id) = key.value();
+        let account: Account = decode(bytes.value())?;
+        let totals = recomputed
+            .remove(&(origin.to_owned(), id.to_owned()))
+            .unwrap_or_default();
+        if totals != (account.debits_posted, account.credits_posted) {
+            violations.push(format!(
+                "mirror {origin}/{id}: stored totals {}/{} but charges give {}/{}",
+                account.debits_posted, account.credits_posted, totals.0, totals.1
+            ));
+        }
+        if !account.within_overdraft_limit() {
+            violations.push(format!("mirror {origin}/{id} is below its overdraft limit"));
+        }
+        *sums
+            .entry((origin.to_owned(), account.currency.to_string()))
+            .or_default() += i128::from(account.balance());
+    }
+    for ((origin, id), _) in recomputed {
+        violations.push(format!(
+            "mirrored charges name {origin}/{id}, which does not exist"
+        ));
+    }
+    for ((origin, currency), sum) in sums {
+        if sum != 0 {
+            violations.push(format!(
+                "mirror of {origin}: {currency} balances sum to {sum}"
+            ));
+        }
+    }
+    Ok(())
 }

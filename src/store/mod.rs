@@ -13,6 +13,7 @@ pub mod check;
 mod codec;
 pub mod fault;
 mod records;
+mod replication;
 mod tables;
 
 use std::fmt;
@@ -21,13 +22,17 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use batch::BatchTables;
-pub use records::{Effect, Event, EventBody, EventKind, IdempotencyRecord};
+pub use records::{
+    DeadLetter, Effect, Event, EventBody, EventKind, IdempotencyRecord, InboxOutcome, InboxRecord,
+    OriginState,
+};
+pub use replication::{Redrive, Refusal, ReplicationTables};
 
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, TenantId};
 use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
-use tables::{ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NODE_ID, OUTBOX};
+use tables::{ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NODE_ID, META_OUTBOX_FIRST_HELD, OUTBOX};
 
 /// The file inside the data directory.
 pub const STORE_FILE_NAME: &str = "onceledger.redb";
@@ -45,6 +50,8 @@ pub enum StoreError {
     },
     /// The data directory could not be created or read.
     Io(std::io::Error),
+    /// `--node-id` names another node than the one this data directory belongs to.
+    NodeIdMismatch { stored: String, requested: String },
 }
 
 impl fmt::Display for StoreError {
@@ -53,6 +60,10 @@ impl fmt::Display for StoreError {
             StoreError::Storage(error) => write!(f, "storage error: {error}"),
             StoreError::Corrupt { record, detail } => write!(f, "corrupt {record}: {detail}"),
             StoreError::Io(error) => write!(f, "data directory: {error}"),
+            StoreError::NodeIdMismatch { stored, requested } => write!(
+                f,
+                "this data directory belongs to node {stored}, not {requested}; a node id is set only on a fresh directory"
+            ),
         }
     }
 }
@@ -75,12 +86,18 @@ impl Store {
     /// Opens (creating if missing) the store in `data_dir`. After a crash redb repairs the file
     /// first; with quick-repair on every commit that is a short replay, not a full scan.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_as(data_dir, None)
+    }
+
+    /// Like [`Store::open`]; a fresh directory takes `node_id` (checked by [`is_valid_node_id`])
+    /// instead of a random one, and an existing directory must already carry it.
+    pub fn open_as(data_dir: &Path, node_id: Option<&str>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
         let path = data_dir.join(STORE_FILE_NAME);
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create(&path)?;
-        Self::init(db, path)
+        Self::init(db, path, node_id)
     }
 
     /// Opens a store on a custom redb backend (fault injection in tests and fuzzing).
@@ -91,11 +108,11 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create_with_backend(backend)?;
-        Self::init(db, label.to_path_buf())
+        Self::init(db, label.to_path_buf(), None)
     }
 
     /// Creates every table and the node id on first open, so readers never meet a missing table.
-    fn init(db: Database, path: PathBuf) -> Result<Store, StoreError> {
+    fn init(db: Database, path: PathBuf, requested: Option<&str>) -> Result<Store, StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let node_id = {
@@ -108,13 +125,19 @@ impl Store {
                     detail: "not UTF-8".into(),
                 })?,
                 None => {
-                    let fresh = new_node_id();
+                    let fresh = requested.map_or_else(new_node_id, str::to_owned);
                     meta.insert(META_NODE_ID, fresh.as_bytes())?;
                     fresh
                 }
             }
         };
         txn.commit()?;
+        if let Some(requested) = requested.filter(|r| *r != node_id) {
+            return Err(StoreError::NodeIdMismatch {
+                stored: node_id,
+                requested: requested.to_owned(),
+            });
+        }
         Ok(Store { db, node_id, path })
     }
 
@@ -186,6 +209,22 @@ impl Store {
         Ok(events)
     }
 
+    /// The outbox range still held: (first held seq, last seq). `last < first` when none is held;
+    /// events below `first` were deleted by outbox retention and are never numbered again.
+    pub fn outbox_bounds(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let read = |name: &str| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(name)?
+                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                .map_or(1, u64::from_be_bytes))
+        };
+        let first = read(META_OUTBOX_FIRST_HELD)?;
+        let next = read(tables::META_NEXT_EVENT_SEQ)?;
+        Ok((first, next.saturating_sub(1)))
+    }
+
     /// Runs `apply` on the tables of one write transaction and commits it durably. On `Err` nothing
     /// of the batch is stored. The caller (the writer) must treat any `Err` as fatal for writes.
     pub fn write_batch<R>(
@@ -209,6 +248,14 @@ impl Store {
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
+}
+
+/// A node id: 1 to 64 of `A-Z a-z 0-9 _ . -`. No `:`, because event ids are `NODE:SEQ`.
+pub fn is_valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// `n` and 12 hex digits: short enough to read in logs, random enough for a fleet, and free of

@@ -49,6 +49,10 @@ pub enum Effect {
     ChargeSucceeded {
         charge_number: u64,
     },
+    /// A redrive applied this dead letter's event.
+    DeadLetterRedriven {
+        id: u64,
+    },
 }
 
 /// An outbox event as stored. Charge events refer to the charge (stored once, in `charges`);
@@ -70,18 +74,79 @@ impl Record for EventRecord {
     const NAME: &'static str = "outbox event";
 }
 
-/// An event ready to be shown or sent: the charge is joined in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An event ready to be shown or sent: the charge is joined in. This is also what the replicator
+/// sends and what a dead letter keeps, so it is serde both ways (JSON on the wire, postcard stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Event {
     pub seq: u64,
     pub created_at_ms: u64,
     pub body: EventBody,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Externally tagged (`{"charge_succeeded": {...}}`): the one enum form both postcard and JSON read.
+#[serde(rename_all = "snake_case")]
 pub enum EventBody {
     AccountCreated(Account),
     ChargeSucceeded(Charge),
+}
+
+/// A hub's view of one origin node: how far its events are applied. `applied_through` is the highest
+/// sequence number of which every event up to it was applied or dead-lettered; the next event the
+/// hub accepts from that origin is `applied_through + 1`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginState {
+    pub applied_through: u64,
+    pub events_applied: u64,
+    /// Dead letters of this origin not redriven yet.
+    pub events_parked: u64,
+    pub last_applied_at_ms: u64,
+}
+
+impl Record for OriginState {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "origin state";
+}
+
+/// One inbox row: what happened to event (origin, seq) on this hub. Written in the same transaction
+/// as the event's effects, so "applied" and "effects present" cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    /// Hub-wide order in which events took effect (dense from 1), so tests and operators can see
+    /// that an origin's events were applied in sequence order.
+    pub applied_index: u64,
+    pub at_ms: u64,
+    pub outcome: InboxOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InboxOutcome {
+    Applied,
+    DeadLettered { dead_letter_id: u64 },
+}
+
+impl Record for InboxRecord {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "inbox record";
+}
+
+/// An event the hub could not apply after the allowed attempts, parked with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub origin: String,
+    pub event: Event,
+    pub reason: String,
+    pub attempts: u32,
+    pub parked_at_ms: u64,
+    /// When a redrive applied it; `None` while it is parked.
+    pub redriven_at_ms: Option<u64>,
+}
+
+impl Record for DeadLetter {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "dead letter";
 }
 
 #[cfg(test)]

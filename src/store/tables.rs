@@ -18,12 +18,36 @@ pub const CHARGES: TableDefinition<u64, &[u8]> = TableDefinition::new("charges")
 pub const POSTINGS: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("postings");
 /// event sequence number → EventRecord. Dense from 1.
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// sink name → highest event seq the sink acknowledged (the replicator's cursor).
+pub const SINK_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("sink_cursors");
+/// origin node → OriginState: how far a hub applied that origin's events.
+pub const ORIGINS: TableDefinition<&str, &[u8]> = TableDefinition::new("origins");
+/// (origin node, seq) → InboxRecord: each replicated event a hub took, applied or dead-lettered.
+pub const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
+/// (origin node, account id) → Account: a hub's mirror of an origin's accounts.
+pub const REPLICA_ACCOUNTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("replica_accounts");
+/// (origin node, seq) → Charge: the charges a hub applied to its mirror, as the origin stored them.
+pub const REPLICA_CHARGES: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("replica_charges");
+/// dead letter id → DeadLetter. Ids are dense from 1 per hub.
+pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// name → value: the replication counters (kept apart from META so the ledger's batch code and
+/// the replication code never write the same table).
+pub const REPLICATION_COUNTERS: TableDefinition<&str, u64> =
+    TableDefinition::new("replication_counters");
+
+pub const COUNTER_NEXT_DEAD_LETTER_ID: &str = "next_dead_letter_id";
+pub const COUNTER_NEXT_APPLIED_INDEX: &str = "next_applied_index";
+
 /// name → value: counters and the node id.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub const META_NODE_ID: &str = "node_id";
 pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
 pub const META_NEXT_CHARGE_NUMBER: &str = "next_charge_number";
+/// The lowest outbox seq still held (1 until outbox retention deletes events; never goes back).
+pub const META_OUTBOX_FIRST_HELD: &str = "outbox_first_held";
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ACCOUNTS)?;
@@ -33,5 +57,12 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(POSTINGS)?;
     txn.open_table(OUTBOX)?;
     txn.open_table(META)?;
+    txn.open_table(SINK_CURSORS)?;
+    txn.open_table(ORIGINS)?;
+    txn.open_table(INBOX)?;
+    txn.open_table(REPLICA_ACCOUNTS)?;
+    txn.open_table(REPLICA_CHARGES)?;
+    txn.open_table(DEAD_LETTERS)?;
+    txn.open_table(REPLICATION_COUNTERS)?;
     Ok(())
 }

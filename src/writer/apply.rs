@@ -6,26 +6,27 @@ use bytes::Bytes;
 use super::{StoredAnswer, WriteOutcome, WriteRequest};
 use crate::api::present;
 use crate::ledger::{Account, Command, Decline, post_charge};
-use crate::store::{BatchTables, Effect, IdempotencyRecord, StoreError};
+use crate::store::{BatchTables, Effect, IdempotencyRecord, Redrive, StoreError};
 
 /// A decline is an `Ok` here: it is a final answer that gets stored. Only a storage failure is an
-/// `Err`, and it fails the whole batch.
+/// `Err`, and it fails the whole batch. The effect comes back when the command executed now.
 pub(super) fn apply(
     tables: &mut BatchTables<'_>,
     request: &WriteRequest,
     now_ms: u64,
-) -> Result<WriteOutcome, StoreError> {
+) -> Result<(WriteOutcome, Option<Effect>), StoreError> {
     // The in-flight index already refused concurrent duplicates; this check inside the write
     // transaction is what makes "at most once" independent of that index's timing.
     if let Some(record) = tables.idempotency_record(request.tenant, &request.key)? {
-        return Ok(if record.fingerprint == request.fingerprint {
+        let outcome = if record.fingerprint == request.fingerprint {
             WriteOutcome::Replayed(StoredAnswer {
                 status: record.status,
                 body: Bytes::from(record.body),
             })
         } else {
             WriteOutcome::FingerprintMismatch
-        });
+        };
+        return Ok((outcome, None));
     }
     let (status, body, effect) = match execute(tables, request, now_ms)? {
         Ok((status, body, effect)) => (status, body, effect),
@@ -42,10 +43,13 @@ pub(super) fn apply(
         effect,
     };
     tables.put_idempotency_record(request.tenant, &request.key, &record)?;
-    Ok(WriteOutcome::Executed(StoredAnswer {
-        status,
-        body: Bytes::from(record.body),
-    }))
+    Ok((
+        WriteOutcome::Executed(StoredAnswer {
+            status,
+            body: Bytes::from(record.body),
+        }),
+        Some(record.effect),
+    ))
 }
 
 type Executed = (u16, Vec<u8>, Effect);
@@ -100,6 +104,24 @@ fn execute(
                     charge_number: stored.number,
                 },
             )))
+        }
+        Command::RedriveDeadLetter { id } => {
+            Ok(match tables.replication().redrive(*id, now_ms)? {
+                Redrive::NotFound => Err(Decline::DeadLetterNotFound { id: *id }),
+                Redrive::StillRefused(letter) => Err(Decline::RedriveRefused {
+                    id: *id,
+                    reason: letter.reason,
+                }),
+                Redrive::Applied(letter) => Ok((
+                    200,
+                    present::dead_letter(&letter),
+                    Effect::DeadLetterRedriven { id: *id },
+                )),
+                // Applied by an earlier redrive: shown, not applied again.
+                Redrive::AlreadyApplied(letter) => {
+                    Ok((200, present::dead_letter(&letter), Effect::None))
+                }
+            })
         }
     }
 }

@@ -11,6 +11,7 @@
 //! dropped, so retrying it could report success for data that is gone.
 
 mod apply;
+mod inbound;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,8 +25,11 @@ use tokio::sync::oneshot;
 use crate::clock::now_ms;
 use crate::idempotency::{Claim, Fingerprint, IdempotencyKey};
 use crate::ledger::{Command, TenantId};
-use crate::limits::{RETENTION_SWEEP_INTERVAL, RETENTION_SWEEP_RECORDS_MAX};
+use crate::limits::{
+    OUTBOX_PRUNE_EVENTS_MAX, RETENTION_SWEEP_INTERVAL, RETENTION_SWEEP_RECORDS_MAX,
+};
 use crate::metrics::Metrics;
+use crate::replication::wire::{Ack, EventBatch};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +37,23 @@ pub struct WriterConfig {
     pub batch_commands_max: usize,
     pub commit_queue_max: usize,
     pub idempotency_retention: Duration,
+    /// Outbox events acknowledged by every sink are deleted once older than this.
+    pub outbox_retention: Duration,
+    /// A hub parks a replicated event as a dead letter after this many failed attempts.
+    pub dead_letter_after: u32,
+}
+
+impl Default for WriterConfig {
+    /// The embedded defaults of `onceledger serve`.
+    fn default() -> Self {
+        WriterConfig {
+            batch_commands_max: crate::limits::BATCH_COMMANDS_DEFAULT,
+            commit_queue_max: crate::limits::COMMIT_QUEUE_COMMANDS_DEFAULT,
+            idempotency_retention: crate::limits::IDEMPOTENCY_RETENTION_DEFAULT,
+            outbox_retention: crate::limits::OUTBOX_RETENTION_DEFAULT,
+            dead_letter_after: crate::limits::DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT,
+        }
+    }
 }
 
 /// One POST on its way to the ledger. It carries its key's claim: the writer releases it once the
@@ -74,8 +95,28 @@ pub enum SubmitError {
     Unavailable,
 }
 
+/// A batch of replicated events from an origin node, for this node's inbox.
+pub struct InboundRequest {
+    pub batch: EventBatch,
+    pub reply: oneshot::Sender<InboundOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundOutcome {
+    Acknowledged(Ack),
+    /// Nothing was stored (commit failed or the writer is poisoned); the sender will resend.
+    Unavailable,
+}
+
 enum Message {
     Write(WriteRequest),
+    Inbound(InboundRequest),
+    /// A sink acknowledged events up to `through`. Not answered: a lost cursor update only means
+    /// the sink gets those events again, and its inbox drops them.
+    Cursor {
+        sink: String,
+        through: u64,
+    },
     /// Commit what is queued before this message, then stop.
     Shutdown,
 }
@@ -84,6 +125,7 @@ enum Message {
 pub struct WriterHandle {
     sender: Sender<Message>,
     poisoned: Arc<AtomicBool>,
+    outbox_appended: Arc<tokio::sync::Notify>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -96,7 +138,10 @@ impl WriterHandle {
         assert!(config.batch_commands_max >= 1 && config.commit_queue_max >= 1);
         let (sender, receiver) = crossbeam_channel::bounded(config.commit_queue_max);
         let poisoned = Arc::new(AtomicBool::new(false));
+        let outbox_appended = Arc::new(tokio::sync::Notify::new());
         let writer = Writer {
+            outbox_appended: Arc::clone(&outbox_appended),
+            refused: inbound::RefusedEvents::default(),
             store,
             config,
             metrics,
@@ -110,20 +155,44 @@ impl WriterHandle {
         Ok(WriterHandle {
             sender,
             poisoned,
+            outbox_appended,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
 
     /// Queues a write without waiting. On error the request comes back dropped, releasing its claim.
     pub fn try_submit(&self, request: WriteRequest) -> Result<(), SubmitError> {
+        self.try_send(Message::Write(request))
+    }
+
+    /// Queues a replicated batch for the inbox, without waiting.
+    pub fn try_submit_inbound(&self, request: InboundRequest) -> Result<(), SubmitError> {
+        self.try_send(Message::Inbound(request))
+    }
+
+    /// Queues a cursor update; it rides along with the next commit instead of taking an fsync.
+    pub fn try_advance_cursor(&self, sink: &str, through: u64) -> Result<(), SubmitError> {
+        self.try_send(Message::Cursor {
+            sink: sink.to_owned(),
+            through,
+        })
+    }
+
+    fn try_send(&self, message: Message) -> Result<(), SubmitError> {
         if self.is_poisoned() {
             return Err(SubmitError::Unavailable);
         }
-        match self.sender.try_send(Message::Write(request)) {
+        match self.sender.try_send(message) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Unavailable),
         }
+    }
+
+    /// A future that completes after the next commit that appended outbox events (the replicator
+    /// waits on it instead of polling).
+    pub fn outbox_appended(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.outbox_appended)
     }
 
     /// True once a commit failed or the writer thread ended: writes are refused until restart.
@@ -180,6 +249,9 @@ fn answer(request: WriteRequest, outcome: WriteOutcome) {
 }
 
 struct Writer {
+    outbox_appended: Arc<tokio::sync::Notify>,
+    /// Failed attempts per replicated event, until it is applied or parked.
+    refused: inbound::RefusedEvents,
     store: Arc<Store>,
     config: WriterConfig,
     metrics: Arc<Metrics>,
@@ -190,20 +262,20 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
-        let mut batch: Vec<WriteRequest> = Vec::with_capacity(self.config.batch_commands_max);
+        let mut batch: Vec<Job> = Vec::with_capacity(self.config.batch_commands_max);
         let mut stopping = false;
         while !stopping {
             match self.receiver.recv_timeout(RETENTION_SWEEP_INTERVAL) {
-                Ok(Message::Write(request)) => batch.push(request),
                 Ok(Message::Shutdown) => stopping = true,
+                Ok(message) => batch.extend(Job::of(message)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
             // Group commit: take whatever else is already waiting, without waiting for more.
             while !stopping && batch.len() < self.config.batch_commands_max {
                 match self.receiver.try_recv() {
-                    Ok(Message::Write(request)) => batch.push(request),
                     Ok(Message::Shutdown) => stopping = true,
+                    Ok(message) => batch.extend(Job::of(message)),
                     Err(_) => break,
                 }
             }
@@ -216,42 +288,68 @@ impl Writer {
         }
         // Anything still queued arrived after shutdown began; answer it rather than drop it silently.
         while let Ok(message) = self.receiver.try_recv() {
-            if let Message::Write(request) = message {
-                answer(request, WriteOutcome::Unavailable);
+            if let Some(job) = Job::of(message) {
+                job.fail();
             }
         }
         tracing::info!("writer stopped");
     }
 
-    fn commit(&mut self, batch: &mut Vec<WriteRequest>) {
+    fn commit(&mut self, batch: &mut Vec<Job>) {
         if self.poisoned.is_poisoned() {
-            for request in batch.drain(..) {
-                answer(request, WriteOutcome::Unavailable);
-            }
+            batch.drain(..).for_each(Job::fail);
             return;
         }
         let started = Instant::now();
         let now = now_ms();
+        let dead_letter_after = self.config.dead_letter_after;
+        let refused = &mut self.refused;
         let result = self.store.write_batch(|tables| {
-            batch
+            let outbox_before = tables.next_event_seq();
+            let outcomes = batch
                 .iter()
-                .map(|request| apply::apply(tables, request, now))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|job| match job {
+                    Job::Write(request) => {
+                        apply::apply(tables, request, now).map(JobOutcome::Write)
+                    }
+                    Job::Inbound(request) => {
+                        inbound::apply(tables, &request.batch, now, refused, dead_letter_after)
+                            .map(JobOutcome::Inbound)
+                    }
+                    Job::Cursor { sink, through } => tables
+                        .replication()
+                        .advance_cursor(sink, *through)
+                        .map(|()| JobOutcome::Cursor),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((outcomes, tables.next_event_seq() > outbox_before))
         });
         self.metrics.observe_commit(batch.len(), started.elapsed());
         match result {
-            Ok(outcomes) => {
-                for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    self.metrics.count_write_outcome(&request.command, &outcome);
-                    answer(request, outcome);
+            Ok((outcomes, appended)) => {
+                if appended {
+                    self.outbox_appended.notify_one();
+                }
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    match (job, outcome) {
+                        (Job::Write(request), JobOutcome::Write((outcome, effect))) => {
+                            if let Some(effect) = &effect {
+                                self.metrics.count_effect(effect);
+                            }
+                            answer(request, outcome);
+                        }
+                        (Job::Inbound(request), JobOutcome::Inbound(ack)) => {
+                            self.metrics.count_inbox(&ack);
+                            let _ = request.reply.send(InboundOutcome::Acknowledged(ack));
+                        }
+                        _ => {}
+                    }
                 }
             }
             Err(error) => {
                 tracing::error!(%error, commands = batch.len(), "commit failed; refusing all writes until restart");
                 self.poisoned.poison();
-                for request in batch.drain(..) {
-                    answer(request, WriteOutcome::Unavailable);
-                }
+                batch.drain(..).for_each(Job::fail);
             }
         }
     }
@@ -265,16 +363,79 @@ impl Writer {
         let retention_ms =
             u64::try_from(self.config.idempotency_retention.as_millis()).unwrap_or(u64::MAX);
         let cutoff_ms = now_ms().saturating_sub(retention_ms);
-        match self
-            .store
-            .write_batch(|tables| tables.sweep_idempotency(cutoff_ms, RETENTION_SWEEP_RECORDS_MAX))
-        {
-            Ok(0) => {}
-            Ok(swept) => tracing::info!(swept, "expired idempotency records deleted"),
+        let outbox_retention_ms =
+            u64::try_from(self.config.outbox_retention.as_millis()).unwrap_or(u64::MAX);
+        let outbox_cutoff_ms = now_ms().saturating_sub(outbox_retention_ms);
+        // Events every sink acknowledged. No sink ever registered: nobody waits for them.
+        let acknowledged_by_all = match self.store.sink_cursors() {
+            Ok(cursors) => cursors
+                .iter()
+                .map(|(_, through)| *through)
+                .min()
+                .unwrap_or(u64::MAX),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read sink cursors; outbox retention skipped");
+                0
+            }
+        };
+        match self.store.write_batch(|tables| {
+            let keys = tables.sweep_idempotency(cutoff_ms, RETENTION_SWEEP_RECORDS_MAX)?;
+            let events = tables.prune_outbox(
+                acknowledged_by_all,
+                outbox_cutoff_ms,
+                OUTBOX_PRUNE_EVENTS_MAX,
+            )?;
+            Ok((keys, events))
+        }) {
+            Ok((0, 0)) => {}
+            Ok((keys, events)) => {
+                self.metrics.count_outbox_pruned(events);
+                tracing::info!(
+                    keys,
+                    events,
+                    "expired idempotency records and outbox events deleted"
+                );
+            }
             Err(error) => {
                 tracing::error!(%error, "retention sweep failed; refusing all writes until restart");
                 self.poisoned.poison();
             }
+        }
+    }
+}
+
+/// One unit of work in a commit.
+enum Job {
+    Write(WriteRequest),
+    Inbound(InboundRequest),
+    Cursor { sink: String, through: u64 },
+}
+
+enum JobOutcome {
+    /// The answer, and the effect when the command executed in this commit.
+    Write((WriteOutcome, Option<crate::store::Effect>)),
+    Inbound(Ack),
+    Cursor,
+}
+
+impl Job {
+    fn of(message: Message) -> Option<Job> {
+        match message {
+            Message::Write(request) => Some(Job::Write(request)),
+            Message::Inbound(request) => Some(Job::Inbound(request)),
+            Message::Cursor { sink, through } => Some(Job::Cursor { sink, through }),
+            Message::Shutdown => None,
+        }
+    }
+
+    /// Answers the job's waiter with "nothing stored".
+    fn fail(self) {
+        match self {
+            Job::Write(request) => answer(request, WriteOutcome::Unavailable),
+            Job::Inbound(request) => {
+                let _ = request.reply.send(InboundOutcome::Unavailable);
+            }
+            Job::Cursor { .. } => {}
         }
     }
 }

@@ -39,6 +39,7 @@ fn rig(commit_queue_max: usize, batch_commands_max: usize) -> Rig {
         batch_commands_max,
         commit_queue_max,
         idempotency_retention: Duration::from_secs(3600),
+        ..WriterConfig::default()
     };
     let writer =
         WriterHandle::spawn(Arc::clone(&store), config, Arc::clone(&metrics)).expect("writer");

@@ -428,6 +428,10 @@ pub struct Server {
     serve_args: Vec<String>,
     /// Pass the listen address and data directory through ONCELEDGER_* variables, not flags.
     by_env: bool,
+    /// `--listen`: `127.0.0.1:0` (a new free port each start) unless pinned by `start_at`.
+    listen: String,
+    /// Extra environment variables of the child (fault points), kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -448,15 +452,36 @@ impl Server {
         Server::launch(&[], true).await
     }
 
+    /// Like `start_with`, on a fixed address kept across restarts (a hub its nodes point at), and
+    /// with extra environment variables for the child.
+    pub async fn start_at(listen: SocketAddr, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch_full(serve_args, false, &listen.to_string(), env).await
+    }
+
     async fn launch(serve_args: &[&str], by_env: bool) -> Server {
+        Server::launch_full(serve_args, by_env, "127.0.0.1:0", &[]).await
+    }
+
+    async fn launch_full(
+        serve_args: &[&str],
+        by_env: bool,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
         let serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let listen = listen.to_owned();
         let tempdir = tempfile::Builder::new()
             .prefix("onceledger-it-")
             .tempdir()
             .expect("create a temporary directory");
         let data_dir = tempdir.path().join("data");
         let log: Log = Arc::new(Mutex::new(VecDeque::new()));
-        let (child, addr) = spawn_server(&data_dir, &serve_args, by_env, &log, 1).await;
+        let (child, addr) =
+            spawn_server(&data_dir, &serve_args, by_env, &log, 1, &listen, &env).await;
         Server {
             endpoint: Endpoint::new(addr, new_client()),
             data_dir,
@@ -466,6 +491,34 @@ impl Server {
             incarnation: 1,
             serve_args,
             by_env,
+            listen,
+            env,
+        }
+    }
+
+    /// Replaces the child's extra environment for the next restart.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Waits (bounded) for a server that is meant to crash by itself (a fault point) to exit.
+    pub async fn wait_crashed(&mut self, deadline: Duration) -> ExitStatus {
+        let Some(mut child) = self.child.take() else {
+            panic!("wait_crashed: the server is not running");
+        };
+        match wait_exit(&mut child, deadline).await {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the server did not exit within {deadline:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
         }
     }
 
@@ -511,6 +564,8 @@ impl Server {
             self.by_env,
             &self.log,
             self.incarnation,
+            &self.listen,
+            &self.env,
         )
         .await;
         self.child = Some(child);
@@ -666,8 +721,11 @@ async fn spawn_server(
     by_env: bool,
     log: &Log,
     incarnation: u32,
+    listen: &str,
+    env: &[(String, String)],
 ) -> (Child, SocketAddr) {
     let mut command = Command::new(BIN);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     command
         .env_remove("ONCELEDGER_LISTEN")
         .env_remove("ONCELEDGER_DATA_DIR")
@@ -678,11 +736,11 @@ async fn spawn_server(
         .arg("serve");
     if by_env {
         command
-            .env("ONCELEDGER_LISTEN", "127.0.0.1:0")
+            .env("ONCELEDGER_LISTEN", listen)
             .env("ONCELEDGER_DATA_DIR", data_dir);
     } else {
         command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data_dir);
     }
     let mut child = command
@@ -799,6 +857,35 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawAnswer {
     RawAnswer::from_raw(raw)
 }
 
+/// A loopback port that was free a moment ago, for a server that must keep its address across
+/// restarts (a hub). Bound and released at once; nothing else on this machine picks ports here.
+pub fn free_loopback_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+/// Polls `probe` until it returns `Some`, at most `deadline`; panics with `what` otherwise. For
+/// progress that happens in another process (replication), where no event can be awaited.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    const POLL: Duration = Duration::from_millis(50);
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not reached within {deadline:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// JSON helpers for the bodies the tests send.
 pub fn account_body(id: &str, currency: &str, overdraft_limit: Option<i64>) -> String {
     serde_json::json!({"id": id, "currency": currency, "overdraft_limit": overdraft_limit})
@@ -827,6 +914,17 @@ pub async fn create_account(
         )
         .await;
     assert_created(&resp)
+}
+
+/// Creates `customers` EUR accounts without an overdraft limit (`c0`, `c1`, ...) and a merchant
+/// `shop`, so charges from customers to the merchant always succeed. Returns (customers, merchant).
+pub async fn create_accounts_and_fund(ep: &Endpoint, customers: usize) -> (Vec<String>, String) {
+    let ids: Vec<String> = (0..customers).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        create_account(ep, id, "EUR", None).await;
+    }
+    create_account(ep, "shop", "EUR", Some(0)).await;
+    (ids, "shop".to_owned())
 }
 
 /// Charges and asserts a fresh 201; returns the charge.

@@ -18,4 +18,5 @@ mod events;
 mod idempotency;
 mod ops;
 mod parser;
+mod replication;
 mod shutdown;

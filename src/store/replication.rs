@@ -1,0 +1,408 @@
+//! The replication tables: sink cursors on a sending node; origins, inbox, mirrored accounts,
+//! mirrored charges and dead letters on a hub.
+//!
+//! A hub keeps each origin's ledger apart, as a mirror keyed by (origin node, account id): a
+//! terminal's `alice` and another terminal's `alice` are different accounts, and the hub's own
+//! accounts are untouched by replication. Mirrored accounts follow the same rules as local ones
+//! (`post_charge`), so every mirror balances to zero per currency, and an event that would break a
+//! rule is refused rather than applied half.
+
+use std::collections::HashMap;
+
+use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+
+use super::codec::{decode, encode};
+use super::records::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
+use super::tables::{
+    COUNTER_NEXT_APPLIED_INDEX, COUNTER_NEXT_DEAD_LETTER_ID, DEAD_LETTERS, INBOX, ORIGINS,
+    REPLICA_ACCOUNTS, REPLICA_CHARGES, REPLICATION_COUNTERS, SINK_CURSORS,
+};
+use super::{Store, StoreError};
+use crate::ledger::{Account, AccountId, Charge, NewCharge, post_charge};
+
+/// Why this hub cannot apply an event; it becomes the dead letter's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+/// What a redrive found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redrive {
+    NotFound,
+    /// Applied now; the dead letter is marked redriven.
+    Applied(DeadLetter),
+    /// Redriven before: nothing done.
+    AlreadyApplied(DeadLetter),
+    /// Still refused; the dead letter keeps its place with the new reason and one more attempt.
+    StillRefused(DeadLetter),
+}
+
+pub struct ReplicationTables<'txn> {
+    cursors: Table<'txn, &'static str, u64>,
+    origins: Table<'txn, &'static str, &'static [u8]>,
+    inbox: Table<'txn, (&'static str, u64), &'static [u8]>,
+    accounts: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    charges: Table<'txn, (&'static str, u64), &'static [u8]>,
+    dead_letters: Table<'txn, u64, &'static [u8]>,
+    counters: Table<'txn, &'static str, u64>,
+    /// Mirrored accounts changed by this transaction, written once by `flush`.
+    staged_accounts: HashMap<(String, AccountId), Account>,
+    staged_origins: HashMap<String, OriginState>,
+    next_dead_letter_id: u64,
+    next_applied_index: u64,
+}
+
+impl<'txn> ReplicationTables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let counters = txn.open_table(REPLICATION_COUNTERS)?;
+        let counter = |name: &str| -> Result<u64, StoreError> {
+            Ok(counters.get(name)?.map_or(1, |v| v.value()))
+        };
+        let next_dead_letter_id = counter(COUNTER_NEXT_DEAD_LETTER_ID)?;
+        let next_applied_index = counter(COUNTER_NEXT_APPLIED_INDEX)?;
+        Ok(ReplicationTables {
+            cursors: txn.open_table(SINK_CURSORS)?,
+            origins: txn.open_table(ORIGINS)?,
+            inbox: txn.open_table(INBOX)?,
+            accounts: txn.open_table(REPLICA_ACCOUNTS)?,
+            charges: txn.open_table(REPLICA_CHARGES)?,
+            dead_letters: txn.open_table(DEAD_LETTERS)?,
+            counters,
+            staged_accounts: HashMap::new(),
+            staged_origins: HashMap::new(),
+            next_dead_letter_id,
+            next_applied_index,
+        })
+    }
+
+    /// Moves a sink's cursor forward; a cursor never moves back (a late, stale update is ignored).
+    pub fn advance_cursor(&mut self, sink: &str, through: u64) -> Result<(), StoreError> {
+        let current = self.cursors.get(sink)?.map_or(0, |v| v.value());
+        if through > current {
+            self.cursors.insert(sink, through)?;
+        }
+        Ok(())
+    }
+
+    /// The origin as this transaction left it, or as stored, or new.
+    pub fn origin(&self, origin: &str) -> Result<OriginState, StoreError> {
+        if let Some(staged) = self.staged_origins.get(origin) {
+            return Ok(staged.clone());
+        }
+        Ok(self
+            .origins
+            .get(origin)?
+            .map(|bytes| decode(bytes.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    fn mirror_account(&self, origin: &str, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        if let Some(staged) = self.staged_accounts.get(&(origin.to_owned(), id.clone())) {
+            return Ok(Some(staged.clone()));
+        }
+        let found = self.accounts.get((origin, id.as_str()))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// Applies one event's effects to `origin`'s mirror, or refuses it and changes nothing.
+    pub fn apply_event(
+        &mut self,
+        origin: &str,
+        event: &Event,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        match &event.body {
+            EventBody::AccountCreated(account) => {
+                if self.mirror_account(origin, &account.id)?.is_some() {
+                    return Ok(Err(Refusal(format!(
+                        "account {} already exists in the mirror of {origin}",
+                        account.id
+                    ))));
+                }
+                let totals = [
+                    account.debits_posted,
+                    account.credits_posted,
+                    account.debits_pending,
+                    account.credits_pending,
+                ];
+                if totals.iter().any(|t| *t != 0) {
+                    return Ok(Err(Refusal(format!(
+                        "account {} arrives with non-zero totals",
+                        account.id
+                    ))));
+                }
+                self.staged_accounts
+                    .insert((origin.to_owned(), account.id.clone()), account.clone());
+                Ok(Ok(()))
+            }
+            EventBody::ChargeSucceeded(charge) => self.apply_charge(origin, event.seq, charge),
+        }
+    }
+
+    fn apply_charge(
+        &mut self,
+        origin: &str,
+        seq: u64,
+        charge: &Charge,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        if charge.event_seq != seq {
+            return Ok(Err(Refusal(format!(
+                "charge {} names event {}, it came as event {seq}",
+                charge.id(),
+                charge.event_seq
+            ))));
+        }
+        if charge.source == charge.destination {
+            return Ok(Err(Refusal(format!(
+                "charge {} has the same source and destination",
+                charge.id()
+            ))));
+        }
+        if self.charges.get((origin, seq))?.is_some() {
+            return Ok(Err(Refusal(format!("event {seq} was applied before"))));
+        }
+        let mirror =
+            |tables: &Self, id: &AccountId| -> Result<Result<Account, Refusal>, StoreError> {
+                Ok(tables
+                    .mirror_account(origin, id)?
+                    .ok_or_else(|| Refusal(format!("account {id} is not known from {origin}"))))
+            };
+        let mut source = match mirror(self, &charge.source)? {
+            Ok(account) => account,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut destination = match mirror(self, &charge.destination)? {
+            Ok(account) => account,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let new = NewCharge {
+            source: charge.source.clone(),
+            destination: charge.destination.clone(),
+            amount: charge.amount,
+            currency: charge.currency,
+            metadata: charge.metadata.clone(),
+        };
+        if let Err(decline) = post_charge(&new, &mut source, &mut destination) {
+            return Ok(Err(Refusal(format!("charge {}: {decline}", charge.id()))));
+        }
+        for account in [source, destination] {
+            self.staged_accounts
+                .insert((origin.to_owned(), account.id.clone()), account);
+        }
+        self.charges
+            .insert((origin, seq), encode(charge).as_slice())?;
+        Ok(Ok(()))
+    }
+
+    fn take_applied_index(&mut self) -> u64 {
+        let index = self.next_applied_index;
+        self.next_applied_index += 1;
+        index
+    }
+
+    fn put_inbox(
+        &mut self,
+        origin: &str,
+        seq: u64,
+        outcome: InboxOutcome,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let record = InboxRecord {
+            applied_index: self.take_applied_index(),
+            at_ms: now_ms,
+            outcome,
+        };
+        self.inbox
+            .insert((origin, seq), encode(&record).as_slice())?;
+        Ok(())
+    }
+
+    /// Records that event `seq`, the next one of `origin`, was applied.
+    pub fn record_applied(
+        &mut self,
+        origin: &str,
+        seq: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.origin(origin)?;
+        debug_assert_eq!(seq, state.applied_through + 1);
+        self.put_inbox(origin, seq, InboxOutcome::Applied, now_ms)?;
+        state.applied_through = seq;
+        state.events_applied += 1;
+        state.last_applied_at_ms = now_ms;
+        self.staged_origins.insert(origin.to_owned(), state);
+        Ok(())
+    }
+
+    /// Parks `event`, the next one of `origin`, as a dead letter, so the events behind it can flow.
+    pub fn park(
+        &mut self,
+        origin: &str,
+        event: &Event,
+        reason: String,
+        attempts: u32,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.origin(origin)?;
+        debug_assert_eq!(event.seq, state.applied_through + 1);
+        let id = self.next_dead_letter_id;
+        self.next_dead_letter_id += 1;
+        let letter = DeadLetter {
+            id,
+            origin: origin.to_owned(),
+            event: event.clone(),
+            reason,
+            attempts,
+            parked_at_ms: now_ms,
+            redriven_at_ms: None,
+        };
+        self.dead_letters.insert(id, encode(&letter).as_slice())?;
+        self.put_inbox(
+            origin,
+            event.seq,
+            InboxOutcome::DeadLettered { dead_letter_id: id },
+            now_ms,
+        )?;
+        state.applied_through = event.seq;
+        state.events_parked += 1;
+        self.staged_origins.insert(origin.to_owned(), state);
+        Ok(id)
+    }
+
+    /// Tries a dead letter again. Applying it turns its inbox row to applied; it happens once.
+    pub fn redrive(&mut self, id: u64, now_ms: u64) -> Result<Redrive, StoreError> {
+        let Some(mut letter) = self
+            .dead_letters
+            .get(id)?
+            .map(|bytes| decode::<DeadLetter>(bytes.value()))
+            .transpose()?
+        else {
+            return Ok(Redrive::NotFound);
+        };
+        if letter.redriven_at_ms.is_some() {
+            return Ok(Redrive::AlreadyApplied(letter));
+        }
+        let outcome = match self.apply_event(&letter.origin, &letter.event)? {
+            Ok(()) => {
+                letter.redriven_at_ms = Some(now_ms);
+                self.put_inbox(
+                    &letter.origin,
+                    letter.event.seq,
+                    InboxOutcome::Applied,
+                    now_ms,
+                )?;
+                let mut state = self.origin(&letter.origin)?;
+                state.events_applied += 1;
+                state.events_parked = state.events_parked.saturating_sub(1);
+                state.last_applied_at_ms = now_ms;
+                self.staged_origins.insert(letter.origin.clone(), state);
+                Redrive::Applied(letter.clone())
+            }
+            Err(refusal) => {
+                letter.attempts = letter.attempts.saturating_add(1);
+                letter.reason = refusal.0;
+                Redrive::StillRefused(letter.clone())
+            }
+        };
+        self.dead_letters.insert(id, encode(&letter).as_slice())?;
+        Ok(outcome)
+    }
+
+    /// Writes staged mirrors, origin states and counters. Called once, just before commit.
+    pub(super) fn flush(&mut self) -> Result<(), StoreError> {
+        for ((origin, id), account) in self.staged_accounts.drain() {
+            debug_assert!(account.within_overdraft_limit());
+            self.accounts
+                .insert((origin.as_str(), id.as_str()), encode(&account).as_slice())?;
+        }
+        for (origin, state) in self.staged_origins.drain() {
+            self.origins
+                .insert(origin.as_str(), encode(&state).as_slice())?;
+        }
+        self.counters
+            .insert(COUNTER_NEXT_DEAD_LETTER_ID, self.next_dead_letter_id)?;
+        self.counters
+            .insert(COUNTER_NEXT_APPLIED_INDEX, self.next_applied_index)?;
+        Ok(())
+    }
+}
+
+/// Read side, from MVCC snapshots: never blocks the writer.
+impl Store {
+    /// Every sink's cursor: (sink name, highest acknowledged seq).
+    pub fn sink_cursors(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SINK_CURSORS)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (name, through) = entry?;
+                Ok((name.value().to_owned(), through.value()))
+            })
+            .collect()
+    }
+
+    pub fn sink_cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SINK_CURSORS)?;
+        Ok(table.get(sink)?.map_or(0, |v| v.value()))
+    }
+
+    /// Every origin this hub has taken events from, in node id order.
+    pub fn origins(&self) -> Result<Vec<(String, OriginState)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ORIGINS)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (origin, bytes) = entry?;
+                Ok((origin.value().to_owned(), decode(bytes.value())?))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` inbox rows of `origin` with `seq > after`, in sequence order.
+    pub fn inbox_after(
+        &self,
+        origin: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InboxRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        let start = after.saturating_add(1);
+        table
+            .range((origin, start)..=(origin, u64::MAX))?
+            .take(limit)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                Ok((key.value().1, decode(bytes.value())?))
+            })
+            .collect()
+    }
+
+    pub fn mirror_account(
+        &self,
+        origin: &str,
+        id: &AccountId,
+    ) -> Result<Option<Account>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REPLICA_ACCOUNTS)?;
+        let found = table.get((origin, id.as_str()))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// Up to `limit` dead letters with `id > after`, parked and redriven alike, in id order.
+    pub fn dead_letters_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEAD_LETTERS)?;
+        table
+            .range(after.saturating_add(1)..)?
+            .take(limit)
+            .map(|entry| decode(entry?.1.value()))
+            .collect()
+    }
+}
