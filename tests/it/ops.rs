@@ -288,6 +288,12 @@ async fn openapi_documents_the_api() {
         ("/v1/charges", "post"),
         ("/v1/charges/{id}", "get"),
         ("/v1/events", "get"),
+        ("/v1/replication/events", "post"),
+        ("/v1/dead-letters", "get"),
+        ("/v1/dead-letters/{id}/redrive", "post"),
+        ("/v1/replication/origins", "get"),
+        ("/v1/replication/origins/{node}/inbox", "get"),
+        ("/v1/replication/origins/{node}/accounts/{id}", "get"),
     ] {
         let item = paths
             .get(path)
@@ -325,6 +331,13 @@ async fn help_describes_every_flag() {
         "--idempotency-retention",
         "--batch-commands-max",
         "--commit-queue-max",
+        "--node-id",
+        "--upstream",
+        "--replicate-rate",
+        "--replicate-batch-max",
+        "--replicate-backoff-max",
+        "--dead-letter-after",
+        "--outbox-retention",
         "ONCELEDGER_LISTEN",
         "ONCELEDGER_DATA_DIR",
     ] {
