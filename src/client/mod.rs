@@ -21,6 +21,7 @@
 mod backoff;
 mod budget;
 mod classify;
+pub mod cli;
 mod metrics;
 mod transcript;
 mod transport;
