@@ -6,12 +6,15 @@
 
 pub mod api;
 pub mod bench;
+pub mod client;
 pub mod clock;
 pub mod idempotency;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod replication;
+pub mod rng;
 pub mod store;
 pub mod writer;

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 /// Largest request body accepted; larger bodies get 413 before they are buffered.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// A declared body over the limit but at most this large is read and dropped before the 413, so
+/// the answer reaches the client instead of a connection reset; larger ones close the connection.
+pub const OVERSIZE_BODY_DRAIN_BYTES_MAX: u64 = 1024 * 1024;
 /// hyper's read buffer, which bounds the request line plus headers.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
 /// Most header fields in one request.

@@ -41,6 +41,12 @@ enum Command {
     /// Drive a running server with charges over HTTP/1.1 keep-alive, report throughput and latency,
     /// and check that the money moved equals the logical operations (exit 3 if not).
     Bench(onceledger::bench::BenchArgs),
+    /// Create an account through the retrying client: one idempotency key for every attempt,
+    /// full-jitter backoff, Retry-After honoured. Exit 0 on 2xx, 4 on a final refusal (body on
+    /// stdout), 1 when it gave up (run again with the printed --idempotency-key).
+    Account(onceledger::client::cli::AccountArgs),
+    /// Make a charge through the retrying client (same retry rules and exit status as `account`).
+    Charge(onceledger::client::cli::ChargeArgs),
 }
 
 #[derive(clap::Args)]
@@ -105,6 +111,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check { data_dir } => check_store(&data_dir),
         Command::Bench(args) => onceledger::bench::run(args),
+        Command::Account(args) => onceledger::client::cli::run_account(args),
+        Command::Charge(args) => onceledger::client::cli::run_charge(args),
     };
     match result {
         Ok(code) => code,

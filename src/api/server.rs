@@ -21,7 +21,7 @@ use super::parse::parse_request;
 use super::problem::{Problem, ProblemKind};
 use crate::limits::{
     BODY_READ_TIMEOUT, CONNECTIONS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT, HEADERS_COUNT_MAX,
-    REQUEST_ID_BYTES_MAX, SHUTDOWN_GRACE,
+    OVERSIZE_BODY_DRAIN_BYTES_MAX, REQUEST_ID_BYTES_MAX, SHUTDOWN_GRACE,
 };
 
 /// After a failed accept (for example out of file descriptors), wait this long before the next.
@@ -106,12 +106,17 @@ async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> 
                 }
             }
         }
-        Err(refused) => {
-            // The rest of the body may still be on the wire: close rather than read it.
+        Err(BodyRefused {
+            problem: refused,
+            body_consumed,
+        }) => {
             let mut response = problem(&refused);
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if !body_consumed {
+                // The rest of the body may still be on the wire: close rather than read it.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             response
         }
     };
@@ -134,9 +139,9 @@ fn count_refused_key(app: &App, refused: &Problem) {
 /// or a body slower than `BODY_READ_TIMEOUT`.
 async fn read_body(
     headers: &http::HeaderMap,
-    body: Incoming,
+    mut body: Incoming,
     limit: usize,
-) -> Result<Bytes, Problem> {
+) -> Result<Bytes, BodyRefused> {
     let too_large = || {
         Problem::new(
             ProblemKind::BodyTooLarge,
@@ -146,19 +151,47 @@ async fn read_body(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
+    if let Some(length) = declared.filter(|length| *length > limit as u64) {
+        // A modest excess is read and dropped before answering: closing a socket with unread
+        // bytes makes the kernel send a reset, which can destroy the 413 before the client
+        // reads it. A large excess is not worth reading; that connection is closed.
+        let mut body_consumed = false;
+        if length <= OVERSIZE_BODY_DRAIN_BYTES_MAX {
+            let drain = async {
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        return false;
+                    }
+                }
+                true
+            };
+            body_consumed = tokio::time::timeout(BODY_READ_TIMEOUT, drain)
+                .await
+                .unwrap_or(false);
+        }
+        return Err(BodyRefused {
+            problem: too_large(),
+            body_consumed,
+        });
     }
+    let refused = |problem| {
+        Err(BodyRefused {
+            problem,
+            body_consumed: false,
+        })
+    };
     let collected =
         tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await;
     match collected {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(_)) => Err(Problem::new(
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            refused(too_large())
+        }
+        Ok(Err(_)) => refused(Problem::new(
             ProblemKind::InvalidRequest,
             "the request body could not be read",
         )),
-        Err(_) => Err(Problem::new(
+        Err(_) => refused(Problem::new(
             ProblemKind::RequestTimeout,
             format!(
                 "the body did not arrive within {} s",
@@ -166,6 +199,12 @@ async fn read_body(
             ),
         )),
     }
+}
+
+/// A request refused while its body was read; `body_consumed` says the connection can be reused.
+struct BodyRefused {
+    problem: Problem,
+    body_consumed: bool,
 }
 
 fn is_usable_request_id(value: &[u8]) -> bool {

@@ -31,22 +31,7 @@ impl Target {
     /// DNS is never part of a measured request. Of several addresses (`localhost` may give `::1`
     /// and `127.0.0.1`) the first that accepts a connection is used.
     pub async fn resolve(url: &str, timeout: Duration) -> Result<Target, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("--url {url:?} is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "--url {url:?}: only http:// is supported (the server speaks plain HTTP/1.1)"
-            ));
-        }
-        if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
-            return Err(format!(
-                "--url {url:?}: give the server's root, without a path"
-            ));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("--url {url:?} has no host"))?;
+        let authority = crate::client::parse_base_url(url).map_err(|e| format!("--url {e}"))?;
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
             .host()

@@ -16,12 +16,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::backoff::Backoff;
 use crate::clock::now_ms;
 use crate::limits::{
     REPLICATION_BACKOFF_BASE, REPLICATION_BACKOFF_CAP, REPLICATION_BATCH_EVENTS_MAX,
     REPLICATION_IDLE_POLL, REPLICATION_REQUEST_TIMEOUT,
 };
 use crate::metrics::Metrics;
+use crate::rng::Rng;
 use crate::store::{Event, Store};
 use crate::writer::WriterHandle;
 use rate::TokenBucket;
@@ -103,7 +105,15 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
     let mut bucket = config.rate.map(|rate| TokenBucket::new(rate, batch_max));
     let mut fruitless: u32 = 0;
     let mut deliveries: u64 = 0;
-    let full_jitter = |attempt: u32| full_jitter(attempt, config.backoff_cap);
+    let backoff = Backoff {
+        base: REPLICATION_BACKOFF_BASE,
+        cap: config.backoff_cap,
+    };
+    let mut rng = Rng::from_entropy();
+    // Full jitter: uniform in [0, min(cap, base * 2^n)], so senders that failed together (a hub
+    // restart) do not come back together.
+    let mut full_jitter =
+        |fruitless: u32| backoff.delay(fruitless.saturating_sub(1), None, &mut rng);
     let mut acked = loop {
         match node.store.sink_cursor(&name) {
             Ok(cursor) => break cursor,
@@ -226,14 +236,4 @@ fn report_lag(node: &NodeParts, acked: u64, first_unacked: Option<&Event>) {
     node.metrics
         .outbox_oldest_unpublished_age_seconds
         .set(i64::try_from(age_seconds).unwrap_or(i64::MAX));
-}
-
-/// Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)], so many
-/// senders that failed together do not come back together.
-pub fn full_jitter(attempt: u32, cap: Duration) -> Duration {
-    let ceiling = REPLICATION_BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(20))
-        .min(cap);
-    let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(fastrand::u64(0..=ceiling_ms))
 }

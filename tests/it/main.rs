@@ -10,6 +10,7 @@ mod load;
 
 mod accounts;
 mod charges;
+mod client;
 mod concurrency;
 mod crash;
 mod declines;
