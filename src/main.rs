@@ -144,7 +144,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 // A fault point for the relay-crash test; not a flag, so no operator sets it.
                 crash_after_deliveries: std::env::var("ONCELEDGER_FAULT_RELAY_CRASH_AFTER")
                     .ok()
-                    .and_then(|v| v.parse().ok()),
+                    .and_then(|v| v.parse().ok())
+                    .map(|after| (after, onceledger::replication::RelayCrash::Process)),
             },
         },
     };

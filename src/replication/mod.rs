@@ -61,9 +61,19 @@ pub struct ReplicatorConfig {
     pub batch_events_max: usize,
     /// The largest backoff between failed deliveries.
     pub backoff_cap: Duration,
-    /// Fault point for the relay-crash test: abort the process right after this many
-    /// acknowledged deliveries, before the cursor moves (`ONCELEDGER_FAULT_RELAY_CRASH_AFTER`).
-    pub crash_after_deliveries: Option<u64>,
+    /// Fault point for relay-crash tests: crash right after this many acknowledged deliveries,
+    /// before the cursor moves.
+    pub crash_after_deliveries: Option<(u64, RelayCrash)>,
+}
+
+/// How the relay-crash fault point crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCrash {
+    /// Abort the whole process (`ONCELEDGER_FAULT_RELAY_CRASH_AFTER`, for process-level tests).
+    Process,
+    /// End only the replicator task, so an in-process caller (`onceledger prove`) can start a
+    /// new one, which resumes from the stored cursor like a restarted process would.
+    Task,
 }
 
 impl Default for ReplicatorConfig {
@@ -84,7 +94,7 @@ pub struct NodeParts {
     pub metrics: Arc<Metrics>,
 }
 
-/// Runs until the task is aborted (node shutdown). Aborting at any point is safe: the cursor only
+/// Runs until the task is aborted (node shutdown), or until a `RelayCrash::Task` fault point. Aborting at any point is safe: the cursor only
 /// ever moves to what the sink acknowledged.
 pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig) {
     let name = sink.name().to_owned();
@@ -167,9 +177,19 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
         match delivery {
             Ok(delivered) => {
                 deliveries += 1;
-                if config.crash_after_deliveries == Some(deliveries) {
-                    tracing::error!(sink = name, "fault point: relay crash after delivery");
-                    std::process::abort();
+                match config.crash_after_deliveries {
+                    Some((after, crash)) if after == deliveries => {
+                        tracing::error!(
+                            sink = name,
+                            ?crash,
+                            "fault point: relay crash after delivery"
+                        );
+                        match crash {
+                            RelayCrash::Process => std::process::abort(),
+                            RelayCrash::Task => return,
+                        }
+                    }
+                    _ => {}
                 }
                 if let Some(refused) = &delivered.refused {
                     tracing::warn!(
