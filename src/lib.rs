@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod nats;
 pub mod node;
 pub mod proxy;
 pub mod replication;

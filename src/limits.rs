@@ -61,6 +61,18 @@ pub const REPLICATION_BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Replication: an idle sender looks for new events at least this often (it is also woken by
 /// every commit).
 pub const REPLICATION_IDLE_POLL: Duration = Duration::from_secs(1);
+/// NATS consumer: messages fetched (and committed together) at most per pull.
+pub const NATS_CONSUMER_FETCH_MAX: usize = 1000;
+/// NATS consumer: how long one pull waits for messages before it asks again.
+pub const NATS_CONSUMER_FETCH_WAIT: Duration = Duration::from_millis(500);
+/// NATS consumer: a fetched message not acknowledged within this comes again (a fetch is
+/// committed in milliseconds; this only matters after a crash).
+pub const NATS_CONSUMER_ACK_WAIT: Duration = Duration::from_secs(5);
+/// NATS consumer: a message the hub could not take yet (a gap, a refusal) comes again after this.
+pub const NATS_CONSUMER_NAK_DELAY: Duration = Duration::from_millis(200);
+/// NATS sink: JetStream's duplicate window, by default (it drops a re-published `Nats-Msg-Id`).
+pub const NATS_DUPLICATE_WINDOW_DEFAULT: Duration = Duration::from_secs(120);
+
 /// Outbox retention: events deleted per transaction at most, so retention never stalls charges.
 pub const OUTBOX_PRUNE_EVENTS_MAX: usize = 1000;
 /// Outbox retention: how long an event acknowledged by every sink is kept, by default.

@@ -12,6 +12,7 @@ use onceledger::limits::{
     BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT, DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT,
     REPLICATION_BATCH_EVENTS_MAX,
 };
+use onceledger::nats::StreamSettings;
 use onceledger::node::{self, NodeConfig, ReplicationConfig, parse_duration};
 use onceledger::replication::ReplicatorConfig;
 use onceledger::store::{Store, check};
@@ -38,6 +39,9 @@ enum Command {
         #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
         data_dir: PathBuf,
     },
+    /// Run a hub fed by a NATS JetStream stream: `serve` plus a durable pull consumer that
+    /// applies the stream's events through the inbox (each once) and acknowledges after commit.
+    Consume(ConsumeArgs),
     /// Drive a running server with charges over HTTP/1.1 keep-alive, report throughput and latency,
     /// and check that the money moved equals the logical operations (exit 3 if not).
     Bench(onceledger::bench::BenchArgs),
@@ -85,9 +89,38 @@ struct ServeArgs {
     /// As a hub: park a replicated event as a dead letter after this many failed attempts.
     #[arg(long, env = "ONCELEDGER_DEAD_LETTER_AFTER", default_value_t = DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1000))]
     dead_letter_after: u32,
+    /// NATS server URL (e.g. nats://127.0.0.1:4222): with --nats-stream, publish the outbox to
+    /// JetStream; with `consume`, the server to consume from.
+    #[arg(long, env = "ONCELEDGER_NATS")]
+    nats: Option<String>,
+    /// Publish the outbox to this JetStream stream (created if missing, file storage).
+    #[arg(long, env = "ONCELEDGER_NATS_STREAM")]
+    nats_stream: Option<String>,
+    /// Subject prefix: each node publishes on PREFIX.<node id>; the stream takes PREFIX.>
+    #[arg(
+        long,
+        env = "ONCELEDGER_NATS_SUBJECT",
+        default_value = "onceledger.events"
+    )]
+    nats_subject: String,
+    /// JetStream duplicate window of a stream this node creates (drops a re-published event id).
+    #[arg(long, env = "ONCELEDGER_NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    nats_duplicate_window: Duration,
     /// Delete outbox events acknowledged by every sink once older than this (e.g. 7d, 12h).
     #[arg(long, env = "ONCELEDGER_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_duration)]
     outbox_retention: Duration,
+}
+
+#[derive(clap::Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// The JetStream stream to consume (created if missing, on subjects `--nats-subject`.>).
+    #[arg(long, env = "ONCELEDGER_CONSUME_STREAM")]
+    stream: String,
+    /// The durable consumer's name (default: onceledger-NODE_ID).
+    #[arg(long, env = "ONCELEDGER_CONSUME_DURABLE")]
+    durable: Option<String>,
 }
 
 fn parse_node_id(text: &str) -> Result<String, String> {
@@ -108,7 +141,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, None),
+        Command::Consume(args) => {
+            let consume = (args.stream, args.durable);
+            serve(args.serve, Some(consume))
+        }
         Command::Check { data_dir } => check_store(&data_dir),
         Command::Bench(args) => onceledger::bench::run(args),
         Command::Account(args) => onceledger::client::cli::run_account(args),
@@ -123,7 +160,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+/// `consume`: the stream to consume and the durable name, for `onceledger consume`.
+fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<ExitCode, String> {
+    let stream_settings = |stream: String| StreamSettings {
+        url: args.nats.clone().unwrap_or_default(),
+        stream,
+        subject_prefix: args.nats_subject.clone(),
+        duplicate_window: args.nats_duplicate_window,
+    };
+    if args.nats.is_none() && (args.nats_stream.is_some() || consume.is_some()) {
+        return Err("give the NATS server with --nats URL".into());
+    }
+    if args.nats.is_some() && args.nats_stream.is_none() && consume.is_none() {
+        return Err("--nats needs --nats-stream NAME to publish the outbox".into());
+    }
+    let nats = args.nats_stream.clone().map(stream_settings);
+    let consume = consume.map(|(stream, durable)| (stream_settings(stream), durable));
     let config = NodeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -137,6 +189,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         },
         replication: ReplicationConfig {
             upstream: args.upstream,
+            nats,
+            consume,
             replicator: ReplicatorConfig {
                 rate: args.replicate_rate,
                 batch_events_max: args.replicate_batch_max,

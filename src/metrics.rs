@@ -46,6 +46,15 @@ pub struct Metrics {
     inbox_dead_lettered: Counter,
     outbox_events_deleted: Counter,
     pub replication: ReplicationCounters,
+    pub nats_consumer: NatsConsumerCounters,
+}
+
+/// `onceledger consume`: what happened to each JetStream message.
+#[derive(Clone)]
+pub struct NatsConsumerCounters {
+    pub acknowledged: Counter,
+    pub redelivered: Counter,
+    pub terminated: Counter,
 }
 
 /// The sending side of replication, per sink kind.
@@ -55,6 +64,7 @@ pub struct ReplicationCounters {
     pub events_acknowledged: Family<Labels, Counter>,
     pub events_retried: Family<Labels, Counter>,
     pub delivery_failures: Family<Labels, Counter>,
+    pub events_duplicate: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -185,6 +195,11 @@ impl Metrics {
                 &replication.events_retried,
             ),
             (
+                "onceledger_replication_events_duplicate",
+                "Events a sink acknowledged as already held (inbox duplicate, JetStream dedup window)",
+                &replication.events_duplicate,
+            ),
+            (
                 "onceledger_replication_delivery_failures",
                 "Deliveries that got no acknowledgement (sink unreachable, error, timeout)",
                 &replication.delivery_failures,
@@ -193,8 +208,22 @@ impl Metrics {
             registry.register(name, help, family.clone());
         }
 
+        let nats_messages: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_nats_consumer_messages",
+            "JetStream messages a consuming hub handled: acknowledged after commit, NAKed to come again, or terminated (undecodable)",
+            nats_messages.clone(),
+        );
+        let nats_result = |result| nats_messages.get_or_create_owned(&[("result", result)]);
+        let nats_consumer = NatsConsumerCounters {
+            acknowledged: nats_result("acknowledged"),
+            redelivered: nats_result("nacked"),
+            terminated: nats_result("terminated"),
+        };
+
         Metrics {
             registry,
+            nats_consumer,
             key_outcomes,
             charges_applied,
             accounts_created,

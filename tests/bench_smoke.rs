@@ -74,11 +74,11 @@ impl Server {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Ok(mut log) = log.lock() {
-                        if log.len() < LOG_BYTES_MAX {
-                            log.push_str(&line);
-                            log.push('\n');
-                        }
+                    if let Ok(mut log) = log.lock()
+                        && log.len() < LOG_BYTES_MAX
+                    {
+                        log.push_str(&line);
+                        log.push('\n');
                     }
                 }
             });

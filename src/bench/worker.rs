@@ -448,12 +448,12 @@ impl Worker {
                     Ok(request) => exchange(&mut self.conn, &self.shared, request).await,
                     Err(error) => Err(SendError::NotSent(error)),
                 };
-                if let Ok((reply, _)) = &outcome {
-                    if !matches!(reply.status, 409 | 503) {
-                        self.note_answer(index, reply, "resolution");
-                        settled = true;
-                        break;
-                    }
+                if let Ok((reply, _)) = &outcome
+                    && !matches!(reply.status, 409 | 503)
+                {
+                    self.note_answer(index, reply, "resolution");
+                    settled = true;
+                    break;
                 }
                 tokio::time::sleep(RESOLVE_PAUSE).await;
             }

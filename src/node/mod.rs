@@ -10,6 +10,9 @@ use tokio::net::TcpListener;
 
 use crate::api::{App, serve};
 use crate::metrics::Metrics;
+use crate::nats::StreamSettings;
+use crate::nats::consumer::{ConsumerConfig, default_durable};
+use crate::nats::sink::JetStreamSink;
 use crate::replication::hub::HubSink;
 use crate::replication::{self, NodeParts, ReplicatorConfig};
 use crate::store::Store;
@@ -25,11 +28,16 @@ pub struct NodeConfig {
     pub replication: ReplicationConfig,
 }
 
-/// Where this node's outbox goes, and how fast.
+/// Where this node's outbox goes, how fast, and which stream it consumes as a hub.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicationConfig {
     /// A hub's root URL (`--upstream`).
     pub upstream: Option<String>,
+    /// A JetStream stream to publish the outbox to (`--nats`, `--nats-stream`).
+    pub nats: Option<StreamSettings>,
+    /// A JetStream stream to consume into the inbox (`onceledger consume`), and the durable name
+    /// (default: derived from the node id).
+    pub consume: Option<(StreamSettings, Option<String>)>,
     pub replicator: ReplicatorConfig,
 }
 
@@ -58,17 +66,32 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     // Scripts and tests wait for these exact lines on stdout.
     println!("node {}", store.node_id());
     println!("listening on {bound}");
+    let consumer = config
+        .replication
+        .consume
+        .map(|(stream, durable)| ConsumerConfig {
+            durable: durable.unwrap_or_else(|| default_durable(store.node_id())),
+            stream,
+            backoff_cap: config.replication.replicator.backoff_cap,
+            crash_after_commits: std::env::var("ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        });
     let sinks = Sinks {
         hub: upstream,
+        nats: config.replication.nats.map(JetStreamSink::new),
+        consumer,
         replicator: config.replication.replicator,
     };
     serve_store_with(Arc::new(store), listener, config.writer, sinks, shutdown).await
 }
 
-/// The sinks a node replicates to.
+/// The sinks a node replicates to, and the stream it consumes as a hub.
 #[derive(Default)]
 pub struct Sinks {
     pub hub: Option<HubSink>,
+    pub nats: Option<JetStreamSink>,
+    pub consumer: Option<ConsumerConfig>,
     pub replicator: ReplicatorConfig,
 }
 
@@ -95,18 +118,29 @@ pub async fn serve_store_with(
     let writer = WriterHandle::spawn(Arc::clone(&store), writer, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
     let app = Arc::new(App::new(store, writer, metrics));
-    let replicators: Vec<_> = sinks
-        .hub
-        .into_iter()
-        .map(|hub| {
-            let node = NodeParts {
-                store: Arc::clone(&app.store),
-                writer: Arc::clone(&app.writer),
-                metrics: Arc::clone(&app.metrics),
-            };
-            tokio::spawn(replication::run(hub, node, sinks.replicator))
-        })
-        .collect();
+    let parts = || NodeParts {
+        store: Arc::clone(&app.store),
+        writer: Arc::clone(&app.writer),
+        metrics: Arc::clone(&app.metrics),
+    };
+    let mut replicators = Vec::new();
+    if let Some(hub) = sinks.hub {
+        replicators.push(tokio::spawn(replication::run(
+            hub,
+            parts(),
+            sinks.replicator,
+        )));
+    }
+    if let Some(nats) = sinks.nats {
+        replicators.push(tokio::spawn(replication::run(
+            nats,
+            parts(),
+            sinks.replicator,
+        )));
+    }
+    if let Some(consumer) = sinks.consumer {
+        replicators.push(consumer.spawn(parts()));
+    }
     serve(listener, Arc::clone(&app), shutdown).await;
     // Safe at any point: a cursor only ever moves to what its sink acknowledged.
     for replicator in replicators {

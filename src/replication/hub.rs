@@ -90,6 +90,7 @@ impl Sink for HubSink {
         let ack = decode_ack(&body).map_err(|e| SinkError(e.0))?;
         Ok(Delivered {
             through: ack.applied_through,
+            duplicates: ack.duplicates,
             refused: ack.refused,
         })
     }

@@ -48,6 +48,8 @@ pub trait Sink: Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     pub through: u64,
+    /// Events the sink said it had already (dropped as duplicates).
+    pub duplicates: u64,
     pub refused: Option<RefusedEvent>,
 }
 
@@ -101,11 +103,12 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
     let kind = sink.kind();
     let labels = [("sink", kind)];
     let counters = &node.metrics.replication;
-    let (sent, acknowledged, retried, failed) = (
+    let (sent, acknowledged, retried, failed, duplicates) = (
         counters.events_sent.get_or_create_owned(&labels),
         counters.events_acknowledged.get_or_create_owned(&labels),
         counters.events_retried.get_or_create_owned(&labels),
         counters.delivery_failures.get_or_create_owned(&labels),
+        counters.events_duplicate.get_or_create_owned(&labels),
     );
     let origin = node.store.node_id().to_owned();
     let appended = node.writer.outbox_appended();
@@ -177,6 +180,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
         match delivery {
             Ok(delivered) => {
                 deliveries += 1;
+                duplicates.inc_by(delivered.duplicates);
                 match config.crash_after_deliveries {
                     Some((after, crash)) if after == deliveries => {
                         tracing::error!(

@@ -210,10 +210,10 @@ impl WriterHandle {
         // A blocking send: the queue may be full, and everything in it must still be committed.
         let _ = self.sender.send(Message::Shutdown);
         let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
-        if let Some(thread) = thread {
-            if thread.join().is_err() {
-                tracing::error!("the writer thread panicked during shutdown");
-            }
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the writer thread panicked during shutdown");
         }
     }
 }

@@ -432,6 +432,8 @@ pub struct Server {
     listen: String,
     /// Extra environment variables of the child (fault points), kept for restarts.
     env: Vec<(String, String)>,
+    /// `serve`, or `consume` for a hub fed by NATS.
+    subcommand: String,
 }
 
 impl Server {
@@ -455,19 +457,31 @@ impl Server {
     /// Like `start_with`, on a fixed address kept across restarts (a hub its nodes point at), and
     /// with extra environment variables for the child.
     pub async fn start_at(listen: SocketAddr, serve_args: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::launch_full(serve_args, false, &listen.to_string(), env).await
+        Server::start_command_at("serve", listen, serve_args, env).await
+    }
+
+    /// Like `start_at` with another subcommand that runs a server (`consume`).
+    pub async fn start_command_at(
+        subcommand: &str,
+        listen: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        Server::launch_full(subcommand, args, false, &listen.to_string(), env).await
     }
 
     async fn launch(serve_args: &[&str], by_env: bool) -> Server {
-        Server::launch_full(serve_args, by_env, "127.0.0.1:0", &[]).await
+        Server::launch_full("serve", serve_args, by_env, "127.0.0.1:0", &[]).await
     }
 
     async fn launch_full(
+        subcommand: &str,
         serve_args: &[&str],
         by_env: bool,
         listen: &str,
         env: &[(&str, &str)],
     ) -> Server {
+        let subcommand = subcommand.to_owned();
         let serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()
@@ -480,8 +494,17 @@ impl Server {
             .expect("create a temporary directory");
         let data_dir = tempdir.path().join("data");
         let log: Log = Arc::new(Mutex::new(VecDeque::new()));
-        let (child, addr) =
-            spawn_server(&data_dir, &serve_args, by_env, &log, 1, &listen, &env).await;
+        let (child, addr) = spawn_server(
+            &subcommand,
+            &data_dir,
+            &serve_args,
+            by_env,
+            &log,
+            1,
+            &listen,
+            &env,
+        )
+        .await;
         Server {
             endpoint: Endpoint::new(addr, new_client()),
             data_dir,
@@ -493,6 +516,7 @@ impl Server {
             by_env,
             listen,
             env,
+            subcommand,
         }
     }
 
@@ -559,6 +583,7 @@ impl Server {
             format!("---- restart #{} ----", self.incarnation),
         );
         let (child, addr) = spawn_server(
+            &self.subcommand,
             &self.data_dir,
             &self.serve_args,
             self.by_env,
@@ -715,7 +740,9 @@ impl Drop for Server {
 }
 
 /// Spawns `onceledger serve` and waits for its `listening on 127.0.0.1:PORT` line.
+#[allow(clippy::too_many_arguments)]
 async fn spawn_server(
+    subcommand: &str,
     data_dir: &Path,
     serve_args: &[String],
     by_env: bool,
@@ -733,7 +760,7 @@ async fn spawn_server(
         .env_remove("ONCELEDGER_BATCH_COMMANDS_MAX")
         .env_remove("ONCELEDGER_COMMIT_QUEUE_MAX")
         .env("NO_COLOR", "1")
-        .arg("serve");
+        .arg(subcommand);
     if by_env {
         command
             .env("ONCELEDGER_LISTEN", listen)

@@ -17,6 +17,7 @@ mod declines;
 mod disconnect;
 mod events;
 mod idempotency;
+mod nats;
 mod ops;
 mod parser;
 mod replication;

@@ -34,7 +34,7 @@ async fn start_terminal(hub: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -
 }
 
 /// The node id a server reports in /healthz.
-async fn node_id(ep: &Endpoint) -> String {
+pub(crate) async fn node_id(ep: &Endpoint) -> String {
     let health = ep.get("/healthz").await;
     assert_eq!(health.status, 200, "{health}");
     health.json()["node_id"]
@@ -44,7 +44,7 @@ async fn node_id(ep: &Endpoint) -> String {
 }
 
 /// The last seq of a node's outbox.
-async fn last_seq(ep: &Endpoint) -> u64 {
+pub(crate) async fn last_seq(ep: &Endpoint) -> u64 {
     let page = ep.get("/v1/events?limit=1").await.json();
     page["held"]["last"]
         .as_u64()
@@ -62,7 +62,7 @@ async fn origin_state(hub: &Endpoint, origin: &str) -> Option<Value> {
 }
 
 /// Waits until the hub applied (or parked) every event of `origin` up to `through`.
-async fn wait_applied_through(hub: &Endpoint, origin: &str, through: u64) -> Value {
+pub(crate) async fn wait_applied_through(hub: &Endpoint, origin: &str, through: u64) -> Value {
     eventually(
         &format!("hub applies {origin} through {through}"),
         CATCH_UP_DEADLINE,
@@ -75,7 +75,7 @@ async fn wait_applied_through(hub: &Endpoint, origin: &str, through: u64) -> Val
 }
 
 /// Every inbox row of `origin` on the hub, in seq order.
-async fn inbox(hub: &Endpoint, origin: &str) -> Vec<Value> {
+pub(crate) async fn inbox(hub: &Endpoint, origin: &str) -> Vec<Value> {
     let mut rows = Vec::new();
     let mut after = 0;
     loop {
@@ -96,7 +96,7 @@ async fn inbox(hub: &Endpoint, origin: &str) -> Vec<Value> {
 }
 
 /// Every event 1..=last arrived once and took effect in sequence order.
-fn assert_once_in_order(rows: &[Value], last: u64) {
+pub(crate) fn assert_once_in_order(rows: &[Value], last: u64) {
     assert_eq!(rows.len() as u64, last, "one inbox row per event");
     let mut previous_index = 0;
     for (row, seq) in rows.iter().zip(1u64..) {
@@ -113,7 +113,12 @@ fn assert_once_in_order(rows: &[Value], last: u64) {
 }
 
 /// The hub's mirror of each account equals the account on the terminal.
-async fn assert_mirrors_match(hub: &Endpoint, terminal: &Endpoint, origin: &str, ids: &[String]) {
+pub(crate) async fn assert_mirrors_match(
+    hub: &Endpoint,
+    terminal: &Endpoint,
+    origin: &str,
+    ids: &[String],
+) {
     for id in ids {
         let local = terminal.get(&format!("/v1/accounts/{id}")).await.json();
         let mirror = hub
@@ -128,7 +133,12 @@ async fn assert_mirrors_match(hub: &Endpoint, terminal: &Endpoint, origin: &str,
 }
 
 /// `count` charges of 1 from customers to the merchant, sent sequentially.
-async fn take_charges(ep: &Endpoint, customers: &[String], merchant: &str, count: usize) {
+pub(crate) async fn take_charges(
+    ep: &Endpoint,
+    customers: &[String],
+    merchant: &str,
+    count: usize,
+) {
     for i in 0..count {
         charge_ok(ep, &customers[i % customers.len()], merchant, 1, "EUR").await;
     }

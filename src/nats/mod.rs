@@ -1,0 +1,50 @@
+//! NATS JetStream: the only code that imports async-nats.
+//!
+//! `sink`: a replicator sink that publishes each outbox event as one message on
+//! `PREFIX.<node>` with `Nats-Msg-Id: <node>:<seq>`, so JetStream's duplicate window drops a
+//! re-publish; the cursor moves only over events whose publish acknowledgement came back.
+//! `consumer`: `onceledger consume` applies the stream's events through the same inbox as the HTTP
+//! receiver, and acknowledges a message (double ack) only after its transaction committed.
+
+pub mod consumer;
+pub mod sink;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, Context};
+
+/// Where the stream is and what it is called.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// `nats://host:port` (or `host:port`).
+    pub url: String,
+    pub stream: String,
+    /// Subjects are `PREFIX.<node>`; the stream takes `PREFIX.>`.
+    pub subject_prefix: String,
+    /// JetStream drops a message whose `Nats-Msg-Id` it saw within this window.
+    pub duplicate_window: Duration,
+}
+
+/// How long a connect, a stream lookup or a publish acknowledgement may take.
+pub(crate) const NATS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects and makes sure the stream exists (file storage), creating it if missing.
+pub(crate) async fn connect(settings: &StreamSettings) -> Result<Context, String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(NATS_REQUEST_TIMEOUT)
+        .connect(settings.url.as_str())
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", settings.url))?;
+    let context = jetstream::new(client);
+    context
+        .get_or_create_stream(jetstream::stream::Config {
+            name: settings.stream.clone(),
+            subjects: vec![format!("{}.>", settings.subject_prefix)],
+            storage: jetstream::stream::StorageType::File,
+            duplicate_window: settings.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot create or find stream {}: {e}", settings.stream))?;
+    Ok(context)
+}
