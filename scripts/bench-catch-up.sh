@@ -24,23 +24,4 @@ echo "== terminal $NODE holds $LAST events; starting the hub"
 START=$(date +%s.%N)
 "$BIN" serve --listen "$H_ADDR" --data-dir "$WORK/hub" >"$WORK/hub.log" 2>&1 &
 H_PID=$!
-python3 - "$H_ADDR" "$NODE" "$LAST" "$START" <<'PY'
-import json, sys, time, urllib.request
-addr, node, last, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-deadline = time.time() + 600
-applied, shown = 0, time.time()
-while applied < last and time.time() < deadline:
-    try:
-        with urllib.request.urlopen(f"http://{addr}/v1/replication/origins", timeout=5) as r:
-            origins = json.load(r)["origins"]
-        applied = next((o["applied_through"] for o in origins if o["node"] == node), 0)
-    except OSError:
-        pass
-    if time.time() - shown >= 1:
-        print(f"  applied {applied}/{last}", flush=True)
-        shown = time.time()
-    time.sleep(0.02)
-elapsed = time.time() - start
-print(f"== drained {applied} events in {elapsed:.2f} s (hub start included): {applied/elapsed:,.0f} events/s")
-sys.exit(0 if applied >= last else 1)
-PY
+python3 "$(dirname "$0")/wait-applied.py" "$H_ADDR" "$NODE" "$LAST" "$START" "terminal -> hub"

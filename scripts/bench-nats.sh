@@ -29,23 +29,4 @@ S_PID=$!
 "$BIN" consume --listen "$H_ADDR" --data-dir "$WORK/hub" --nats "nats://127.0.0.1:$NATS_PORT" \
   --stream BENCH --replicate-backoff-max 200ms >"$WORK/hub.log" 2>&1 &
 H_PID=$!
-python3 - "$H_ADDR" "$NODE" "$LAST" "$START" <<'PY'
-import json, sys, time, urllib.request
-addr, node, last, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-deadline = time.time() + 900
-applied, shown = 0, time.time()
-while applied < last and time.time() < deadline:
-    try:
-        with urllib.request.urlopen(f"http://{addr}/v1/replication/origins", timeout=5) as r:
-            origins = json.load(r)["origins"]
-        applied = next((o["applied_through"] for o in origins if o["node"] == node), 0)
-    except OSError:
-        pass
-    if time.time() - shown >= 1:
-        print(f"  applied {applied}/{last}", flush=True)
-        shown = time.time()
-    time.sleep(0.02)
-elapsed = time.time() - start
-print(f"== {applied} events node -> JetStream -> hub in {elapsed:.2f} s (server starts included): {applied/elapsed:,.0f} events/s")
-sys.exit(0 if applied >= last else 1)
-PY
+python3 "$(dirname "$0")/wait-applied.py" "$H_ADDR" "$NODE" "$LAST" "$START" "node -> JetStream -> hub"
