@@ -314,3 +314,79 @@ async fn a_consumer_that_dies_after_applying_and_before_acking_gets_redeliveries
     let summary = hub.check().await;
     assert_eq!(summary["inbox_rows"], last, "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_hub_cannot_apply_is_dead_lettered_after_n_deliveries() {
+    // Guards dead letters on the JetStream path: a charge naming an account the hub never saw
+    // is NAKed and redelivered; at the --dead-letter-after'th delivery it is parked, and the
+    // event behind it (which had to wait) is applied.
+    let nats = Nats::start().await;
+    let url = nats.url();
+    let args = [
+        "--nats",
+        url.as_str(),
+        "--stream",
+        STREAM,
+        "--dead-letter-after",
+        "3",
+        "--replicate-backoff-max",
+        "300ms",
+    ];
+    let hub = Server::start_command_at("consume", free_loopback_addr(), &args, &[]).await;
+    let client = async_nats::connect(nats.url())
+        .await
+        .expect("connect to nats");
+    let jetstream = async_nats::jetstream::new(client);
+    // The hub's consumer creates the stream once it is connected.
+    crate::harness::eventually(
+        "the hub created the stream",
+        Duration::from_secs(30),
+        || async { jetstream.get_stream(STREAM).await.ok().map(|_| ()) },
+    )
+    .await;
+    let origin = "rogue-till";
+    let poison = serde_json::json!({"seq": 1, "created_at_ms": 1, "body": {"charge_succeeded": {
+        "number": 1, "source": "ghost", "destination": "shop", "amount": 5,
+        "currency": [69, 85, 82], "metadata": {}, "created_at_ms": 1, "event_seq": 1}}});
+    let account = serde_json::json!({"seq": 2, "created_at_ms": 1, "body": {"account_created": {
+        "id": "shop", "currency": [69, 85, 82], "overdraft_limit": 0, "debits_posted": 0,
+        "credits_posted": 0, "debits_pending": 0, "credits_pending": 0, "created_at_ms": 1}}});
+    for event in [poison, account] {
+        let seq = event["seq"].as_u64().expect("seq");
+        let body = serde_json::json!({"version": 1, "origin": origin, "events": [event]});
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{origin}:{seq}").as_str());
+        jetstream
+            .publish_with_headers(
+                format!("onceledger.events.{origin}"),
+                headers,
+                body.to_string().into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publish acknowledged");
+    }
+    let state = crate::replication::wait_applied_through(&hub.endpoint(), origin, 2).await;
+    assert_eq!(state["events_parked"], 1, "{state}");
+    assert_eq!(state["events_applied"], 1, "{state}");
+    let letters = hub.endpoint().get("/v1/dead-letters").await.json();
+    assert_eq!(
+        letters["dead_letters"][0]["event_id"],
+        format!("{origin}:1"),
+        "{letters}"
+    );
+    assert_eq!(letters["dead_letters"][0]["attempts"], 3, "{letters}");
+    let text = metrics(&hub.endpoint()).await;
+    assert_eq!(inbox_count(&text, "dead_lettered"), 1.0);
+    let nacked = metric(
+        &text,
+        "onceledger_nats_consumer_messages_total",
+        &[("result", "nacked")],
+    );
+    assert!(
+        nacked >= 2.0,
+        "the poison event was NAKed before it was parked: {nacked}"
+    );
+    hub.check().await;
+}
