@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:?usage: fuzz/run-all.sh SECONDS}"
-targets="${TARGETS:-request_parse record_codec ledger_model}"
+targets="${TARGETS:-request_parse record_codec ledger_model replication_decode}"
 jobs="${JOBS:-1}"
 # onceledger forbids unsafe code and every check here is about logic, so by default the fuzzer
 # spends its time on executions rather than on AddressSanitizer, which only guards the unsafe code
@@ -35,6 +35,8 @@ target_args() {
     request_parse) echo "-dict=fuzz/dict/http_json.dict -max_len=4096" ;;
     # 32 operations of at most 7 bytes each: let the inputs be that long from the start.
     ledger_model) echo "-max_len=256 -len_control=0" ;;
+    # JSON batches: the dictionary has the JSON tokens and the event field names.
+    replication_decode) echo "-dict=fuzz/dict/http_json.dict -max_len=8192" ;;
     *) echo "" ;;
   esac
 }

@@ -18,12 +18,18 @@ pub fn ledger_model(data: &[u8]) {
     crate::model::check(data);
 }
 
+/// `fuzz_targets/replication_decode.rs`: see [`crate::replication`].
+pub fn replication_decode(data: &[u8]) {
+    crate::replication::check(data);
+}
+
 /// A target's checks: they panic on a broken property.
 pub type Check = fn(&[u8]);
 
 /// Every target by its name, as `fuzz/corpus/<name>/` and `cargo fuzz run <name>` spell it.
-pub const TARGETS: [(&str, Check); 3] = [
+pub const TARGETS: [(&str, Check); 4] = [
     ("request_parse", request_parse),
     ("record_codec", record_codec),
     ("ledger_model", ledger_model),
+    ("replication_decode", replication_decode),
 ];

@@ -6,5 +6,6 @@ pub mod backend;
 pub mod checks;
 pub mod model;
 pub mod records;
+pub mod replication;
 pub mod request;
 pub mod system;

@@ -54,6 +54,11 @@ fn ledger_model_corpus() {
     replay("ledger_model", checks::ledger_model);
 }
 
+#[test]
+fn replication_decode_corpus() {
+    replay("replication_decode", checks::replication_decode);
+}
+
 /// Runs one file, for diagnosing an artifact without libFuzzer:
 /// `FUZZ_REPLAY=ledger_model:fuzz/artifacts/ledger_model/crash-... cargo test --release
 /// --manifest-path fuzz/Cargo.toml --test replay_corpus one_file -- --nocapture`.
