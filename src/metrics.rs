@@ -39,8 +39,9 @@ pub struct Metrics {
     request_duration_seconds: Histogram,
     pub inflight_keys: Gauge,
     pub commit_queue_commands: Gauge,
-    pub outbox_lag_events: Gauge,
-    pub outbox_oldest_unpublished_age_seconds: Gauge,
+    /// Per sink kind (`hub`, `nats`); no series without a sink.
+    pub outbox_lag_events: Family<Labels, Gauge>,
+    pub outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge>,
     inbox_applied: Counter,
     inbox_duplicate: Counter,
     inbox_dead_lettered: Counter,
@@ -147,16 +148,16 @@ impl Metrics {
             "Commands waiting for the writer",
             commit_queue_commands.clone(),
         );
-        let outbox_lag_events = Gauge::default();
+        let outbox_lag_events: Family<Labels, Gauge> = Family::default();
         registry.register(
             "onceledger_outbox_lag_events",
-            "Committed events not yet acknowledged by every sink (0 without sinks)",
+            "Committed events the sink has not acknowledged, per sink",
             outbox_lag_events.clone(),
         );
-        let outbox_oldest_unpublished_age_seconds = Gauge::default();
+        let outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge> = Family::default();
         registry.register(
             "onceledger_outbox_oldest_unpublished_age_seconds",
-            "Age of the oldest unacknowledged event (0 without sinks)",
+            "Age of the oldest event the sink has not acknowledged, per sink (0 when none)",
             outbox_oldest_unpublished_age_seconds.clone(),
         );
         let inbox_events: Family<Labels, Counter> = Family::default();

@@ -152,7 +152,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
                 continue;
             }
         };
-        report_lag(&node, acked, events.first());
+        report_lag(&node, kind, acked, events.first());
         let Some(last_sent) = events.last().map(|e| e.seq) else {
             if let Some(bucket) = bucket.as_mut() {
                 bucket.refund(wanted);
@@ -248,16 +248,19 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
 }
 
 /// Outbox lag for this sink: events after its cursor, and the age of the first of them.
-fn report_lag(node: &NodeParts, acked: u64, first_unacked: Option<&Event>) {
+fn report_lag(node: &NodeParts, kind: &'static str, acked: u64, first_unacked: Option<&Event>) {
+    let labels = [("sink", kind)];
     let last = node.store.outbox_bounds().map_or(acked, |(_, last)| last);
     let lag = last.saturating_sub(acked);
     node.metrics
         .outbox_lag_events
+        .get_or_create(&labels)
         .set(i64::try_from(lag).unwrap_or(i64::MAX));
     let age_seconds = first_unacked.filter(|_| lag > 0).map_or(0, |event| {
         now_ms().saturating_sub(event.created_at_ms) / 1000
     });
     node.metrics
         .outbox_oldest_unpublished_age_seconds
+        .get_or_create(&labels)
         .set(i64::try_from(age_seconds).unwrap_or(i64::MAX));
 }
