@@ -45,7 +45,9 @@ impl App {
         self.request_ids.next()
     }
 
-    pub(super) async fn run(&self, request: ApiRequest) -> Response<Full<Bytes>> {
+    /// Answers one parsed request. Public so that the ledger_model fuzz target submits through
+    /// the real idempotency steps; the server calls it for every request.
+    pub async fn run(&self, request: ApiRequest) -> Response<Full<Bytes>> {
         match request {
             ApiRequest::Write(intent) => self.write(intent).await,
             ApiRequest::Healthz => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),

@@ -10,7 +10,8 @@
 
 mod batch;
 pub mod check;
-mod codec;
+/// Public so that the record_codec fuzz target drives the real codec.
+pub mod codec;
 pub mod fault;
 mod records;
 mod tables;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use batch::BatchTables;
-pub use records::{Effect, Event, EventBody, EventKind, IdempotencyRecord};
+pub use records::{Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord};
 
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, TenantId};
