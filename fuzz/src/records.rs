@@ -1,10 +1,10 @@
 //! record_codec: every stored record decoder on arbitrary bytes, and encode/decode round trips.
 //!
 //! Three parts, all from one input:
-//! 1. (with the `codec-api` feature) the whole input into every record decoder: never a panic,
-//!    and what decodes re-encodes stably (byte for byte once [`DECODING_IS_CANONICAL`]);
-//! 2. structured arbitrary records: `decode(encode(x)) == x`; without `codec-api` this goes
-//!    through the store's public writers and readers, which call the same codec;
+//! 1. the whole input into every record decoder (`onceledger::store::codec::decode`): never a
+//!    panic, and decoding is canonical: what decodes re-encodes to exactly the input;
+//! 2. structured arbitrary records: `decode(encode(x)) == x`, and no strict prefix of `encode(x)`
+//!    decodes to `x`;
 //! 3. a store file planted with a mix of valid and garbage records, then read through every
 //!    public reader of `Store` and through the invariant checker: errors, never panics.
 
@@ -15,20 +15,11 @@ use onceledger::idempotency::{Fingerprint, IdempotencyKey};
 use onceledger::ledger::{
     Account, AccountId, Amount, Charge, Currency, Metadata, Posting, PostingSide, TenantId,
 };
-use onceledger::store::{Effect, EventKind, IdempotencyRecord, Store, check};
+use onceledger::store::codec::{Record, encode};
+use onceledger::store::{Effect, EventKind, EventRecord, IdempotencyRecord, Store, check};
 use redb::{Database, TableDefinition};
-use serde::Serialize;
 
 use crate::backend::SharedMemory;
-
-/// Whether the codec accepts only the bytes its own `encode` writes. Today it does not: postcard
-/// ignores bytes after a complete record and accepts over-long varints, so one record has many
-/// stored forms (fuzz README, finding 2). Until then the check only requires that what decodes
-/// re-encodes to a form that decodes to the same record, and is no longer than the input.
-pub const DECODING_IS_CANONICAL: bool = false;
-
-/// The version byte every record carries today (store/codec.rs, store/records.rs).
-const RECORD_VERSION: u8 = 1;
 
 // Copies of src/store/tables.rs: names and key/value types must match exactly, or opening the
 // store on the planted file fails with a table type mismatch (and this target says so).
@@ -208,6 +199,13 @@ pub struct ArbEvent {
 }
 
 impl ArbEvent {
+    pub fn build(&self) -> EventRecord {
+        EventRecord {
+            created_at_ms: self.created_at_ms,
+            kind: self.kind(),
+        }
+    }
+
     pub fn kind(&self) -> EventKind {
         match &self.kind {
             ArbEventKind::AccountCreated(account) => EventKind::AccountCreated {
@@ -217,24 +215,6 @@ impl ArbEvent {
                 charge_number: *charge_number,
             },
         }
-    }
-}
-
-/// The shape of the store's private `EventRecord`, field for field, so that without the
-/// `codec-api` feature an event can still be planted in its stored form.
-#[derive(Serialize)]
-struct EventRecordShape {
-    created_at_ms: u64,
-    kind: EventKind,
-}
-
-/// The stored form: the version byte, then postcard. A copy of store/codec.rs's `encode`, used
-/// only to plant records (every decode in this target is the real one); with `codec-api` the
-/// round trip checks that the copy still matches.
-fn stored_form(record: &impl Serialize) -> Vec<u8> {
-    match postcard::to_extend(record, vec![RECORD_VERSION]) {
-        Ok(bytes) => bytes,
-        Err(error) => panic!("a record cannot be encoded: {error}"),
     }
 }
 
@@ -277,9 +257,10 @@ pub enum Planted {
     },
 }
 
-fn payload_bytes<T>(payload: &Payload<T>, valid: impl FnOnce(&T) -> Vec<u8>) -> Vec<u8> {
+/// The stored form of a valid record (the real encoder's), or the raw bytes.
+fn payload_bytes<T, R: Record>(payload: &Payload<T>, valid: impl FnOnce(&T) -> R) -> Vec<u8> {
     match payload {
-        Payload::Valid(record) => valid(record),
+        Payload::Valid(record) => encode(&valid(record)),
         Payload::Raw(bytes) => bytes.clone(),
     }
 }
@@ -312,12 +293,12 @@ fn planted_store(records: &[Planted]) -> Store {
             for record in records.iter().take(PLANTED_RECORDS_MAX) {
                 match record {
                     Planted::Account { tenant, id, record } => {
-                        let bytes = payload_bytes(record, |a| stored_form(&a.build()));
+                        let bytes = payload_bytes(record, ArbAccount::build);
                         let id = id.account_id();
                         accounts.insert((u32::from(*tenant), id.as_str()), bytes.as_slice())?;
                     }
                     Planted::Idempotency { key, record } => {
-                        let bytes = payload_bytes(record, |r| stored_form(&r.build()));
+                        let bytes = payload_bytes(record, ArbIdempotencyRecord::build);
                         let key = idempotency_key(*key);
                         idempotency.insert((0, key.as_str()), bytes.as_slice())?;
                     }
@@ -327,7 +308,7 @@ fn planted_store(records: &[Planted]) -> Store {
                             // A valid charge sits under its own number.
                             let mut charge = c.build();
                             charge.number = number;
-                            stored_form(&charge)
+                            charge
                         });
                         charges.insert(number, bytes.as_slice())?;
                     }
@@ -336,16 +317,11 @@ fn planted_store(records: &[Planted]) -> Store {
                         leg,
                         record,
                     } => {
-                        let bytes = payload_bytes(record, |p| stored_form(&p.build()));
+                        let bytes = payload_bytes(record, ArbPosting::build);
                         postings.insert((pooled(*number), leg % 2), bytes.as_slice())?;
                     }
                     Planted::Event { seq, record } => {
-                        let bytes = payload_bytes(record, |e| {
-                            stored_form(&EventRecordShape {
-                                created_at_ms: e.created_at_ms,
-                                kind: e.kind(),
-                            })
-                        });
+                        let bytes = payload_bytes(record, ArbEvent::build);
                         outbox.insert(pooled(*seq), bytes.as_slice())?;
                     }
                     Planted::Counter { charge, value } => {
@@ -400,9 +376,6 @@ fn read_everything(store: &Store, records: &[Planted]) {
             assert!(events.iter().all(|e| e.seq > after));
         }
     }
-    if KNOWN_BUG_VERIFY_UNDERFLOW && verify_may_underflow(records) {
-        return;
-    }
     let verified = check::verify(store);
     if records.iter().all(Planted::is_valid) {
         // Records in the stored form the server writes must all decode, and the checker must
@@ -427,43 +400,6 @@ fn read_everything(store: &Store, records: &[Planted]) {
             distinct(Planted::idempotency_key)
         );
     }
-}
-
-/// Known bug, reported (fuzz/README.md, finding 1): `check::verify` computes
-/// `charges - distinct charges claimed by idempotency records` without checking that the claimed
-/// charges exist, so a record naming a missing charge underflows (a panic with overflow checks, a
-/// huge `charges_without_record` without). Until it is fixed, stores that could trigger it skip the
-/// checker, so that the fuzzer keeps looking for other bugs. Set to `false` after the fix.
-pub const KNOWN_BUG_VERIFY_UNDERFLOW: bool = true;
-
-/// Whether idempotency records might claim more distinct charges than the store holds. Raw
-/// records count as claims: they may happen to decode.
-fn verify_may_underflow(records: &[Planted]) -> bool {
-    let records = &records[..records.len().min(PLANTED_RECORDS_MAX)];
-    let mut claimed = std::collections::BTreeSet::new();
-    let mut raw_claims = 0;
-    let mut charges = std::collections::BTreeSet::new();
-    for record in records {
-        match record {
-            Planted::Idempotency {
-                record: Payload::Valid(r),
-                ..
-            } => {
-                if let ArbEffect::ChargeSucceeded { charge_number } = r.effect {
-                    claimed.insert(charge_number);
-                }
-            }
-            Planted::Idempotency {
-                record: Payload::Raw(_),
-                ..
-            } => raw_claims += 1,
-            Planted::Charge { number, .. } => {
-                charges.insert(pooled(*number));
-            }
-            _ => {}
-        }
-    }
-    claimed.len() + raw_claims > charges.len()
 }
 
 impl Planted {
@@ -518,9 +454,6 @@ pub struct RoundTrip {
     charge: ArbCharge,
     posting: ArbPosting,
     idempotency: ArbIdempotencyRecord,
-    /// Without `codec-api` the store makes its own events (from the account and the charge), so
-    /// this one is only used by the direct round trip.
-    #[cfg_attr(not(feature = "codec-api"), allow(dead_code))]
     event: ArbEvent,
 }
 
@@ -532,136 +465,30 @@ pub struct Input {
 
 /// The record_codec target.
 pub fn check(data: &[u8]) {
-    #[cfg(feature = "codec-api")]
-    direct::decode_everything(data);
+    codec::decode_everything(data);
     let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
-    #[cfg(feature = "codec-api")]
-    direct::round_trip(&input.round_trip);
-    #[cfg(not(feature = "codec-api"))]
-    through_store::round_trip(&input.round_trip);
+    codec::round_trip(&input.round_trip);
     let store = planted_store(&input.planted);
     read_everything(&store, &input.planted);
 }
 
-#[cfg(not(feature = "codec-api"))]
-mod through_store {
-    //! Round trips through the store's public writers and readers, which encode and decode with
-    //! store/codec.rs. Postings have no public reader: the planted-store part decodes them.
-
-    use onceledger::idempotency::IdempotencyKey;
-    use onceledger::ledger::{Account, NewCharge, TenantId};
-    use onceledger::store::{EventBody, Store, StoreError};
-
-    use super::{RoundTrip, SharedMemory};
-
-    fn read<T: std::fmt::Debug>(what: &str, result: Result<Option<T>, StoreError>) -> T {
-        match result {
-            Ok(Some(value)) => value,
-            other => panic!("{what} written but read back as {other:?}"),
-        }
-    }
-
-    pub fn round_trip(input: &RoundTrip) {
-        let store = match Store::open_with_backend(
-            SharedMemory::default(),
-            std::path::Path::new("round-trip"),
-        ) {
-            Ok(store) => store,
-            Err(error) => panic!("an empty store opens: {error}"),
-        };
-        let tenant = TenantId(7);
-        let key = match IdempotencyKey::parse(b"round-trip") {
-            Ok(key) => key,
-            Err(error) => panic!("a valid key: {error:?}"),
-        };
-        let record = input.idempotency.build();
-        // The writer asserts invariant 5 on every account it flushes, so only an account within
-        // its overdraft limit can be written; the others are covered by the planted store.
-        let mut account = input.account.build();
-        if !account.within_overdraft_limit() {
-            account.overdraft_limit = None;
-        }
-        let mut charge = input.charge.build();
-        let written = store.write_batch(|tables| {
-            tables.put_idempotency_record(tenant, &key, &record)?;
-            let event_seq =
-                tables.create_account(tenant, account.clone(), account.created_at_ms)?;
-            let new_charge = NewCharge {
-                source: charge.source.clone(),
-                destination: charge.destination.clone(),
-                amount: charge.amount,
-                currency: charge.currency,
-                metadata: charge.metadata.clone(),
-            };
-            let posting = input.posting.build();
-            let stored = tables.record_charge(
-                &new_charge,
-                &[posting.clone(), posting],
-                charge.created_at_ms,
-            )?;
-            Ok::<_, StoreError>((event_seq, stored))
-        });
-        let (event_seq, stored_charge) = match written {
-            Ok(written) => written,
-            Err(error) => panic!("writing to a healthy in-memory store failed: {error}"),
-        };
-        // The store numbers charges and events itself.
-        charge.number = stored_charge.number;
-        charge.event_seq = stored_charge.event_seq;
-        assert_eq!(
-            stored_charge, charge,
-            "record_charge keeps what it was given"
-        );
-
-        let back: onceledger::store::IdempotencyRecord =
-            read("idempotency record", store.idempotency_record(tenant, &key));
-        assert_eq!(back, record);
-        let back: Account = read("account", store.account(tenant, &account.id));
-        assert_eq!(back, account);
-        let back = read("charge", store.charge(charge.number));
-        assert_eq!(back, charge);
-        let events = match store.events_after(0, 10) {
-            Ok(events) => events,
-            Err(error) => panic!("events written but unreadable: {error}"),
-        };
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[0].seq, event_seq);
-        assert_eq!(events[0].created_at_ms, account.created_at_ms);
-        assert_eq!(events[0].body, EventBody::AccountCreated(account));
-        assert_eq!(events[1].created_at_ms, charge.created_at_ms);
-        assert_eq!(events[1].body, EventBody::ChargeSucceeded(charge));
-        // The records need not obey the ledger's rules (the account need not match the charge),
-        // so only decoding is asserted: the checker must decode everything the writer wrote.
-        if let Err(error) = onceledger::store::check::verify(&store) {
-            panic!("the checker cannot decode what the writer wrote: {error}");
-        }
-    }
-}
-
-#[cfg(feature = "codec-api")]
-mod direct {
+mod codec {
     //! The codec itself: `onceledger::store::codec::{encode, decode}`.
 
     use onceledger::ledger::{Account, Charge, Posting};
     use onceledger::store::codec::{Record, decode, encode};
     use onceledger::store::{EventRecord, IdempotencyRecord};
 
-    use super::{DECODING_IS_CANONICAL, RoundTrip};
+    use super::RoundTrip;
 
+    /// Decoding is canonical: a record has one stored form, so whatever decodes is exactly what
+    /// the encoder writes for it (no trailing bytes, no over-long varints, no unsorted maps).
     fn decode_one<R: Record + PartialEq + std::fmt::Debug>(data: &[u8]) {
         if let Ok(record) = decode::<R>(data) {
             let again = encode(&record);
-            if DECODING_IS_CANONICAL {
-                assert_eq!(again, data, "{}: only the encoder's form decodes", R::NAME);
-            }
-            assert!(
-                again.len() <= data.len(),
-                "{}: the encoder's form is the shortest",
-                R::NAME
-            );
-            assert_eq!(decode::<R>(&again).ok(), Some(record), "{}", R::NAME);
+            assert_eq!(again, data, "{}: only the encoder's form decodes", R::NAME);
         }
     }
 
@@ -676,12 +503,6 @@ mod direct {
     fn round_trip_one<R: Record + PartialEq + std::fmt::Debug>(record: R) {
         let bytes = encode(&record);
         assert_eq!(bytes.first(), Some(&R::VERSION));
-        assert_eq!(
-            bytes,
-            super::stored_form(&record),
-            "{}: the planted-store part writes what the codec writes",
-            R::NAME
-        );
         assert_eq!(
             decode::<R>(&bytes).ok().as_ref(),
             Some(&record),
@@ -703,9 +524,6 @@ mod direct {
         round_trip_one(input.charge.build());
         round_trip_one(input.posting.build());
         round_trip_one(input.idempotency.build());
-        round_trip_one(EventRecord {
-            created_at_ms: input.event.created_at_ms,
-            kind: input.event.kind(),
-        });
+        round_trip_one(input.event.build());
     }
 }

@@ -1,5 +1,5 @@
 //! The system under test for ledger_model: the real store on a [`CrashDisk`] in a temporary
-//! directory, the real group-commit writer thread, and the idempotency steps of the HTTP handler.
+//! directory, the real group-commit writer thread, and the real HTTP handler (`App::run`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +47,8 @@ pub struct System {
 
 /// Everything that a restart throws away.
 struct Running {
-    #[cfg(feature = "handler-api")]
     app: Arc<onceledger::api::App>,
-    #[cfg(feature = "handler-api")]
     runtime: tokio::runtime::Runtime,
-    #[cfg(not(feature = "handler-api"))]
-    handler: copy_of_handler::Handler,
 }
 
 impl System {
@@ -157,7 +153,6 @@ impl Drop for System {
     }
 }
 
-#[cfg(feature = "handler-api")]
 impl Running {
     fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Running {
         let runtime = match tokio::runtime::Builder::new_current_thread().build() {
@@ -221,148 +216,5 @@ impl Running {
 
     fn stop(self) {
         self.app.writer.shutdown();
-    }
-}
-
-#[cfg(not(feature = "handler-api"))]
-impl Running {
-    fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Running {
-        Running {
-            handler: copy_of_handler::Handler::new(store, writer, metrics),
-        }
-    }
-
-    fn store(&self) -> &Store {
-        &self.handler.store
-    }
-
-    fn writer(&self) -> &WriterHandle {
-        &self.handler.writer
-    }
-
-    fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
-        self.handler.post(intents)
-    }
-
-    fn stop(self) {
-        self.handler.writer.shutdown();
-    }
-}
-
-#[cfg(not(feature = "handler-api"))]
-mod copy_of_handler {
-    //! The steps of `App::write` (src/api/handler.rs), copied because `App::run` is not public:
-    //! claim the key, answer a finished key from a read snapshot, else queue for the writer and
-    //! wait. Statuses and problem types are API.md's; the bodies of 409/422/503 are not compared.
-    //! Delete this module once the `handler-api` feature can be the default.
-
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-    use onceledger::api::WriteIntent;
-    use onceledger::idempotency::InFlightIndex;
-    use onceledger::ledger::TenantId;
-    use onceledger::metrics::Metrics;
-    use onceledger::store::Store;
-    use onceledger::writer::{WriteOutcome, WriteRequest, WriterHandle};
-    use tokio::sync::oneshot;
-
-    use super::Answer;
-
-    pub struct Handler {
-        pub store: Arc<Store>,
-        pub writer: WriterHandle,
-        inflight: Arc<InFlightIndex>,
-        // Kept alive for the writer, which reports into it.
-        _metrics: Arc<Metrics>,
-    }
-
-    fn problem(status: u16, slug: &str) -> Answer {
-        Answer {
-            status,
-            body: Bytes::from(format!(
-                "{{\"type\":\"/problems/{slug}\",\"status\":{status}}}"
-            )),
-            replayed: false,
-        }
-    }
-
-    enum Pending {
-        Done(Answer),
-        Queued(oneshot::Receiver<WriteOutcome>),
-    }
-
-    impl Handler {
-        pub fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Self {
-            Handler {
-                store,
-                writer,
-                inflight: InFlightIndex::new(),
-                _metrics: metrics,
-            }
-        }
-
-        pub fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
-            let pending: Vec<Pending> = intents.into_iter().map(|i| self.start(i)).collect();
-            pending
-                .into_iter()
-                .map(|pending| match pending {
-                    Pending::Done(answer) => answer,
-                    Pending::Queued(reply) => match reply.blocking_recv() {
-                        Ok(WriteOutcome::Executed(stored)) => Answer {
-                            status: stored.status,
-                            body: stored.body,
-                            replayed: false,
-                        },
-                        Ok(WriteOutcome::Replayed(stored)) => Answer {
-                            status: stored.status,
-                            body: stored.body,
-                            replayed: true,
-                        },
-                        Ok(WriteOutcome::FingerprintMismatch) => {
-                            problem(422, "idempotency-key-reused")
-                        }
-                        Ok(WriteOutcome::Unavailable) | Err(_) => {
-                            problem(503, "storage-unavailable")
-                        }
-                    },
-                })
-                .collect()
-        }
-
-        fn start(&self, intent: WriteIntent) -> Pending {
-            let tenant = TenantId::DEFAULT;
-            let Some(claim) = self.inflight.claim(tenant, &intent.key) else {
-                return Pending::Done(problem(409, "idempotency-key-in-flight"));
-            };
-            match self.store.idempotency_record(tenant, &intent.key) {
-                Ok(Some(record)) if record.fingerprint == intent.fingerprint => {
-                    return Pending::Done(Answer {
-                        status: record.status,
-                        body: Bytes::from(record.body),
-                        replayed: true,
-                    });
-                }
-                Ok(Some(_)) => return Pending::Done(problem(422, "idempotency-key-reused")),
-                Ok(None) => {}
-                Err(_) => return Pending::Done(problem(503, "storage-unavailable")),
-            }
-            let (reply, answer) = oneshot::channel();
-            let request = WriteRequest {
-                tenant,
-                key: intent.key,
-                fingerprint: intent.fingerprint,
-                command: intent.command,
-                claim,
-                reply,
-            };
-            match self.writer.try_submit(request) {
-                Ok(()) => Pending::Queued(answer),
-                Err(onceledger::writer::SubmitError::Overloaded) => {
-                    Pending::Done(problem(503, "overloaded"))
-                }
-                Err(_) => Pending::Done(problem(503, "storage-unavailable")),
-            }
-        }
     }
 }

@@ -49,7 +49,9 @@ impl App {
         self.request_ids.next()
     }
 
-    pub(super) async fn run(&self, request: ApiRequest) -> Response<Full<Bytes>> {
+    /// Answers one parsed request. Public so that the ledger_model fuzz target submits through
+    /// the real idempotency steps; the server calls it for every request.
+    pub async fn run(&self, request: ApiRequest) -> Response<Full<Bytes>> {
         match request {
             ApiRequest::Write(intent) => self.write(intent).await,
             ApiRequest::Healthz => json(StatusCode::OK, present::health(self.store.node_id())),

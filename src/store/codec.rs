@@ -1,7 +1,11 @@
 //! Stored records: one version byte, then postcard.
 //!
 //! The version byte lets a later release read old records and migrate them; a record with a
-//! version this build does not know is reported as corrupt rather than misread.
+//! version this build does not know is reported as corrupt rather than misread. Decoding is
+//! strict: a record has exactly one stored form, the one `encode` writes. Bytes left over after a
+//! complete record, and postcard's over-long varints (which `postcard` itself accepts), are
+//! corruption, so that a damaged record is never read as another valid one (found by the
+//! record_codec fuzz target).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,9 +38,63 @@ pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, StoreError> {
     };
     match bytes.split_first() {
         Some((&version, body)) if version == R::VERSION => {
-            postcard::from_bytes(body).map_err(|error| corrupt(format!("undecodable: {error}")))
+            let (record, rest) = postcard::take_from_bytes(body)
+                .map_err(|error| corrupt(format!("undecodable: {error}")))?;
+            if !rest.is_empty() {
+                return Err(corrupt(format!("{} bytes after the record", rest.len())));
+            }
+            // Postcard reads an over-long varint (`0x80 0x00` for 0) as the short one; only the
+            // encoder's own form is accepted. Records are small, so encoding again is cheap.
+            if encode(&record) != bytes {
+                return Err(corrupt("not in canonical form".into()));
+            }
+            Ok(record)
         }
         Some((&version, _)) => Err(corrupt(format!("unknown version {version}"))),
         None => Err(corrupt("empty".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode};
+    use crate::ledger::{AccountId, Amount, Posting, PostingSide};
+
+    /// A small record whose last field is a varint: the amount 5, stored as the byte 5.
+    fn posting() -> Posting {
+        Posting {
+            account: AccountId::parse("alice").expect("valid"),
+            side: PostingSide::Debit,
+            amount: Amount::new(5).expect("valid"),
+        }
+    }
+
+    /// Guards finding 2 of the record_codec fuzz target: `decode` once ignored bytes after a
+    /// complete record, so a damaged record could read as a valid one and one record had many
+    /// stored forms.
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let posting = posting();
+        let bytes = encode(&posting);
+        assert_eq!(decode::<Posting>(&bytes).expect("decodes"), posting);
+        for tail in [&[0u8][..], &[1], &[0xff, 0xff]] {
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(tail);
+            let error = decode::<Posting>(&longer).expect_err("trailing bytes refused");
+            assert!(error.to_string().contains("after the record"), "{error}");
+        }
+    }
+
+    /// The other half of finding 2: postcard accepts an over-long varint (here the amount 5 as
+    /// `0x85 0x00`), which is the same record in a second stored form.
+    #[test]
+    fn over_long_varints_are_refused() {
+        let posting = posting();
+        let bytes = encode(&posting);
+        assert_eq!(bytes.last(), Some(&5), "the amount is the last field");
+        let mut over_long = bytes[..bytes.len() - 1].to_vec();
+        over_long.extend_from_slice(&[0x85, 0x00]);
+        let error = decode::<Posting>(&over_long).expect_err("over-long varint refused");
+        assert!(error.to_string().contains("canonical"), "{error}");
     }
 }

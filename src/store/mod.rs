@@ -10,7 +10,8 @@
 
 mod batch;
 pub mod check;
-mod codec;
+/// Public so that the record_codec fuzz target drives the real codec.
+pub mod codec;
 pub mod fault;
 mod records;
 mod replication;
@@ -23,8 +24,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use batch::BatchTables;
 pub use records::{
-    DeadLetter, Effect, Event, EventBody, EventKind, IdempotencyRecord, InboxOutcome, InboxRecord,
-    OriginState,
+    DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
+    InboxRecord, OriginState,
 };
 pub use replication::{Redrive, Refusal, ReplicationTables};
 
