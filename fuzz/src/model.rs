@@ -12,9 +12,13 @@
 //! outbox (dense, in order, one event per account and per charge), and the invariant checker.
 //!
 //! A request answered 503 after the writer failed a commit is *uncertain*: redb may have made the
-//! batch durable before the failing I/O. After the reopen the store decides: if the key's record
-//! is there, the model applies the request then (and checks the record against it), otherwise it
-//! never happened. Either way no acknowledged request may be missing.
+//! batch durable before the failing I/O, and the contract (docs/CONTRACT-NOTES.md) says a 503
+//! means "outcome unknown; retry with the same key". The model accepts both outcomes and resolves
+//! the key on its next observation: a retry answered from a stored record (a replay, or a 422 for
+//! a changed body), or the reopen, where the store decides. If the key's record is there, the
+//! model applies the request then (and checks the record against what the request would have
+//! done), otherwise it never happened. Either way the request's effects appear at most once, and
+//! no acknowledged request may be missing.
 //!
 //! The input is a byte code, not an `Arbitrary` derive, so seeds can be written by hand
 //! ([`Op::encode`]) and a mutated byte changes one operation, not the framing of all that follow.
@@ -32,13 +36,6 @@ use serde_json::{Value, json};
 
 use crate::backend::FaultKind;
 use crate::system::{Answer, Stop, System};
-
-/// API.md says a storage failure (503) stores nothing. redb cannot promise that: when the last
-/// sync of a commit fails after its header was written, the commit may still reach the disk (a
-/// process restart without power loss finds it). Until the contract or the writer changes (see
-/// the fuzz README, finding 3), such a request is *uncertain* and the reopened store decides.
-/// `true` makes the target insist that a 503 was never stored.
-pub const STORAGE_FAILURE_MEANS_NOT_STORED: bool = false;
 
 /// Operations per input at most: enough for a few accounts, charges, retries and two restarts.
 pub const OPS_MAX: usize = 32;
@@ -815,16 +812,21 @@ impl Run {
             .iter()
             .any(|u| u.intent.key == intent.key)
         {
-            // The key's first request is in doubt until the reopen; the writer is poisoned, so
-            // nothing but a 503 (above) or a read of that same doubt is possible. Neither can be
-            // checked now; the reopen decides.
-            assert_ne!(
-                answer.status,
-                201,
-                "a poisoned writer executed {}",
+            // The key's first request is in doubt, and the writer is poisoned: the only answers
+            // besides a 503 (above) and a 409 are those read from a stored record, a replay or
+            // a 422. Either one says the failed commit landed: resolve the doubt now, then check
+            // this answer against the model like any other.
+            assert!(
+                answer.replayed || answer.status == 422,
+                "a poisoned writer answered an uncertain key without a stored record: {}",
                 context()
             );
-            return;
+            self.resolve_uncertain("a retry");
+            assert!(
+                self.model.finished.contains_key(intent.key.as_str()),
+                "a retry read a record that the store no longer has: {}",
+                context()
+            );
         }
         match self.model.expect(intent) {
             Expected::Replay(done) => {
@@ -854,8 +856,18 @@ impl Run {
     fn restart(&mut self, how: Stop) {
         trace(|| format!("restart after {how:?}"));
         self.system.restart(how);
-        // The store now says which uncertain requests were made durable, in the order they were
-        // sent (one failed batch: all of them or none).
+        // The reopened store decides every request still in doubt: what is not there never
+        // happened.
+        self.resolve_uncertain("the reopen");
+        self.model.uncertain.clear();
+        check_store(&self.system, &self.model);
+    }
+
+    /// Reads the record of every uncertain request from the store, in the order they were sent,
+    /// and applies those that are stored, checking each record against what the request would
+    /// have done. Those not stored stay uncertain (the caller clears them when the store's word is
+    /// final).
+    fn resolve_uncertain(&mut self, observation: &str) {
         let uncertain = std::mem::take(&mut self.model.uncertain);
         for Uncertain { intent } in uncertain {
             let stored = match self
@@ -865,28 +877,21 @@ impl Run {
             {
                 Ok(stored) => stored,
                 Err(error) => panic!(
-                    "key {} unreadable after reopen: {error}",
+                    "key {} unreadable at {observation}: {error}",
                     intent.key.as_str()
                 ),
             };
             trace(|| {
-                let state = if stored.is_some() {
-                    "durable"
-                } else {
-                    "absent"
-                };
+                let state = if stored.is_some() { "stored" } else { "absent" };
                 format!(
-                    "uncertain {} after the reopen: {state}",
+                    "uncertain {} at {observation}: {state}",
                     intent.key.as_str()
                 )
             });
-            let Some(record) = stored else { continue };
-            if STORAGE_FAILURE_MEANS_NOT_STORED {
-                panic!(
-                    "key {} was answered 503 but its request is stored: {record:?}",
-                    intent.key.as_str()
-                );
-            }
+            let Some(record) = stored else {
+                self.model.uncertain.push(Uncertain { intent });
+                continue;
+            };
             assert_eq!(
                 record.fingerprint,
                 intent.fingerprint,
@@ -905,7 +910,6 @@ impl Run {
             };
             self.model.apply(&intent, &decision, &answer);
         }
-        check_store(&self.system, &self.model);
     }
 }
 

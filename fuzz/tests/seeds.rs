@@ -59,6 +59,24 @@ fn setup() -> Vec<Op> {
     ]
 }
 
+fn retry(nth: u8, reformat: bool) -> Op {
+    Op::Retry { nth, reformat }
+}
+
+/// The setup, then a charge (request 3) whose commit's last sync fails after its header was
+/// written: the client gets a 503, yet the commit is durable unless the power goes.
+fn charge_answered_503_but_durable() -> Vec<Op> {
+    let mut ops = setup();
+    ops.extend([
+        Op::ArmFault {
+            after: 17,
+            lose_pages: false,
+        },
+        charge(3, BANK, ALICE, AMOUNT_100),
+    ]);
+    ops
+}
+
 fn scenarios() -> Vec<(&'static str, Vec<Op>)> {
     let mut out = Vec::new();
     out.push(("seed-charges-and-retries", {
@@ -152,21 +170,22 @@ fn scenarios() -> Vec<(&'static str, Vec<Op>)> {
         ops
     }));
     out.push(("seed-503-but-durable", {
-        // The fault strikes the last sync of the charge's commit, after its header was written:
-        // the client gets a 503, yet after a restart without power loss the charge is there, and
-        // the retry replays it (finding 3 of the fuzz README).
-        let mut ops = setup();
+        // The client gets a 503 (outcome unknown), yet after a restart without power loss the
+        // charge is there, and the retry replays it (finding 3 of the fuzz README).
+        let mut ops = charge_answered_503_but_durable();
+        ops.extend([Op::Restart { how: PROCESS_KILL }, retry(3, false)]);
+        ops
+    }));
+    out.push(("seed-503-then-retry-before-restart", {
+        // As seed-503-but-durable, but the client retries at once, while the writer is still
+        // poisoned: the retry is the next observation of the uncertain key (a 503 again, or a
+        // replay if the failed commit is readable), then the reopen decides.
+        let mut ops = charge_answered_503_but_durable();
         ops.extend([
-            Op::ArmFault {
-                after: 17,
-                lose_pages: false,
-            },
-            charge(3, BANK, ALICE, AMOUNT_100),
+            retry(3, true),
+            Op::RetryChanged { nth: 3 },
             Op::Restart { how: PROCESS_KILL },
-            Op::Retry {
-                nth: 3,
-                reformat: false,
-            },
+            retry(3, false),
         ]);
         ops
     }));

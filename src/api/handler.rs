@@ -257,11 +257,13 @@ impl App {
         ))
     }
 
+    /// A commit failed, or the writer is poisoned. A commit whose last sync failed may still be
+    /// durable, so the answer does not say "nothing was stored" (docs/CONTRACT-NOTES.md).
     fn unavailable(&self) -> Response<Full<Bytes>> {
         self.metrics.count_unavailable();
         problem(&Problem::new(
             ProblemKind::StorageUnavailable,
-            "nothing was stored; retry later",
+            "the outcome is unknown; retry with the same Idempotency-Key",
         ))
     }
 }
