@@ -104,7 +104,7 @@ pub async fn serve_store_with(
                 writer: Arc::clone(&app.writer),
                 metrics: Arc::clone(&app.metrics),
             };
-            tokio::spawn(replication::run(hub, node, sinks.replicator))
+            tokio::spawn(replication::supervise(hub, node, sinks.replicator))
         })
         .collect();
     serve(listener, Arc::clone(&app), shutdown).await;
