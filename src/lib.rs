@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod prove;
 pub mod proxy;
 pub mod replication;
 pub mod rng;

@@ -47,6 +47,12 @@ enum Command {
     Account(onceledger::client::cli::AccountArgs),
     /// Make a charge through the retrying client (same retry rules and exit status as `account`).
     Charge(onceledger::client::cli::ChargeArgs),
+    /// Prove effectively-once in one process on loopback: a node, a hub it replicates to and a
+    /// fault proxy; many client tasks make logical charges through lost answers, resets and
+    /// concurrent duplicates while the replicator crashes once between delivery and cursor
+    /// update. Prints a table; exit 0 only if the charges applied on the node and the charge
+    /// events applied on the hub both equal the logical operations (3 if not).
+    Prove(onceledger::prove::ProveArgs),
 }
 
 #[derive(clap::Args)]
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => onceledger::bench::run(args),
         Command::Account(args) => onceledger::client::cli::run_account(args),
         Command::Charge(args) => onceledger::client::cli::run_charge(args),
+        Command::Prove(args) => onceledger::prove::run(args),
     };
     match result {
         Ok(code) => code,

@@ -19,5 +19,6 @@ mod events;
 mod idempotency;
 mod ops;
 mod parser;
+mod prove;
 mod replication;
 mod shutdown;
