@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod nats;
 pub mod node;
+pub mod prove;
 pub mod proxy;
 pub mod replication;
 pub mod rng;

@@ -51,6 +51,12 @@ enum Command {
     Account(onceledger::client::cli::AccountArgs),
     /// Make a charge through the retrying client (same retry rules and exit status as `account`).
     Charge(onceledger::client::cli::ChargeArgs),
+    /// Prove effectively-once in one process on loopback: a node, a hub it replicates to and a
+    /// fault proxy; many client tasks make logical charges through lost answers, resets and
+    /// concurrent duplicates while the replicator crashes once between delivery and cursor
+    /// update. Prints a table; exit 0 only if the charges applied on the node and the charge
+    /// events applied on the hub both equal the logical operations (3 if not).
+    Prove(onceledger::prove::ProveArgs),
 }
 
 #[derive(clap::Args)]
@@ -150,6 +156,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => onceledger::bench::run(args),
         Command::Account(args) => onceledger::client::cli::run_account(args),
         Command::Charge(args) => onceledger::client::cli::run_charge(args),
+        Command::Prove(args) => onceledger::prove::run(args),
     };
     match result {
         Ok(code) => code,
@@ -207,32 +214,42 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(node::run(config, shutdown_signal()))?;
+    // Inside the runtime, so the signal handlers exist before the server says it listens.
+    runtime.block_on(async { node::run(config, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are registered here, when called, not
+/// when the future is first polled: the server announces `listening on` before it awaits this,
+/// and a SIGTERM sent right after that line must already be caught (found by a flaky test).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::warn!(%error, "no SIGTERM handler; only Ctrl-C stops the server");
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+                (term, int) => {
+                    let error = term.err().or(int.err()).map(|e| e.to_string());
+                    tracing::warn!(?error, "no signal handlers; stop the server with SIGKILL");
+                    std::future::pending::<()>().await;
+                }
+            }
+            tracing::info!("shutdown requested");
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
+    async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    }
 }
 
 fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {

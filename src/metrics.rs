@@ -66,6 +66,7 @@ pub struct ReplicationCounters {
     pub events_retried: Family<Labels, Counter>,
     pub delivery_failures: Family<Labels, Counter>,
     pub events_duplicate: Family<Labels, Counter>,
+    pub restarts: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -204,6 +205,11 @@ impl Metrics {
                 "onceledger_replication_delivery_failures",
                 "Deliveries that got no acknowledgement (sink unreachable, error, timeout)",
                 &replication.delivery_failures,
+            ),
+            (
+                "onceledger_replication_restarts",
+                "Replicator tasks started again after a relay-crash fault point ended one",
+                &replication.restarts,
             ),
         ] {
             registry.register(name, help, family.clone());

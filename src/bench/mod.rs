@@ -9,7 +9,7 @@
 
 mod client;
 mod plan;
-mod prom;
+pub(crate) mod prom;
 mod report;
 mod setup;
 mod worker;
@@ -85,7 +85,8 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-fn share(text: &str) -> Result<f64, String> {
+/// A command-line share: a number from 0 to 1 (also `prove`'s rates).
+pub(crate) fn share(text: &str) -> Result<f64, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number"))?;

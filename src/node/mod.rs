@@ -125,14 +125,14 @@ pub async fn serve_store_with(
     };
     let mut replicators = Vec::new();
     if let Some(hub) = sinks.hub {
-        replicators.push(tokio::spawn(replication::run(
+        replicators.push(tokio::spawn(replication::supervise(
             hub,
             parts(),
             sinks.replicator,
         )));
     }
     if let Some(nats) = sinks.nats {
-        replicators.push(tokio::spawn(replication::run(
+        replicators.push(tokio::spawn(replication::supervise(
             nats,
             parts(),
             sinks.replicator,

@@ -73,8 +73,9 @@ pub struct ReplicatorConfig {
 pub enum RelayCrash {
     /// Abort the whole process (`ONCELEDGER_FAULT_RELAY_CRASH_AFTER`, for process-level tests).
     Process,
-    /// End only the replicator task, so an in-process caller (`onceledger prove`) can start a
-    /// new one, which resumes from the stored cursor like a restarted process would.
+    /// End only the replicator task; [`supervise`] (how a node runs its replicators) starts a
+    /// new one once, which resumes from the stored cursor like a restarted process would. For
+    /// in-process runs (`onceledger prove`).
     Task,
 }
 
@@ -96,9 +97,10 @@ pub struct NodeParts {
     pub metrics: Arc<Metrics>,
 }
 
-/// Runs until the task is aborted (node shutdown), or until a `RelayCrash::Task` fault point. Aborting at any point is safe: the cursor only
-/// ever moves to what the sink acknowledged.
-pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig) {
+/// Runs until the task is aborted (node shutdown); aborting at any point is safe, since the cursor
+/// only ever moves to what the sink acknowledged. Returns only at a `RelayCrash::Task` fault point,
+/// handing the sink back so the caller can start a new replicator with it ([`supervise`]).
+pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig) -> S {
     let name = sink.name().to_owned();
     let kind = sink.kind();
     let labels = [("sink", kind)];
@@ -190,7 +192,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
                         );
                         match crash {
                             RelayCrash::Process => std::process::abort(),
-                            RelayCrash::Task => return,
+                            RelayCrash::Task => return sink,
                         }
                     }
                     _ => {}
@@ -245,6 +247,36 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
             }
         }
     }
+}
+
+/// Runs the replicator of one sink for the life of the node. If it ends at a `RelayCrash::Task`
+/// fault point, a new one is started once, without the fault point, on the same sink: like a
+/// restarted process it resumes from the stored cursor, so the batch the crashed task delivered
+/// but did not record is sent again and the sink's inbox drops it. Counted in
+/// `onceledger_replication_restarts_total{sink}`.
+pub async fn supervise<S: Sink>(sink: S, node: NodeParts, config: ReplicatorConfig) {
+    let restarted = NodeParts {
+        store: Arc::clone(&node.store),
+        writer: Arc::clone(&node.writer),
+        metrics: Arc::clone(&node.metrics),
+    };
+    let sink = run(sink, node, config).await;
+    restarted
+        .metrics
+        .replication
+        .restarts
+        .get_or_create(&[("sink", sink.kind())])
+        .inc();
+    tracing::warn!(
+        sink = sink.name(),
+        "replicator restarted after a relay crash"
+    );
+    let config = ReplicatorConfig {
+        crash_after_deliveries: None,
+        ..config
+    };
+    // Without a fault point `run` never returns; the node aborts this task at shutdown.
+    run(sink, restarted, config).await;
 }
 
 /// Outbox lag for this sink: events after its cursor, and the age of the first of them.

@@ -20,5 +20,6 @@ mod idempotency;
 mod nats;
 mod ops;
 mod parser;
+mod prove;
 mod replication;
 mod shutdown;

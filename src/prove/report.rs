@@ -1,0 +1,222 @@
+//! What a prove run saw, the table it prints, and the verdict.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// The numbers of one run. Server numbers are read from `/metrics` of the node and the hub (and
+/// the merchant's account on both), client numbers from the retrying client, fault numbers from
+/// the proxy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub tasks: usize,
+    /// Logical charges: each one key and one body, however many times and by how many tasks sent.
+    pub logical_operations: u64,
+    /// Of those, sent by two tasks at once (counted once above).
+    pub concurrent_duplicates: u64,
+    /// Requests the charge client sent (every attempt of every task, through the proxy).
+    pub attempts: u64,
+    /// Node: `onceledger_idempotency_requests_total{outcome="replayed"}` during the charges.
+    pub replays: u64,
+    /// Node: `onceledger_idempotency_requests_total{outcome="in_flight"}` (409s) during the charges.
+    pub conflicts_409: u64,
+    /// Proxy: answers the server sent that the proxy dropped with the client's connection.
+    pub lost_responses: u64,
+    /// Proxy: connections reset before forwarding.
+    pub resets: u64,
+    /// Proxy: requests held before forwarding.
+    pub delays: u64,
+    /// Times the client gave up on an operation (attempts or budget) and prove sent it again
+    /// with the same key, as an operator would with the printed key.
+    pub resent_after_giving_up: u64,
+    /// Node: `onceledger_charges_applied_total`.
+    pub node_charges_applied: u64,
+    /// Node: `onceledger_accounts_created_total` (the account events in its outbox).
+    pub node_accounts_created: u64,
+    /// Hub: `onceledger_inbox_events_total{result="applied"}`, accounts and charges.
+    pub hub_events_applied: u64,
+    /// `hub_events_applied - node_accounts_created`: the charge events the hub applied.
+    pub hub_charge_events_applied: u64,
+    /// Hub: `onceledger_inbox_events_total{result="duplicate"}`.
+    pub inbox_duplicates_dropped: u64,
+    /// Hub: `onceledger_inbox_events_total{result="dead_lettered"}`.
+    pub inbox_dead_lettered: u64,
+    /// Node: `onceledger_replication_restarts_total{sink="hub"}`.
+    pub relay_crashes: u64,
+    /// The sum of the logical charges' amounts, what the merchant must have been credited.
+    pub amount_sum: u64,
+    /// The merchant's `credits_posted` on the node and in the hub's mirror of the node.
+    pub node_merchant_credits: u64,
+    pub hub_merchant_credits: u64,
+    /// Tokens left in the charge client's retry budget, of its capacity.
+    pub retry_budget_left: u32,
+    pub retry_budget_capacity: u32,
+    /// Logical operations without one agreed 201 (a failure, or two tasks told different things).
+    pub failed_operations: u64,
+    pub failure_samples: Vec<String>,
+    /// `onceledger check` on both stores after shutdown; violations in words, empty when clean.
+    pub invariant_violations: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Report {
+    /// Why the run does not prove effectively-once; empty when it does. Exit 0 only if empty.
+    pub fn failures(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        let l = self.logical_operations;
+        if self.node_charges_applied != l {
+            failures.push(format!(
+                "charges applied on the node {} != logical operations {l}",
+                self.node_charges_applied
+            ));
+        }
+        if self.hub_charge_events_applied != l {
+            failures.push(format!(
+                "charge events applied on the hub {} != logical operations {l}",
+                self.hub_charge_events_applied
+            ));
+        }
+        if self.hub_merchant_credits != self.amount_sum
+            || self.node_merchant_credits != self.amount_sum
+        {
+            failures.push(format!(
+                "merchant credits: node {}, hub mirror {}, sum of the logical charges {}",
+                self.node_merchant_credits, self.hub_merchant_credits, self.amount_sum
+            ));
+        }
+        if self.failed_operations > 0 {
+            failures.push(format!(
+                "{} logical operations had no agreed 201: {:?}",
+                self.failed_operations, self.failure_samples
+            ));
+        }
+        for violation in &self.invariant_violations {
+            failures.push(format!("invariant: {violation}"));
+        }
+        failures
+    }
+
+    pub fn holds(&self) -> bool {
+        self.failures().is_empty()
+    }
+
+    /// The table printed on stdout.
+    pub fn table(&self) -> String {
+        let rows: Vec<(&str, String, &str)> = vec![
+            (
+                "logical operations",
+                self.logical_operations.to_string(),
+                "charges planned, one key each",
+            ),
+            (
+                "  sent by two tasks at once",
+                self.concurrent_duplicates.to_string(),
+                "same key and body, counted once above",
+            ),
+            (
+                "attempts",
+                self.attempts.to_string(),
+                "client requests through the proxy",
+            ),
+            (
+                "replays",
+                self.replays.to_string(),
+                "node idempotency outcome=replayed",
+            ),
+            (
+                "409s",
+                self.conflicts_409.to_string(),
+                "node idempotency outcome=in_flight",
+            ),
+            ("lost responses", self.lost_responses.to_string(), "proxy"),
+            ("resets", self.resets.to_string(), "proxy"),
+            ("delays", self.delays.to_string(), "proxy"),
+            (
+                "re-sent after giving up",
+                self.resent_after_giving_up.to_string(),
+                "client, same key",
+            ),
+            (
+                "charges applied on the node",
+                self.node_charges_applied.to_string(),
+                "node onceledger_charges_applied_total",
+            ),
+            (
+                "events applied on the hub",
+                self.hub_events_applied.to_string(),
+                "hub inbox result=applied",
+            ),
+            (
+                "  of which account events",
+                self.node_accounts_created.to_string(),
+                "node onceledger_accounts_created_total",
+            ),
+            (
+                "  of which charge events",
+                self.hub_charge_events_applied.to_string(),
+                "applied minus account events",
+            ),
+            (
+                "duplicates dropped by the inbox",
+                self.inbox_duplicates_dropped.to_string(),
+                "hub inbox result=duplicate",
+            ),
+            (
+                "dead-lettered on the hub",
+                self.inbox_dead_lettered.to_string(),
+                "hub inbox result=dead_lettered",
+            ),
+            (
+                "relay crashes",
+                self.relay_crashes.to_string(),
+                "node onceledger_replication_restarts_total",
+            ),
+            (
+                "merchant credits node / hub",
+                format!(
+                    "{} / {}",
+                    self.node_merchant_credits, self.hub_merchant_credits
+                ),
+                "sum of the logical charges' amounts",
+            ),
+            (
+                "retry budget left",
+                format!("{}/{}", self.retry_budget_left, self.retry_budget_capacity),
+                "client token bucket",
+            ),
+        ];
+        let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "onceledger prove: seed {}, {} tasks, {:.1} s",
+            self.seed, self.tasks, self.seconds
+        );
+        for (name, value, source) in &rows {
+            let _ = writeln!(out, "{name:<name_width$}  {value:>value_width$}  {source}");
+        }
+        if self.relay_crashes == 0 {
+            let _ = writeln!(
+                out,
+                "NOTE: the relay crash did not happen (the replicator made fewer deliveries than \
+                 --relay-crash-after); this run did not exercise it"
+            );
+        }
+        let failures = self.failures();
+        if failures.is_empty() {
+            let _ = writeln!(
+                out,
+                "PASS: charges applied on the node = charge events applied on the hub = logical \
+                 operations = {}; merchant credits match on both; both stores pass check",
+                self.logical_operations
+            );
+        } else {
+            for failure in failures {
+                let _ = writeln!(out, "FAIL: {failure}");
+            }
+        }
+        out
+    }
+}

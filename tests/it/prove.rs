@@ -1,0 +1,136 @@
+//! `onceledger prove` (issue 6, second half) with small numbers: in process through the library,
+//! where the report's numbers can be asserted one by one, and as the command, for its exit
+//! status and table. Both are bounded by deadlines; neither asserts times.
+
+use std::process::Command;
+use std::time::Duration;
+
+use onceledger::prove::{ProveConfig, prove};
+use onceledger::proxy::FaultRates;
+
+use crate::harness::{BIN, run_bounded};
+
+/// How long one prove run may take in all (its own deadline is shorter, so it reports first).
+const PROVE_DEADLINE: Duration = Duration::from_secs(240);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prove_applies_each_logical_charge_once_on_node_and_hub_through_every_fault() {
+    // Guards the prove run: 100 logical charges from 8 tasks through lost answers, resets and
+    // concurrent duplicates, with one relay crash between delivery and cursor update. Each
+    // fault must actually have happened, and still the node applied exactly 100 charges and the
+    // hub exactly 100 charge events, with matching merchant credits and clean stores.
+    let config = ProveConfig {
+        charges: 100,
+        tasks: 8,
+        customers: 4,
+        duplicate_rate: 0.1,
+        rates: FaultRates {
+            lost_response: 0.15,
+            reset: 0.1,
+            delay: 0.0,
+        },
+        delay: Duration::ZERO,
+        relay_crash_after: None,
+        seed: 0x0e1f_0ce5,
+        timeout: PROVE_DEADLINE - Duration::from_secs(30),
+        keep_data: false,
+        progress: false,
+    };
+    let report = tokio::time::timeout(PROVE_DEADLINE, prove(&config))
+        .await
+        .expect("prove finishes within its deadline")
+        .unwrap_or_else(|e| panic!("prove could not run: {e}"));
+    eprintln!("{}", report.table());
+    assert!(report.holds(), "{:?}", report.failures());
+    assert_eq!(report.logical_operations, 100);
+    assert_eq!(report.node_charges_applied, 100);
+    assert_eq!(report.hub_charge_events_applied, 100);
+    assert_eq!(
+        report.hub_events_applied,
+        100 + report.node_accounts_created,
+        "the hub applied each account and charge event once"
+    );
+    assert_eq!(
+        report.node_accounts_created, 5,
+        "4 customers and a merchant"
+    );
+    assert_eq!(report.failed_operations, 0, "{:?}", report.failure_samples);
+    assert!(report.invariant_violations.is_empty());
+    // Each fault happened.
+    assert!(report.lost_responses > 0, "no answer was lost");
+    assert!(report.resets > 0, "no connection was reset");
+    assert!(
+        report.concurrent_duplicates > 0,
+        "no charge was sent twice at once"
+    );
+    assert!(
+        report.replays > 0,
+        "a retry after a lost answer is answered by a replay"
+    );
+    assert!(report.attempts > report.logical_operations);
+    assert_eq!(report.relay_crashes, 1, "the replicator crashed once");
+    assert!(
+        report.inbox_duplicates_dropped > 0,
+        "the batch resent after the relay crash was dropped by the hub's inbox"
+    );
+    assert_eq!(report.inbox_dead_lettered, 0);
+    assert!(report.retry_budget_left <= report.retry_budget_capacity);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prove_command_prints_the_table_and_exits_0() {
+    // Guards the command line: `onceledger prove` with small counts prints the table with every
+    // row the issue names on stdout, progress on stderr, and exits 0.
+    let done = run_bounded(
+        Command::new(BIN).args([
+            "prove",
+            "--charges",
+            "40",
+            "--tasks",
+            "4",
+            "--customers",
+            "2",
+            "--duplicate-rate",
+            "0.2",
+            "--lost-response-rate",
+            "0.2",
+            "--reset-rate",
+            "0.1",
+            "--seed",
+            "7",
+            "--timeout",
+            "200s",
+        ]),
+        PROVE_DEADLINE,
+    )
+    .await;
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        done.stdout,
+        done.stderr
+    );
+    for row in [
+        "logical operations",
+        "attempts",
+        "replays",
+        "409s",
+        "lost responses",
+        "charges applied on the node",
+        "events applied on the hub",
+        "duplicates dropped by the inbox",
+        "retry budget left",
+        "PASS",
+    ] {
+        assert!(done.stdout.contains(row), "no {row:?} in:\n{}", done.stdout);
+    }
+    let logical = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("logical operations"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("the logical operations row");
+    assert_eq!(logical, "40", "{}", done.stdout);
+    assert!(done.stderr.contains("prove:"), "{}", done.stderr);
+}
