@@ -16,7 +16,10 @@ use onceledger::ledger::{
     Account, AccountId, Amount, Charge, Currency, Metadata, Posting, PostingSide, TenantId,
 };
 use onceledger::store::codec::{Record, encode};
-use onceledger::store::{Effect, EventKind, EventRecord, IdempotencyRecord, Store, check};
+use onceledger::store::{
+    DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
+    InboxRecord, OriginState, Store, check,
+};
 use redb::{Database, TableDefinition};
 
 use crate::backend::SharedMemory;
@@ -154,6 +157,7 @@ pub enum ArbEffect {
     None,
     AccountCreated { account: IdChoice, event_seq: u64 },
     ChargeSucceeded { charge_number: u64 },
+    DeadLetterRedriven { id: u64 },
 }
 
 #[derive(Debug, Clone, Arbitrary)]
@@ -181,6 +185,7 @@ impl ArbIdempotencyRecord {
                 ArbEffect::ChargeSucceeded { charge_number } => Effect::ChargeSucceeded {
                     charge_number: *charge_number,
                 },
+                ArbEffect::DeadLetterRedriven { id } => Effect::DeadLetterRedriven { id: *id },
             },
         }
     }
@@ -214,6 +219,86 @@ impl ArbEvent {
             ArbEventKind::ChargeSucceeded { charge_number } => EventKind::ChargeSucceeded {
                 charge_number: *charge_number,
             },
+        }
+    }
+}
+
+/// The replication records of a hub: origin state, inbox rows, dead letters.
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbOriginState {
+    applied_through: u64,
+    events_applied: u64,
+    events_parked: u64,
+    last_applied_at_ms: u64,
+}
+
+impl ArbOriginState {
+    pub fn build(&self) -> OriginState {
+        OriginState {
+            applied_through: self.applied_through,
+            events_applied: self.events_applied,
+            events_parked: self.events_parked,
+            last_applied_at_ms: self.last_applied_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbInboxRecord {
+    applied_index: u64,
+    at_ms: u64,
+    dead_letter: Option<u64>,
+}
+
+impl ArbInboxRecord {
+    pub fn build(&self) -> InboxRecord {
+        InboxRecord {
+            applied_index: self.applied_index,
+            at_ms: self.at_ms,
+            outcome: match self.dead_letter {
+                None => InboxOutcome::Applied,
+                Some(dead_letter_id) => InboxOutcome::DeadLettered { dead_letter_id },
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ArbReplicatedBody {
+    AccountCreated(ArbAccount),
+    ChargeSucceeded(ArbCharge),
+}
+
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ArbDeadLetter {
+    id: u64,
+    origin: String,
+    seq: u64,
+    created_at_ms: u64,
+    body: ArbReplicatedBody,
+    reason: String,
+    attempts: u32,
+    parked_at_ms: u64,
+    redriven_at_ms: Option<u64>,
+}
+
+impl ArbDeadLetter {
+    pub fn build(&self) -> DeadLetter {
+        DeadLetter {
+            id: self.id,
+            origin: self.origin.clone(),
+            event: Event {
+                seq: self.seq,
+                created_at_ms: self.created_at_ms,
+                body: match &self.body {
+                    ArbReplicatedBody::AccountCreated(a) => EventBody::AccountCreated(a.build()),
+                    ArbReplicatedBody::ChargeSucceeded(c) => EventBody::ChargeSucceeded(c.build()),
+                },
+            },
+            reason: self.reason.clone(),
+            attempts: self.attempts,
+            parked_at_ms: self.parked_at_ms,
+            redriven_at_ms: self.redriven_at_ms,
         }
     }
 }
@@ -455,6 +540,9 @@ pub struct RoundTrip {
     posting: ArbPosting,
     idempotency: ArbIdempotencyRecord,
     event: ArbEvent,
+    origin: ArbOriginState,
+    inbox: ArbInboxRecord,
+    dead_letter: ArbDeadLetter,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -479,7 +567,7 @@ mod codec {
 
     use onceledger::ledger::{Account, Charge, Posting};
     use onceledger::store::codec::{Record, decode, encode};
-    use onceledger::store::{EventRecord, IdempotencyRecord};
+    use onceledger::store::{DeadLetter, EventRecord, IdempotencyRecord, InboxRecord, OriginState};
 
     use super::RoundTrip;
 
@@ -498,6 +586,9 @@ mod codec {
         decode_one::<Posting>(data);
         decode_one::<IdempotencyRecord>(data);
         decode_one::<EventRecord>(data);
+        decode_one::<OriginState>(data);
+        decode_one::<InboxRecord>(data);
+        decode_one::<DeadLetter>(data);
     }
 
     fn round_trip_one<R: Record + PartialEq + std::fmt::Debug>(record: R) {
@@ -525,5 +616,8 @@ mod codec {
         round_trip_one(input.posting.build());
         round_trip_one(input.idempotency.build());
         round_trip_one(input.event.build());
+        round_trip_one(input.origin.build());
+        round_trip_one(input.inbox.build());
+        round_trip_one(input.dead_letter.build());
     }
 }
