@@ -24,6 +24,8 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_NODE_ID: &str = "node_id";
 pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
 pub const META_NEXT_CHARGE_NUMBER: &str = "next_charge_number";
+/// The last charge number whose postings the `accounts` rows include (see `store/accounts.rs`).
+pub const META_ACCOUNTS_THROUGH_CHARGE: &str = "accounts_through_charge";
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ACCOUNTS)?;

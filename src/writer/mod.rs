@@ -220,6 +220,12 @@ impl Writer {
                 answer(request, WriteOutcome::Unavailable);
             }
         }
+        // A clean stop leaves current account rows, so the next start re-applies no postings.
+        if !self.poisoned.is_poisoned() {
+            if let Err(error) = self.store.checkpoint_accounts() {
+                tracing::error!(%error, "final account checkpoint failed; the next start re-applies postings");
+            }
+        }
         tracing::info!("writer stopped");
     }
 
