@@ -33,7 +33,10 @@ const RECORD_VERSION: u8 = 1;
 // Copies of src/store/tables.rs: names and key/value types must match exactly, or opening the
 // store on the planted file fails with a table type mismatch (and this target says so).
 const ACCOUNTS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("accounts");
-const IDEMPOTENCY: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("idempotency");
+const IDEMPOTENCY_KEYS: TableDefinition<(u32, &str), &[u8]> =
+    TableDefinition::new("idempotency_keys");
+const IDEMPOTENCY_ANSWERS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("idempotency_answers");
 const CHARGES: TableDefinition<u64, &[u8]> = TableDefinition::new("charges");
 const POSTINGS: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("postings");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
@@ -222,6 +225,20 @@ impl ArbEvent {
 
 /// The shape of the store's private `EventRecord`, field for field, so that without the
 /// `codec-api` feature an event can still be planted in its stored form.
+/// store/answers.rs's `StoredAnswer`: an idempotency record with the key it answers.
+#[derive(Serialize)]
+struct StoredAnswerShape {
+    tenant: u32,
+    key: String,
+    record: IdempotencyRecord,
+}
+
+/// store/answers.rs's `AnswerPointer`: the `idempotency_keys` value.
+#[derive(Serialize)]
+struct AnswerPointerShape {
+    answer: u64,
+}
+
 #[derive(Serialize)]
 struct EventRecordShape {
     created_at_ms: u64,
@@ -304,7 +321,8 @@ fn planted_store(records: &[Planted]) -> Store {
         let txn = db.begin_write()?;
         {
             let mut accounts = txn.open_table(ACCOUNTS)?;
-            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            let mut idempotency = txn.open_table(IDEMPOTENCY_KEYS)?;
+            let mut answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
             let mut charges = txn.open_table(CHARGES)?;
             let mut postings = txn.open_table(POSTINGS)?;
             let mut outbox = txn.open_table(OUTBOX)?;
@@ -317,9 +335,19 @@ fn planted_store(records: &[Planted]) -> Store {
                         accounts.insert((u32::from(*tenant), id.as_str()), bytes.as_slice())?;
                     }
                     Planted::Idempotency { key, record } => {
-                        let bytes = payload_bytes(record, |r| stored_form(&r.build()));
+                        // One answer per pooled key, numbered after it; the key points at it.
+                        let number = u64::from(key % POOL_SIZE) + 1;
                         let key = idempotency_key(*key);
-                        idempotency.insert((0, key.as_str()), bytes.as_slice())?;
+                        let bytes = payload_bytes(record, |r| {
+                            stored_form(&StoredAnswerShape {
+                                tenant: 0,
+                                key: key.clone(),
+                                record: r.build(),
+                            })
+                        });
+                        answers.insert(number, bytes.as_slice())?;
+                        let pointer = stored_form(&AnswerPointerShape { answer: number });
+                        idempotency.insert((0, key.as_str()), pointer.as_slice())?;
                     }
                     Planted::Charge { number, record } => {
                         let number = pooled(*number);

@@ -10,11 +10,12 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::accounts::{self, AccountMap, AccountOverlay};
+use super::answers;
 use super::codec::{decode, encode};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::tables::{
-    ACCOUNTS, CHARGES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, META_NEXT_CHARGE_NUMBER,
-    META_NEXT_EVENT_SEQ, OUTBOX, POSTINGS,
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_EXPIRY, IDEMPOTENCY_KEYS, META,
+    META_NEXT_ANSWER_NUMBER, META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, OUTBOX, POSTINGS,
 };
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
@@ -22,6 +23,8 @@ use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
 pub struct BatchTables<'txn> {
     accounts: Table<'txn, (u32, &'static str), &'static [u8]>,
     idempotency: Table<'txn, (u32, &'static str), &'static [u8]>,
+    answers: Table<'txn, u64, &'static [u8]>,
+    next_answer_number: u64,
     expiry: Table<'txn, (u64, u32, &'static str), ()>,
     charges: Table<'txn, u64, &'static [u8]>,
     postings: Table<'txn, (u64, u8), &'static [u8]>,
@@ -74,7 +77,9 @@ impl<'txn> BatchTables<'txn> {
             accounts::through_charge(&meta)?.unwrap_or(next_charge_number - 1);
         Ok(BatchTables {
             accounts: txn.open_table(ACCOUNTS)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
+            idempotency: txn.open_table(IDEMPOTENCY_KEYS)?,
+            answers: txn.open_table(IDEMPOTENCY_ANSWERS)?,
+            next_answer_number: counter(META_NEXT_ANSWER_NUMBER)?,
             expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
             charges: txn.open_table(CHARGES)?,
             postings: txn.open_table(POSTINGS)?,
@@ -95,8 +100,7 @@ impl<'txn> BatchTables<'txn> {
         tenant: TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let found = self.idempotency.get((tenant.0, key.as_str()))?;
-        found.map(|bytes| decode(bytes.value())).transpose()
+        answers::get(&self.idempotency, &self.answers, tenant, key.as_str())
     }
 
     pub fn put_idempotency_record(
@@ -105,8 +109,16 @@ impl<'txn> BatchTables<'txn> {
         key: &IdempotencyKey,
         record: &IdempotencyRecord,
     ) -> Result<(), StoreError> {
-        self.idempotency
-            .insert((tenant.0, key.as_str()), encode(record).as_slice())?;
+        let number = self.next_answer_number;
+        self.next_answer_number += 1;
+        answers::put(
+            &mut self.idempotency,
+            &mut self.answers,
+            number,
+            tenant,
+            key.as_str(),
+            record,
+        )?;
         self.expiry
             .insert((record.finished_at_ms, tenant.0, key.as_str()), ())?;
         Ok(())
@@ -224,7 +236,7 @@ impl<'txn> BatchTables<'txn> {
             .collect::<Result<_, _>>()?;
         for (finished, tenant, key) in &expired {
             self.expiry.remove((*finished, *tenant, key.as_str()))?;
-            self.idempotency.remove((*tenant, key.as_str()))?;
+            answers::remove(&mut self.idempotency, &mut self.answers, *tenant, key)?;
         }
         Ok(expired.len())
     }
@@ -235,6 +247,10 @@ impl<'txn> BatchTables<'txn> {
         self.meta.insert(
             META_NEXT_EVENT_SEQ,
             self.next_event_seq.to_be_bytes().as_slice(),
+        )?;
+        self.meta.insert(
+            META_NEXT_ANSWER_NUMBER,
+            self.next_answer_number.to_be_bytes().as_slice(),
         )?;
         self.meta.insert(
             META_NEXT_CHARGE_NUMBER,

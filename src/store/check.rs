@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
+use super::answers::{AnswerPointer, answer};
 use super::codec::decode;
 use super::records::{Effect, EventKind, EventRecord, IdempotencyRecord};
 use super::tables::{
-    ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, OUTBOX,
-    POSTINGS,
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_CHARGE_NUMBER,
+    META_NEXT_EVENT_SEQ, OUTBOX, POSTINGS,
 };
 use super::{Store, StoreError};
 use crate::ledger::{Account, Charge, Posting, PostingSide};
@@ -180,10 +181,21 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
 
     // Idempotency records: invariant 2, a 201 has exactly its effects, a decline has none.
     let mut charges_claimed: HashMap<u64, u32> = HashMap::new();
-    for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
+    let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+    let mut answers_named: HashMap<u64, u32> = HashMap::new();
+    for entry in txn.open_table(IDEMPOTENCY_KEYS)?.iter()? {
         let (key, bytes) = entry?;
-        let record: IdempotencyRecord = decode(bytes.value())?;
         let (tenant, key) = key.value();
+        let pointer: AnswerPointer = decode(bytes.value())?;
+        *answers_named.entry(pointer.answer).or_default() += 1;
+        let stored = answer(&answers, pointer.answer)?;
+        if stored.tenant != tenant || stored.key != key {
+            violations.push(format!(
+                "key {key:?} points at answer {}, which answers {:?}",
+                pointer.answer, stored.key
+            ));
+        }
+        let record: IdempotencyRecord = stored.record;
         report.idempotency_records += 1;
         let consistent = match &record.effect {
             Effect::None => record.status != 201,
@@ -203,6 +215,18 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
                 "key {key:?}: status {} with effect {:?}",
                 record.status, record.effect
             ));
+        }
+    }
+    if answers.len()? != report.idempotency_records {
+        violations.push(format!(
+            "{} idempotency answers for {} keys",
+            answers.len()?,
+            report.idempotency_records
+        ));
+    }
+    for (number, keys) in answers_named {
+        if keys != 1 {
+            violations.push(format!("answer {number} is named by {keys} keys"));
         }
     }
     // Count only claims of charges that exist: a record naming a missing charge is already a

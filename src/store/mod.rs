@@ -9,6 +9,7 @@
 //! loss; a batch whose commit did not return `Ok` is absent after restart, all of it or none.
 
 mod accounts;
+mod answers;
 mod batch;
 pub mod check;
 mod codec;
@@ -29,7 +30,9 @@ use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, TenantId};
 use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
-use tables::{ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NODE_ID, OUTBOX};
+use tables::{
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NODE_ID, OUTBOX,
+};
 
 /// The file inside the data directory.
 pub const STORE_FILE_NAME: &str = "onceledger.redb";
@@ -104,6 +107,13 @@ impl Store {
         txn.set_quick_repair(true);
         let node_id = {
             tables::create_all(&txn)?;
+            let migrated = answers::migrate_legacy(&txn)?;
+            if migrated > 0 {
+                tracing::info!(
+                    records = migrated,
+                    "idempotency records moved to keys + answers"
+                );
+            }
             let replayed = accounts::recover(&txn, last_charge_number(&txn)?)?;
             if replayed > 0 {
                 tracing::info!(
@@ -149,9 +159,9 @@ impl Store {
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(IDEMPOTENCY)?;
-        let found = table.get((tenant.0, key.as_str()))?;
-        found.map(|bytes| decode(bytes.value())).transpose()
+        let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
+        let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+        answers::get(&keys, &answers, tenant, key.as_str())
     }
 
     pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
