@@ -92,6 +92,12 @@ pub const RETENTION_SWEEP_RECORDS_MAX: usize = 1000;
 /// How often the writer looks for expired idempotency records.
 pub const RETENTION_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Charges between two account checkpoints (see `store/accounts.rs`): bounds the postings a
+/// restart re-applies after a crash.
+pub const ACCOUNT_CHECKPOINT_CHARGES: u64 = 65_536;
+/// Accounts held in memory between checkpoints at most; reaching it writes a checkpoint early.
+pub const ACCOUNT_OVERLAY_ACCOUNTS_MAX: usize = 100_000;
+
 /// redb page cache. redb's default (1 GiB) is far more than an edge terminal should pin.
 pub const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 

@@ -17,8 +17,8 @@ use onceledger::ledger::{
 };
 use onceledger::store::codec::{Record, encode};
 use onceledger::store::{
-    DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
-    InboxRecord, OriginState, Store, check,
+    AnswerPointer, DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
+    InboxRecord, OriginState, Store, StoredAnswer, check,
 };
 use redb::{Database, TableDefinition};
 
@@ -27,7 +27,10 @@ use crate::backend::SharedMemory;
 // Copies of src/store/tables.rs: names and key/value types must match exactly, or opening the
 // store on the planted file fails with a table type mismatch (and this target says so).
 const ACCOUNTS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("accounts");
-const IDEMPOTENCY: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("idempotency");
+const IDEMPOTENCY_KEYS: TableDefinition<(u32, &str), &[u8]> =
+    TableDefinition::new("idempotency_keys");
+const IDEMPOTENCY_ANSWERS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("idempotency_answers");
 const CHARGES: TableDefinition<u64, &[u8]> = TableDefinition::new("charges");
 const POSTINGS: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("postings");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
@@ -370,7 +373,8 @@ fn planted_store(records: &[Planted]) -> Store {
         let txn = db.begin_write()?;
         {
             let mut accounts = txn.open_table(ACCOUNTS)?;
-            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            let mut idempotency = txn.open_table(IDEMPOTENCY_KEYS)?;
+            let mut answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
             let mut charges = txn.open_table(CHARGES)?;
             let mut postings = txn.open_table(POSTINGS)?;
             let mut outbox = txn.open_table(OUTBOX)?;
@@ -383,9 +387,17 @@ fn planted_store(records: &[Planted]) -> Store {
                         accounts.insert((u32::from(*tenant), id.as_str()), bytes.as_slice())?;
                     }
                     Planted::Idempotency { key, record } => {
-                        let bytes = payload_bytes(record, ArbIdempotencyRecord::build);
+                        // One answer per pooled key, numbered after it; the key points at it.
+                        let number = u64::from(key % POOL_SIZE) + 1;
                         let key = idempotency_key(*key);
-                        idempotency.insert((0, key.as_str()), bytes.as_slice())?;
+                        let bytes = payload_bytes(record, |r| StoredAnswer {
+                            tenant: 0,
+                            key: key.clone(),
+                            record: r.build(),
+                        });
+                        answers.insert(number, bytes.as_slice())?;
+                        let pointer = encode(&AnswerPointer { answer: number });
+                        idempotency.insert((0, key.as_str()), pointer.as_slice())?;
                     }
                     Planted::Charge { number, record } => {
                         let number = pooled(*number);
@@ -543,6 +555,9 @@ pub struct RoundTrip {
     origin: ArbOriginState,
     inbox: ArbInboxRecord,
     dead_letter: ArbDeadLetter,
+    answer_tenant: u32,
+    answer_key: String,
+    answer_number: u64,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -567,7 +582,10 @@ mod codec {
 
     use onceledger::ledger::{Account, Charge, Posting};
     use onceledger::store::codec::{Record, decode, encode};
-    use onceledger::store::{DeadLetter, EventRecord, IdempotencyRecord, InboxRecord, OriginState};
+    use onceledger::store::{
+        AnswerPointer, DeadLetter, EventRecord, IdempotencyRecord, InboxRecord, OriginState,
+        StoredAnswer,
+    };
 
     use super::RoundTrip;
 
@@ -589,6 +607,8 @@ mod codec {
         decode_one::<OriginState>(data);
         decode_one::<InboxRecord>(data);
         decode_one::<DeadLetter>(data);
+        decode_one::<StoredAnswer>(data);
+        decode_one::<AnswerPointer>(data);
     }
 
     fn round_trip_one<R: Record + PartialEq + std::fmt::Debug>(record: R) {
@@ -619,5 +639,13 @@ mod codec {
         round_trip_one(input.origin.build());
         round_trip_one(input.inbox.build());
         round_trip_one(input.dead_letter.build());
+        round_trip_one(StoredAnswer {
+            tenant: input.answer_tenant,
+            key: input.answer_key.clone(),
+            record: input.idempotency.build(),
+        });
+        round_trip_one(AnswerPointer {
+            answer: input.answer_number,
+        });
     }
 }

@@ -9,12 +9,15 @@ use std::collections::HashMap;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
+use super::accounts::{self, AccountMap, AccountOverlay};
+use super::answers;
 use super::codec::{decode, encode};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
 use super::tables::{
-    ACCOUNTS, CHARGES, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, META_NEXT_CHARGE_NUMBER,
-    META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_EXPIRY, IDEMPOTENCY_KEYS, META,
+    META_NEXT_ANSWER_NUMBER, META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD,
+    OUTBOX, POSTINGS,
 };
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
@@ -22,20 +25,43 @@ use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
 pub struct BatchTables<'txn> {
     accounts: Table<'txn, (u32, &'static str), &'static [u8]>,
     idempotency: Table<'txn, (u32, &'static str), &'static [u8]>,
+    answers: Table<'txn, u64, &'static [u8]>,
+    next_answer_number: u64,
     expiry: Table<'txn, (u64, u32, &'static str), ()>,
     charges: Table<'txn, u64, &'static [u8]>,
     postings: Table<'txn, (u64, u8), &'static [u8]>,
     outbox: Table<'txn, u64, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     replication: ReplicationTables<'txn>,
-    /// Accounts created or changed by this batch, written back by `flush`.
-    staged_accounts: HashMap<TenantId, HashMap<AccountId, Account>>,
+    /// Accounts created or changed by this batch; see `flush_accounts`.
+    staged_accounts: AccountMap,
+    /// Committed account changes since the last checkpoint (see `store/accounts.rs`).
+    overlay: &'txn AccountOverlay,
+    /// The last charge whose postings the `accounts` rows include.
+    accounts_through_charge: u64,
+    /// Set by `flush_accounts` when this commit writes every changed account.
+    checkpoint: Checkpoint,
     next_event_seq: u64,
     next_charge_number: u64,
 }
 
+/// Whether a commit writes the account checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checkpoint {
+    /// Only when due (`ACCOUNT_CHECKPOINT_CHARGES`, `ACCOUNT_OVERLAY_ACCOUNTS_MAX`).
+    WhenDue,
+    /// Now (shutdown).
+    Now,
+    /// This commit writes it (set by `flush_accounts`).
+    Written,
+}
+
 impl<'txn> BatchTables<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        overlay: &'txn AccountOverlay,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, StoreError> {
         let meta = txn.open_table(META)?;
         let counter = |name: &str| -> Result<u64, StoreError> {
             match meta.get(name)? {
@@ -50,9 +76,13 @@ impl<'txn> BatchTables<'txn> {
         };
         let next_event_seq = counter(META_NEXT_EVENT_SEQ)?;
         let next_charge_number = counter(META_NEXT_CHARGE_NUMBER)?;
+        let accounts_through_charge =
+            accounts::through_charge(&meta)?.unwrap_or(next_charge_number - 1);
         Ok(BatchTables {
             accounts: txn.open_table(ACCOUNTS)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
+            idempotency: txn.open_table(IDEMPOTENCY_KEYS)?,
+            answers: txn.open_table(IDEMPOTENCY_ANSWERS)?,
+            next_answer_number: counter(META_NEXT_ANSWER_NUMBER)?,
             expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
             charges: txn.open_table(CHARGES)?,
             postings: txn.open_table(POSTINGS)?,
@@ -60,6 +90,9 @@ impl<'txn> BatchTables<'txn> {
             meta,
             replication: ReplicationTables::open(txn)?,
             staged_accounts: HashMap::new(),
+            overlay,
+            accounts_through_charge,
+            checkpoint,
             next_event_seq,
             next_charge_number,
         })
@@ -71,8 +104,7 @@ impl<'txn> BatchTables<'txn> {
         tenant: TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let found = self.idempotency.get((tenant.0, key.as_str()))?;
-        found.map(|bytes| decode(bytes.value())).transpose()
+        answers::get(&self.idempotency, &self.answers, tenant, key.as_str())
     }
 
     pub fn put_idempotency_record(
@@ -81,23 +113,34 @@ impl<'txn> BatchTables<'txn> {
         key: &IdempotencyKey,
         record: &IdempotencyRecord,
     ) -> Result<(), StoreError> {
-        self.idempotency
-            .insert((tenant.0, key.as_str()), encode(record).as_slice())?;
+        let number = self.next_answer_number;
+        self.next_answer_number += 1;
+        answers::put(
+            &mut self.idempotency,
+            &mut self.answers,
+            number,
+            tenant,
+            key.as_str(),
+            record,
+        )?;
         self.expiry
             .insert((record.finished_at_ms, tenant.0, key.as_str()), ())?;
         Ok(())
     }
 
-    /// The account as this batch left it, or as stored.
+    /// The account as this batch left it, or as committed.
     pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
         if let Some(staged) = self.staged_accounts.get(&tenant).and_then(|m| m.get(id)) {
             return Ok(Some(staged.clone()));
+        }
+        if let Some(committed) = self.overlay.get(tenant, id) {
+            return Ok(Some(committed));
         }
         let found = self.accounts.get((tenant.0, id.as_str()))?;
         found.map(|bytes| decode(bytes.value())).transpose()
     }
 
-    /// Keeps a changed account for this batch; `flush` writes it.
+    /// Keeps a changed account for this batch; see `flush_accounts`.
     pub fn stage_account(&mut self, tenant: TenantId, account: Account) {
         self.staged_accounts
             .entry(tenant)
@@ -105,13 +148,16 @@ impl<'txn> BatchTables<'txn> {
             .insert(account.id.clone(), account);
     }
 
-    /// Opens an account and appends its `account.created` event; returns the event's seq.
+    /// Opens an account and appends its `account.created` event; returns the event's seq. The row
+    /// is written now, as opened, so that recovery finds it for any later posting.
     pub fn create_account(
         &mut self,
         tenant: TenantId,
         account: Account,
         now_ms: u64,
     ) -> Result<u64, StoreError> {
+        self.accounts
+            .insert((tenant.0, account.id.as_str()), encode(&account).as_slice())?;
         let seq = self.append_event(
             EventKind::AccountCreated {
                 account: account.clone(),
@@ -194,7 +240,7 @@ impl<'txn> BatchTables<'txn> {
             .collect::<Result<_, _>>()?;
         for (finished, tenant, key) in &expired {
             self.expiry.remove((*finished, *tenant, key.as_str()))?;
-            self.idempotency.remove((*tenant, key.as_str()))?;
+            answers::remove(&mut self.idempotency, &mut self.answers, *tenant, key)?;
         }
         Ok(expired.len())
     }
@@ -254,24 +300,66 @@ impl<'txn> BatchTables<'txn> {
     /// Writes staged accounts and counters. Called once, just before commit.
     pub(super) fn flush(&mut self) -> Result<(), StoreError> {
         self.replication.flush()?;
-        for (tenant, accounts) in self.staged_accounts.drain() {
-            for (id, account) in accounts {
-                debug_assert!(
-                    account.within_overdraft_limit(),
-                    "invariant 5 broken for {id}"
-                );
-                self.accounts
-                    .insert((tenant.0, id.as_str()), encode(&account).as_slice())?;
-            }
-        }
+        self.flush_accounts()?;
         self.meta.insert(
             META_NEXT_EVENT_SEQ,
             self.next_event_seq.to_be_bytes().as_slice(),
+        )?;
+        self.meta.insert(
+            META_NEXT_ANSWER_NUMBER,
+            self.next_answer_number.to_be_bytes().as_slice(),
         )?;
         self.meta.insert(
             META_NEXT_CHARGE_NUMBER,
             self.next_charge_number.to_be_bytes().as_slice(),
         )?;
         Ok(())
+    }
+}
+
+impl BatchTables<'_> {
+    /// Writes every account changed since the last checkpoint when one is due; otherwise leaves
+    /// the batch's accounts for the overlay (their postings are what makes them durable).
+    fn flush_accounts(&mut self) -> Result<(), StoreError> {
+        let last_charge = self.next_charge_number - 1;
+        let due = match self.checkpoint {
+            Checkpoint::Now | Checkpoint::Written => true,
+            Checkpoint::WhenDue => {
+                last_charge.saturating_sub(self.accounts_through_charge)
+                    >= crate::limits::ACCOUNT_CHECKPOINT_CHARGES
+                    || self.overlay.len() >= crate::limits::ACCOUNT_OVERLAY_ACCOUNTS_MAX
+            }
+        };
+        for accounts in self.staged_accounts.values() {
+            for (id, account) in accounts {
+                debug_assert!(
+                    account.within_overdraft_limit(),
+                    "invariant 5 broken for {id}"
+                );
+            }
+        }
+        if !due {
+            return Ok(());
+        }
+        let mut all = self.overlay.snapshot();
+        for (tenant, changed) in &self.staged_accounts {
+            let mine = all.entry(*tenant).or_default();
+            for (id, account) in changed {
+                mine.insert(id.clone(), account.clone());
+            }
+        }
+        accounts::write_rows(&mut self.accounts, &all)?;
+        accounts::set_through_charge(&mut self.meta, last_charge)?;
+        self.checkpoint = Checkpoint::Written;
+        Ok(())
+    }
+
+    /// The batch's accounts, and whether this commit wrote the checkpoint: what the overlay must
+    /// learn once the commit returned `Ok`.
+    pub(super) fn take_account_changes(&mut self) -> (AccountMap, bool) {
+        (
+            std::mem::take(&mut self.staged_accounts),
+            self.checkpoint == Checkpoint::Written,
+        )
     }
 }

@@ -9,15 +9,16 @@ use std::collections::{BTreeMap, HashMap};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
+use super::answers::{AnswerPointer, answer};
 use super::codec::decode;
 use super::records::{
     DeadLetter, Effect, EventKind, EventRecord, IdempotencyRecord, InboxOutcome, InboxRecord,
     OriginState,
 };
 use super::tables::{
-    ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY, INBOX, META, META_NEXT_CHARGE_NUMBER,
-    META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX, POSTINGS, REPLICA_ACCOUNTS,
-    REPLICA_CHARGES,
+    ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META,
+    META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX,
+    POSTINGS, REPLICA_ACCOUNTS, REPLICA_CHARGES,
 };
 use super::{Store, StoreError};
 use crate::ledger::{Account, Charge, Posting, PostingSide};
@@ -51,10 +52,20 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
 
     // Accounts: invariant 5, and the per-currency sum of invariant 1.
     let mut accounts: HashMap<(u32, String), Account> = HashMap::new();
+    // Balances newer than their rows (changed since the last account checkpoint) count as stored.
+    let mut overlay: HashMap<(u32, String), Account> = HashMap::new();
+    for (tenant, changed) in store.accounts_overlay() {
+        for (id, account) in changed {
+            overlay.insert((tenant.0, id.as_str().to_owned()), account);
+        }
+    }
     for entry in txn.open_table(ACCOUNTS)?.iter()? {
         let (key, bytes) = entry?;
-        let account: Account = decode(bytes.value())?;
         let (tenant, id) = key.value();
+        let account: Account = match overlay.remove(&(tenant, id.to_owned())) {
+            Some(account) => account,
+            None => decode(bytes.value())?,
+        };
         if id != account.id.as_str() {
             violations.push(format!("account row {id} holds account {}", account.id));
         }
@@ -186,10 +197,21 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
 
     // Idempotency records: invariant 2, a 201 has exactly its effects, a decline has none.
     let mut charges_claimed: HashMap<u64, u32> = HashMap::new();
-    for entry in txn.open_table(IDEMPOTENCY)?.iter()? {
+    let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+    let mut answers_named: HashMap<u64, u32> = HashMap::new();
+    for entry in txn.open_table(IDEMPOTENCY_KEYS)?.iter()? {
         let (key, bytes) = entry?;
-        let record: IdempotencyRecord = decode(bytes.value())?;
         let (tenant, key) = key.value();
+        let pointer: AnswerPointer = decode(bytes.value())?;
+        *answers_named.entry(pointer.answer).or_default() += 1;
+        let stored = answer(&answers, pointer.answer)?;
+        if stored.tenant != tenant || stored.key != key {
+            violations.push(format!(
+                "key {key:?} points at answer {}, which answers {:?}",
+                pointer.answer, stored.key
+            ));
+        }
+        let record: IdempotencyRecord = stored.record;
         report.idempotency_records += 1;
         let consistent = match &record.effect {
             Effect::None => record.status != 201,
@@ -219,6 +241,18 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
                 "key {key:?}: status {} with effect {:?}",
                 record.status, record.effect
             ));
+        }
+    }
+    if answers.len()? != report.idempotency_records {
+        violations.push(format!(
+            "{} idempotency answers for {} keys",
+            answers.len()?,
+            report.idempotency_records
+        ));
+    }
+    for (number, keys) in answers_named {
+        if keys != 1 {
+            violations.push(format!("answer {number} is named by {keys} keys"));
         }
     }
     // Count only claims of charges that exist: a record naming a missing charge is already a

@@ -8,6 +8,8 @@
 //! fsync before the commit is acknowledged). Such a batch survives a process crash and a power
 //! loss; a batch whose commit did not return `Ok` is absent after restart, all of it or none.
 
+mod accounts;
+mod answers;
 mod batch;
 pub mod check;
 /// Public so that the record_codec fuzz target drives the real codec.
@@ -22,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+pub use answers::{AnswerPointer, StoredAnswer};
 pub use batch::BatchTables;
+use batch::Checkpoint;
 pub use records::{
     DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
     InboxRecord, OriginState,
@@ -33,7 +37,10 @@ use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, TenantId};
 use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
-use tables::{ACCOUNTS, CHARGES, IDEMPOTENCY, META, META_NODE_ID, META_OUTBOX_FIRST_HELD, OUTBOX};
+use tables::{
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NODE_ID,
+    META_OUTBOX_FIRST_HELD, OUTBOX,
+};
 
 /// The file inside the data directory.
 pub const STORE_FILE_NAME: &str = "onceledger.redb";
@@ -81,6 +88,8 @@ pub struct Store {
     db: Database,
     node_id: String,
     path: PathBuf,
+    /// Accounts changed since the last account checkpoint (see `accounts.rs`).
+    overlay: accounts::AccountOverlay,
 }
 
 impl Store {
@@ -118,6 +127,20 @@ impl Store {
         txn.set_quick_repair(true);
         let node_id = {
             tables::create_all(&txn)?;
+            let migrated = answers::migrate_legacy(&txn)?;
+            if migrated > 0 {
+                tracing::info!(
+                    records = migrated,
+                    "idempotency records moved to keys + answers"
+                );
+            }
+            let replayed = accounts::recover(&txn, last_charge_number(&txn)?)?;
+            if replayed > 0 {
+                tracing::info!(
+                    postings = replayed,
+                    "account balances brought up to the last commit"
+                );
+            }
             let mut meta = txn.open_table(META)?;
             let existing = meta.get(META_NODE_ID)?.map(|v| v.value().to_vec());
             match existing {
@@ -139,7 +162,12 @@ impl Store {
                 requested: requested.to_owned(),
             });
         }
-        Ok(Store { db, node_id, path })
+        Ok(Store {
+            db,
+            node_id,
+            path,
+            overlay: accounts::AccountOverlay::default(),
+        })
     }
 
     /// This node's stable identity: made at first start, kept in the store.
@@ -157,12 +185,17 @@ impl Store {
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(IDEMPOTENCY)?;
-        let found = table.get((tenant.0, key.as_str()))?;
-        found.map(|bytes| decode(bytes.value())).transpose()
+        let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
+        let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+        answers::get(&keys, &answers, tenant, key.as_str())
     }
 
     pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        // The overlay first: a row read after a miss is current, because the checkpoint that
+        // empties the overlay commits the rows before it does.
+        if let Some(account) = self.overlay.get(tenant, id) {
+            return Ok(Some(account));
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ACCOUNTS)?;
         let found = table.get((tenant.0, id.as_str()))?;
@@ -232,17 +265,45 @@ impl Store {
         &self,
         apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.write_batch_with(Checkpoint::WhenDue, apply)
+    }
+
+    /// Writes every account changed since the last checkpoint, durably (the writer calls it when
+    /// it stops, so a clean restart re-applies no postings).
+    pub fn checkpoint_accounts(&self) -> Result<(), StoreError> {
+        if self.overlay.len() == 0 {
+            return Ok(()); // every charge changes two accounts: none since the last checkpoint
+        }
+        self.write_batch_with(Checkpoint::Now, |_| Ok(()))
+    }
+
+    fn write_batch_with<R>(
+        &self,
+        checkpoint: Checkpoint,
+        apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         txn.set_quick_repair(true);
-        let result = {
-            let mut tables = BatchTables::open(&txn)?;
+        let (result, (accounts, checkpointed)) = {
+            let mut tables = BatchTables::open(&txn, &self.overlay, checkpoint)?;
             let result = apply(&mut tables)?;
             tables.flush()?;
-            result
+            (result, tables.take_account_changes())
         };
         txn.commit()?;
+        // Only now are the batch's balances committed, so only now may readers see them.
+        if checkpointed {
+            self.overlay.clear();
+        } else {
+            self.overlay.merge(accounts);
+        }
         Ok(result)
+    }
+
+    /// Accounts whose committed state is newer than their row, for the checker.
+    pub(crate) fn accounts_overlay(&self) -> accounts::AccountMap {
+        self.overlay.snapshot()
     }
 
     /// Read access for the invariant checker.
@@ -257,6 +318,21 @@ pub fn is_valid_node_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The highest charge number stored (0 if none), from the counter in `meta`.
+fn last_charge_number(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META)?;
+    let next = match meta.get(tables::META_NEXT_CHARGE_NUMBER)? {
+        None => 1,
+        Some(bytes) => <[u8; 8]>::try_from(bytes.value())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                record: "counter",
+                detail: tables::META_NEXT_CHARGE_NUMBER.into(),
+            })?,
+    };
+    Ok(next.saturating_sub(1))
 }
 
 /// `n` and 12 hex digits: short enough to read in logs, random enough for a fleet, and free of

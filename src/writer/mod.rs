@@ -292,6 +292,12 @@ impl Writer {
                 job.fail();
             }
         }
+        // A clean stop leaves current account rows, so the next start re-applies no postings.
+        if !self.poisoned.is_poisoned()
+            && let Err(error) = self.store.checkpoint_accounts()
+        {
+            tracing::error!(%error, "final account checkpoint failed; the next start re-applies postings");
+        }
         tracing::info!("writer stopped");
     }
 

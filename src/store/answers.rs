@@ -1,0 +1,211 @@
+//! Finished idempotency keys: a small keyed index over an append-ordered table of answers.
+//!
+//! Why two tables: idempotency keys are random (UUIDs), so every insert into a table keyed by
+//! them lands on its own B-tree leaf. When that table also held the ~400-byte answer (the
+//! response body), it was large (it outgrew the page cache after ~150k charges) and had many
+//! leaves and branches to rewrite per commit. Now the keyed table `idempotency_keys` holds only a
+//! pointer (a version byte and a varint answer number), and the answer itself is appended to
+//! `idempotency_answers` under a dense number, where consecutive commands share pages.
+//!
+//! A lookup is two point reads: key → number → answer. The answer repeats its tenant and key, so a
+//! pointer that names another key's answer is reported as corruption rather than replayed.
+
+use redb::{ReadableTable, Table};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use super::codec::{Record, decode, encode};
+use super::records::IdempotencyRecord;
+use crate::ledger::TenantId;
+
+/// `idempotency_keys` value: where the key's answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerPointer {
+    pub answer: u64,
+}
+
+impl Record for AnswerPointer {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "idempotency key";
+}
+
+/// `idempotency_answers` value: the finished request, with the key it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    pub tenant: u32,
+    pub key: String,
+    pub record: IdempotencyRecord,
+}
+
+impl Record for StoredAnswer {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "idempotency answer";
+}
+
+type KeysTable<'txn> = Table<'txn, (u32, &'static str), &'static [u8]>;
+type AnswersTable<'txn> = Table<'txn, u64, &'static [u8]>;
+
+/// The finished record of `(tenant, key)`, if any.
+pub(super) fn get(
+    keys: &impl ReadableTable<(u32, &'static str), &'static [u8]>,
+    answers: &impl ReadableTable<u64, &'static [u8]>,
+    tenant: TenantId,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let Some(pointer) = keys.get((tenant.0, key))? else {
+        return Ok(None);
+    };
+    let pointer: AnswerPointer = decode(pointer.value())?;
+    let stored = answer(answers, pointer.answer)?;
+    if stored.tenant != tenant.0 || stored.key != key {
+        return Err(StoreError::Corrupt {
+            record: StoredAnswer::NAME,
+            detail: format!(
+                "key {key:?} points at answer {}, which answers {:?}",
+                pointer.answer, stored.key
+            ),
+        });
+    }
+    Ok(Some(stored.record))
+}
+
+/// The answer numbered `number`; missing is corruption (a pointer names it).
+pub(super) fn answer(
+    answers: &impl ReadableTable<u64, &'static [u8]>,
+    number: u64,
+) -> Result<StoredAnswer, StoreError> {
+    let bytes = answers.get(number)?.ok_or_else(|| StoreError::Corrupt {
+        record: StoredAnswer::NAME,
+        detail: format!("answer {number} is missing"),
+    })?;
+    decode(bytes.value())
+}
+
+/// Appends the answer under `number` and points the key at it.
+pub(super) fn put(
+    keys: &mut KeysTable<'_>,
+    answers: &mut AnswersTable<'_>,
+    number: u64,
+    tenant: TenantId,
+    key: &str,
+    record: &IdempotencyRecord,
+) -> Result<(), StoreError> {
+    let stored = StoredAnswer {
+        tenant: tenant.0,
+        key: key.to_owned(),
+        record: record.clone(),
+    };
+    answers.insert(number, encode(&stored).as_slice())?;
+    let pointer = AnswerPointer { answer: number };
+    keys.insert((tenant.0, key), encode(&pointer).as_slice())?;
+    Ok(())
+}
+
+/// Deletes the key and its answer (retention).
+pub(super) fn remove(
+    keys: &mut KeysTable<'_>,
+    answers: &mut AnswersTable<'_>,
+    tenant: u32,
+    key: &str,
+) -> Result<(), StoreError> {
+    let removed = keys.remove((tenant, key))?;
+    if let Some(pointer) = removed {
+        let pointer: AnswerPointer = decode(pointer.value())?;
+        answers.remove(pointer.answer)?;
+    }
+    Ok(())
+}
+
+/// Moves the records of the one-table layout (`idempotency`, key → whole record) into keys and
+/// answers, and drops that table. Returns how many records moved.
+pub(super) fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    use super::tables::{
+        IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, IDEMPOTENCY_LEGACY, META, META_NEXT_ANSWER_NUMBER,
+    };
+    use redb::TableHandle;
+    let legacy_exists = txn
+        .list_tables()?
+        .any(|table| table.name() == IDEMPOTENCY_LEGACY.name());
+    if !legacy_exists {
+        return Ok(0);
+    }
+    let mut moved = 0u64;
+    {
+        let legacy = txn.open_table(IDEMPOTENCY_LEGACY)?;
+        let mut keys = txn.open_table(IDEMPOTENCY_KEYS)?;
+        let mut answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+        let mut meta = txn.open_table(META)?;
+        let mut next = match meta.get(META_NEXT_ANSWER_NUMBER)? {
+            None => 1,
+            Some(bytes) => <[u8; 8]>::try_from(bytes.value())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    record: "counter",
+                    detail: META_NEXT_ANSWER_NUMBER.into(),
+                })?,
+        };
+        for entry in legacy.iter()? {
+            let (key, bytes) = entry?;
+            let (tenant, key) = key.value();
+            let record: IdempotencyRecord = decode(bytes.value())?;
+            put(
+                &mut keys,
+                &mut answers,
+                next,
+                TenantId(tenant),
+                key,
+                &record,
+            )?;
+            next += 1;
+            moved += 1;
+        }
+        meta.insert(META_NEXT_ANSWER_NUMBER, next.to_be_bytes().as_slice())?;
+    }
+    txn.delete_table(IDEMPOTENCY_LEGACY)?;
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::codec::encode;
+    use super::super::records::Effect;
+    use super::super::tables::IDEMPOTENCY_LEGACY;
+    use super::super::{STORE_FILE_NAME, Store};
+    use super::*;
+    use crate::idempotency::{Fingerprint, IdempotencyKey};
+
+    /// A store of the one-table layout opens with every record readable, and checks clean.
+    #[test]
+    fn legacy_records_are_migrated_on_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let record = IdempotencyRecord {
+            fingerprint: Fingerprint([3; 32]),
+            status: 402,
+            body: b"{\"type\":\"/problems/insufficient-funds\"}".to_vec(),
+            finished_at_ms: 9,
+            effect: Effect::None,
+        };
+        {
+            let db = redb::Database::create(dir.path().join(STORE_FILE_NAME)).expect("db");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut legacy = txn.open_table(IDEMPOTENCY_LEGACY).expect("table");
+                for key in ["k1", "k2"] {
+                    legacy
+                        .insert((0, key), encode(&record).as_slice())
+                        .expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let store = Store::open(dir.path()).expect("opens");
+        for key in ["k1", "k2"] {
+            let key = IdempotencyKey::parse(key.as_bytes()).expect("key");
+            let found = store.idempotency_record(TenantId::DEFAULT, &key);
+            assert_eq!(found.expect("readable"), Some(record.clone()));
+        }
+        let report = super::super::check::verify(&store).expect("checkable");
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert_eq!(report.idempotency_records, 2);
+    }
+}
