@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
+use super::auth::AuthTables;
 use super::codec::{decode, encode};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
@@ -28,6 +29,7 @@ pub struct BatchTables<'txn> {
     outbox: Table<'txn, u64, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     replication: ReplicationTables<'txn>,
+    auth: AuthTables<'txn>,
     /// Accounts created or changed by this batch, written back by `flush`.
     staged_accounts: HashMap<TenantId, HashMap<AccountId, Account>>,
     next_event_seq: u64,
@@ -59,6 +61,7 @@ impl<'txn> BatchTables<'txn> {
             outbox: txn.open_table(OUTBOX)?,
             meta,
             replication: ReplicationTables::open(txn)?,
+            auth: AuthTables::open(txn)?,
             staged_accounts: HashMap::new(),
             next_event_seq,
             next_charge_number,
@@ -207,6 +210,11 @@ impl<'txn> BatchTables<'txn> {
     /// Cursors, inbox, mirrors and dead letters, in the same transaction as the ledger's tables.
     pub fn replication(&mut self) -> &mut ReplicationTables<'txn> {
         &mut self.replication
+    }
+
+    /// Tenants, tokens and the owners of events and charges, in the same transaction.
+    pub fn auth(&mut self) -> &mut AuthTables<'txn> {
+        &mut self.auth
     }
 
     /// Outbox retention: deletes, oldest first, up to `events_max` events numbered at most

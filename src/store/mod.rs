@@ -8,6 +8,7 @@
 //! fsync before the commit is acknowledged). Such a batch survives a process crash and a power
 //! loss; a batch whose commit did not return `Ok` is absent after restart, all of it or none.
 
+mod auth;
 mod batch;
 pub mod check;
 mod codec;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+pub use auth::{AuthTables, TenantRecord, TokenRecord};
 pub use batch::BatchTables;
 pub use records::{
     DeadLetter, Effect, Event, EventBody, EventKind, IdempotencyRecord, InboxOutcome, InboxRecord,
@@ -184,29 +186,19 @@ impl Store {
         let mut events = Vec::with_capacity(limit.min(256));
         for entry in outbox.range(start..)?.take(limit) {
             let (seq, bytes) = entry?;
-            let record: records::EventRecord = decode(bytes.value())?;
-            let body = match record.kind {
-                EventKind::AccountCreated { account } => EventBody::AccountCreated(account),
-                EventKind::ChargeSucceeded { charge_number } => {
-                    let bytes = charges
-                        .get(charge_number)?
-                        .ok_or_else(|| StoreError::Corrupt {
-                            record: "outbox event",
-                            detail: format!(
-                                "event {} names missing charge {charge_number}",
-                                seq.value()
-                            ),
-                        })?;
-                    EventBody::ChargeSucceeded(decode(bytes.value())?)
-                }
-            };
-            events.push(Event {
-                seq: seq.value(),
-                created_at_ms: record.created_at_ms,
-                body,
-            });
+            events.push(join_event(&charges, seq.value(), bytes.value())?);
         }
         Ok(events)
+    }
+
+    /// Event `seq` with its charge joined in, if the outbox still holds it.
+    fn event_in(&self, txn: &redb::ReadTransaction, seq: u64) -> Result<Option<Event>, StoreError> {
+        let outbox = txn.open_table(OUTBOX)?;
+        let charges = txn.open_table(CHARGES)?;
+        let found = outbox.get(seq)?;
+        found
+            .map(|bytes| join_event(&charges, seq, bytes.value()))
+            .transpose()
     }
 
     /// The outbox range still held: (first held seq, last seq). `last < first` when none is held;
@@ -248,6 +240,32 @@ impl Store {
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
+}
+
+/// An outbox record as shown and sent: a charge event gets its charge joined in.
+fn join_event(
+    charges: &redb::ReadOnlyTable<u64, &[u8]>,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Event, StoreError> {
+    let record: records::EventRecord = decode(bytes)?;
+    let body = match record.kind {
+        EventKind::AccountCreated { account } => EventBody::AccountCreated(account),
+        EventKind::ChargeSucceeded { charge_number } => {
+            let bytes = charges
+                .get(charge_number)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    record: "outbox event",
+                    detail: format!("event {seq} names missing charge {charge_number}"),
+                })?;
+            EventBody::ChargeSucceeded(decode(bytes.value())?)
+        }
+    };
+    Ok(Event {
+        seq,
+        created_at_ms: record.created_at_ms,
+        body,
+    })
 }
 
 /// A node id: 1 to 64 of `A-Z a-z 0-9 _ . -`. No `:`, because event ids are `NODE:SEQ`.

@@ -97,6 +97,9 @@ pub enum SubmitError {
 
 /// A batch of replicated events from an origin node, for this node's inbox.
 pub struct InboundRequest {
+    /// The tenant of the replicator token that sent it: the batch is filed under
+    /// (tenant, origin), so two tenants' nodes never share a mirror or an inbox.
+    pub tenant: TenantId,
     pub batch: EventBatch,
     pub reply: oneshot::Sender<InboundOutcome>,
 }
@@ -313,8 +316,17 @@ impl Writer {
                         apply::apply(tables, request, now).map(JobOutcome::Write)
                     }
                     Job::Inbound(request) => {
-                        inbound::apply(tables, &request.batch, now, refused, dead_letter_after)
-                            .map(JobOutcome::Inbound)
+                        let origin =
+                            crate::replication::origin_key(request.tenant, &request.batch.origin);
+                        inbound::apply(
+                            tables,
+                            &origin,
+                            &request.batch,
+                            now,
+                            refused,
+                            dead_letter_after,
+                        )
+                        .map(JobOutcome::Inbound)
                     }
                     Job::Cursor { sink, through } => tables
                         .replication()
