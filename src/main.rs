@@ -308,32 +308,42 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(node::run(config, shutdown_signal()))?;
+    runtime.block_on(async {
+        // The handlers are in place before `listening on` is printed: a SIGTERM sent the moment
+        // a script sees that line drains the server instead of killing it.
+        let shutdown = shutdown_signal();
+        node::run(config, shutdown).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers the SIGTERM and Ctrl-C handlers now (within the runtime) and returns a future that
+/// completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::warn!(%error, "no SIGTERM handler; only Ctrl-C stops the server");
-                    let _ = ctrl_c.await;
-                    return;
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
+            Ok((mut term, mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = interrupt.recv() => {},
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no SIGTERM handler; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
 }
 
 fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {

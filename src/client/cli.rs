@@ -56,7 +56,8 @@ pub struct ClientArgs {
 /// How a command authenticates: a token (flag, environment or file) and, for https, a CA file.
 /// Without `--token` or `--token-file` it reads `admin.token` of the data directory
 /// (`$ONCELEDGER_DATA_DIR` or `./onceledger-data`) if there is one, as the quick start does.
-#[derive(clap::Args, Debug, Clone)]
+/// `Debug` hides the token.
+#[derive(clap::Args, Clone)]
 pub struct Credentials {
     /// The API token (sent as Authorization: Bearer).
     #[arg(
@@ -72,6 +73,16 @@ pub struct Credentials {
     /// PEM CA certificates to trust for an https:// URL (default: the system's roots).
     #[arg(long, env = "ONCELEDGER_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token_file", &self.token_file)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 impl Credentials {

@@ -18,8 +18,8 @@ use crate::tls::Connector;
 /// A hub's answers are small acknowledgements; anything larger is not a hub.
 const ACK_BYTES_MAX: usize = 64 * 1024;
 
-/// How a node authenticates to its hub.
-#[derive(Debug, Clone, Default)]
+/// How a node authenticates to its hub. `Debug` hides the token.
+#[derive(Clone, Default)]
 pub struct HubAuth {
     /// A replicator token of the hub (`--upstream-token`). Read from `token_file` when absent.
     pub token: Option<String>,
@@ -28,6 +28,16 @@ pub struct HubAuth {
     pub token_file: Option<PathBuf>,
     /// PEM CA certificates to trust for an `https://` hub (default: the system's roots).
     pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HubAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubAuth")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token_file", &self.token_file)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 impl HubAuth {

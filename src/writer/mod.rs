@@ -390,6 +390,8 @@ impl Writer {
                 0
             }
         };
+        // This thread is the only writer: the snapshot's first held seq is the transaction's.
+        let first_held = self.store.outbox_bounds().map_or(1, |(first, _)| first);
         match self.store.write_batch(|tables| {
             let keys = tables.sweep_idempotency(cutoff_ms, RETENTION_SWEEP_RECORDS_MAX)?;
             let events = tables.prune_outbox(
@@ -397,6 +399,10 @@ impl Writer {
                 outbox_cutoff_ms,
                 OUTBOX_PRUNE_EVENTS_MAX,
             )?;
+            // The owners of deleted events go too (bounded like the events themselves).
+            tables
+                .auth()
+                .prune_event_owners(first_held + events as u64, OUTBOX_PRUNE_EVENTS_MAX)?;
             Ok((keys, events))
         }) {
             Ok((0, 0)) => {}

@@ -22,6 +22,7 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use onceledger::tls::Connector;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,11 +42,12 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_onceledger");
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// hyper's pooled client over onceledger's connector: plain HTTP, or HTTPS for a TLS server.
+pub type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// A client with the default connection pool (keep-alive reuse).
 pub fn new_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    Client::builder(TokioExecutor::new()).build(Connector::new(HttpConnector::new(), None))
 }
 
 /// A client that never keeps an idle connection: each request opens its own TCP connection, so
@@ -53,7 +55,7 @@ pub fn new_client() -> HttpClient {
 pub fn fresh_connection_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build_http()
+        .build(Connector::new(HttpConnector::new(), None))
 }
 
 /// A unique idempotency key (unique within this test process).
@@ -244,6 +246,18 @@ impl Endpoint {
     /// The same server through another client (for example one connection per request).
     pub fn with_client(&self, client: HttpClient) -> Endpoint {
         Endpoint {
+            client,
+            ..self.clone()
+        }
+    }
+
+    /// The same server over HTTPS, trusting the PEM certificates of `ca_file`.
+    pub fn over_tls(&self, ca_file: &Path) -> Endpoint {
+        let tls = onceledger::tls::client_connector(Some(ca_file)).expect("a TLS client");
+        let client = Client::builder(TokioExecutor::new())
+            .build(Connector::new(HttpConnector::new(), Some(tls)));
+        Endpoint {
+            base: format!("https://{}", self.addr),
             client,
             ..self.clone()
         }
