@@ -55,6 +55,18 @@ async fn send(ep: &Endpoint, method: &str, path: &str, body: &str) -> Resp {
     ep.request(method, path, &headers, body.as_bytes()).await
 }
 
+/// A self-signed certificate for 127.0.0.1 and localhost, made with rcgen, written as PEM into
+/// `dir`: the certificate's path, and the `--tls-cert` and `--tls-key` arguments.
+fn certificate_in(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("a certificate");
+    let (cert, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, made.signing_key.serialize_pem()).expect("write key");
+    let (cert_arg, key_arg) = (cert.display().to_string(), key_file.display().to_string());
+    (cert, cert_arg, key_arg)
+}
+
 async fn token_for(admin: &Endpoint, tenant: &str, role: &str) -> String {
     crate::harness::make_token(admin, tenant, role).await
 }
@@ -558,12 +570,7 @@ async fn tls_round_trip_with_a_certificate_made_in_the_test() {
     // server speaks HTTPS; the retrying client and the `account` command reach it through
     // https:// with the certificate as CA file; a plain-HTTP request gets no HTTP answer.
     let dir = tempfile::tempdir().expect("tempdir");
-    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("a certificate");
-    let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).expect("write cert");
-    std::fs::write(&key_file, made.signing_key.serialize_pem()).expect("write key");
-    let (cert_arg, key_arg) = (cert.display().to_string(), key_file.display().to_string());
+    let (cert, cert_arg, key_arg) = certificate_in(dir.path());
     let server = Server::start_with(&["--tls-cert", &cert_arg, "--tls-key", &key_arg]).await;
     let url = format!("https://127.0.0.1:{}", server.addr().port());
     let token = server.endpoint().token().expect("admin token").to_owned();
@@ -684,11 +691,7 @@ async fn a_terminal_replicates_over_tls_under_its_tenants_replicator_token() {
     // files the terminal's events under that tenant (origin key `TENANT_ID:NODE`), and a revoked
     // replicator token stops the flow (401) without losing anything: a new token resumes it.
     let dir = tempfile::tempdir().expect("tempdir");
-    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
-    let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).expect("write cert");
-    std::fs::write(&key_file, made.signing_key.serialize_pem()).expect("write key");
-    let (cert_arg, key_arg) = (cert.display().to_string(), key_file.display().to_string());
+    let (cert, cert_arg, key_arg) = certificate_in(dir.path());
     let hub = Server::start_with(&["--tls-cert", &cert_arg, "--tls-key", &key_arg]).await;
     let hub_ep = hub.endpoint().over_tls(&cert);
     let token_file = dir.path().join("replicator.token");
