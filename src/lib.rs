@@ -5,6 +5,7 @@
 //! `store` (redb), with `ledger` holding the pure rules they all apply.
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod clock;
@@ -19,4 +20,5 @@ pub mod proxy;
 pub mod replication;
 pub mod rng;
 pub mod store;
+pub mod tls;
 pub mod writer;

@@ -8,13 +8,16 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 
+use onceledger::auth::Role;
 use onceledger::limits::{
-    BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT, DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT,
-    REPLICATION_BATCH_EVENTS_MAX,
+    BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT, CONNECTIONS_MAX,
+    DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT, REPLICATION_BATCH_EVENTS_MAX,
 };
 use onceledger::nats::StreamSettings;
-use onceledger::node::{self, NodeConfig, ReplicationConfig, parse_duration};
+use onceledger::node::tokens;
+use onceledger::node::{self, NodeConfig, ReplicationConfig, SecurityConfig, parse_duration};
 use onceledger::replication::ReplicatorConfig;
+use onceledger::replication::hub::HubAuth;
 use onceledger::store::{Store, check};
 use onceledger::writer::WriterConfig;
 
@@ -57,6 +60,56 @@ enum Command {
     /// update. Prints a table; exit 0 only if the charges applied on the node and the charge
     /// events applied on the hub both equal the logical operations (3 if not).
     Prove(onceledger::prove::ProveArgs),
+    /// Tenants of a stopped node's data directory (on a running node: POST/GET /v1/tenants).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// API tokens of a stopped node's data directory (on a running node: /v1/tokens). A token is
+    /// shown once, when it is made; the store keeps only its blake3 hash.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant (1 to 64 of A-Z a-z 0-9 _ . -); prints it as JSON.
+    Create {
+        name: String,
+        #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+        data_dir: PathBuf,
+    },
+    /// List the tenants as JSON (`default`, id 0, always exists).
+    List {
+        #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (alone, on one line, on stdout; the only time it is shown).
+    Create {
+        /// The tenant the token acts for (admin tokens: `default` only).
+        #[arg(long)]
+        tenant: String,
+        /// admin (everything), client (accounts, charges, events of its tenant), replicator
+        /// (only POST /v1/replication/events, filed under its tenant).
+        #[arg(long, value_parser = ["admin", "client", "replicator"])]
+        role: String,
+        #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+        data_dir: PathBuf,
+    },
+    /// List tokens as JSON: ids, tenants, roles and a short prefix, never the tokens.
+    List {
+        #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a token by id. The store of a running server is locked: revoke through
+    /// POST /v1/tokens/ID/revoke there, which takes effect at once.
+    Revoke {
+        id: u64,
+        #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -115,6 +168,40 @@ struct ServeArgs {
     /// Delete outbox events acknowledged by every sink once older than this (e.g. 7d, 12h).
     #[arg(long, env = "ONCELEDGER_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_duration)]
     outbox_retention: Duration,
+    /// A replicator token of the upstream hub (sent as Authorization: Bearer).
+    #[arg(
+        long,
+        env = "ONCELEDGER_UPSTREAM_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "upstream_token_file"
+    )]
+    upstream_token: Option<String>,
+    /// A file whose first line is the upstream hub's replicator token (read before each delivery).
+    #[arg(long, env = "ONCELEDGER_UPSTREAM_TOKEN_FILE")]
+    upstream_token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for an https:// upstream (default: the system's roots).
+    #[arg(long, env = "ONCELEDGER_UPSTREAM_CA")]
+    upstream_ca: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "ONCELEDGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "ONCELEDGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A client must send a request's headers within this; also how long a kept-alive connection
+    /// may sit idle, and how long a TLS handshake may take (slowloris guard).
+    #[arg(long, env = "ONCELEDGER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, env = "ONCELEDGER_CONNECTIONS_MAX", default_value_t = CONNECTIONS_MAX, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
+    connections_max: usize,
+    /// Requests per second per token (burst: one second's worth); beyond it 429 with Retry-After.
+    /// Default: unlimited.
+    #[arg(long, env = "ONCELEDGER_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: Option<u32>,
+    /// Require an admin token for GET /metrics (default: open, like /healthz).
+    #[arg(long, env = "ONCELEDGER_METRICS_AUTH")]
+    metrics_auth: bool,
 }
 
 #[derive(clap::Args)]
@@ -157,6 +244,8 @@ fn main() -> ExitCode {
         Command::Account(args) => onceledger::client::cli::run_account(args),
         Command::Charge(args) => onceledger::client::cli::run_charge(args),
         Command::Prove(args) => onceledger::prove::run(args),
+        Command::Tenant(command) => tenant_command(command),
+        Command::Token(command) => token_command(command),
     };
     match result {
         Ok(code) => code,
@@ -194,8 +283,20 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
             outbox_retention: args.outbox_retention,
             dead_letter_after: args.dead_letter_after,
         },
+        security: SecurityConfig {
+            tls: args.tls_cert.zip(args.tls_key),
+            header_read_timeout: args.header_read_timeout,
+            connections_max: args.connections_max,
+            metrics_auth: args.metrics_auth,
+            rate_limit_per_second: args.rate_limit,
+        },
         replication: ReplicationConfig {
             upstream: args.upstream,
+            upstream_auth: HubAuth {
+                token: args.upstream_token,
+                token_file: args.upstream_token_file,
+                ca_file: args.upstream_ca,
+            },
             nats,
             consume,
             replicator: ReplicatorConfig {
@@ -214,39 +315,39 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    // Inside the runtime, so the signal handlers exist before the server says it listens.
-    runtime.block_on(async { node::run(config, shutdown_signal()).await })?;
+    runtime.block_on(async {
+        // The handlers are in place before `listening on` is printed: a SIGTERM sent the moment
+        // a script sees that line drains the server instead of killing it.
+        let shutdown = shutdown_signal();
+        node::run(config, shutdown).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are registered here, when called, not
-/// when the future is first polled: the server announces `listening on` before it awaits this,
-/// and a SIGTERM sent right after that line must already be caught (found by a flaky test).
+/// Registers the SIGTERM and Ctrl-C handlers now (within the runtime) and returns a future that
+/// completes on either.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {},
-                        _ = int.recv() => {},
-                    }
-                }
-                (term, int) => {
-                    let error = term.err().or(int.err()).map(|e| e.to_string());
-                    tracing::warn!(?error, "no signal handlers; stop the server with SIGKILL");
-                    std::future::pending::<()>().await;
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
+            Ok((mut term, mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = interrupt.recv() => {},
                 }
             }
-            tracing::info!("shutdown requested");
+            Err(error) => {
+                tracing::warn!(%error, "no SIGTERM handler; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    }
-    #[cfg(not(unix))]
-    async move {
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown requested");
     }
@@ -266,4 +367,66 @@ fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
         eprintln!("violation: {violation}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+fn tenant_command(command: TenantCommand) -> Result<ExitCode, String> {
+    match command {
+        TenantCommand::Create { name, data_dir } => {
+            let store = tokens::open_for_command(&data_dir)?;
+            let tenant = tokens::tenant_create(&store, &name)?;
+            println!(
+                "{}",
+                String::from_utf8_lossy(&onceledger::api::present::tenant(&tenant))
+            );
+        }
+        TenantCommand::List { data_dir } => {
+            let store = tokens::open_for_command(&data_dir)?;
+            let tenants = store
+                .tenants()
+                .map_err(|e| format!("cannot read tenants: {e}"))?;
+            println!(
+                "{}",
+                String::from_utf8_lossy(&onceledger::api::present::tenants_page(&tenants))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_command(command: TokenCommand) -> Result<ExitCode, String> {
+    match command {
+        TokenCommand::Create {
+            tenant,
+            role,
+            data_dir,
+        } => {
+            let role = Role::parse(&role).ok_or("role must be admin, client or replicator")?;
+            let store = tokens::open_for_command(&data_dir)?;
+            let (record, secret) = tokens::token_create(&store, &tenant, role)?;
+            // The token alone on stdout, so `TOKEN=$(onceledger token create ...)` works.
+            println!("{}", secret.expose());
+            eprintln!(
+                "token {} ({} of tenant {tenant}, {}...): shown once, keep it",
+                record.id,
+                role.as_str(),
+                record.prefix
+            );
+        }
+        TokenCommand::List { data_dir } => {
+            let store = tokens::open_for_command(&data_dir)?;
+            let read = store.tenants().and_then(|t| Ok((t, store.tokens()?)));
+            let (tenants, all) = read.map_err(|e| format!("cannot read tokens: {e}"))?;
+            let names = tenants.into_iter().map(|t| (t.id, t.name)).collect();
+            println!(
+                "{}",
+                String::from_utf8_lossy(&onceledger::api::present::tokens_page(&all, &names))
+            );
+        }
+        TokenCommand::Revoke { id, data_dir } => {
+            let store = tokens::open_for_command(&data_dir)?;
+            let record = tokens::token_revoke(&store, id)?;
+            eprintln!("token {} revoked", record.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -48,6 +48,8 @@ pub struct Metrics {
     outbox_events_deleted: Counter,
     pub replication: ReplicationCounters,
     pub nats_consumer: NatsConsumerCounters,
+    /// Requests refused at the authentication boundary, by reason.
+    auth_refusals: Family<Labels, Counter>,
 }
 
 /// `onceledger consume`: what happened to each JetStream message.
@@ -111,6 +113,13 @@ impl Metrics {
         let write_rejected_overloaded = rejected.get_or_create_owned(&[("reason", "overloaded")]);
         let write_rejected_unavailable =
             rejected.get_or_create_owned(&[("reason", "storage_unavailable")]);
+
+        let auth_refusals: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_auth_refusals",
+            "Requests refused before they ran: unauthorized (401), forbidden (403), rate_limited (429)",
+            auth_refusals.clone(),
+        );
 
         let commits = Counter::default();
         registry.register(
@@ -231,6 +240,7 @@ impl Metrics {
         Metrics {
             registry,
             nats_consumer,
+            auth_refusals,
             key_outcomes,
             charges_applied,
             accounts_created,
@@ -256,6 +266,13 @@ impl Metrics {
         self.key_outcomes[outcome as usize].inc();
     }
 
+    /// `reason`: `unauthorized`, `forbidden` or `rate_limited`.
+    pub fn count_auth_refusal(&self, reason: &'static str) {
+        self.auth_refusals
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
     pub fn count_overloaded(&self) {
         self.write_rejected_overloaded.inc();
     }
@@ -273,7 +290,7 @@ impl Metrics {
     /// Side effects, counted by the writer after its commit returned.
     pub fn count_effect(&self, effect: &Effect) {
         match effect {
-            Effect::None => {}
+            Effect::None | Effect::Administrative => {}
             Effect::ChargeSucceeded { .. } => {
                 self.charges_applied.inc();
             }

@@ -167,6 +167,9 @@ fn check_store(data_dir: &Path) {
 fn bench(server: &Server, extra: &[&str]) -> Value {
     let mut child = Command::new(BIN)
         .args(["bench", "--json", "--seed", "1", "--url", &server.url])
+        .arg("--token-file")
+        .arg(server.dir.path().join("admin.token"))
+        .env_remove("ONCELEDGER_TOKEN")
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -457,6 +457,12 @@ impl Model {
         match command {
             // The model never replicates, so it holds no dead letters.
             Command::RedriveDeadLetter { .. } => declined(404, "dead-letter-not-found"),
+            // The model's operations are the ledger's; tenants and tokens are not among them.
+            Command::CreateTenant { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. } => {
+                panic!("the model makes no tenant or token commands: {command:?}")
+            }
             Command::CreateAccount(new) => {
                 if self.accounts.contains_key(new.id.as_str()) {
                     declined(400, "account-exists")

@@ -53,6 +53,7 @@ fn apply_to_fresh_hub(batch: EventBatch) {
         let (reply, answer) = tokio::sync::oneshot::channel();
         writer
             .try_submit_inbound(InboundRequest {
+                tenant: onceledger::ledger::TenantId::DEFAULT,
                 batch: batch.clone(),
                 reply,
             })

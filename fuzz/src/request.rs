@@ -129,6 +129,9 @@ fn check_write(request: &RawRequest, intent: &onceledger::api::WriteIntent) {
         Command::CreateAccount(_) => "/v1/accounts".to_owned(),
         Command::CreateCharge(_) => "/v1/charges".to_owned(),
         Command::RedriveDeadLetter { id } => format!("/v1/dead-letters/{id}/redrive"),
+        Command::CreateTenant { .. } => "/v1/tenants".to_owned(),
+        Command::CreateToken { .. } => "/v1/tokens".to_owned(),
+        Command::RevokeToken { id } => format!("/v1/tokens/{id}/revoke"),
     };
     assert_eq!(path, expected_path, "the command matches its route");
     assert!(request.body.len() <= BODY_BYTES_MAX);

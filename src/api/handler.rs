@@ -12,11 +12,13 @@ use tokio::sync::oneshot;
 use super::parse::{ApiRequest, WriteIntent};
 use super::present;
 use super::problem::{Problem, ProblemKind};
+use super::server::ServerSettings;
+use crate::auth::{Authenticator, Principal, Role, TokenSecret};
 use crate::idempotency::InFlightIndex;
-use crate::ledger::{AccountId, Charge, TenantId};
+use crate::ledger::{AccountId, Charge, Command, TenantId};
 use crate::metrics::{KeyOutcome, Metrics};
 use crate::replication::wire::EventBatch;
-use crate::store::Store;
+use crate::store::{Store, TokenRecord};
 use crate::writer::{
     InboundOutcome, InboundRequest, StoredAnswer, SubmitError, WriteOutcome, WriteRequest,
     WriterHandle,
@@ -31,29 +33,82 @@ pub struct App {
     pub writer: Arc<WriterHandle>,
     pub inflight: Arc<InFlightIndex>,
     pub metrics: Arc<Metrics>,
+    /// The token table every `/v1` request is checked against.
+    pub auth: Arc<Authenticator>,
+    /// Sockets, timeouts, TLS and whether `/metrics` needs a token.
+    pub server: ServerSettings,
     request_ids: RequestIds,
 }
 
 impl App {
+    /// An app with an empty token table (every `/v1` request is refused until
+    /// [`App::load_tokens`]) and the default server settings.
     pub fn new(store: Arc<Store>, writer: WriterHandle, metrics: Arc<Metrics>) -> Self {
         App {
             store,
             writer: Arc::new(writer),
             inflight: InFlightIndex::new(),
             metrics,
+            auth: Arc::new(Authenticator::new(None)),
+            server: ServerSettings::default(),
             request_ids: RequestIds::new(),
         }
+    }
+
+    pub fn with_settings(mut self, auth: Arc<Authenticator>, server: ServerSettings) -> Self {
+        self.auth = auth;
+        self.server = server;
+        self
+    }
+
+    /// Loads the store's tokens into the in-memory table (at start, and after every change).
+    pub fn load_tokens(&self) -> Result<(), crate::store::StoreError> {
+        let tokens = self.store.tokens()?;
+        self.auth.reload(tokens.iter().map(TokenRecord::entry));
+        Ok(())
     }
 
     pub(super) fn next_request_id(&self) -> String {
         self.request_ids.next()
     }
 
-    /// Answers one parsed request. Public so that the ledger_model fuzz target submits through
-    /// the real idempotency steps; the server calls it for every request.
-    pub async fn run(&self, request: ApiRequest) -> Response<Full<Bytes>> {
+    /// Runs a request as the operator (the default tenant, admin). Public so that the ledger_model
+    /// fuzz target submits through the real idempotency steps.
+    pub async fn run(self: &Arc<Self>, request: ApiRequest) -> Response<Full<Bytes>> {
+        let operator = Principal {
+            token_id: 0,
+            tenant: TenantId::DEFAULT,
+            role: Role::Admin,
+        };
+        self.run_as(operator, request).await
+    }
+
+    /// Runs a parsed request for `principal` (already authenticated and allowed the route).
+    pub(super) async fn run_as(
+        self: &Arc<Self>,
+        principal: Principal,
+        request: ApiRequest,
+    ) -> Response<Full<Bytes>> {
+        let tenant = principal.tenant;
         match request {
-            ApiRequest::Write(intent) => self.write(intent).await,
+            ApiRequest::Write(intent) => self.write(tenant, intent).await,
+            ApiRequest::ListTenants => match self.store.tenants() {
+                Ok(tenants) => json(StatusCode::OK, present::tenants_page(&tenants)),
+                Err(error) => storage_failure(&error),
+            },
+            ApiRequest::ListTokens => {
+                let read = self
+                    .store
+                    .tenants()
+                    .and_then(|t| Ok((t, self.store.tokens()?)));
+                match read {
+                    Ok((tenants, tokens)) => {
+                        let names = tenants.into_iter().map(|t| (t.id, t.name)).collect();
+                        json(StatusCode::OK, present::tokens_page(&tokens, &names))
+                    }
+                    Err(error) => storage_failure(&error),
+                }
+            }
             ApiRequest::Healthz => json(StatusCode::OK, present::health(self.store.node_id())),
             ApiRequest::Readyz if self.writer.is_poisoned() => problem(&Problem::new(
                 ProblemKind::StorageUnavailable,
@@ -72,13 +127,18 @@ impl App {
                 )
             }
             ApiRequest::OpenApi => text(StatusCode::OK, JSON, super::OPENAPI_JSON),
-            ApiRequest::GetAccount(id) => self.get_account(&id),
-            ApiRequest::GetCharge(id) => self.get_charge(&id),
+            ApiRequest::GetAccount(id) => self.get_account(tenant, &id),
+            ApiRequest::GetCharge(id) => self.get_charge(tenant, &id),
             ApiRequest::ListEvents { after, limit } => {
-                let read = self
-                    .store
-                    .outbox_bounds()
-                    .and_then(|held| Ok((held, self.store.events_after(after, limit)?)));
+                // The operator sees the node's whole outbox; anyone else their tenant's events.
+                let read = self.store.outbox_bounds().and_then(|held| {
+                    let events = if principal.role == Role::Admin {
+                        self.store.events_after(after, limit)?
+                    } else {
+                        self.store.tenant_events_after(tenant, after, limit)?
+                    };
+                    Ok((held, events))
+                });
                 match read {
                     Ok((held, events)) => json(
                         StatusCode::OK,
@@ -108,7 +168,7 @@ impl App {
                 Err(error) => storage_failure(&error),
             },
             ApiRequest::GetMirrorAccount { origin, id } => self.get_mirror_account(&origin, &id),
-            ApiRequest::Replicate(batch) => self.replicate(batch).await,
+            ApiRequest::Replicate(batch) => self.replicate(tenant, batch).await,
         }
     }
 
@@ -135,12 +195,13 @@ impl App {
 
     /// The hub side of replication: the batch goes through the writer like any write, so its
     /// inbox rows commit with its effects.
-    async fn replicate(&self, batch: EventBatch) -> Response<Full<Bytes>> {
+    async fn replicate(&self, tenant: TenantId, batch: EventBatch) -> Response<Full<Bytes>> {
         let (reply, answer) = oneshot::channel();
-        match self
-            .writer
-            .try_submit_inbound(InboundRequest { batch, reply })
-        {
+        match self.writer.try_submit_inbound(InboundRequest {
+            tenant,
+            batch,
+            reply,
+        }) {
             Ok(()) => {}
             Err(SubmitError::Overloaded) => {
                 self.metrics.count_overloaded();
@@ -157,7 +218,7 @@ impl App {
         }
     }
 
-    fn get_account(&self, raw_id: &str) -> Response<Full<Bytes>> {
+    fn get_account(&self, tenant: TenantId, raw_id: &str) -> Response<Full<Bytes>> {
         let not_found = || {
             problem(&Problem::new(
                 ProblemKind::AccountNotFound,
@@ -167,14 +228,15 @@ impl App {
         let Ok(id) = AccountId::parse(raw_id) else {
             return not_found();
         };
-        match self.store.account(TenantId::DEFAULT, &id) {
+        match self.store.account(tenant, &id) {
             Ok(Some(account)) => json(StatusCode::OK, present::account(&account)),
             Ok(None) => not_found(),
             Err(error) => storage_failure(&error),
         }
     }
 
-    fn get_charge(&self, raw_id: &str) -> Response<Full<Bytes>> {
+    /// Another tenant's charge is answered exactly like a missing one.
+    fn get_charge(&self, tenant: TenantId, raw_id: &str) -> Response<Full<Bytes>> {
         let not_found = || {
             problem(&Problem::new(
                 ProblemKind::ChargeNotFound,
@@ -184,16 +246,75 @@ impl App {
         let Some(number) = Charge::number_of(raw_id) else {
             return not_found();
         };
-        match self.store.charge(number) {
-            Ok(Some(charge)) => json(StatusCode::OK, present::charge(&charge)),
-            Ok(None) => not_found(),
+        let read = self
+            .store
+            .charge_tenant(number)
+            .and_then(|owner| Ok((owner, self.store.charge(number)?)));
+        match read {
+            Ok((owner, Some(charge))) if owner == tenant => {
+                json(StatusCode::OK, present::charge(&charge))
+            }
+            Ok(_) => not_found(),
             Err(error) => storage_failure(&error),
         }
     }
 
-    /// API.md's idempotency table, in order: in flight? finished? then the writer.
-    async fn write(&self, intent: WriteIntent) -> Response<Full<Bytes>> {
-        let tenant = TenantId::DEFAULT;
+    /// A POST. Tenant and token changes run in a task of their own, so that the token table is
+    /// reloaded after their commit even when the client hangs up before the answer.
+    async fn write(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        intent: WriteIntent,
+    ) -> Response<Full<Bytes>> {
+        if !matches!(
+            intent.command,
+            Command::CreateTenant { .. }
+                | Command::CreateToken { .. }
+                | Command::RevokeToken { .. }
+        ) {
+            return self.write_command(tenant, intent, None).await;
+        }
+        let app = Arc::clone(self);
+        tokio::spawn(async move { app.write_admin(tenant, intent).await })
+            .await
+            .unwrap_or_else(|_| problem(&Problem::new(ProblemKind::Internal, "the request failed")))
+    }
+
+    async fn write_admin(
+        &self,
+        tenant: TenantId,
+        mut intent: WriteIntent,
+    ) -> Response<Full<Bytes>> {
+        let mut shown = None;
+        if let Command::CreateToken { secret, .. } = &mut intent.command {
+            let token = match TokenSecret::generate() {
+                Ok(token) => token,
+                Err(error) => {
+                    tracing::error!(%error, "cannot make a token");
+                    return problem(&Problem::new(
+                        ProblemKind::Internal,
+                        "no token could be made",
+                    ));
+                }
+            };
+            *secret = Some((token.digest(), token.shown_prefix()));
+            shown = Some(token);
+        }
+        let response = self.write_command(tenant, intent, shown).await;
+        if let Err(error) = self.load_tokens() {
+            tracing::error!(%error, "cannot reload the token table");
+        }
+        response
+    }
+
+    /// API.md's idempotency table, in order: in flight? finished? then the writer. `shown`: a
+    /// new token's secret, added to the first answer only.
+    async fn write_command(
+        &self,
+        tenant: TenantId,
+        intent: WriteIntent,
+        shown: Option<TokenSecret>,
+    ) -> Response<Full<Bytes>> {
         let Some(claim) = self.inflight.claim(tenant, &intent.key) else {
             self.metrics.count_key(KeyOutcome::InFlight);
             return problem(&Problem::new(
@@ -234,8 +355,11 @@ impl App {
             Err(SubmitError::Unavailable) => return self.unavailable(),
         }
         match answer.await {
-            Ok(WriteOutcome::Executed(answer)) => {
+            Ok(WriteOutcome::Executed(mut answer)) => {
                 self.metrics.count_key(KeyOutcome::New);
+                if let Some(token) = shown.filter(|_| answer.status == 201) {
+                    answer.body = Bytes::from(present::with_secret(&answer.body, token.expose()));
+                }
                 stored(answer, false)
             }
             Ok(WriteOutcome::Replayed(answer)) => self.replay(answer),

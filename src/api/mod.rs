@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use handler::App;
 pub use parse::{ApiRequest, WriteIntent, canonical_body, parse_request};
 pub use problem::{Problem, ProblemKind};
-pub use server::serve;
+pub use server::{ServerSettings, serve};
 
 /// The OpenAPI 3.1 document, served verbatim at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");

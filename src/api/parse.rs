@@ -12,6 +12,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::problem::{Problem, ProblemKind};
+use crate::auth::{DEFAULT_TENANT_NAME, Role, is_valid_tenant_name};
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::ledger::{AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge};
 use crate::limits::{
@@ -53,6 +54,8 @@ pub enum ApiRequest {
     },
     /// `POST /v1/replication/events`: deduplicated by (origin, seq), no Idempotency-Key.
     Replicate(EventBatch),
+    ListTenants,
+    ListTokens,
     Write(WriteIntent),
 }
 
@@ -92,6 +95,9 @@ enum Route<'a> {
     Inbox(&'a str),
     MirrorAccount(&'a str, &'a str),
     ReplicationEvents,
+    Tenants,
+    Tokens,
+    RevokeToken(u64),
 }
 
 pub fn parse_request(
@@ -154,6 +160,17 @@ pub fn parse_request(
         Route::Redrive(id) => {
             write(headers, body, path, |body| parse_redrive_body(body, id)).map(ApiRequest::Write)
         }
+        Route::Tenants if is_get => Ok(ApiRequest::ListTenants),
+        Route::Tenants if !is_post => Err(not_allowed("GET, POST")),
+        Route::Tenants => write(headers, body, path, parse_tenant_body).map(ApiRequest::Write),
+        Route::Tokens if is_get => Ok(ApiRequest::ListTokens),
+        Route::Tokens if !is_post => Err(not_allowed("GET, POST")),
+        Route::Tokens => write(headers, body, path, parse_token_body).map(ApiRequest::Write),
+        Route::RevokeToken(_) if !is_post => Err(not_allowed("POST")),
+        Route::RevokeToken(id) => write(headers, body, path, |body| {
+            parse_empty_body(body).map(|()| Command::RevokeToken { id })
+        })
+        .map(ApiRequest::Write),
         Route::Accounts | Route::Charges if !is_post => Err(not_allowed("POST")),
         Route::Accounts => write(headers, body, path, parse_account_body).map(ApiRequest::Write),
         Route::Charges => write(headers, body, path, parse_charge_body).map(ApiRequest::Write),
@@ -172,6 +189,8 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/events" => Route::Events,
         "/v1/dead-letters" => Route::DeadLetters,
         "/v1/replication/origins" => Route::Origins,
+        "/v1/tenants" => Route::Tenants,
+        "/v1/tokens" => Route::Tokens,
         REPLICATION_EVENTS_PATH => Route::ReplicationEvents,
         _ => {
             if let Some(id) = path.strip_prefix("/v1/accounts/") {
@@ -179,10 +198,9 @@ fn route(path: &str) -> Option<Route<'_>> {
             } else if let Some(id) = path.strip_prefix("/v1/charges/") {
                 single_segment(id).then_some(Route::Charge(id))?
             } else if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
-                let id = rest.strip_suffix("/redrive")?;
-                let digits =
-                    !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit());
-                Route::Redrive(id.parse().ok().filter(|_| digits)?)
+                Route::Redrive(number_before(rest, "/redrive")?)
+            } else if let Some(rest) = path.strip_prefix("/v1/tokens/") {
+                Route::RevokeToken(number_before(rest, "/revoke")?)
             } else if let Some(rest) = path.strip_prefix("/v1/replication/origins/") {
                 let (origin, rest) = rest.split_once('/')?;
                 if !single_segment(origin) {
@@ -199,6 +217,13 @@ fn route(path: &str) -> Option<Route<'_>> {
             }
         }
     })
+}
+
+/// `N` of `N{suffix}`, when N is 1 to 20 decimal digits.
+fn number_before(rest: &str, suffix: &str) -> Option<u64> {
+    let id = rest.strip_suffix(suffix)?;
+    let digits = !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit());
+    id.parse().ok().filter(|_| digits)
 }
 
 fn events_query(query: &str) -> Result<(u64, usize), Problem> {
@@ -310,13 +335,56 @@ fn replicate(headers: &HeaderMap, body: &[u8]) -> Result<EventBatch, Problem> {
 
 /// A redrive takes no parameters: an empty body or `{}`.
 fn parse_redrive_body(body: &[u8], id: u64) -> Result<Command, String> {
+    parse_empty_body(body).map(|()| Command::RedriveDeadLetter { id })
+}
+
+/// A POST without parameters (redrive, revoke): an empty body or `{}`.
+fn parse_empty_body(body: &[u8]) -> Result<(), String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct RedriveBody {}
+    struct EmptyBody {}
     if !body.is_empty() {
-        let _: RedriveBody = serde_json::from_slice(body).map_err(json_error)?;
+        let _: EmptyBody = serde_json::from_slice(body).map_err(json_error)?;
     }
-    Ok(Command::RedriveDeadLetter { id })
+    Ok(())
+}
+
+fn parse_tenant_body(body: &[u8]) -> Result<Command, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TenantBody {
+        name: String,
+    }
+    let parsed: TenantBody = serde_json::from_slice(body).map_err(json_error)?;
+    if !is_valid_tenant_name(&parsed.name) {
+        return Err("name must be 1 to 64 of A-Z a-z 0-9 _ . -".into());
+    }
+    Ok(Command::CreateTenant { name: parsed.name })
+}
+
+fn parse_token_body(body: &[u8]) -> Result<Command, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TokenBody {
+        tenant: String,
+        role: String,
+    }
+    let parsed: TokenBody = serde_json::from_slice(body).map_err(json_error)?;
+    if !is_valid_tenant_name(&parsed.tenant) {
+        return Err("tenant must be 1 to 64 of A-Z a-z 0-9 _ . -".into());
+    }
+    let role = Role::parse(&parsed.role)
+        .ok_or_else(|| "role must be admin, client or replicator".to_owned())?;
+    if role == Role::Admin && parsed.tenant != DEFAULT_TENANT_NAME {
+        return Err(format!(
+            "admin tokens belong to the operator's tenant, {DEFAULT_TENANT_NAME}"
+        ));
+    }
+    Ok(Command::CreateToken {
+        tenant: parsed.tenant,
+        role,
+        secret: None,
+    })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -377,6 +445,13 @@ enum CanonicalBody<'a> {
         currency: &'a str,
         metadata: &'a BTreeMap<String, String>,
     },
+    Tenant {
+        name: &'a str,
+    },
+    Token {
+        tenant: &'a str,
+        role: &'static str,
+    },
     Empty {},
 }
 
@@ -395,7 +470,12 @@ pub fn canonical_body(command: &Command) -> Vec<u8> {
             currency: c.currency.as_str(),
             metadata: c.metadata.pairs(),
         },
-        Command::RedriveDeadLetter { .. } => CanonicalBody::Empty {},
+        Command::RedriveDeadLetter { .. } | Command::RevokeToken { .. } => CanonicalBody::Empty {},
+        Command::CreateTenant { name } => CanonicalBody::Tenant { name },
+        Command::CreateToken { tenant, role, .. } => CanonicalBody::Token {
+            tenant,
+            role: role.as_str(),
+        },
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }
@@ -667,6 +747,62 @@ mod tests {
         assert_eq!(
             kind(parse_request(&Method::POST, "/v1/charges", &json, &huge)),
             ProblemKind::BodyTooLarge
+        );
+    }
+
+    #[test]
+    fn tenant_and_token_routes() {
+        let get = |target: &str| parse_request(&Method::GET, target, &HeaderMap::new(), b"");
+        assert_eq!(get("/v1/tenants"), Ok(ApiRequest::ListTenants));
+        assert_eq!(get("/v1/tokens"), Ok(ApiRequest::ListTokens));
+        let tenant = intent(post("/v1/tenants", Some("k"), r#"{"name":"acme"}"#));
+        assert_eq!(
+            tenant.command,
+            Command::CreateTenant {
+                name: "acme".into()
+            }
+        );
+        let token = intent(post(
+            "/v1/tokens",
+            Some("k"),
+            r#"{"role":"client","tenant":"acme"}"#,
+        ));
+        assert_eq!(
+            token.command,
+            Command::CreateToken {
+                tenant: "acme".into(),
+                role: Role::Client,
+                secret: None
+            }
+        );
+        let revoke = intent(post("/v1/tokens/7/revoke", Some("k"), ""));
+        assert_eq!(revoke.command, Command::RevokeToken { id: 7 });
+        for (path, body) in [
+            ("/v1/tenants", r#"{"name":"a:b"}"#),
+            ("/v1/tenants", r#"{"name":""}"#),
+            ("/v1/tenants", r#"{"name":"a","x":1}"#),
+            ("/v1/tokens", r#"{"tenant":"acme","role":"root"}"#),
+            ("/v1/tokens", r#"{"tenant":"acme","role":"admin"}"#),
+            ("/v1/tokens/7/revoke", r#"{"x":1}"#),
+        ] {
+            assert_eq!(
+                kind(post(path, Some("k"), body)),
+                ProblemKind::InvalidRequest,
+                "{path} {body}"
+            );
+        }
+        assert!(
+            post(
+                "/v1/tokens",
+                Some("k"),
+                r#"{"tenant":"default","role":"admin"}"#
+            )
+            .is_ok()
+        );
+        assert_eq!(kind(get("/v1/tokens/x/revoke")), ProblemKind::NotFound);
+        assert_eq!(
+            kind(get("/v1/tokens/7/revoke")),
+            ProblemKind::MethodNotAllowed
         );
     }
 

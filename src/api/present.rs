@@ -338,6 +338,106 @@ pub fn decline(decline: &Decline) -> (u16, Vec<u8>) {
         Decline::RedriveRefused { .. } => {
             Problem::new(ProblemKind::RedriveRefused, decline.to_string())
         }
+        Decline::TenantExists { .. } => {
+            Problem::new(ProblemKind::TenantExists, decline.to_string())
+        }
+        Decline::TenantNotFound { .. } => {
+            Problem::new(ProblemKind::TenantNotFound, decline.to_string())
+        }
+        Decline::TokenNotFound { .. } => {
+            Problem::new(ProblemKind::TokenNotFound, decline.to_string())
+        }
     };
     (problem.kind.status(), self::problem(&problem))
+}
+
+pub fn tenant(tenant: &crate::store::TenantRecord) -> Vec<u8> {
+    to_json(&TenantView::from(tenant))
+}
+
+pub fn tenants_page(tenants: &[crate::store::TenantRecord]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Page<'a> {
+        tenants: Vec<TenantView<'a>>,
+    }
+    to_json(&Page {
+        tenants: tenants.iter().map(TenantView::from).collect(),
+    })
+}
+
+#[derive(Serialize)]
+struct TenantView<'a> {
+    id: u32,
+    name: &'a str,
+    created_at: String,
+}
+
+impl<'a> From<&'a crate::store::TenantRecord> for TenantView<'a> {
+    fn from(t: &'a crate::store::TenantRecord) -> Self {
+        TenantView {
+            id: t.id,
+            name: &t.name,
+            created_at: rfc3339_ms(t.created_at_ms),
+        }
+    }
+}
+
+/// A token as listed and as stored in a creation's idempotency record: never the secret.
+pub fn token(token: &crate::store::TokenRecord, tenant_name: &str) -> Vec<u8> {
+    to_json(&TokenView::of(token, tenant_name))
+}
+
+/// `names`: tenant id → name.
+pub fn tokens_page(
+    tokens: &[crate::store::TokenRecord],
+    names: &std::collections::HashMap<u32, String>,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Page<'a> {
+        tokens: Vec<TokenView<'a>>,
+    }
+    to_json(&Page {
+        tokens: tokens
+            .iter()
+            .map(|t| TokenView::of(t, names.get(&t.tenant).map_or("?", String::as_str)))
+            .collect(),
+    })
+}
+
+#[derive(Serialize)]
+struct TokenView<'a> {
+    id: u64,
+    tenant: &'a str,
+    role: &'static str,
+    prefix: &'a str,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+impl<'a> TokenView<'a> {
+    fn of(t: &'a crate::store::TokenRecord, tenant: &'a str) -> Self {
+        TokenView {
+            id: t.id,
+            tenant,
+            role: t.role.as_str(),
+            prefix: &t.prefix,
+            created_at: rfc3339_ms(t.created_at_ms),
+            revoked_at: t.revoked_at_ms.map(rfc3339_ms),
+        }
+    }
+}
+
+/// The first answer to a token creation: the stored body plus the secret, which is shown this
+/// once and stored nowhere (a replay of the same key answers the stored body, without it).
+pub fn with_secret(stored_body: &[u8], secret: &str) -> Vec<u8> {
+    // The stored body is a JSON object rendered by `token`; the secret is `olt_` and hex, which
+    // needs no escaping. Appending keeps the stored fields in their order.
+    match stored_body.strip_suffix(b"}") {
+        Some(open) => {
+            let mut body = open.to_vec();
+            body.extend_from_slice(format!(",\"token\":\"{secret}\"}}").as_bytes());
+            body
+        }
+        None => stored_body.to_vec(),
+    }
 }

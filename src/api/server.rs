@@ -12,27 +12,55 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::handler::{App, RequestTimer, problem};
 use super::parse::parse_request;
 use super::problem::{Problem, ProblemKind};
+use crate::auth::{Access, Principal, Refusal, Role, access};
+use crate::ledger::TenantId;
 use crate::limits::{
-    BODY_READ_TIMEOUT, CONNECTIONS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT, HEADERS_COUNT_MAX,
-    OVERSIZE_BODY_DRAIN_BYTES_MAX, REQUEST_ID_BYTES_MAX, SHUTDOWN_GRACE,
+    BODY_BYTES_MAX, BODY_READ_TIMEOUT, CONNECTIONS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT,
+    HEADERS_COUNT_MAX, OVERSIZE_BODY_DRAIN_BYTES_MAX, REQUEST_ID_BYTES_MAX, SHUTDOWN_GRACE,
 };
 
 /// After a failed accept (for example out of file descriptors), wait this long before the next.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Socket-level settings of a server: limits, timeouts, TLS, and whether `/metrics` needs a token.
+#[derive(Clone)]
+pub struct ServerSettings {
+    /// A client must deliver a request's header block within this; hyper also runs it while a
+    /// kept-alive connection waits for its next request, so it is the idle timeout too. The TLS
+    /// handshake gets the same time.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; the accept loop waits for a free slot beyond this.
+    pub connections_max: usize,
+    /// `/metrics` answers only to an admin token (`--metrics-auth`).
+    pub metrics_auth: bool,
+    /// Serve HTTPS with this certificate (`--tls-cert`, `--tls-key`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            connections_max: CONNECTIONS_MAX,
+            metrics_auth: false,
+            tls: None,
+        }
+    }
+}
 
 /// Serves until `shutdown` completes, then stops accepting and gives open connections
 /// `SHUTDOWN_GRACE` to finish their requests. Returns when every connection has ended or the
 /// grace ran out.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let connections = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let slots = Arc::new(Semaphore::new(app.server.connections_max));
     tokio::pin!(shutdown);
     loop {
         // Waiting for a slot before accepting leaves excess clients in the kernel's backlog.
@@ -53,24 +81,23 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
-        let service = service_fn(move |request| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(handle(&app, request).await) }
-        });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(HEADER_BYTES_MAX)
-            .max_headers(HEADERS_COUNT_MAX)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+        match app.server.tls.clone() {
+            None => serve_connection(stream, Arc::clone(&app), &connections, slot),
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, bounded like a header block,
+                // so a client that stalls it holds one slot for a bounded time and nothing else.
+                let app = Arc::clone(&app);
+                let timeout = app.server.header_read_timeout;
+                let watcher = connections.watcher();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_watched(tls, app, watcher, slot).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
             }
-            drop(slot);
-        });
+        }
     }
     drop(listener);
     tracing::info!("stopped accepting; finishing open requests");
@@ -80,7 +107,133 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     }
 }
 
-async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
+fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Arc<App>,
+    connections: &GracefulShutdown,
+    slot: OwnedSemaphorePermit,
+) {
+    let watcher = connections.watcher();
+    tokio::spawn(serve_watched(stream, app, watcher, slot));
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends; frees its slot after.
+async fn serve_watched<S>(stream: S, app: Arc<App>, watcher: Watcher, slot: OwnedSemaphorePermit)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = app.server.header_read_timeout;
+    let service = service_fn(move |request| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(handle(&app, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(HEADER_BYTES_MAX)
+        .max_headers(HEADERS_COUNT_MAX)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+    drop(slot);
+}
+
+/// Authenticates a request for a protected path (every `/v1` path, and `/metrics` with
+/// `--metrics-auth`) and applies the role matrix, before its body is read. Open paths get the
+/// operator principal, which none of them uses for anything.
+fn authorize(
+    app: &App,
+    parts: &http::request::Parts,
+) -> Result<Principal, Box<Response<Full<Bytes>>>> {
+    let path = parts.uri.path();
+    let protected = path == "/v1"
+        || path.starts_with("/v1/")
+        || (path == "/metrics" && app.server.metrics_auth);
+    if !protected {
+        return Ok(Principal {
+            token_id: 0,
+            tenant: TenantId::DEFAULT,
+            role: Role::Admin,
+        });
+    }
+    let presented = parts.headers.get(header::AUTHORIZATION);
+    match app.auth.authenticate(presented.map(HeaderValue::as_bytes)) {
+        Ok(principal) => match access(principal.role, path) {
+            Access::Allowed => Ok(principal),
+            Access::Forbidden => {
+                app.metrics.count_auth_refusal("forbidden");
+                Err(Box::new(problem(&Problem::new(
+                    ProblemKind::Forbidden,
+                    format!("a {} token may not use {path}", principal.role.as_str()),
+                ))))
+            }
+        },
+        Err(Refusal::Unauthenticated) => {
+            app.metrics.count_auth_refusal("unauthorized");
+            let (detail, challenge) = if presented.is_some() {
+                (
+                    "the bearer token is not valid (unknown, revoked or malformed)",
+                    r#"Bearer realm="onceledger", error="invalid_token""#,
+                )
+            } else {
+                (
+                    "send Authorization: Bearer TOKEN",
+                    r#"Bearer realm="onceledger""#,
+                )
+            };
+            let mut response = problem(&Problem::new(ProblemKind::Unauthorized, detail));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+            Err(Box::new(response))
+        }
+        Err(Refusal::RateLimited { retry_after_s }) => {
+            app.metrics.count_auth_refusal("rate_limited");
+            let mut response = problem(&Problem::new(
+                ProblemKind::RateLimited,
+                format!("this token's request rate is limited; retry after {retry_after_s} s"),
+            ));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            Err(Box::new(response))
+        }
+    }
+}
+
+/// Reads and drops the body of a request refused before its body was wanted. A small body is
+/// read so the answer is not destroyed by a reset; `false` means the connection must close.
+async fn discard_body(headers: &http::HeaderMap, mut body: Incoming) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared == Some(0)
+        || (declared.is_none() && !headers.contains_key(header::TRANSFER_ENCODING))
+    {
+        return true;
+    }
+    if declared.is_some_and(|length| length > BODY_BYTES_MAX as u64) {
+        return false;
+    }
+    let drain = async {
+        let mut read = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > BODY_BYTES_MAX {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, drain)
+        .await
+        .unwrap_or(false)
+}
+
+async fn handle(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let _timer = RequestTimer {
         metrics: &app.metrics,
         started: Instant::now(),
@@ -94,12 +247,25 @@ async fn handle(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> 
             HeaderValue::from_str(&app.next_request_id()).unwrap_or(HeaderValue::from_static("-"))
         });
     let (parts, body) = request.into_parts();
+    let principal = match authorize(app, &parts) {
+        Ok(principal) => principal,
+        Err(response) => {
+            let mut response = *response;
+            if !discard_body(&parts.headers, body).await {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response.headers_mut().insert("x-request-id", request_id);
+            return response;
+        }
+    };
     let body_limit = super::parse::body_bytes_max(parts.uri.path());
     let mut response = match read_body(&parts.headers, body, body_limit).await {
         Ok(bytes) => {
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
             match parse_request(&parts.method, target, &parts.headers, &bytes) {
-                Ok(parsed) => app.run(parsed).await,
+                Ok(parsed) => app.run_as(principal, parsed).await,
                 Err(refused) => {
                     count_refused_key(app, &refused);
                     problem(&refused)

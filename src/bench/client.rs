@@ -20,13 +20,34 @@ use tokio::task::JoinHandle;
 const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Where the server is: the socket address to connect to and the `Host` header to send.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub authority: String,
+    /// The host name a TLS certificate must carry (the URL's host).
+    pub host: String,
+    /// Set for an `https://` URL.
+    pub tls: Option<crate::tls::TlsConnector>,
+    /// `Bearer TOKEN`, marked sensitive; sent with every request.
+    pub authorization: Option<http::HeaderValue>,
 }
 
 impl Target {
+    /// Adds the token and, for an `https://` URL, TLS with `ca_file` (default: system roots).
+    pub fn secured(
+        mut self,
+        url: &str,
+        token: Option<crate::auth::TokenSecret>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Target, String> {
+        let (scheme, _) = crate::client::parse_base(url).map_err(|e| format!("--url {e}"))?;
+        if scheme == "https" {
+            self.tls = Some(crate::tls::client_connector(ca_file)?);
+        }
+        self.authorization = token.map(|t| t.header_value()).transpose()?;
+        Ok(self)
+    }
+
     /// Parses `http://host:port` (a path of `/` or none) and resolves the host once, up front, so
     /// DNS is never part of a measured request. Of several addresses (`localhost` may give `::1`
     /// and `127.0.0.1`) the first that accepts a connection is used.
@@ -48,6 +69,9 @@ impl Target {
                     return Ok(Target {
                         addr,
                         authority: authority.as_str().to_owned(),
+                        host: host.to_owned(),
+                        tls: None,
+                        authorization: None,
                     });
                 }
                 Ok(Err(e)) => last_error = format!("cannot connect to {addr}: {e}"),
@@ -82,6 +106,20 @@ impl Conn {
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         // Requests are one small write each; Nagle would hold them back waiting for ACKs.
         let _ = stream.set_nodelay(true);
+        let Some(tls) = &target.tls else {
+            return Conn::handshake(stream, addr, timeout).await;
+        };
+        let stream = tokio::time::timeout(timeout, crate::tls::connect(tls, &target.host, stream))
+            .await
+            .map_err(|_| format!("TLS handshake with {addr} timed out"))?
+            .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
+        Conn::handshake(stream, addr, timeout).await
+    }
+
+    async fn handshake<S>(stream: S, addr: SocketAddr, timeout: Duration) -> Result<Conn, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) =
             tokio::time::timeout(timeout, http1::handshake(TokioIo::new(stream)))
                 .await
@@ -151,21 +189,32 @@ pub fn post(
     key: &str,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    Request::builder()
+    let request = Request::builder()
         .method(Method::POST)
         .uri(path)
         .header(header::HOST, target.authority.as_str())
         .header(header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", key)
         .body(Full::new(body))
-        .map_err(|e| format!("cannot build POST {path}: {e}"))
+        .map_err(|e| format!("cannot build POST {path}: {e}"))?;
+    Ok(authorized(target, request))
+}
+
+fn authorized(target: &Target, mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    if let Some(value) = &target.authorization {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, value.clone());
+    }
+    request
 }
 
 pub fn get(target: &Target, path: &str) -> Result<Request<Full<Bytes>>, String> {
-    Request::builder()
+    let request = Request::builder()
         .method(Method::GET)
         .uri(path)
         .header(header::HOST, target.authority.as_str())
         .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("cannot build GET {path}: {e}"))
+        .map_err(|e| format!("cannot build GET {path}: {e}"))?;
+    Ok(authorized(target, request))
 }

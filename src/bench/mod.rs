@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Base URL of a running server (plain http).
     #[arg(long, default_value = "http://127.0.0.1:7070")]
     pub url: String,
+    /// The token (an admin or client token: the load creates accounts and charges) and CA file.
+    #[command(flatten)]
+    pub credentials: crate::client::cli::Credentials,
     /// Keep-alive connections, one worker each.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub connections: u32,
@@ -149,7 +152,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
 
 async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<String>), String> {
     let timeout = Duration::from_secs(args.request_timeout);
-    let target = client::Target::resolve(&args.url, timeout).await?;
+    let target = client::Target::resolve(&args.url, timeout).await?.secured(
+        &args.url,
+        args.credentials.token()?,
+        args.credentials.ca_file.as_deref(),
+    )?;
     let connections = args.connections as usize;
     let partners = if plan.duplicate_share > 0.0 {
         connections

@@ -26,9 +26,11 @@ const EXIT_REFUSED: u8 = 4;
 /// How to reach the server and how to retry; shared by `account` and `charge`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// Base URL of the server (plain http).
+    /// Base URL of the server (http:// or https://).
     #[arg(long, env = "ONCELEDGER_URL", default_value = "http://127.0.0.1:7070")]
     pub url: String,
+    #[command(flatten)]
+    pub credentials: Credentials,
     /// Idempotency key of the operation [default: a new UUIDv4]. Give the key an earlier run
     /// printed to learn what became of that operation without running it twice.
     #[arg(long)]
@@ -49,6 +51,51 @@ pub struct ClientArgs {
     /// seen, delay chosen, decision).
     #[arg(long, value_name = "FILE")]
     pub transcript: Option<PathBuf>,
+}
+
+/// How a command authenticates: a token (flag, environment or file) and, for https, a CA file.
+/// Without `--token` or `--token-file` it reads `admin.token` of the data directory
+/// (`$ONCELEDGER_DATA_DIR` or `./onceledger-data`) if there is one, as the quick start does.
+/// `Debug` hides the token.
+#[derive(clap::Args, Clone)]
+pub struct Credentials {
+    /// The API token (sent as Authorization: Bearer).
+    #[arg(
+        long,
+        env = "ONCELEDGER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file whose first line is the API token.
+    #[arg(long, env = "ONCELEDGER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for an https:// URL (default: the system's roots).
+    #[arg(long, env = "ONCELEDGER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token_file", &self.token_file)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn token(&self) -> Result<Option<crate::auth::TokenSecret>, String> {
+        let data_dir = std::env::var_os("ONCELEDGER_DATA_DIR")
+            .map_or_else(|| PathBuf::from("./onceledger-data"), PathBuf::from);
+        let fallback = data_dir.join(crate::node::tokens::ADMIN_TOKEN_FILE_NAME);
+        crate::auth::TokenSecret::for_client(
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            Some(&fallback),
+        )
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -147,6 +194,8 @@ fn run(
         attempt_timeout: args.timeout,
         budget: Arc::new(RetryBudget::default()),
         transcript,
+        token: args.credentials.token()?,
+        ca_file: args.credentials.ca_file.clone(),
         ..ClientConfig::default()
     };
     let key = args.idempotency_key.clone().unwrap_or_else(Client::new_key);

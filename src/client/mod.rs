@@ -44,8 +44,8 @@ pub use metrics::ClientMetrics;
 pub use transcript::{AttemptRecord, Decision, Transcript};
 
 use crate::rng::Rng;
-pub use transport::parse_base_url;
 use transport::{Reply, Transport, TransportError};
+pub use transport::{parse_base, parse_base_url};
 
 /// Attempts per logical operation, the first included, when not configured.
 pub const ATTEMPTS_DEFAULT: u32 = 5;
@@ -70,6 +70,10 @@ pub struct ClientConfig {
     pub budget: Arc<RetryBudget>,
     /// Where to write one JSON line per attempt, if anywhere.
     pub transcript: Option<Transcript>,
+    /// The API token sent as `Authorization: Bearer` with every request.
+    pub token: Option<crate::auth::TokenSecret>,
+    /// PEM CA certificates to trust for an `https://` server (default: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +85,8 @@ impl Default for ClientConfig {
             retry_after_max: RETRY_AFTER_MAX_DEFAULT,
             budget: Arc::new(RetryBudget::default()),
             transcript: None,
+            token: None,
+            ca_file: None,
         }
     }
 }
@@ -239,8 +245,13 @@ impl Client {
             (1..=ATTEMPTS_MAX).contains(&config.attempts_max),
             "attempts_max must be 1..={ATTEMPTS_MAX}"
         );
-        let transport =
-            Transport::new(base_url, config.attempt_timeout).map_err(ClientError::Url)?;
+        let transport = Transport::with_security(
+            base_url,
+            config.attempt_timeout,
+            config.token.clone(),
+            config.ca_file.as_deref(),
+        )
+        .map_err(ClientError::Url)?;
         let metrics = ClientMetrics::default();
         metrics.budget_tokens.set(i64::from(config.budget.tokens()));
         Ok(Client {

@@ -4,10 +4,15 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, header};
+use std::path::Path;
+
+use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::auth::TokenSecret;
+use crate::tls::Connector;
 use hyper_util::rt::TokioExecutor;
 
 use super::backoff::parse_retry_after;
@@ -38,26 +43,41 @@ pub struct TransportError {
 
 #[derive(Clone)]
 pub struct Transport {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
-    /// `http://host:port`, without a trailing slash.
+    http: HyperClient<Connector, Full<Bytes>>,
+    /// `http://host:port` or `https://host:port`, without a trailing slash.
     base: String,
     attempt_timeout: Duration,
+    /// `Bearer TOKEN`, marked sensitive.
+    authorization: Option<HeaderValue>,
 }
 
 impl Transport {
-    /// `base_url` is `http://host[:port]` with an optional trailing `/`; only plain HTTP.
-    pub fn new(base_url: &str, attempt_timeout: Duration) -> Result<Transport, String> {
-        let authority = parse_base_url(base_url)?;
+    /// `base_url` is `http://` or `https://host[:port]`; `token` goes with every request;
+    /// `ca_file` is trusted for https (default: the system's roots).
+    pub fn with_security(
+        base_url: &str,
+        attempt_timeout: Duration,
+        token: Option<TokenSecret>,
+        ca_file: Option<&Path>,
+    ) -> Result<Transport, String> {
+        let (scheme, authority) = parse_base(base_url)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(attempt_timeout));
         connector.set_nodelay(true);
+        let tls = if scheme == "https" {
+            Some(crate::tls::client_connector(ca_file)?)
+        } else {
+            None
+        };
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+            .build(Connector::new(connector, tls));
+        let authorization = token.map(|t| t.header_value()).transpose()?;
         Ok(Transport {
             http,
-            base: format!("http://{authority}"),
+            base: format!("{scheme}://{authority}"),
             attempt_timeout,
+            authorization,
         })
     }
 
@@ -68,14 +88,20 @@ impl Transport {
         request_id: &str,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, String> {
-        Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(format!("{}{path}", self.base))
             .header(header::CONTENT_TYPE, "application/json")
             .header("idempotency-key", key)
             .header("x-request-id", request_id)
             .body(Full::new(body))
-            .map_err(|e| format!("cannot build POST {path}: {e}"))
+            .map_err(|e| format!("cannot build POST {path}: {e}"))?;
+        if let Some(value) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, value.clone());
+        }
+        Ok(request)
     }
 
     /// One exchange, bounded by the attempt timeout from the connect to the last body byte.
@@ -130,16 +156,25 @@ impl Transport {
 }
 
 /// The authority of a server's base URL: `http://host[:port]`, with a path of `/` or none.
-/// Only plain HTTP: the server speaks HTTP/1.1 without TLS.
 pub fn parse_base_url(url: &str) -> Result<http::uri::Authority, String> {
+    parse_base(url).map(|(_, authority)| authority)
+}
+
+/// The scheme (`http` or `https`) and authority of a server's base URL.
+pub fn parse_base(url: &str) -> Result<(&'static str, http::uri::Authority), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{url:?}: only http:// is supported (the server speaks plain HTTP/1.1)"
-        ));
-    }
+    let scheme = match uri.scheme_str() {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => return Err(format!("{url:?}: give an http:// or https:// URL")),
+    };
+    let authority = parse_authority(url, &uri)?;
+    Ok((scheme, authority))
+}
+
+fn parse_authority(url: &str, uri: &http::Uri) -> Result<http::uri::Authority, String> {
     if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
         return Err(format!("{url:?}: give the server's root, without a path"));
     }

@@ -102,6 +102,18 @@ pub enum Decline {
         id: u64,
         reason: String,
     },
+    /// A tenant of that name exists already (`default` always does).
+    TenantExists {
+        name: String,
+    },
+    /// A token was asked for a tenant that does not exist.
+    TenantNotFound {
+        name: String,
+    },
+    /// A revocation named a token that does not exist.
+    TokenNotFound {
+        id: u64,
+    },
 }
 
 impl std::fmt::Display for Decline {
@@ -127,6 +139,9 @@ impl std::fmt::Display for Decline {
             Decline::RedriveRefused { id, reason } => {
                 write!(f, "dead letter {id} still cannot be applied: {reason}")
             }
+            Decline::TenantExists { name } => write!(f, "tenant {name} already exists"),
+            Decline::TenantNotFound { name } => write!(f, "no tenant {name}"),
+            Decline::TokenNotFound { id } => write!(f, "no token {id}"),
         }
     }
 }

@@ -18,6 +18,22 @@ pub enum Command {
     RedriveDeadLetter {
         id: u64,
     },
+    /// Admin: a new tenant with this (validated) name.
+    CreateTenant {
+        name: String,
+    },
+    /// Admin: a new token for the tenant named `tenant`. The parser leaves `secret` empty (it is
+    /// pure; the token is random); the handler fills in the new token's digest and shown prefix
+    /// before the writer runs it. Neither is part of the fingerprint.
+    CreateToken {
+        tenant: String,
+        role: crate::auth::Role,
+        secret: Option<(crate::auth::TokenDigest, String)>,
+    },
+    /// Admin: refuse a token from now on.
+    RevokeToken {
+        id: u64,
+    },
 }
 
 pub use values::{AccountId, Amount, Currency, Metadata, TenantId, ValueError};

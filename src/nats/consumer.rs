@@ -153,10 +153,12 @@ async fn apply_and_ack(
             origin: origin.to_owned(),
             events,
         };
-        match node
-            .writer
-            .try_submit_inbound(InboundRequest { batch, reply })
-        {
+        match node.writer.try_submit_inbound(InboundRequest {
+            // NATS has its own authentication; what the stream carries is the operator's.
+            tenant: crate::ledger::TenantId::DEFAULT,
+            batch,
+            reply,
+        }) {
             Ok(()) => answers.push((origin.to_owned(), answer)),
             // Not taken: NAK everything of this origin by leaving it out of `applied`.
             Err(SubmitError::Overloaded | SubmitError::Unavailable) => {}

@@ -1,5 +1,7 @@
 //! Running a node: open the store, start the writer, serve HTTP until told to stop, then drain.
 
+pub mod tokens;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +10,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::api::{App, serve};
+use crate::api::{App, ServerSettings, serve};
+use crate::auth::{Authenticator, RateLimit};
 use crate::metrics::Metrics;
 use crate::nats::StreamSettings;
 use crate::nats::consumer::{ConsumerConfig, default_durable};
@@ -26,6 +29,31 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     pub writer: WriterConfig,
     pub replication: ReplicationConfig,
+    pub security: SecurityConfig,
+}
+
+/// Who may connect and how: TLS, socket limits, the token rate limit, `/metrics` access.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// PEM certificate chain and private key (`--tls-cert`, `--tls-key`): serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub header_read_timeout: Duration,
+    pub connections_max: usize,
+    pub metrics_auth: bool,
+    /// Requests per second per token (`--rate-limit`); `None`: unlimited.
+    pub rate_limit_per_second: Option<u32>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            tls: None,
+            header_read_timeout: crate::limits::HEADER_READ_TIMEOUT,
+            connections_max: crate::limits::CONNECTIONS_MAX,
+            metrics_auth: false,
+            rate_limit_per_second: None,
+        }
+    }
 }
 
 /// Where this node's outbox goes, how fast, and which stream it consumes as a hub.
@@ -33,6 +61,8 @@ pub struct NodeConfig {
 pub struct ReplicationConfig {
     /// A hub's root URL (`--upstream`).
     pub upstream: Option<String>,
+    /// How this node reaches its hub: the replicator token and, for https, the CA file.
+    pub upstream_auth: crate::replication::hub::HubAuth,
     /// A JetStream stream to publish the outbox to (`--nats`, `--nats-stream`).
     pub nats: Option<StreamSettings>,
     /// A JetStream stream to consume into the inbox (`onceledger consume`), and the durable name
@@ -48,7 +78,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .replication
         .upstream
         .as_deref()
-        .map(HubSink::new)
+        .map(|url| HubSink::new(url, &config.replication.upstream_auth))
         .transpose()?;
     let store = Store::open_as(&config.data_dir, config.node_id.as_deref()).map_err(|e| {
         format!(
@@ -63,8 +93,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
     tracing::info!(node_id = store.node_id(), data_dir = %config.data_dir.display(), "store open");
+    let settings = server_settings(&config.security)?;
     // Scripts and tests wait for these exact lines on stdout.
     println!("node {}", store.node_id());
+    if let Some((secret, path)) = tokens::ensure_admin_token(&store, &config.data_dir)? {
+        // Shown once, on stdout (not the log); also in the file, for scripts.
+        println!("admin token {}", secret.expose());
+        println!("admin token written to {}", path.display());
+        tracing::info!(file = %path.display(), "first admin token made");
+    }
     println!("listening on {bound}");
     let consumer = config
         .replication
@@ -83,7 +120,31 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         consumer,
         replicator: config.replication.replicator,
     };
-    serve_store_with(Arc::new(store), listener, config.writer, sinks, shutdown).await
+    serve_store_secured(
+        Arc::new(store),
+        listener,
+        config.writer,
+        sinks,
+        settings,
+        config.security.rate_limit_per_second,
+        shutdown,
+    )
+    .await
+}
+
+/// The socket settings for `security`: loads the TLS certificate and key if given.
+fn server_settings(security: &SecurityConfig) -> Result<ServerSettings, String> {
+    let tls = security
+        .tls
+        .as_ref()
+        .map(|(cert, key)| crate::tls::server_acceptor(cert, key))
+        .transpose()?;
+    Ok(ServerSettings {
+        header_read_timeout: security.header_read_timeout,
+        connections_max: security.connections_max,
+        metrics_auth: security.metrics_auth,
+        tls,
+    })
 }
 
 /// The sinks a node replicates to, and the stream it consumes as a hub.
@@ -106,7 +167,8 @@ pub async fn serve_store(
     serve_store_with(store, listener, writer, Sinks::default(), shutdown).await
 }
 
-/// [`serve_store`] with replication to `sinks`.
+/// [`serve_store`] with replication to `sinks`. Every `/v1` request needs a token of the store
+/// (`admin.token` is written beside a store that has no admin token; see [`tokens`]).
 pub async fn serve_store_with(
     store: Arc<Store>,
     listener: TcpListener,
@@ -114,10 +176,32 @@ pub async fn serve_store_with(
     sinks: Sinks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    if let Some(data_dir) = store.path().parent().map(std::path::Path::to_path_buf) {
+        tokens::ensure_admin_token(&store, &data_dir)?;
+    }
+    let settings = ServerSettings::default();
+    serve_store_secured(store, listener, writer, sinks, settings, None, shutdown).await
+}
+
+/// [`serve_store_with`] with socket settings and a per-token rate limit.
+pub async fn serve_store_secured(
+    store: Arc<Store>,
+    listener: TcpListener,
+    writer: WriterConfig,
+    sinks: Sinks,
+    settings: ServerSettings,
+    rate_limit_per_second: Option<u32>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let writer = WriterHandle::spawn(Arc::clone(&store), writer, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
-    let app = Arc::new(App::new(store, writer, metrics));
+    let auth = Arc::new(Authenticator::new(
+        rate_limit_per_second.map(|per_second| RateLimit { per_second }),
+    ));
+    let app = Arc::new(App::new(store, writer, metrics).with_settings(auth, settings));
+    app.load_tokens()
+        .map_err(|e| format!("cannot read the tokens: {e}"))?;
     let parts = || NodeParts {
         store: Arc::clone(&app.store),
         writer: Arc::clone(&app.writer),

@@ -43,12 +43,13 @@ use tokio::time::Instant;
 
 pub use report::Report;
 
+use crate::auth::{DEFAULT_TENANT_NAME, Role, TokenSecret};
 use crate::bench::prom::Scrape;
 use crate::bench::share;
 use crate::client::{Backoff, Client, ClientConfig, NewAccount};
 use crate::node::{Sinks, parse_duration, serve_store_with};
 use crate::proxy::{FaultRates, Proxy, ProxyConfig};
-use crate::replication::hub::HubSink;
+use crate::replication::hub::{HubAuth, HubSink};
 use crate::replication::{RelayCrash, ReplicatorConfig};
 use crate::store::{Store, check};
 use crate::writer::WriterConfig;
@@ -213,6 +214,10 @@ impl Drop for DataDirs {
 struct Running {
     store: Arc<Store>,
     url: String,
+    /// An admin token of this server (reads, account setup, charges).
+    admin: TokenSecret,
+    /// A replicator token of this server (what a node sends to it as its hub).
+    replicator: TokenSecret,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
 }
@@ -221,6 +226,12 @@ impl Running {
     async fn start(dir: &Path, node_id: &str, sinks: Sinks) -> Result<Running, String> {
         let store = Store::open_as(dir, Some(node_id))
             .map_err(|e| format!("cannot open the store in {}: {e}", dir.display()))?;
+        // Made before serving: the server loads its token table when it starts.
+        let token = |role| {
+            crate::node::tokens::token_create(&store, DEFAULT_TENANT_NAME, role)
+                .map(|(_, secret)| secret)
+        };
+        let (admin, replicator) = (token(Role::Admin)?, token(Role::Replicator)?);
         let store = Arc::new(store);
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -243,6 +254,8 @@ impl Running {
         Ok(Running {
             store,
             url: format!("http://{addr}"),
+            admin,
+            replicator,
             stop: Some(stop),
             task: Some(task),
         })
@@ -292,9 +305,13 @@ impl Reader {
         }
     }
 
-    async fn get(&self, url: &str) -> Result<Bytes, String> {
+    async fn get(&self, url: &str, token: Option<&TokenSecret>) -> Result<Bytes, String> {
         let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let request = Request::get(uri)
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header(http::header::AUTHORIZATION, token.header_value()?);
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| format!("GET {url}: {e}"))?;
         let fetch = async {
@@ -322,19 +339,19 @@ impl Reader {
             .map_err(|_| format!("GET {url}: no answer within {GET_TIMEOUT:?}"))?
     }
 
-    async fn json(&self, url: &str) -> Result<Value, String> {
-        let body = self.get(url).await?;
+    async fn json(&self, url: &str, token: &TokenSecret) -> Result<Value, String> {
+        let body = self.get(url, Some(token)).await?;
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
     }
 
     async fn metrics(&self, base: &str) -> Result<Scrape, String> {
-        let body = self.get(&format!("{base}/metrics")).await?;
+        let body = self.get(&format!("{base}/metrics"), None).await?;
         Ok(Scrape::parse(&String::from_utf8_lossy(&body)))
     }
 
     /// `credits_posted` of the account at `url` (a node's account or a hub's mirror of one).
-    async fn credits(&self, url: &str) -> Result<u64, String> {
-        let account = self.json(url).await?;
+    async fn credits(&self, url: &str, token: &TokenSecret) -> Result<u64, String> {
+        let account = self.json(url, token).await?;
         account["credits_posted"]
             .as_u64()
             .ok_or_else(|| format!("GET {url}: no credits_posted in {account}"))
@@ -368,7 +385,13 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
 
     let mut hub = Running::start(&dirs.hub(), HUB_ID, Sinks::default()).await?;
     let sinks = Sinks {
-        hub: Some(HubSink::new(&hub.url)?),
+        hub: Some(HubSink::new(
+            &hub.url,
+            &HubAuth {
+                token: Some(hub.replicator.expose().to_owned()),
+                ..HubAuth::default()
+            },
+        )?),
         replicator: ReplicatorConfig {
             backoff_cap: Duration::from_millis(500),
             crash_after_deliveries: Some((crash_after, RelayCrash::Task)),
@@ -405,7 +428,14 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
     }
 
     // Accounts, straight to the node: the faults are for the charges.
-    let setup = Client::new(&node.url, ClientConfig::default()).map_err(|e| e.to_string())?;
+    let setup = Client::new(
+        &node.url,
+        ClientConfig {
+            token: Some(node.admin.clone()),
+            ..ClientConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let customers: Vec<String> = (0..config.customers).map(|i| format!("c{i}")).collect();
     for (id, overdraft_limit) in customers
         .iter()
@@ -450,6 +480,7 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
             attempts_max: 10,
             attempt_timeout: Duration::from_secs(5),
             budget: Arc::clone(&budget),
+            token: Some(node.admin.clone()),
             ..ClientConfig::default()
         },
     )
@@ -502,7 +533,7 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
     // recorded that (lag 0 is set only after an acknowledgement, so a crashed batch's resend is
     // counted by then).
     let events = reader
-        .json(&format!("{}/v1/events?limit=1", node.url))
+        .json(&format!("{}/v1/events?limit=1", node.url), &node.admin)
         .await?;
     let last = events["held"]["last"]
         .as_u64()
@@ -510,7 +541,7 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
     let mut announced = Instant::now();
     loop {
         let origins = reader
-            .json(&format!("{}/v1/replication/origins", hub.url))
+            .json(&format!("{}/v1/replication/origins", hub.url), &hub.admin)
             .await?;
         let through = origins["origins"]
             .as_array()
@@ -540,13 +571,16 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
     let node_metrics = reader.metrics(&node.url).await?;
     let hub_metrics = reader.metrics(&hub.url).await?;
     let node_merchant_credits = reader
-        .credits(&format!("{}/v1/accounts/{MERCHANT}", node.url))
+        .credits(&format!("{}/v1/accounts/{MERCHANT}", node.url), &node.admin)
         .await?;
     let hub_merchant_credits = reader
-        .credits(&format!(
-            "{}/v1/replication/origins/{NODE_ID}/accounts/{MERCHANT}",
-            hub.url
-        ))
+        .credits(
+            &format!(
+                "{}/v1/replication/origins/{NODE_ID}/accounts/{MERCHANT}",
+                hub.url
+            ),
+            &hub.admin,
+        )
         .await?;
     let faults = proxy.counts();
     drop(proxy);

@@ -1,7 +1,9 @@
 //! The sink that delivers to another onceledger (a hub) over HTTP/1.1.
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -11,25 +13,85 @@ use super::wire::{decode_ack, encode_events};
 use super::{Delivered, Sink, SinkError};
 use crate::api::parse::REPLICATION_EVENTS_PATH;
 use crate::store::Event;
+use crate::tls::Connector;
 
 /// A hub's answers are small acknowledgements; anything larger is not a hub.
 const ACK_BYTES_MAX: usize = 64 * 1024;
 
+/// How a node authenticates to its hub. `Debug` hides the token.
+#[derive(Clone, Default)]
+pub struct HubAuth {
+    /// A replicator token of the hub (`--upstream-token`). Read from `token_file` when absent.
+    pub token: Option<String>,
+    /// A file holding the token on its first line (`--upstream-token-file`), read before each
+    /// delivery, so a token rotated on disk is picked up without a restart.
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for an `https://` hub (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HubAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubAuth")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token_file", &self.token_file)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl HubAuth {
+    /// The `Authorization` value, or why there is none. Never logged.
+    fn header(&self) -> Result<Option<HeaderValue>, SinkError> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    SinkError(format!(
+                        "cannot read the upstream token file {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| SinkError("the upstream token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+}
+
 pub struct HubSink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     endpoint: Uri,
     name: String,
+    auth: HubAuth,
 }
 
 impl HubSink {
-    /// `base` is the hub's root URL, `http://host:port`.
-    pub fn new(base: &str) -> Result<Self, String> {
+    /// `base` is the hub's root URL, `http://host:port` or `https://host:port`.
+    pub fn new(base: &str, auth: &HubAuth) -> Result<Self, String> {
         let uri: Uri = base
             .parse()
             .map_err(|e| format!("--upstream {base:?} is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("--upstream {base:?}: only http:// is supported"));
-        }
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme.to_owned(),
+            _ => {
+                return Err(format!(
+                    "--upstream {base:?}: give an http:// or https:// URL"
+                ));
+            }
+        };
+        let tls = if scheme == "https" {
+            Some(crate::tls::client_connector(auth.ca_file.as_deref())?)
+        } else {
+            None
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("--upstream {base:?} has no host"))?;
@@ -39,15 +101,18 @@ impl HubSink {
             ));
         }
         let endpoint = Uri::builder()
-            .scheme("http")
+            .scheme(scheme.as_str())
             .authority(authority.as_str())
             .path_and_query(REPLICATION_EVENTS_PATH)
             .build()
             .map_err(|e| format!("--upstream {base:?}: {e}"))?;
         Ok(HubSink {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new())
+                .build(Connector::new(HttpConnector::new(), tls)),
             endpoint,
+            // The cursor's key: the plain-HTTP form is kept, so a hub moved to https keeps it.
             name: format!("hub:http://{authority}"),
+            auth: auth.clone(),
         })
     }
 }
@@ -66,12 +131,15 @@ impl Sink for HubSink {
         origin: &'a str,
         events: &'a [Event],
     ) -> Result<Delivered, SinkError> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.endpoint.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(encode_events(origin, events))))
             .map_err(|e| SinkError(format!("cannot build the request: {e}")))?;
+        if let Some(value) = self.auth.header()? {
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
         let response = self
             .client
             .request(request)

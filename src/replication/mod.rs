@@ -29,6 +29,18 @@ use crate::writer::WriterHandle;
 use rate::TokenBucket;
 use wire::RefusedEvent;
 
+/// How a hub files an origin node's events: the node id alone for the default tenant (so a hub's
+/// data from before tenants keeps its keys), `TENANT_ID:NODE` for any other tenant. Node ids
+/// cannot contain `:`, so the two forms never collide, and two tenants' nodes of the same name
+/// get separate inboxes and mirrors.
+pub fn origin_key(tenant: crate::ledger::TenantId, node: &str) -> String {
+    if tenant == crate::ledger::TenantId::DEFAULT {
+        node.to_owned()
+    } else {
+        format!("{}:{node}", tenant.0)
+    }
+}
+
 /// Where events go: a hub over HTTP, or a log such as NATS JetStream.
 pub trait Sink: Send + 'static {
     /// Stable across restarts: the key of this sink's cursor in the store.

@@ -201,7 +201,7 @@ mod tests {
                     post_charge(&charge, &mut source, &mut destination).expect("accepted");
                 tables.stage_account(tenant, source);
                 tables.stage_account(tenant, destination);
-                tables.record_charge(&charge, &postings, 1)?;
+                tables.record_charge(tenant, &charge, &postings, 1)?;
                 Ok(())
             })
             .expect("committed");

@@ -11,6 +11,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::StoreError;
 use super::accounts::{self, AccountMap, AccountOverlay};
 use super::answers;
+use super::auth::AuthTables;
 use super::codec::{decode, encode};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
@@ -33,6 +34,7 @@ pub struct BatchTables<'txn> {
     outbox: Table<'txn, u64, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     replication: ReplicationTables<'txn>,
+    auth: AuthTables<'txn>,
     /// Accounts created or changed by this batch; see `flush_accounts`.
     staged_accounts: AccountMap,
     /// Committed account changes since the last checkpoint (see `store/accounts.rs`).
@@ -89,6 +91,7 @@ impl<'txn> BatchTables<'txn> {
             outbox: txn.open_table(OUTBOX)?,
             meta,
             replication: ReplicationTables::open(txn)?,
+            auth: AuthTables::open(txn)?,
             staged_accounts: HashMap::new(),
             overlay,
             accounts_through_charge,
@@ -164,14 +167,18 @@ impl<'txn> BatchTables<'txn> {
             },
             now_ms,
         )?;
+        // The event's owner is written with the event, here, so no caller can forget it.
+        self.auth.own_event(tenant, seq)?;
         self.stage_account(tenant, account);
         Ok(seq)
     }
 
-    /// Stores a succeeded charge: the charge, its two postings and its `charge.succeeded` event.
-    /// The caller has already applied the postings to the staged accounts.
+    /// Stores a succeeded charge of `tenant`: the charge, its two postings, its `charge.succeeded`
+    /// event, and who owns both. The caller has already applied the postings to the staged
+    /// accounts.
     pub fn record_charge(
         &mut self,
+        tenant: TenantId,
         charge: &NewCharge,
         postings: &[Posting; 2],
         now_ms: u64,
@@ -200,6 +207,8 @@ impl<'txn> BatchTables<'txn> {
             now_ms,
         )?;
         debug_assert_eq!(seq, stored.event_seq);
+        self.auth.own_event(tenant, seq)?;
+        self.auth.own_charge(tenant, number)?;
         Ok(stored)
     }
 
@@ -253,6 +262,11 @@ impl<'txn> BatchTables<'txn> {
     /// Cursors, inbox, mirrors and dead letters, in the same transaction as the ledger's tables.
     pub fn replication(&mut self) -> &mut ReplicationTables<'txn> {
         &mut self.replication
+    }
+
+    /// Tenants, tokens and the owners of events and charges, in the same transaction.
+    pub fn auth(&mut self) -> &mut AuthTables<'txn> {
+        &mut self.auth
     }
 
     /// Outbox retention: deletes, oldest first, up to `events_max` events numbered at most

@@ -122,7 +122,9 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     // Charges: dense numbers, two postings each that match it, one event each; and the totals of
     // every account recomputed from the postings.
     let postings_table = txn.open_table(POSTINGS)?;
-    let mut recomputed: HashMap<String, (u64, u64)> = HashMap::new();
+    // Postings name accounts within their charge's tenant.
+    let charge_owners = super::auth::charge_owners(&txn)?;
+    let mut recomputed: HashMap<(u32, String), (u64, u64)> = HashMap::new();
     let mut charges: BTreeMap<u64, Charge> = BTreeMap::new();
     for entry in txn.open_table(CHARGES)?.iter()? {
         let (number, bytes) = entry?;
@@ -145,7 +147,10 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
                 .transpose()?;
             match posting {
                 Some(p) if p.side == side && &p.account == account && p.amount == charge.amount => {
-                    let totals = recomputed.entry(p.account.as_str().to_owned()).or_default();
+                    let tenant = charge_owners.get(&number).copied().unwrap_or(0);
+                    let totals = recomputed
+                        .entry((tenant, p.account.as_str().to_owned()))
+                        .or_default();
                     match side {
                         PostingSide::Debit => totals.0 += p.amount.minor(),
                         PostingSide::Credit => totals.1 += p.amount.minor(),
@@ -181,9 +186,10 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             report.charges
         ));
     }
-    // Single tenant today: postings name accounts by id within the default tenant.
-    for ((_, id), account) in &accounts {
-        let (debits, credits) = recomputed.remove(id).unwrap_or_default();
+    for ((tenant, id), account) in &accounts {
+        let (debits, credits) = recomputed
+            .remove(&(*tenant, id.clone()))
+            .unwrap_or_default();
         if (debits, credits) != (account.debits_posted, account.credits_posted) {
             violations.push(format!(
                 "account {id}: stored totals {}/{} but postings give {debits}/{credits}",
@@ -191,8 +197,18 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             ));
         }
     }
-    for id in recomputed.keys() {
-        violations.push(format!("postings name account {id}, which does not exist"));
+    for (tenant, id) in recomputed.keys() {
+        violations.push(format!(
+            "postings name account {id} of tenant {tenant}, which does not exist"
+        ));
+    }
+    // Every held event has exactly one owning tenant.
+    let event_owners = super::auth::event_owners(&txn)?;
+    for seq in events.keys() {
+        match event_owners.get(seq).map(Vec::len) {
+            Some(1) => {}
+            owners => violations.push(format!("event {seq} has {owners:?} owning tenants")),
+        }
     }
 
     // Idempotency records: invariant 2, a 201 has exactly its effects, a decline has none.
@@ -215,6 +231,8 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         report.idempotency_records += 1;
         let consistent = match &record.effect {
             Effect::None => record.status != 201,
+            // Tenants and tokens live in their own tables; the cache reload checks them.
+            Effect::Administrative => matches!(record.status, 200 | 201),
             Effect::DeadLetterRedriven { id } => {
                 record.status == 200
                     && txn

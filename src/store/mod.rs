@@ -10,6 +10,7 @@
 
 mod accounts;
 mod answers;
+mod auth;
 mod batch;
 pub mod check;
 /// Public so that the record_codec fuzz target drives the real codec.
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use answers::{AnswerPointer, StoredAnswer};
+pub use auth::{AuthTables, TenantRecord, TokenRecord};
 pub use batch::BatchTables;
 use batch::Checkpoint;
 pub use records::{
@@ -218,29 +220,19 @@ impl Store {
         let mut events = Vec::with_capacity(limit.min(256));
         for entry in outbox.range(start..)?.take(limit) {
             let (seq, bytes) = entry?;
-            let record: records::EventRecord = decode(bytes.value())?;
-            let body = match record.kind {
-                EventKind::AccountCreated { account } => EventBody::AccountCreated(account),
-                EventKind::ChargeSucceeded { charge_number } => {
-                    let bytes = charges
-                        .get(charge_number)?
-                        .ok_or_else(|| StoreError::Corrupt {
-                            record: "outbox event",
-                            detail: format!(
-                                "event {} names missing charge {charge_number}",
-                                seq.value()
-                            ),
-                        })?;
-                    EventBody::ChargeSucceeded(decode(bytes.value())?)
-                }
-            };
-            events.push(Event {
-                seq: seq.value(),
-                created_at_ms: record.created_at_ms,
-                body,
-            });
+            events.push(join_event(&charges, seq.value(), bytes.value())?);
         }
         Ok(events)
+    }
+
+    /// Event `seq` with its charge joined in, if the outbox still holds it.
+    fn event_in(&self, txn: &redb::ReadTransaction, seq: u64) -> Result<Option<Event>, StoreError> {
+        let outbox = txn.open_table(OUTBOX)?;
+        let charges = txn.open_table(CHARGES)?;
+        let found = outbox.get(seq)?;
+        found
+            .map(|bytes| join_event(&charges, seq, bytes.value()))
+            .transpose()
     }
 
     /// The outbox range still held: (first held seq, last seq). `last < first` when none is held;
@@ -310,6 +302,32 @@ impl Store {
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
+}
+
+/// An outbox record as shown and sent: a charge event gets its charge joined in.
+fn join_event(
+    charges: &redb::ReadOnlyTable<u64, &[u8]>,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Event, StoreError> {
+    let record: records::EventRecord = decode(bytes)?;
+    let body = match record.kind {
+        EventKind::AccountCreated { account } => EventBody::AccountCreated(account),
+        EventKind::ChargeSucceeded { charge_number } => {
+            let bytes = charges
+                .get(charge_number)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    record: "outbox event",
+                    detail: format!("event {seq} names missing charge {charge_number}"),
+                })?;
+            EventBody::ChargeSucceeded(decode(bytes.value())?)
+        }
+    };
+    Ok(Event {
+        seq,
+        created_at_ms: record.created_at_ms,
+        body,
+    })
 }
 
 /// A node id: 1 to 64 of `A-Z a-z 0-9 _ . -`. No `:`, because event ids are `NODE:SEQ`.

@@ -53,6 +53,8 @@ pub enum Effect {
     DeadLetterRedriven {
         id: u64,
     },
+    /// A tenant or token was created or revoked (no ledger effect).
+    Administrative,
 }
 
 /// An outbox event as stored. Charge events refer to the charge (stored once, in `charges`);

@@ -76,5 +76,6 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REPLICA_CHARGES)?;
     txn.open_table(DEAD_LETTERS)?;
     txn.open_table(REPLICATION_COUNTERS)?;
+    super::auth::create_tables(txn)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{StoredAnswer, WriteOutcome, WriteRequest};
 use crate::api::present;
-use crate::ledger::{Account, Command, Decline, post_charge};
+use crate::ledger::{Account, Command, Decline, TenantId, post_charge};
 use crate::store::{BatchTables, Effect, IdempotencyRecord, Redrive, StoreError};
 
 /// A decline is an `Ok` here: it is a final answer that gets stored. Only a storage failure is an
@@ -96,7 +96,7 @@ fn execute(
             };
             tables.stage_account(tenant, source);
             tables.stage_account(tenant, destination);
-            let stored = tables.record_charge(charge, &postings, now_ms)?;
+            let stored = tables.record_charge(tenant, charge, &postings, now_ms)?;
             Ok(Ok((
                 201,
                 present::charge(&stored),
@@ -123,5 +123,41 @@ fn execute(
                 }
             })
         }
+        Command::CreateTenant { name } => Ok(match tables.auth().create_tenant(name, now_ms)? {
+            Some(record) => Ok((201, present::tenant(&record), Effect::Administrative)),
+            None => Err(Decline::TenantExists { name: name.clone() }),
+        }),
+        Command::CreateToken {
+            tenant: name,
+            role,
+            secret,
+        } => {
+            let Some(tenant) = tables.auth().tenant_id(name)? else {
+                return Ok(Err(Decline::TenantNotFound { name: name.clone() }));
+            };
+            // The handler always fills the secret in; without one there is nothing to store.
+            let Some((digest, prefix)) = secret else {
+                return Err(StoreError::Corrupt {
+                    record: "token request",
+                    detail: "no token digest".into(),
+                });
+            };
+            let record =
+                tables
+                    .auth()
+                    .create_token(tenant, *role, *digest, prefix.clone(), now_ms)?;
+            Ok(Ok((
+                201,
+                present::token(&record, name),
+                Effect::Administrative,
+            )))
+        }
+        Command::RevokeToken { id } => Ok(match tables.auth().revoke_token(*id, now_ms)? {
+            Some(record) => {
+                let name = tables.auth().tenant_name(TenantId(record.tenant))?;
+                Ok((200, present::token(&record, &name), Effect::Administrative))
+            }
+            None => Err(Decline::TokenNotFound { id: *id }),
+        }),
     }
 }

@@ -32,14 +32,16 @@ impl RefusedEvents {
     }
 }
 
+/// `origin` is the batch's origin node as the hub files it: qualified by the sender's tenant
+/// (`crate::replication::origin_key`).
 pub(super) fn apply(
     tables: &mut BatchTables<'_>,
+    origin: &str,
     batch: &EventBatch,
     now_ms: u64,
     refused: &mut RefusedEvents,
     dead_letter_after: u32,
 ) -> Result<Ack, StoreError> {
-    let origin = batch.origin.as_str();
     let replication = tables.replication();
     let mut ack = Ack {
         applied_through: replication.origin(origin)?.applied_through,

@@ -97,6 +97,9 @@ pub enum SubmitError {
 
 /// A batch of replicated events from an origin node, for this node's inbox.
 pub struct InboundRequest {
+    /// The tenant of the replicator token that sent it: the batch is filed under
+    /// (tenant, origin), so two tenants' nodes never share a mirror or an inbox.
+    pub tenant: TenantId,
     pub batch: EventBatch,
     pub reply: oneshot::Sender<InboundOutcome>,
 }
@@ -319,8 +322,17 @@ impl Writer {
                         apply::apply(tables, request, now).map(JobOutcome::Write)
                     }
                     Job::Inbound(request) => {
-                        inbound::apply(tables, &request.batch, now, refused, dead_letter_after)
-                            .map(JobOutcome::Inbound)
+                        let origin =
+                            crate::replication::origin_key(request.tenant, &request.batch.origin);
+                        inbound::apply(
+                            tables,
+                            &origin,
+                            &request.batch,
+                            now,
+                            refused,
+                            dead_letter_after,
+                        )
+                        .map(JobOutcome::Inbound)
                     }
                     Job::Cursor { sink, through } => tables
                         .replication()
@@ -384,6 +396,8 @@ impl Writer {
                 0
             }
         };
+        // This thread is the only writer: the snapshot's first held seq is the transaction's.
+        let first_held = self.store.outbox_bounds().map_or(1, |(first, _)| first);
         match self.store.write_batch(|tables| {
             let keys = tables.sweep_idempotency(cutoff_ms, RETENTION_SWEEP_RECORDS_MAX)?;
             let events = tables.prune_outbox(
@@ -391,6 +405,10 @@ impl Writer {
                 outbox_cutoff_ms,
                 OUTBOX_PRUNE_EVENTS_MAX,
             )?;
+            // The owners of deleted events go too (bounded like the events themselves).
+            tables
+                .auth()
+                .prune_event_owners(first_held + events as u64, OUTBOX_PRUNE_EVENTS_MAX)?;
             Ok((keys, events))
         }) {
             Ok((0, 0)) => {}

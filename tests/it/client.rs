@@ -64,8 +64,14 @@ async fn start_proxy(server: &Server, seed: u64, rates: FaultRates, delay: Durat
 }
 
 /// A client of the proxy that may try 20 times, quickly, writing its transcript to `path`.
-fn client_with_transcript(proxy: &Proxy, path: &Path, attempt_timeout: Duration) -> Client {
+fn client_with_transcript(
+    proxy: &Proxy,
+    token: Option<&str>,
+    path: &Path,
+    attempt_timeout: Duration,
+) -> Client {
     let config = ClientConfig {
+        token: token.map(onceledger::auth::TokenSecret::presented),
         backoff: fast_backoff(),
         attempts_max: 20,
         attempt_timeout,
@@ -216,7 +222,12 @@ async fn charges_through_lost_answers_and_resets_apply_exactly_once() {
     let proxy = start_proxy(&server, seed, rates, Duration::ZERO).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let transcript_path = dir.path().join("transcript.jsonl");
-    let client = client_with_transcript(&proxy, &transcript_path, ATTEMPT_TIMEOUT_DEFAULT);
+    let client = client_with_transcript(
+        &proxy,
+        ep.token(),
+        &transcript_path,
+        ATTEMPT_TIMEOUT_DEFAULT,
+    );
 
     let answers = charge_sequentially(&client, CHARGES).await;
     assert_each_charge_applied_once(&ep, CHARGES, &answers).await;
@@ -286,7 +297,12 @@ async fn charges_through_delays_beyond_the_timeout_apply_exactly_once() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let transcript_path = dir.path().join("transcript.jsonl");
-    let client = client_with_transcript(&proxy, &transcript_path, Duration::from_millis(500));
+    let client = client_with_transcript(
+        &proxy,
+        ep.token(),
+        &transcript_path,
+        Duration::from_millis(500),
+    );
 
     let answers = charge_sequentially(&client, CHARGES).await;
     // Every held original reaches the server before its state is read.
@@ -361,6 +377,7 @@ async fn charge_command_retries_a_lost_answer_with_the_same_key() {
     let done = run_bounded(
         Command::new(BIN)
             .env_remove("ONCELEDGER_URL")
+            .env("ONCELEDGER_TOKEN", ep.token().expect("admin token"))
             .args([
                 "charge", "--from", "payer", "--to", "payee", "--amount", "1250",
             ])

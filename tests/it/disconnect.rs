@@ -40,7 +40,7 @@ fn request_bytes(key: &str, body: &str) -> Vec<u8> {
 }
 
 async fn send_and_vanish(addr: SocketAddr, key: &str, body: &str, cut: Cut) {
-    let bytes = request_bytes(key, body);
+    let bytes = crate::harness::with_auth(addr, &request_bytes(key, body));
     let send = match cut {
         Cut::CompleteThenClose | Cut::CompleteThenReset => &bytes[..],
         Cut::HalfBodyThenClose | Cut::HalfBodyThenReset => &bytes[..bytes.len() - body.len() / 2],

@@ -22,6 +22,7 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use onceledger::tls::Connector;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,11 +42,12 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_onceledger");
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// hyper's pooled client over onceledger's connector: plain HTTP, or HTTPS for a TLS server.
+pub type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// A client with the default connection pool (keep-alive reuse).
 pub fn new_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    Client::builder(TokioExecutor::new()).build(Connector::new(HttpConnector::new(), None))
 }
 
 /// A client that never keeps an idle connection: each request opens its own TCP connection, so
@@ -53,7 +55,7 @@ pub fn new_client() -> HttpClient {
 pub fn fresh_connection_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build_http()
+        .build(Connector::new(HttpConnector::new(), None))
 }
 
 /// A unique idempotency key (unique within this test process).
@@ -186,26 +188,92 @@ pub fn assert_replay_of(replay: &Resp, original: &Resp) {
     );
 }
 
-/// A cheap handle to send requests to one server incarnation; cloneable into tasks.
+/// The admin token of each server this test process started, by address, so raw-socket helpers
+/// can authenticate too. Set when a server prints `listening on`.
+static TOKENS: Mutex<Vec<(SocketAddr, String)>> = Mutex::new(Vec::new());
+
+/// The admin token of the server at `addr`, if this process started it.
+pub fn token_of(addr: SocketAddr) -> Option<String> {
+    let tokens = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+    tokens
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, t)| t.clone())
+}
+
+/// `raw` with an `Authorization` line for the server at `addr` inserted after the request line,
+/// unless it has one (raw-socket tests speak to `/v1` too).
+pub fn with_auth(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let has_auth = String::from_utf8_lossy(raw)
+        .to_ascii_lowercase()
+        .contains("\r\nauthorization:");
+    let (Some(token), Some(end)) = (token_of(addr), raw.windows(2).position(|w| w == b"\r\n"))
+    else {
+        return raw.to_vec();
+    };
+    if has_auth {
+        return raw.to_vec();
+    }
+    let mut out = raw[..end + 2].to_vec();
+    out.extend_from_slice(format!("Authorization: Bearer {token}\r\n").as_bytes());
+    out.extend_from_slice(&raw[end + 2..]);
+    out
+}
+
+/// A cheap handle to send requests to one server incarnation; cloneable into tasks. It sends
+/// `Authorization: Bearer TOKEN` with every request (the server's admin token by default) unless
+/// the request names its own `authorization` header or the endpoint has no token.
 #[derive(Clone)]
 pub struct Endpoint {
     pub base: String,
     pub addr: SocketAddr,
     client: HttpClient,
+    token: Option<Arc<str>>,
 }
 
 impl Endpoint {
+    /// An endpoint with the admin token of the server at `addr` (if this process started it).
     pub fn new(addr: SocketAddr, client: HttpClient) -> Endpoint {
         Endpoint {
             base: format!("http://{addr}"),
             addr,
             client,
+            token: token_of(addr).map(Arc::from),
         }
     }
 
     /// The same server through another client (for example one connection per request).
     pub fn with_client(&self, client: HttpClient) -> Endpoint {
-        Endpoint::new(self.addr, client)
+        Endpoint {
+            client,
+            ..self.clone()
+        }
+    }
+
+    /// The same server over HTTPS, trusting the PEM certificates of `ca_file`.
+    pub fn over_tls(&self, ca_file: &Path) -> Endpoint {
+        let tls = onceledger::tls::client_connector(Some(ca_file)).expect("a TLS client");
+        let client = Client::builder(TokioExecutor::new())
+            .build(Connector::new(HttpConnector::new(), Some(tls)));
+        Endpoint {
+            base: format!("https://{}", self.addr),
+            client,
+            ..self.clone()
+        }
+    }
+
+    /// The same server, sending `token` (None: no Authorization header at all).
+    pub fn with_token(&self, token: Option<&str>) -> Endpoint {
+        Endpoint {
+            token: token.map(Arc::from),
+            ..self.clone()
+        }
+    }
+
+    /// The token this endpoint sends.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// Sends one request; `Err` describes a transport failure or the deadline passing.
@@ -219,6 +287,12 @@ impl Endpoint {
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path));
+        let names_auth = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if let Some(token) = self.token.as_deref().filter(|_| !names_auth) {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| format!("bad header name {name:?}: {e}"))?;
@@ -566,6 +640,15 @@ impl Server {
         self.child.is_some()
     }
 
+    /// The server's last stderr lines (its log, without the stdout lines), oldest first.
+    pub fn log_lines(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter(|l| l.contains(" err] "))
+            .cloned()
+            .collect()
+    }
+
     /// The server's last log lines (stdout and stderr), for failure messages.
     pub fn log_tail(&self) -> String {
         log_text(&self.log)
@@ -798,7 +881,18 @@ async fn spawn_server(
     });
 
     match tokio::time::timeout(STARTUP_DEADLINE, port_rx).await {
-        Ok(Ok(port)) => (child, SocketAddr::from(([127, 0, 0, 1], port))),
+        Ok(Ok(port)) => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // `serve` writes admin.token before it prints `listening on`.
+            match std::fs::read_to_string(data_dir.join("admin.token")) {
+                Ok(token) => TOKENS
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((addr, token.trim().to_owned())),
+                Err(error) => panic!("no admin.token in {}: {error}", data_dir.display()),
+            }
+            (child, addr)
+        }
         Ok(Err(_)) => {
             // stdout closed without the line: the process is exiting.
             let status = wait_exit(&mut child, EXIT_DEADLINE).await;
@@ -865,7 +959,7 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawAnswer {
             .await
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         // The server may answer and close before taking everything (413, bad headers).
-        let _ = stream.write_all(request).await;
+        let _ = stream.write_all(&with_auth(addr, request)).await;
         let mut raw = Vec::new();
         let mut buf = [0u8; 8192];
         loop {
@@ -1116,4 +1210,24 @@ pub fn is_rfc3339_utc(s: &str) -> bool {
         rest = &frac[n..];
     }
     matches!(rest, "Z" | "z" | "+00:00")
+}
+
+/// Makes a token of `tenant` with `role` through the admin endpoints (the tenant too, unless it
+/// is `default` or exists) and returns it; `admin` sends an admin token.
+pub async fn make_token(admin: &Endpoint, tenant: &str, role: &str) -> String {
+    if tenant != "default" {
+        let body = serde_json::json!({ "name": tenant }).to_string();
+        let made = admin.post("/v1/tenants", Some(&key("tenant")), &body).await;
+        assert!(
+            made.status == 201 || made.problem_type() == "/problems/tenant-exists",
+            "{made}"
+        );
+    }
+    let body = serde_json::json!({ "tenant": tenant, "role": role }).to_string();
+    let made = admin.post("/v1/tokens", Some(&key("token")), &body).await;
+    assert_eq!(made.status, 201, "{made}");
+    made.json()["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {made}"))
+        .to_owned()
 }

@@ -9,6 +9,7 @@ mod harness;
 mod load;
 
 mod accounts;
+mod auth;
 mod charges;
 mod client;
 mod concurrency;

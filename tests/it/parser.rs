@@ -204,7 +204,8 @@ async fn read_until_closed(addr: std::net::SocketAddr, bytes: &[u8]) -> crate::h
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let work = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(bytes).await.expect("write");
+        let bytes = crate::harness::with_auth(addr, bytes);
+        stream.write_all(&bytes).await.expect("write");
         let mut raw = Vec::new();
         let mut buf = [0u8; 4096];
         loop {

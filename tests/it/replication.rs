@@ -26,8 +26,30 @@ fn upstream_args(hub: SocketAddr) -> Vec<String> {
     ]
 }
 
+/// Where a terminal reads its hub's replicator token from (`--upstream-token-file`), by hub
+/// address. The file appears once the hub is up and provisioned; until then the terminal's
+/// deliveries fail and back off, as they do while the hub is down.
+fn hub_token_file(hub: SocketAddr) -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
+    dir.path().join(format!("hub-{}.token", hub.port()))
+}
+
+/// Starts a hub and gives its terminals a replicator token of it (through the admin endpoint).
+async fn start_hub_at(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let hub = Server::start_at(addr, args, env).await;
+    let token = crate::harness::make_token(&hub.endpoint(), "default", "replicator").await;
+    let path = hub_token_file(addr);
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, format!("{token}\n")).expect("write the token file");
+    std::fs::rename(&temporary, &path).expect("move the token file in place");
+    hub
+}
+
 async fn start_terminal(hub: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = upstream_args(hub);
+    args.push("--upstream-token-file".into());
+    args.push(hub_token_file(hub).display().to_string());
     args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_at(free_loopback_addr(), &args, env).await
@@ -158,7 +180,7 @@ async fn offline_terminal_delivers_every_charge_once_and_in_order_when_the_hub_c
     let lag = metric(&metrics(&ep).await, "onceledger_outbox_lag_events", &[]);
     assert!(lag > 0.0, "with the hub down the outbox lags");
 
-    let hub = Server::start_at(hub_addr, &[], &[]).await;
+    let hub = start_hub_at(hub_addr, &[], &[]).await;
     let origin = node_id(&ep).await;
     let state = wait_applied_through(&hub.endpoint(), &origin, last).await;
     assert_eq!(state["events_applied"], last, "{state}");
@@ -215,7 +237,7 @@ async fn relay_crash_between_delivery_and_cursor_update_resends_and_the_inbox_dr
     assert!(first_part > BATCH);
 
     // The hub comes up; the terminal delivers one full batch and dies before moving its cursor.
-    let hub = Server::start_at(hub_addr, &[], &[]).await;
+    let hub = start_hub_at(hub_addr, &[], &[]).await;
     let status = terminal.wait_crashed(CATCH_UP_DEADLINE).await;
     assert!(!status.success(), "the fault point aborts the process");
     let state = origin_state(&hub.endpoint(), &origin)
@@ -295,7 +317,7 @@ async fn backlog_of_18000_events_drains_under_a_rate_limit_while_the_hub_serves(
     }
     assert_eq!(last_seq(&ep).await, EVENTS);
 
-    let hub = Server::start_at(hub_addr, &[], &[]).await;
+    let hub = start_hub_at(hub_addr, &[], &[]).await;
     let hub_ep = hub.endpoint();
     let origin = node_id(&ep).await;
     // While the backlog drains, the hub serves its own API.

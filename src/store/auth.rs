@@ -1,0 +1,328 @@
+//! Tenants, API tokens, and which tenant owns each outbox event and charge.
+//!
+//! Tenant 0 (`default`) exists in every store without a row: it owns everything written before
+//! tenants existed and is the operator's tenant. Tokens are stored as blake3 digests only.
+//! Ownership of ledger rows: accounts and idempotency records carry the tenant in their keys;
+//! charges and outbox events are numbered densely per node, so their owner is kept beside them:
+//! `tenant_events` (tenant, seq) for every event (a tenant's events are one range scan) and
+//! `charge_tenants` for charges of tenants other than 0 (absent means tenant 0).
+
+use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{Record, decode, encode};
+use super::{Event, Store, StoreError};
+use crate::auth::{DEFAULT_TENANT_NAME, Role, TokenDigest, TokenEntry};
+use crate::ledger::TenantId;
+
+/// tenant id → TenantRecord (tenant 0 has no row).
+const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
+/// tenant name → tenant id.
+const TENANT_NAMES: TableDefinition<&str, u32> = TableDefinition::new("tenant_names");
+/// token id → TokenRecord. Ids are dense from 1.
+const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
+/// (tenant, event seq) → (): the events each tenant owns, in seq order.
+const TENANT_EVENTS: TableDefinition<(u32, u64), ()> = TableDefinition::new("tenant_events");
+/// charge number → tenant, for charges of tenants other than 0.
+const CHARGE_TENANTS: TableDefinition<u64, u32> = TableDefinition::new("charge_tenants");
+/// name → value: the next tenant id and token id.
+const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_counters");
+
+const COUNTER_NEXT_TENANT_ID: &str = "next_tenant_id";
+const COUNTER_NEXT_TOKEN_ID: &str = "next_token_id";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: u32,
+    pub name: String,
+    pub created_at_ms: u64,
+}
+
+impl Record for TenantRecord {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "tenant";
+}
+
+/// A token as stored: never the token itself, only its digest and the prefix listings show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: u64,
+    pub tenant: u32,
+    pub role: Role,
+    pub digest: TokenDigest,
+    /// `olt_` and 8 hex digits, for telling tokens apart in listings.
+    pub prefix: String,
+    pub created_at_ms: u64,
+    pub revoked_at_ms: Option<u64>,
+}
+
+impl Record for TokenRecord {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "token";
+}
+
+impl TokenRecord {
+    pub fn entry(&self) -> TokenEntry {
+        TokenEntry {
+            id: self.id,
+            tenant: TenantId(self.tenant),
+            role: self.role,
+            digest: self.digest,
+            revoked: self.revoked_at_ms.is_some(),
+        }
+    }
+}
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(TENANTS)?;
+    txn.open_table(TENANT_NAMES)?;
+    txn.open_table(TOKENS)?;
+    txn.open_table(TENANT_EVENTS)?;
+    txn.open_table(CHARGE_TENANTS)?;
+    txn.open_table(AUTH_COUNTERS)?;
+    Ok(())
+}
+
+/// The tenancy tables inside one write transaction.
+pub struct AuthTables<'txn> {
+    tenants: Table<'txn, u32, &'static [u8]>,
+    names: Table<'txn, &'static str, u32>,
+    tokens: Table<'txn, u64, &'static [u8]>,
+    tenant_events: Table<'txn, (u32, u64), ()>,
+    charge_tenants: Table<'txn, u64, u32>,
+    counters: Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> AuthTables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(AuthTables {
+            tenants: txn.open_table(TENANTS)?,
+            names: txn.open_table(TENANT_NAMES)?,
+            tokens: txn.open_table(TOKENS)?,
+            tenant_events: txn.open_table(TENANT_EVENTS)?,
+            charge_tenants: txn.open_table(CHARGE_TENANTS)?,
+            counters: txn.open_table(AUTH_COUNTERS)?,
+        })
+    }
+
+    fn take(&mut self, counter: &str) -> Result<u64, StoreError> {
+        let next = self.counters.get(counter)?.map_or(1, |v| v.value());
+        self.counters.insert(counter, next + 1)?;
+        Ok(next)
+    }
+
+    pub fn tenant_id(&self, name: &str) -> Result<Option<TenantId>, StoreError> {
+        if name == DEFAULT_TENANT_NAME {
+            return Ok(Some(TenantId::DEFAULT));
+        }
+        Ok(self.names.get(name)?.map(|v| TenantId(v.value())))
+    }
+
+    /// The name of a tenant id (`?` and the id for one that has no row, which cannot happen
+    /// for ids this store handed out).
+    pub fn tenant_name(&self, tenant: TenantId) -> Result<String, StoreError> {
+        if tenant == TenantId::DEFAULT {
+            return Ok(DEFAULT_TENANT_NAME.into());
+        }
+        Ok(match self.tenants.get(tenant.0)? {
+            Some(bytes) => decode::<TenantRecord>(bytes.value())?.name,
+            None => format!("?{}", tenant.0),
+        })
+    }
+
+    /// `None` when the name is taken (`default` always is).
+    pub fn create_tenant(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<Option<TenantRecord>, StoreError> {
+        if self.tenant_id(name)?.is_some() {
+            return Ok(None);
+        }
+        let id =
+            u32::try_from(self.take(COUNTER_NEXT_TENANT_ID)?).map_err(|_| StoreError::Corrupt {
+                record: "counter",
+                detail: "tenant ids exhausted".into(),
+            })?;
+        let record = TenantRecord {
+            id,
+            name: name.to_owned(),
+            created_at_ms: now_ms,
+        };
+        self.tenants.insert(id, encode(&record).as_slice())?;
+        self.names.insert(name, id)?;
+        Ok(Some(record))
+    }
+
+    pub fn create_token(
+        &mut self,
+        tenant: TenantId,
+        role: Role,
+        digest: TokenDigest,
+        prefix: String,
+        now_ms: u64,
+    ) -> Result<TokenRecord, StoreError> {
+        let record = TokenRecord {
+            id: self.take(COUNTER_NEXT_TOKEN_ID)?,
+            tenant: tenant.0,
+            role,
+            digest,
+            prefix,
+            created_at_ms: now_ms,
+            revoked_at_ms: None,
+        };
+        self.tokens.insert(record.id, encode(&record).as_slice())?;
+        Ok(record)
+    }
+
+    /// Revokes a token (once: a second revocation keeps the first time). `None`: no such token.
+    pub fn revoke_token(
+        &mut self,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(mut record) = self
+            .tokens
+            .get(id)?
+            .map(|v| decode::<TokenRecord>(v.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        if record.revoked_at_ms.is_none() {
+            record.revoked_at_ms = Some(now_ms);
+            self.tokens.insert(id, encode(&record).as_slice())?;
+        }
+        Ok(Some(record))
+    }
+
+    /// Records that `tenant` owns event `seq`.
+    pub fn own_event(&mut self, tenant: TenantId, seq: u64) -> Result<(), StoreError> {
+        self.tenant_events.insert((tenant.0, seq), ())?;
+        Ok(())
+    }
+
+    /// Records that `tenant` owns charge `number` (nothing to write for tenant 0).
+    pub fn own_charge(&mut self, tenant: TenantId, number: u64) -> Result<(), StoreError> {
+        if tenant != TenantId::DEFAULT {
+            self.charge_tenants.insert(number, tenant.0)?;
+        }
+        Ok(())
+    }
+
+    /// Outbox retention: deletes up to `rows_max` ownership rows of events below `first_held`.
+    pub fn prune_event_owners(
+        &mut self,
+        first_held: u64,
+        rows_max: usize,
+    ) -> Result<usize, StoreError> {
+        let mut tenant_ids = vec![0u32];
+        for entry in self.tenants.iter()? {
+            tenant_ids.push(entry?.0.value());
+        }
+        let mut removed = 0;
+        for tenant in tenant_ids {
+            let stale: Vec<u64> = self
+                .tenant_events
+                .range((tenant, 0)..(tenant, first_held))?
+                .take(rows_max - removed)
+                .map(|entry| entry.map(|(key, _)| key.value().1))
+                .collect::<Result<_, _>>()?;
+            for seq in &stale {
+                self.tenant_events.remove((tenant, *seq))?;
+            }
+            removed += stale.len();
+            if removed >= rows_max {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Charge number → owning tenant, for charges of tenants other than 0 (the invariant checker).
+pub(super) fn charge_owners(
+    txn: &redb::ReadTransaction,
+) -> Result<std::collections::HashMap<u64, u32>, StoreError> {
+    let table = txn.open_table(CHARGE_TENANTS)?;
+    table
+        .iter()?
+        .map(|entry| {
+            entry
+                .map(|(n, t)| (n.value(), t.value()))
+                .map_err(StoreError::from)
+        })
+        .collect()
+}
+
+/// Event seq → every tenant recorded as its owner (the invariant checker wants exactly one).
+pub(super) fn event_owners(
+    txn: &redb::ReadTransaction,
+) -> Result<std::collections::HashMap<u64, Vec<u32>>, StoreError> {
+    let table = txn.open_table(TENANT_EVENTS)?;
+    let mut owners: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
+    for entry in table.iter()? {
+        let (tenant, seq) = entry?.0.value();
+        owners.entry(seq).or_default().push(tenant);
+    }
+    Ok(owners)
+}
+
+/// Read side.
+impl Store {
+    /// Every tenant, `default` (id 0) first.
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TENANTS)?;
+        let mut all = vec![TenantRecord {
+            id: 0,
+            name: DEFAULT_TENANT_NAME.into(),
+            created_at_ms: 0,
+        }];
+        for entry in table.iter()? {
+            all.push(decode(entry?.1.value())?);
+        }
+        Ok(all)
+    }
+
+    /// Every token, revoked ones included, in id order.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TOKENS)?;
+        table
+            .iter()?
+            .map(|entry| decode(entry?.1.value()))
+            .collect()
+    }
+
+    /// The tenant that owns charge `number` (tenant 0 unless recorded otherwise).
+    pub fn charge_tenant(&self, number: u64) -> Result<TenantId, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHARGE_TENANTS)?;
+        Ok(TenantId(table.get(number)?.map_or(0, |v| v.value())))
+    }
+
+    /// Up to `limit` of `tenant`'s events with `seq > after`, in seq order. Events that outbox
+    /// retention deleted are skipped.
+    pub fn tenant_events_after(
+        &self,
+        tenant: TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let owned = txn.open_table(TENANT_EVENTS)?;
+        let mut events = Vec::with_capacity(limit.min(256));
+        let start = after.saturating_add(1);
+        for entry in owned.range((tenant.0, start)..=(tenant.0, u64::MAX))? {
+            if events.len() == limit {
+                break;
+            }
+            let seq = entry?.0.value().1;
+            if let Some(event) = self.event_in(&txn, seq)? {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+}
