@@ -18,8 +18,9 @@ use onceledger::ledger::{
 use onceledger::store::codec::{Record, encode};
 use onceledger::store::{
     AnswerPointer, DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
-    InboxRecord, OriginState, Store, StoredAnswer, check,
+    InboxRecord, OriginState, Store, StoredAnswer, TokenRecord, check,
 };
+use onceledger::auth::{Role, TokenDigest};
 use redb::{Database, TableDefinition};
 
 use crate::backend::SharedMemory;
@@ -558,6 +559,34 @@ pub struct RoundTrip {
     answer_tenant: u32,
     answer_key: String,
     answer_number: u64,
+    tenant: (u32, String, u64),
+    token: ArbToken,
+}
+
+/// store/auth.rs's token row: never the token, only its digest and a shown prefix.
+#[derive(Debug, Arbitrary)]
+pub struct ArbToken {
+    id: u64,
+    tenant: u32,
+    role: u8,
+    digest: [u8; 32],
+    prefix: String,
+    created_at_ms: u64,
+    revoked_at_ms: Option<u64>,
+}
+
+impl ArbToken {
+    pub fn build(&self) -> TokenRecord {
+        TokenRecord {
+            id: self.id,
+            tenant: self.tenant,
+            role: [Role::Admin, Role::Client, Role::Replicator][usize::from(self.role % 3)],
+            digest: TokenDigest(self.digest),
+            prefix: self.prefix.clone(),
+            created_at_ms: self.created_at_ms,
+            revoked_at_ms: self.revoked_at_ms,
+        }
+    }
 }
 
 #[derive(Debug, Arbitrary)]
@@ -584,7 +613,7 @@ mod codec {
     use onceledger::store::codec::{Record, decode, encode};
     use onceledger::store::{
         AnswerPointer, DeadLetter, EventRecord, IdempotencyRecord, InboxRecord, OriginState,
-        StoredAnswer,
+        StoredAnswer, TenantRecord, TokenRecord,
     };
 
     use super::RoundTrip;
@@ -609,6 +638,8 @@ mod codec {
         decode_one::<DeadLetter>(data);
         decode_one::<StoredAnswer>(data);
         decode_one::<AnswerPointer>(data);
+        decode_one::<TenantRecord>(data);
+        decode_one::<TokenRecord>(data);
     }
 
     fn round_trip_one<R: Record + PartialEq + std::fmt::Debug>(record: R) {
@@ -647,5 +678,11 @@ mod codec {
         round_trip_one(AnswerPointer {
             answer: input.answer_number,
         });
+        round_trip_one(TenantRecord {
+            id: input.tenant.0,
+            name: input.tenant.1.clone(),
+            created_at_ms: input.tenant.2,
+        });
+        round_trip_one(input.token.build());
     }
 }
