@@ -21,6 +21,7 @@ use onceledger::store::{
     InboxRecord, OriginState, Store, StoredAnswer, TokenRecord, check,
 };
 use onceledger::auth::{Role, TokenDigest};
+use onceledger::store::StoreError;
 use redb::{Database, TableDefinition};
 
 use crate::backend::SharedMemory;
@@ -364,7 +365,10 @@ fn idempotency_key(raw: u8) -> String {
 }
 
 /// Plants `records` with plain redb, then opens the real store on the same bytes.
-fn planted_store(records: &[Planted]) -> Store {
+/// `None` when opening refused the planted records as corrupt: opening replays the postings after
+/// the last account checkpoint and reads the counters, so garbage there is caught at open, with
+/// an error (found by this target once open began to read them). Any other failure is a bug.
+fn planted_store(records: &[Planted]) -> Option<Store> {
     let memory = SharedMemory::default();
     let db = match Database::builder().create_with_backend(memory.clone()) {
         Ok(db) => db,
@@ -441,7 +445,8 @@ fn planted_store(records: &[Planted]) -> Store {
     }
     drop(db);
     match Store::open_with_backend(memory, std::path::Path::new("planted")) {
-        Ok(store) => store,
+        Ok(store) => Some(store),
+        Err(StoreError::Corrupt { .. }) => None,
         Err(error) => panic!(
             "the store does not open on planted records (did src/store/tables.rs change?): {error}"
         ),
@@ -602,8 +607,9 @@ pub fn check(data: &[u8]) {
         return;
     };
     codec::round_trip(&input.round_trip);
-    let store = planted_store(&input.planted);
-    read_everything(&store, &input.planted);
+    if let Some(store) = planted_store(&input.planted) {
+        read_everything(&store, &input.planted);
+    }
 }
 
 mod codec {
