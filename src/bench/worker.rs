@@ -417,7 +417,8 @@ impl Worker {
                 }
                 fresh
             }
-            // In flight (a twin holds the key) and overloaded/unavailable: nothing was stored.
+            // In flight (a twin holds the key) or overloaded: nothing stored; storage unavailable:
+            // outcome unknown. Either way not settled here: the key is re-sent until it is.
             409 | 503 => false,
             other => {
                 let key = self.charges[index].key;
