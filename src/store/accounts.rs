@@ -25,7 +25,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::codec::{decode, encode};
-use super::tables::{ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS};
+use super::tables::{ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS, read_counter};
 use crate::ledger::{Account, AccountId, Posting, PostingSide, TenantId};
 
 pub(super) type AccountMap = HashMap<TenantId, HashMap<AccountId, Account>>;
@@ -93,15 +93,7 @@ pub(super) fn write_rows(
 pub(super) fn through_charge(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Option<u64>, StoreError> {
-    match meta.get(META_ACCOUNTS_THROUGH_CHARGE)? {
-        None => Ok(None),
-        Some(bytes) => <[u8; 8]>::try_from(bytes.value())
-            .map(|b| Some(u64::from_be_bytes(b)))
-            .map_err(|_| StoreError::Corrupt {
-                record: "counter",
-                detail: META_ACCOUNTS_THROUGH_CHARGE.into(),
-            }),
-    }
+    read_counter(meta, META_ACCOUNTS_THROUGH_CHARGE)
 }
 
 pub(super) fn set_through_charge(

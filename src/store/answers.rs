@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use super::codec::{Record, decode, encode};
 use super::records::IdempotencyRecord;
+use super::tables::read_counter;
 use crate::ledger::TenantId;
 
 /// `idempotency_keys` value: where the key's answer is.
@@ -135,15 +136,7 @@ pub(super) fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<u64, StoreE
         let mut keys = txn.open_table(IDEMPOTENCY_KEYS)?;
         let mut answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
         let mut meta = txn.open_table(META)?;
-        let mut next = match meta.get(META_NEXT_ANSWER_NUMBER)? {
-            None => 1,
-            Some(bytes) => <[u8; 8]>::try_from(bytes.value())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    record: "counter",
-                    detail: META_NEXT_ANSWER_NUMBER.into(),
-                })?,
-        };
+        let mut next = read_counter(&meta, META_NEXT_ANSWER_NUMBER)?.unwrap_or(1);
         for entry in legacy.iter()? {
             let (key, bytes) = entry?;
             let (tenant, key) = key.value();

@@ -15,6 +15,7 @@ use super::auth::AuthTables;
 use super::codec::{decode, encode};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
+use super::tables::read_counter;
 use super::tables::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_EXPIRY, IDEMPOTENCY_KEYS, META,
     META_NEXT_ANSWER_NUMBER, META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD,
@@ -65,17 +66,7 @@ impl<'txn> BatchTables<'txn> {
         checkpoint: Checkpoint,
     ) -> Result<Self, StoreError> {
         let meta = txn.open_table(META)?;
-        let counter = |name: &str| -> Result<u64, StoreError> {
-            match meta.get(name)? {
-                None => Ok(1),
-                Some(bytes) => <[u8; 8]>::try_from(bytes.value())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        record: "counter",
-                        detail: name.into(),
-                    }),
-            }
-        };
+        let counter = |name: &str| Ok::<_, StoreError>(read_counter(&meta, name)?.unwrap_or(1));
         let next_event_seq = counter(META_NEXT_EVENT_SEQ)?;
         let next_charge_number = counter(META_NEXT_CHARGE_NUMBER)?;
         let accounts_through_charge =
@@ -278,15 +269,7 @@ impl<'txn> BatchTables<'txn> {
         cutoff_ms: u64,
         events_max: usize,
     ) -> Result<usize, StoreError> {
-        let first_held = match self.meta.get(META_OUTBOX_FIRST_HELD)? {
-            None => 1,
-            Some(bytes) => <[u8; 8]>::try_from(bytes.value())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    record: "counter",
-                    detail: META_OUTBOX_FIRST_HELD.into(),
-                })?,
-        };
+        let first_held = read_counter(&self.meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
         let mut seq = first_held;
         while seq - first_held < events_max as u64 && seq <= through && seq < self.next_event_seq {
             let created_at_ms = match self.outbox.get(seq)? {

@@ -15,6 +15,7 @@ use super::records::{
     DeadLetter, Effect, EventKind, EventRecord, IdempotencyRecord, InboxOutcome, InboxRecord,
     OriginState,
 };
+use super::tables::read_counter;
 use super::tables::{
     ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META,
     META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX,
@@ -87,12 +88,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
 
     // Outbox: invariant 3, dense from 1 up to the counter.
     let meta = txn.open_table(META)?;
-    let counter = |name: &str| -> Result<u64, StoreError> {
-        Ok(meta
-            .get(name)?
-            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-            .map_or(1, u64::from_be_bytes))
-    };
+    let counter = |name: &str| Ok::<_, StoreError>(read_counter(&meta, name)?.unwrap_or(1));
     let mut events: BTreeMap<u64, EventRecord> = BTreeMap::new();
     for entry in txn.open_table(OUTBOX)?.iter()? {
         let (seq, bytes) = entry?;
@@ -211,6 +207,13 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         }
     }
 
+    // Dead letters, read once: redrive answers below and the hub's inbox rows refer to them.
+    let mut letters: BTreeMap<u64, DeadLetter> = BTreeMap::new();
+    for entry in txn.open_table(DEAD_LETTERS)?.iter()? {
+        let (id, bytes) = entry?;
+        letters.insert(id.value(), decode(bytes.value())?);
+    }
+
     // Idempotency records: invariant 2, a 201 has exactly its effects, a decline has none.
     let mut charges_claimed: HashMap<u64, u32> = HashMap::new();
     let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
@@ -235,11 +238,8 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             Effect::Administrative => matches!(record.status, 200 | 201),
             Effect::DeadLetterRedriven { id } => {
                 record.status == 200
-                    && txn
-                        .open_table(DEAD_LETTERS)?
-                        .get(*id)?
-                        .map(|b| decode::<DeadLetter>(b.value()))
-                        .transpose()?
+                    && letters
+                        .get(id)
                         .is_some_and(|letter| letter.redriven_at_ms.is_some())
             }
             Effect::ChargeSucceeded { charge_number } => {
@@ -285,7 +285,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             violations.push(format!("charge {number} is the answer of {claims} keys"));
         }
     }
-    verify_hub(&txn, &mut report, &mut violations)?;
+    verify_hub(&txn, &letters, &mut report, &mut violations)?;
     report.violations = violations;
     Ok(report)
 }
@@ -295,14 +295,10 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
 /// every mirror balances to zero per currency.
 fn verify_hub(
     txn: &redb::ReadTransaction,
+    letters: &BTreeMap<u64, DeadLetter>,
     report: &mut Report,
     violations: &mut Vec<String>,
 ) -> Result<(), StoreError> {
-    let mut letters: BTreeMap<u64, DeadLetter> = BTreeMap::new();
-    for entry in txn.open_table(DEAD_LETTERS)?.iter()? {
-        let (id, bytes) = entry?;
-        letters.insert(id.value(), decode(bytes.value())?);
-    }
     report.dead_letters_parked = letters
         .values()
         .filter(|l| l.redriven_at_ms.is_none())

@@ -240,14 +240,8 @@ impl Store {
     pub fn outbox_bounds(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let read = |name: &str| -> Result<u64, StoreError> {
-            Ok(meta
-                .get(name)?
-                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-                .map_or(1, u64::from_be_bytes))
-        };
-        let first = read(META_OUTBOX_FIRST_HELD)?;
-        let next = read(tables::META_NEXT_EVENT_SEQ)?;
+        let first = tables::read_counter(&meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
+        let next = tables::read_counter(&meta, tables::META_NEXT_EVENT_SEQ)?.unwrap_or(1);
         Ok((first, next.saturating_sub(1)))
     }
 
@@ -341,15 +335,7 @@ pub fn is_valid_node_id(id: &str) -> bool {
 /// The highest charge number stored (0 if none), from the counter in `meta`.
 fn last_charge_number(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
     let meta = txn.open_table(META)?;
-    let next = match meta.get(tables::META_NEXT_CHARGE_NUMBER)? {
-        None => 1,
-        Some(bytes) => <[u8; 8]>::try_from(bytes.value())
-            .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt {
-                record: "counter",
-                detail: tables::META_NEXT_CHARGE_NUMBER.into(),
-            })?,
-    };
+    let next = tables::read_counter(&meta, tables::META_NEXT_CHARGE_NUMBER)?.unwrap_or(1);
     Ok(next.saturating_sub(1))
 }
 

@@ -1,9 +1,26 @@
 //! Table definitions. Number keys are fixed-width big-endian (redb's integer encoding), so range
 //! scans follow numeric order; tenant-scoped keys start with the tenant.
 
-use redb::{TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::StoreError;
+
+/// A counter in `meta` (8 bytes, big-endian): `None` when it was never written. Any other length
+/// is corruption, whoever reads it.
+pub fn read_counter(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<u64>, StoreError> {
+    match meta.get(name)? {
+        None => Ok(None),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.value())
+            .map(|b| Some(u64::from_be_bytes(b)))
+            .map_err(|_| StoreError::Corrupt {
+                record: "counter",
+                detail: name.into(),
+            }),
+    }
+}
 
 /// (tenant, account id) → Account.
 pub const ACCOUNTS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("accounts");
