@@ -15,7 +15,6 @@
 //! best case where consecutive commands share leaves. The gap between them is the cost of
 //! scattered page writes per commit.
 
-use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,8 +25,7 @@ use onceledger::ledger::{
     AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge, TenantId,
 };
 use onceledger::metrics::Metrics;
-use onceledger::store::fault::{FaultSwitches, FaultyFileBackend};
-use onceledger::store::{STORE_FILE_NAME, Store};
+use onceledger::store::fault::{self, FaultSwitches};
 use onceledger::writer::{WriteOutcome, WriteRequest, WriterConfig, WriterHandle};
 use tokio::sync::oneshot;
 
@@ -73,16 +71,8 @@ struct Rig {
 impl Rig {
     fn new(keys: Keys) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.path().join(STORE_FILE_NAME))
-            .expect("store file");
-        let switches = FaultSwitches::new();
-        let backend = FaultyFileBackend::new(file, Arc::clone(&switches)).expect("backend");
-        let store = Arc::new(Store::open_with_backend(backend, dir.path()).expect("store"));
+        let (store, switches) = fault::open_store(dir.path()).expect("store");
+        let store = Arc::new(store);
         let metrics = Arc::new(Metrics::new());
         let config = WriterConfig {
             batch_commands_max: 1024,

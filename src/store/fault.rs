@@ -71,6 +71,22 @@ impl FaultyFileBackend {
     }
 }
 
+/// Opens (creating) the store file in `dir` on a faulty backend; the switches control its syncs.
+pub fn open_store(
+    dir: &std::path::Path,
+) -> Result<(super::Store, Arc<FaultSwitches>), super::StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(super::STORE_FILE_NAME))
+        .map_err(super::StoreError::Io)?;
+    let switches = FaultSwitches::new();
+    let backend = FaultyFileBackend::new(file, Arc::clone(&switches))?;
+    Ok((super::Store::open_with_backend(backend, dir)?, switches))
+}
+
 impl StorageBackend for FaultyFileBackend {
     fn len(&self) -> io::Result<u64> {
         self.file.len()

@@ -1,6 +1,5 @@
 //! The writer against a real redb file whose fsyncs the tests can hold or fail.
 
-use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,8 @@ use super::*;
 use crate::api::canonical_body;
 use crate::idempotency::{Fingerprint, IdempotencyKey, InFlightIndex};
 use crate::ledger::{AccountId, Amount, Currency, Metadata, NewAccount, NewCharge};
-use crate::store::fault::{FaultSwitches, FaultyFileBackend};
-use crate::store::{STORE_FILE_NAME, Store};
+use crate::store::Store;
+use crate::store::fault::{self, FaultSwitches};
 
 struct Rig {
     store: Arc<Store>,
@@ -24,16 +23,8 @@ struct Rig {
 
 fn rig(commit_queue_max: usize, batch_commands_max: usize) -> Rig {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.path().join(STORE_FILE_NAME))
-        .expect("store file");
-    let switches = FaultSwitches::new();
-    let backend = FaultyFileBackend::new(file, Arc::clone(&switches)).expect("backend");
-    let store = Arc::new(Store::open_with_backend(backend, dir.path()).expect("store opens"));
+    let (store, switches) = fault::open_store(dir.path()).expect("store opens");
+    let store = Arc::new(store);
     let metrics = Arc::new(Metrics::new());
     let config = WriterConfig {
         batch_commands_max,
