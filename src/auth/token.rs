@@ -132,10 +132,8 @@ pub fn parse_bearer(value: &[u8]) -> Option<&[u8]> {
 /// A tenant name: 1 to 64 of `A-Z a-z 0-9 _ . -` (no `:`, which joins a tenant to a node id in a
 /// hub's origin keys).
 pub fn is_valid_tenant_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    // The same pattern as node ids (1 to 64 of A-Z a-z 0-9 _ . -): one rule for operator names.
+    crate::store::is_valid_node_id(name)
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ pub async fn serve_store_secured(
     let app = Arc::new(App::new(store, writer, metrics).with_settings(auth, settings));
     app.load_tokens()
         .map_err(|e| format!("cannot read the tokens: {e}"))?;
-    let parts = || NodeParts {
+    let parts = NodeParts {
         store: Arc::clone(&app.store),
         writer: Arc::clone(&app.writer),
         metrics: Arc::clone(&app.metrics),
@@ -211,19 +211,19 @@ pub async fn serve_store_secured(
     if let Some(hub) = sinks.hub {
         replicators.push(tokio::spawn(replication::supervise(
             hub,
-            parts(),
+            parts.clone(),
             sinks.replicator,
         )));
     }
     if let Some(nats) = sinks.nats {
         replicators.push(tokio::spawn(replication::supervise(
             nats,
-            parts(),
+            parts.clone(),
             sinks.replicator,
         )));
     }
     if let Some(consumer) = sinks.consumer {
-        replicators.push(consumer.spawn(parts()));
+        replicators.push(consumer.spawn(parts));
     }
     serve(listener, Arc::clone(&app), shutdown).await;
     // Safe at any point: a cursor only ever moves to what its sink acknowledged.

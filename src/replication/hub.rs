@@ -12,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use super::wire::{decode_ack, encode_events};
 use super::{Delivered, Sink, SinkError};
 use crate::api::parse::REPLICATION_EVENTS_PATH;
+use crate::auth::TokenSecret;
 use crate::store::Event;
 use crate::tls::Connector;
 
@@ -43,26 +44,10 @@ impl std::fmt::Debug for HubAuth {
 impl HubAuth {
     /// The `Authorization` value, or why there is none. Never logged.
     fn header(&self) -> Result<Option<HeaderValue>, SinkError> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(token), _) => token.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    SinkError(format!(
-                        "cannot read the upstream token file {}: {e}",
-                        path.display()
-                    ))
-                })?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
-            (None, None) => return Ok(None),
-        };
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| SinkError("the upstream token is not a valid header value".into()))?;
-        value.set_sensitive(true);
-        Ok(Some(value))
+        // Read before each delivery, so a token rotated on disk is picked up without a restart.
+        TokenSecret::for_client(self.token.as_deref(), self.token_file.as_deref(), None)
+            .and_then(|token| token.map(|t| t.header_value()).transpose())
+            .map_err(|e| SinkError(format!("upstream token: {e}")))
     }
 }
 

@@ -102,7 +102,8 @@ impl Default for ReplicatorConfig {
     }
 }
 
-/// What the replicator needs from the node.
+/// What the replicator needs from the node (shared handles: a clone is cheap).
+#[derive(Clone)]
 pub struct NodeParts {
     pub store: Arc<Store>,
     pub writer: Arc<WriterHandle>,
@@ -166,7 +167,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
                 continue;
             }
         };
-        report_lag(&node, kind, acked, events.first());
+        let outbox_last = report_lag(&node, kind, acked, events.first());
         let Some(last_sent) = events.last().map(|e| e.seq) else {
             if let Some(bucket) = bucket.as_mut() {
                 bucket.refund(wanted);
@@ -220,10 +221,6 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
                     );
                 }
                 // A sink may hold more than was sent (it had them already), never more than exists.
-                let outbox_last = node
-                    .store
-                    .outbox_bounds()
-                    .map_or(last_sent, |(_, last)| last);
                 let through = delivered.through.min(outbox_last.max(last_sent));
                 if through < last_sent {
                     retried.inc_by(last_sent - through.max(acked));
@@ -267,11 +264,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
 /// but did not record is sent again and the sink's inbox drops it. Counted in
 /// `onceledger_replication_restarts_total{sink}`.
 pub async fn supervise<S: Sink>(sink: S, node: NodeParts, config: ReplicatorConfig) {
-    let restarted = NodeParts {
-        store: Arc::clone(&node.store),
-        writer: Arc::clone(&node.writer),
-        metrics: Arc::clone(&node.metrics),
-    };
+    let restarted = node.clone();
     let sink = run(sink, node, config).await;
     restarted
         .metrics
@@ -292,7 +285,13 @@ pub async fn supervise<S: Sink>(sink: S, node: NodeParts, config: ReplicatorConf
 }
 
 /// Outbox lag for this sink: events after its cursor, and the age of the first of them.
-fn report_lag(node: &NodeParts, kind: &'static str, acked: u64, first_unacked: Option<&Event>) {
+/// Returns the outbox's last seq it read (for the round to reuse rather than read again).
+fn report_lag(
+    node: &NodeParts,
+    kind: &'static str,
+    acked: u64,
+    first_unacked: Option<&Event>,
+) -> u64 {
     let labels = [("sink", kind)];
     let last = node.store.outbox_bounds().map_or(acked, |(_, last)| last);
     let lag = last.saturating_sub(acked);
@@ -307,4 +306,5 @@ fn report_lag(node: &NodeParts, kind: &'static str, acked: u64, first_unacked: O
         .outbox_oldest_unpublished_age_seconds
         .get_or_create(&labels)
         .set(i64::try_from(age_seconds).unwrap_or(i64::MAX));
+    last
 }
