@@ -134,9 +134,9 @@ async fn start_publisher(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> S
 }
 
 /// `onceledger consume` on the stream: a hub fed by JetStream.
-async fn start_consumer(nats: &Nats, env: &[(&str, &str)]) -> Server {
+async fn start_consumer(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let url = nats.url();
-    let args = [
+    let mut args = vec![
         "--nats",
         url.as_str(),
         "--stream",
@@ -144,6 +144,7 @@ async fn start_consumer(nats: &Nats, env: &[(&str, &str)]) -> Server {
         "--replicate-backoff-max",
         "300ms",
     ];
+    args.extend_from_slice(extra);
     Server::start_command_at("consume", free_loopback_addr(), &args, env).await
 }
 
@@ -171,7 +172,7 @@ async fn two_nodes_publish_1000_charges_each_and_the_hub_applies_each_once_in_or
     // Guards the fleet path: two nodes publish into one stream; a consuming hub applies every
     // event of both exactly once, in per-node order, and its mirrors hold each node's balances.
     let nats = Nats::start().await;
-    let hub = start_consumer(&nats, &[]).await;
+    let hub = start_consumer(&nats, &[], &[]).await;
     let a = start_publisher(&nats, &[], &[]).await;
     let b = start_publisher(&nats, &[], &[]).await;
     let (customers, merchant) = create_accounts_and_fund(&a.endpoint(), 4).await;
@@ -222,7 +223,7 @@ async fn a_publisher_that_dies_before_its_cursor_moved_republishes_and_nothing_d
     assert!(!status.success(), "the fault point aborts the node");
     node.set_env(&[]);
     node.restart().await;
-    let hub = start_consumer(&nats, &[]).await;
+    let hub = start_consumer(&nats, &[], &[]).await;
     take_charges(&node.endpoint(), &customers, &merchant, 50).await;
     assert_delivered_once(&hub.endpoint(), &node.endpoint(), &customers, &merchant).await;
     let last = last_seq(&node.endpoint()).await;
@@ -242,7 +243,7 @@ async fn while_nats_is_down_nodes_keep_taking_payments_and_catch_up_after() {
     // when nats-server is back (same store), publisher and consumer reconnect and the hub
     // catches up with every event once.
     let mut nats = Nats::start().await;
-    let hub = start_consumer(&nats, &[]).await;
+    let hub = start_consumer(&nats, &[], &[]).await;
     let node = start_publisher(&nats, &[], &[]).await;
     let (customers, merchant) = create_accounts_and_fund(&node.endpoint(), 3).await;
     take_charges(&node.endpoint(), &customers, &merchant, 100).await;
@@ -283,7 +284,12 @@ async fn a_consumer_that_dies_after_applying_and_before_acking_gets_redeliveries
         },
     )
     .await;
-    let mut hub = start_consumer(&nats, &[("ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER", "1")]).await;
+    let mut hub = start_consumer(
+        &nats,
+        &[],
+        &[("ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER", "1")],
+    )
+    .await;
     let status = hub.wait_crashed(Duration::from_secs(90)).await;
     assert!(!status.success(), "the fault point aborts the hub");
     hub.set_env(&[]);
@@ -321,18 +327,7 @@ async fn an_event_the_hub_cannot_apply_is_dead_lettered_after_n_deliveries() {
     // is NAKed and redelivered; at the --dead-letter-after'th delivery it is parked, and the
     // event behind it (which had to wait) is applied.
     let nats = Nats::start().await;
-    let url = nats.url();
-    let args = [
-        "--nats",
-        url.as_str(),
-        "--stream",
-        STREAM,
-        "--dead-letter-after",
-        "3",
-        "--replicate-backoff-max",
-        "300ms",
-    ];
-    let hub = Server::start_command_at("consume", free_loopback_addr(), &args, &[]).await;
+    let hub = start_consumer(&nats, &["--dead-letter-after", "3"], &[]).await;
     let client = async_nats::connect(nats.url())
         .await
         .expect("connect to nats");
@@ -345,12 +340,8 @@ async fn an_event_the_hub_cannot_apply_is_dead_lettered_after_n_deliveries() {
     )
     .await;
     let origin = "rogue-till";
-    let poison = serde_json::json!({"seq": 1, "created_at_ms": 1, "body": {"charge_succeeded": {
-        "number": 1, "source": "ghost", "destination": "shop", "amount": 5,
-        "currency": [69, 85, 82], "metadata": {}, "created_at_ms": 1, "event_seq": 1}}});
-    let account = serde_json::json!({"seq": 2, "created_at_ms": 1, "body": {"account_created": {
-        "id": "shop", "currency": [69, 85, 82], "overdraft_limit": 0, "debits_posted": 0,
-        "credits_posted": 0, "debits_pending": 0, "credits_pending": 0, "created_at_ms": 1}}});
+    let poison = crate::replication::charge_event(1, 1, "ghost", "shop", 5);
+    let account = crate::replication::account_event(2, "shop");
     for event in [poison, account] {
         let seq = event["seq"].as_u64().expect("seq");
         let body = serde_json::json!({"version": 1, "origin": origin, "events": [event]});

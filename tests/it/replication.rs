@@ -341,14 +341,20 @@ async fn backlog_of_18000_events_drains_under_a_rate_limit_while_the_hub_serves(
 }
 
 /// A batch as an origin node would send it, for the poison test.
-fn account_event(seq: u64, id: &str) -> Value {
+pub(crate) fn account_event(seq: u64, id: &str) -> Value {
     json!({"seq": seq, "created_at_ms": 1_700_000_000_000u64, "body": {"account_created": {
         "id": id, "currency": [69, 85, 82], "overdraft_limit": null,
         "debits_posted": 0, "credits_posted": 0, "debits_pending": 0, "credits_pending": 0,
         "created_at_ms": 1_700_000_000_000u64}}})
 }
 
-fn charge_event(seq: u64, number: u64, source: &str, destination: &str, amount: u64) -> Value {
+pub(crate) fn charge_event(
+    seq: u64,
+    number: u64,
+    source: &str,
+    destination: &str,
+    amount: u64,
+) -> Value {
     json!({"seq": seq, "created_at_ms": 1_700_000_000_000u64, "body": {"charge_succeeded": {
         "number": number, "source": source, "destination": destination, "amount": amount,
         "currency": [69, 85, 82], "metadata": {}, "created_at_ms": 1_700_000_000_000u64,
