@@ -15,7 +15,7 @@ use super::records::{
     DeadLetter, Effect, EventKind, EventRecord, IdempotencyRecord, InboxOutcome, InboxRecord,
     OriginState,
 };
-use super::tables::read_counter;
+use super::tables::read_counter_leniently;
 use super::tables::{
     ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META,
     META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX,
@@ -88,7 +88,8 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
 
     // Outbox: invariant 3, dense from 1 up to the counter.
     let meta = txn.open_table(META)?;
-    let counter = |name: &str| Ok::<_, StoreError>(read_counter(&meta, name)?.unwrap_or(1));
+    let counter =
+        |name: &str| Ok::<_, StoreError>(read_counter_leniently(&meta, name)?.unwrap_or(1));
     let mut events: BTreeMap<u64, EventRecord> = BTreeMap::new();
     for entry in txn.open_table(OUTBOX)?.iter()? {
         let (seq, bytes) = entry?;

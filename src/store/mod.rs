@@ -240,8 +240,8 @@ impl Store {
     pub fn outbox_bounds(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let first = tables::read_counter(&meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
-        let next = tables::read_counter(&meta, tables::META_NEXT_EVENT_SEQ)?.unwrap_or(1);
+        let first = tables::read_counter_leniently(&meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
+        let next = tables::read_counter_leniently(&meta, tables::META_NEXT_EVENT_SEQ)?.unwrap_or(1);
         Ok((first, next.saturating_sub(1)))
     }
 

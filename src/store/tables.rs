@@ -5,6 +5,18 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::StoreError;
 
+/// A counter that reads a malformed value as absent (the checker and `outbox_bounds` always did:
+/// the checker's density checks then report it as a violation instead of stopping).
+pub fn read_counter_leniently(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<u64>, StoreError> {
+    match read_counter(meta, name) {
+        Err(StoreError::Corrupt { .. }) => Ok(None),
+        other => other,
+    }
+}
+
 /// A counter in `meta` (8 bytes, big-endian): `None` when it was never written. Any other length
 /// is corruption, whoever reads it.
 pub fn read_counter(
