@@ -24,7 +24,7 @@ const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
 /// (tenant, event seq) → (): the events each tenant owns, in seq order.
 const TENANT_EVENTS: TableDefinition<(u32, u64), ()> = TableDefinition::new("tenant_events");
 /// charge number → tenant, for charges of tenants other than 0.
-const CHARGE_TENANTS: TableDefinition<u64, u32> = TableDefinition::new("charge_tenants");
+pub(super) const CHARGE_TENANTS: TableDefinition<u64, u32> = TableDefinition::new("charge_tenants");
 /// name → value: the next tenant id and token id.
 const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_counters");
 
