@@ -98,6 +98,12 @@ pub const ACCOUNT_CHECKPOINT_CHARGES: u64 = 65_536;
 /// Accounts held in memory between checkpoints at most; reaching it writes a checkpoint early.
 pub const ACCOUNT_OVERLAY_ACCOUNTS_MAX: usize = 100_000;
 
+/// Finished idempotency keys held in memory before commits start merging them into the keyed
+/// table (see `store/keys.rs`): ~110 bytes each, and what a restart reads back at most twice over.
+pub const KEY_OVERLAY_MERGE_FROM: usize = 131_072;
+/// Keys merged per commit at least, once merging started (twice the batch's keys if more).
+pub const KEY_MERGE_SLICE_MIN: usize = 64;
+
 /// redb page cache. redb's default (1 GiB) is far more than an edge terminal should pin.
 pub const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 

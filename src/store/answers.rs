@@ -43,10 +43,9 @@ impl Record for StoredAnswer {
     const NAME: &'static str = "idempotency answer";
 }
 
-type KeysTable<'txn> = Table<'txn, (u32, &'static str), &'static [u8]>;
 type AnswersTable<'txn> = Table<'txn, u64, &'static [u8]>;
 
-/// The finished record of `(tenant, key)`, if any.
+/// The finished record of `(tenant, key)` in the keyed table, if any.
 pub(super) fn get(
     keys: &impl ReadableTable<(u32, &'static str), &'static [u8]>,
     answers: &impl ReadableTable<u64, &'static [u8]>,
@@ -57,13 +56,31 @@ pub(super) fn get(
         return Ok(None);
     };
     let pointer: AnswerPointer = decode(pointer.value())?;
-    let stored = answer(answers, pointer.answer)?;
+    let stored = answer_of(answers, pointer.answer, tenant, key)?;
+    stored.map(Some).ok_or_else(|| StoreError::Corrupt {
+        record: StoredAnswer::NAME,
+        detail: format!("answer {} is missing", pointer.answer),
+    })
+}
+
+/// Answer `number`, which `(tenant, key)` points at: `None` if it is gone (deleted by retention),
+/// corruption if it answers another key.
+pub(super) fn answer_of(
+    answers: &impl ReadableTable<u64, &'static [u8]>,
+    number: u64,
+    tenant: TenantId,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let Some(bytes) = answers.get(number)? else {
+        return Ok(None);
+    };
+    let stored: StoredAnswer = decode(bytes.value())?;
     if stored.tenant != tenant.0 || stored.key != key {
         return Err(StoreError::Corrupt {
             record: StoredAnswer::NAME,
             detail: format!(
-                "key {key:?} points at answer {}, which answers {:?}",
-                pointer.answer, stored.key
+                "key {key:?} points at answer {number}, which answers {:?}",
+                stored.key
             ),
         });
     }
@@ -82,9 +99,9 @@ pub(super) fn answer(
     decode(bytes.value())
 }
 
-/// Appends the answer under `number` and points the key at it.
-pub(super) fn put(
-    keys: &mut KeysTable<'_>,
+/// Appends the answer of `(tenant, key)` under `number`. Its key goes to the key overlay (see
+/// `keys.rs`), not to the keyed table.
+pub(super) fn append(
     answers: &mut AnswersTable<'_>,
     number: u64,
     tenant: TenantId,
@@ -97,23 +114,6 @@ pub(super) fn put(
         record: record.clone(),
     };
     answers.insert(number, encode(&stored).as_slice())?;
-    let pointer = AnswerPointer { answer: number };
-    keys.insert((tenant.0, key), encode(&pointer).as_slice())?;
-    Ok(())
-}
-
-/// Deletes the key and its answer (retention).
-pub(super) fn remove(
-    keys: &mut KeysTable<'_>,
-    answers: &mut AnswersTable<'_>,
-    tenant: u32,
-    key: &str,
-) -> Result<(), StoreError> {
-    let removed = keys.remove((tenant, key))?;
-    if let Some(pointer) = removed {
-        let pointer: AnswerPointer = decode(pointer.value())?;
-        answers.remove(pointer.answer)?;
-    }
     Ok(())
 }
 
@@ -141,14 +141,9 @@ pub(super) fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<u64, StoreE
             let (key, bytes) = entry?;
             let (tenant, key) = key.value();
             let record: IdempotencyRecord = decode(bytes.value())?;
-            put(
-                &mut keys,
-                &mut answers,
-                next,
-                TenantId(tenant),
-                key,
-                &record,
-            )?;
+            append(&mut answers, next, TenantId(tenant), key, &record)?;
+            let pointer = AnswerPointer { answer: next };
+            keys.insert((tenant, key), encode(&pointer).as_slice())?;
             next += 1;
             moved += 1;
         }

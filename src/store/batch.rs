@@ -10,16 +10,16 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::accounts::{self, AccountMap, AccountOverlay};
-use super::answers;
+use super::answers::{self, StoredAnswer};
 use super::auth::AuthTables;
-use super::codec::{decode, encode};
+use super::codec::{Record, decode, encode};
+use super::keys::{self, KeyChanges, KeyOverlay, key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
 use super::tables::read_counter;
 use super::tables::{
-    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_EXPIRY, IDEMPOTENCY_KEYS, META,
-    META_NEXT_ANSWER_NUMBER, META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD,
-    OUTBOX, POSTINGS,
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_ANSWER_NUMBER,
+    META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
 };
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
@@ -29,7 +29,10 @@ pub struct BatchTables<'txn> {
     idempotency: Table<'txn, (u32, &'static str), &'static [u8]>,
     answers: Table<'txn, u64, &'static [u8]>,
     next_answer_number: u64,
-    expiry: Table<'txn, (u64, u32, &'static str), ()>,
+    /// Finished keys not yet in `idempotency`, as committed (see `store/keys.rs`).
+    key_overlay: &'txn KeyOverlay,
+    /// Keys this batch finished, merged and swept: what the key overlay learns after the commit.
+    key_changes: KeyChanges,
     charges: Table<'txn, u64, &'static [u8]>,
     postings: Table<'txn, (u64, u8), &'static [u8]>,
     outbox: Table<'txn, u64, &'static [u8]>,
@@ -63,6 +66,7 @@ impl<'txn> BatchTables<'txn> {
     pub(super) fn open(
         txn: &'txn WriteTransaction,
         overlay: &'txn AccountOverlay,
+        key_overlay: &'txn KeyOverlay,
         checkpoint: Checkpoint,
     ) -> Result<Self, StoreError> {
         let meta = txn.open_table(META)?;
@@ -76,7 +80,8 @@ impl<'txn> BatchTables<'txn> {
             idempotency: txn.open_table(IDEMPOTENCY_KEYS)?,
             answers: txn.open_table(IDEMPOTENCY_ANSWERS)?,
             next_answer_number: counter(META_NEXT_ANSWER_NUMBER)?,
-            expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
+            key_overlay,
+            key_changes: KeyChanges::default(),
             charges: txn.open_table(CHARGES)?,
             postings: txn.open_table(POSTINGS)?,
             outbox: txn.open_table(OUTBOX)?,
@@ -98,7 +103,30 @@ impl<'txn> BatchTables<'txn> {
         tenant: TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        answers::get(&self.idempotency, &self.answers, tenant, key.as_str())
+        let name = key_name(tenant.0, key.as_str());
+        let finished_in_batch = self
+            .key_changes
+            .added
+            .iter()
+            .rev()
+            .find(|(added, _)| *added == name)
+            .map(|(_, number)| *number);
+        let Some(number) =
+            finished_in_batch.or_else(|| self.key_overlay.get(tenant.0, key.as_str()))
+        else {
+            return answers::get(&self.idempotency, &self.answers, tenant, key.as_str());
+        };
+        // Only this thread deletes answers, and it takes their keys out of the overlay before
+        // the next batch: an overlay key without its answer is corruption here.
+        answers::answer_of(&self.answers, number, tenant, key.as_str())?.map_or_else(
+            || {
+                Err(StoreError::Corrupt {
+                    record: StoredAnswer::NAME,
+                    detail: format!("answer {number} is missing"),
+                })
+            },
+            |record| Ok(Some(record)),
+        )
     }
 
     pub fn put_idempotency_record(
@@ -109,16 +137,10 @@ impl<'txn> BatchTables<'txn> {
     ) -> Result<(), StoreError> {
         let number = self.next_answer_number;
         self.next_answer_number += 1;
-        answers::put(
-            &mut self.idempotency,
-            &mut self.answers,
-            number,
-            tenant,
-            key.as_str(),
-            record,
-        )?;
-        self.expiry
-            .insert((record.finished_at_ms, tenant.0, key.as_str()), ())?;
+        answers::append(&mut self.answers, number, tenant, key.as_str(), record)?;
+        self.key_changes
+            .added
+            .push((key_name(tenant.0, key.as_str()), number));
         Ok(())
     }
 
@@ -221,26 +243,28 @@ impl<'txn> BatchTables<'txn> {
         Ok(seq)
     }
 
-    /// Deletes up to `records_max` idempotency records that finished before `cutoff_ms`.
+    /// Deletes up to `records_max` idempotency records that finished before `cutoff_ms`, oldest
+    /// first. Answers are numbered in commit order, so the walk stops at the first one kept (a
+    /// clock stepped back only delays the records after it).
     pub fn sweep_idempotency(
         &mut self,
         cutoff_ms: u64,
         records_max: usize,
     ) -> Result<usize, StoreError> {
-        let expired: Vec<(u64, u32, String)> = self
-            .expiry
-            .range(..(cutoff_ms, 0u32, ""))?
-            .take(records_max)
-            .map(|entry| {
-                entry.map(|(key, _)| {
-                    let (finished, tenant, key) = key.value();
-                    (finished, tenant, key.to_owned())
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        for (finished, tenant, key) in &expired {
-            self.expiry.remove((*finished, *tenant, key.as_str()))?;
-            answers::remove(&mut self.idempotency, &mut self.answers, *tenant, key)?;
+        let mut expired: Vec<(u64, u32, String)> = Vec::new();
+        for entry in self.answers.iter()?.take(records_max) {
+            let (number, bytes) = entry?;
+            let stored: StoredAnswer = decode(bytes.value())?;
+            if stored.record.finished_at_ms >= cutoff_ms {
+                break;
+            }
+            expired.push((number.value(), stored.tenant, stored.key));
+        }
+        for (number, tenant, key) in &expired {
+            self.answers.remove(*number)?;
+            // Not in the table while the key is still in the overlay; then the overlay drops it.
+            self.idempotency.remove((*tenant, key.as_str()))?;
+            self.key_changes.swept.push(key_name(*tenant, key));
         }
         Ok(expired.len())
     }
@@ -298,6 +322,13 @@ impl<'txn> BatchTables<'txn> {
     pub(super) fn flush(&mut self) -> Result<(), StoreError> {
         self.replication.flush()?;
         self.flush_accounts()?;
+        keys::merge_slice(
+            self.key_overlay,
+            &mut self.idempotency,
+            &mut self.meta,
+            &mut self.key_changes,
+            self.next_answer_number,
+        )?;
         self.meta.insert(
             META_NEXT_EVENT_SEQ,
             self.next_event_seq.to_be_bytes().as_slice(),
@@ -349,6 +380,11 @@ impl BatchTables<'_> {
         accounts::set_through_charge(&mut self.meta, last_charge)?;
         self.checkpoint = Checkpoint::Written;
         Ok(())
+    }
+
+    /// What the key overlay must learn once the commit returned `Ok`.
+    pub(super) fn take_key_changes(&mut self) -> KeyChanges {
+        std::mem::take(&mut self.key_changes)
     }
 
     /// The batch's accounts, and whether this commit wrote the checkpoint: what the overlay must

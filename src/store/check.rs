@@ -219,16 +219,29 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let mut charges_claimed: HashMap<u64, u32> = HashMap::new();
     let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
     let mut answers_named: HashMap<u64, u32> = HashMap::new();
+    // Finished keys are in the keyed table or the in-memory overlay (or both, with one number).
+    let mut finished_keys: BTreeMap<(u32, String), u64> = BTreeMap::new();
     for entry in txn.open_table(IDEMPOTENCY_KEYS)?.iter()? {
         let (key, bytes) = entry?;
         let (tenant, key) = key.value();
         let pointer: AnswerPointer = decode(bytes.value())?;
-        *answers_named.entry(pointer.answer).or_default() += 1;
-        let stored = answer(&answers, pointer.answer)?;
+        finished_keys.insert((tenant, key.to_owned()), pointer.answer);
+    }
+    for (tenant, key, number) in store.keys_overlay() {
+        match finished_keys.insert((tenant, key.clone()), number) {
+            Some(in_table) if in_table != number => violations.push(format!(
+                "key {key:?} points at answer {in_table} in the table and {number} in memory"
+            )),
+            _ => {}
+        }
+    }
+    for ((tenant, key), number) in finished_keys {
+        *answers_named.entry(number).or_default() += 1;
+        let stored = answer(&answers, number)?;
         if stored.tenant != tenant || stored.key != key {
             violations.push(format!(
-                "key {key:?} points at answer {}, which answers {:?}",
-                pointer.answer, stored.key
+                "key {key:?} points at answer {number}, which answers {:?}",
+                stored.key
             ));
         }
         let record: IdempotencyRecord = stored.record;

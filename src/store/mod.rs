@@ -16,6 +16,7 @@ pub mod check;
 /// Public so that the record_codec fuzz target drives the real codec.
 pub mod codec;
 pub mod fault;
+mod keys;
 mod records;
 mod replication;
 mod tables;
@@ -92,6 +93,8 @@ pub struct Store {
     path: PathBuf,
     /// Accounts changed since the last account checkpoint (see `accounts.rs`).
     overlay: accounts::AccountOverlay,
+    /// Finished idempotency keys not yet in `idempotency_keys` (see `keys.rs`).
+    key_overlay: keys::KeyOverlay,
 }
 
 impl Store {
@@ -127,14 +130,22 @@ impl Store {
     fn init(db: Database, path: PathBuf, requested: Option<&str>) -> Result<Store, StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
+        let key_overlay = keys::KeyOverlay::default();
         let node_id = {
             tables::create_all(&txn)?;
+            if tables::drop_legacy(&txn)? {
+                tracing::info!("retention now walks the answers: idempotency_expiry dropped");
+            }
             let migrated = answers::migrate_legacy(&txn)?;
             if migrated > 0 {
                 tracing::info!(
                     records = migrated,
                     "idempotency records moved to keys + answers"
                 );
+            }
+            let recovered = keys::recover(&txn, &key_overlay)?;
+            if recovered > 0 {
+                tracing::info!(keys = recovered, "finished keys read back into memory");
             }
             let replayed = accounts::recover(&txn, last_charge_number(&txn)?)?;
             if replayed > 0 {
@@ -169,6 +180,7 @@ impl Store {
             node_id,
             path,
             overlay: accounts::AccountOverlay::default(),
+            key_overlay,
         })
     }
 
@@ -186,10 +198,19 @@ impl Store {
         tenant: TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        // The overlay first, then a snapshot begun after looking: the writer takes a key out of
+        // the overlay only after the commit that put it in the table returned.
+        let in_overlay = self.key_overlay.get(tenant.0, key.as_str());
         let txn = self.db.begin_read()?;
-        let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
         let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
-        answers::get(&keys, &answers, tenant, key.as_str())
+        match in_overlay {
+            // `None`: deleted by retention since the overlay was read.
+            Some(number) => answers::answer_of(&answers, number, tenant, key.as_str()),
+            None => {
+                let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
+                answers::get(&keys, &answers, tenant, key.as_str())
+            }
+        }
     }
 
     pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
@@ -271,13 +292,18 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         txn.set_quick_repair(true);
-        let (result, (accounts, checkpointed)) = {
-            let mut tables = BatchTables::open(&txn, &self.overlay, checkpoint)?;
+        let (result, (accounts, checkpointed), key_changes) = {
+            let mut tables = BatchTables::open(&txn, &self.overlay, &self.key_overlay, checkpoint)?;
             let result = apply(&mut tables)?;
             tables.flush()?;
-            (result, tables.take_account_changes())
+            (
+                result,
+                tables.take_account_changes(),
+                tables.take_key_changes(),
+            )
         };
         txn.commit()?;
+        self.key_overlay.apply(key_changes);
         // Only now are the batch's balances committed, so only now may readers see them.
         if checkpointed {
             self.overlay.clear();
@@ -285,6 +311,30 @@ impl Store {
             self.overlay.merge(accounts);
         }
         Ok(result)
+    }
+
+    /// Merging keys into the keyed table starts at `keys` in memory instead of the limit.
+    #[cfg(test)]
+    pub(crate) fn set_key_merge_from(&self, keys: usize) {
+        self.key_overlay.set_merge_from(keys);
+    }
+
+    /// Finished keys in memory, not (or not yet known to be) in the keyed table.
+    #[cfg(test)]
+    pub(crate) fn keys_in_memory(&self) -> usize {
+        self.key_overlay.len()
+    }
+
+    /// Finished keys not yet in the keyed table, as (tenant, key, answer number), for the checker.
+    pub(crate) fn keys_overlay(&self) -> Vec<(u32, String, u64)> {
+        self.key_overlay
+            .snapshot()
+            .into_iter()
+            .map(|(name, number)| {
+                let (tenant, key) = keys::split_name(&name);
+                (tenant, key.to_owned(), number)
+            })
+            .collect()
     }
 
     /// Accounts whose committed state is newer than their row, for the checker.

@@ -46,8 +46,9 @@ pub const IDEMPOTENCY_KEYS: TableDefinition<(u32, &str), &[u8]> =
 /// answer number → StoredAnswer (tenant, key, IdempotencyRecord). Dense, so inserts append.
 pub const IDEMPOTENCY_ANSWERS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("idempotency_answers");
-/// (finished at ms, tenant, key) → (): the retention sweep walks this in time order.
-pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, u32, &str), ()> =
+/// Before the retention sweep walked `idempotency_answers` (which is in finish order too):
+/// (finished at ms, tenant, key) → (). Only dropped on open.
+pub const IDEMPOTENCY_EXPIRY_LEGACY: TableDefinition<(u64, u32, &str), ()> =
     TableDefinition::new("idempotency_expiry");
 /// charge number → Charge. Numbers are dense per node, so inserts append.
 pub const CHARGES: TableDefinition<u64, &[u8]> = TableDefinition::new("charges");
@@ -85,15 +86,16 @@ pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
 pub const META_NEXT_CHARGE_NUMBER: &str = "next_charge_number";
 /// The lowest outbox seq still held (1 until outbox retention deletes events; never goes back).
 pub const META_OUTBOX_FIRST_HELD: &str = "outbox_first_held";
-/// The last charge number whose postings the `accounts` rows include (see `store/accounts.rs`).
 pub const META_NEXT_ANSWER_NUMBER: &str = "next_answer_number";
+/// The last charge number whose postings the `accounts` rows include (see `store/accounts.rs`).
 pub const META_ACCOUNTS_THROUGH_CHARGE: &str = "accounts_through_charge";
+/// Every answer numbered up to this has its key in `idempotency_keys` (see `store/keys.rs`).
+pub const META_KEYS_THROUGH_ANSWER: &str = "keys_through_answer";
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ACCOUNTS)?;
     txn.open_table(IDEMPOTENCY_KEYS)?;
     txn.open_table(IDEMPOTENCY_ANSWERS)?;
-    txn.open_table(IDEMPOTENCY_EXPIRY)?;
     txn.open_table(CHARGES)?;
     txn.open_table(POSTINGS)?;
     txn.open_table(OUTBOX)?;
@@ -107,4 +109,9 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REPLICATION_COUNTERS)?;
     super::auth::create_tables(txn)?;
     Ok(())
+}
+
+/// Drops the tables of earlier layouts that nothing reads any more. Returns whether it dropped any.
+pub fn drop_legacy(txn: &WriteTransaction) -> Result<bool, StoreError> {
+    Ok(txn.delete_table(IDEMPOTENCY_EXPIRY_LEGACY)?)
 }
