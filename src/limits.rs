@@ -89,6 +89,9 @@ pub const BATCH_COMMANDS_DEFAULT: usize = 1024;
 pub const IDEMPOTENCY_RETENTION_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Expired idempotency records deleted per sweep transaction, so a sweep never stalls charges.
 pub const RETENTION_SWEEP_RECORDS_MAX: usize = 1000;
+/// How long the writer polls an empty queue after a commit before it sleeps on it (see
+/// `Writer::wait_briefly_for_work`).
+pub const WRITER_POLL_BEFORE_SLEEP: Duration = Duration::from_micros(300);
 /// How often the writer looks for expired idempotency records.
 pub const RETENTION_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
