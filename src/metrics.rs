@@ -39,6 +39,7 @@ pub struct Metrics {
     request_duration_seconds: Histogram,
     pub inflight_keys: Gauge,
     pub commit_queue_commands: Gauge,
+    pub idempotency_keys_in_memory: Gauge,
     /// Per sink kind (`hub`, `nats`); no series without a sink.
     pub outbox_lag_events: Family<Labels, Gauge>,
     pub outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge>,
@@ -158,6 +159,12 @@ impl Metrics {
             "Commands waiting for the writer",
             commit_queue_commands.clone(),
         );
+        let idempotency_keys_in_memory = Gauge::default();
+        registry.register(
+            "onceledger_idempotency_keys_in_memory",
+            "Finished idempotency keys held in memory, not yet merged into the keyed table",
+            idempotency_keys_in_memory.clone(),
+        );
         let outbox_lag_events: Family<Labels, Gauge> = Family::default();
         registry.register(
             "onceledger_outbox_lag_events",
@@ -252,6 +259,7 @@ impl Metrics {
             request_duration_seconds,
             inflight_keys,
             commit_queue_commands,
+            idempotency_keys_in_memory,
             outbox_lag_events,
             outbox_oldest_unpublished_age_seconds,
             inbox_applied,

@@ -120,6 +120,9 @@ impl App {
                 self.metrics
                     .commit_queue_commands
                     .set(self.writer.queued() as i64);
+                self.metrics
+                    .idempotency_keys_in_memory
+                    .set(self.store.keys_in_memory() as i64);
                 text(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

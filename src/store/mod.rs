@@ -320,8 +320,7 @@ impl Store {
     }
 
     /// Finished keys in memory, not (or not yet known to be) in the keyed table.
-    #[cfg(test)]
-    pub(crate) fn keys_in_memory(&self) -> usize {
+    pub fn keys_in_memory(&self) -> usize {
         self.key_overlay.len()
     }
 

@@ -32,6 +32,8 @@ async fn simultaneous_identical_requests_apply_once() {
         metric(&text, REQS, &[("outcome", "in_flight")]),
         metric(&text, "onceledger_charges_applied_total", &[]),
     );
+    const KEYS_IN_MEMORY: &str = "onceledger_idempotency_keys_in_memory";
+    let keys_in_memory_before = metric(&text, KEYS_IN_MEMORY, &[]);
 
     let body = charge_body("bank", "shop", AMOUNT, "EUR");
     let (mut in_flight_total, mut replayed_total) = (0usize, 0usize);
@@ -121,6 +123,12 @@ async fn simultaneous_identical_requests_apply_once() {
         metric(&text, REQS, &[("outcome", "replayed")]),
         metric(&text, REQS, &[("outcome", "in_flight")]),
         metric(&text, "onceledger_charges_applied_total", &[]),
+    );
+    // Each round finished one key, far below the point where keys are merged into the table.
+    assert_eq!(
+        metric(&text, KEYS_IN_MEMORY, &[]) - keys_in_memory_before,
+        ROUNDS as f64,
+        "finished keys held in memory"
     );
     assert_eq!(
         (
