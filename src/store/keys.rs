@@ -37,7 +37,7 @@ use super::codec::{decode, encode};
 use super::tables::{
     IDEMPOTENCY_ANSWERS, META, META_KEYS_THROUGH_ANSWER, META_NEXT_ANSWER_NUMBER, read_counter,
 };
-use crate::limits::{KEY_MERGE_SLICE_MIN, KEY_OVERLAY_MERGE_FROM};
+use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, KEY_MERGE_SLICE_MIN, KEY_OVERLAY_MERGE_FROM};
 
 /// `(tenant, key)` as one byte string: the tenant big-endian, then the key. It sorts like the
 /// table's `(u32, &str)` key, so a slice of the overlay is a contiguous range of the table.
@@ -100,7 +100,15 @@ impl KeyOverlay {
     }
 
     pub(super) fn get(&self, tenant: u32, key: &str) -> Option<u64> {
-        self.read().by_name.get(&key_name(tenant, key)).copied()
+        // Every POST asks, so the name is built on the stack (a heap allocation here showed in
+        // profiles); a longer key than the API allows can only come from a damaged store.
+        let mut buffer = [0u8; 4 + IDEMPOTENCY_KEY_BYTES_MAX];
+        let Some(name) = buffer.get_mut(..4 + key.len()) else {
+            return self.read().by_name.get(&key_name(tenant, key)).copied();
+        };
+        name[..4].copy_from_slice(&tenant.to_be_bytes());
+        name[4..].copy_from_slice(key.as_bytes());
+        self.read().by_name.get(&*name).copied()
     }
 
     #[cfg(test)]
@@ -266,6 +274,15 @@ mod tests {
         names.sort();
         let back: Vec<(u32, &str)> = names.iter().map(|n| split_name(n)).collect();
         assert_eq!(back, tuples);
+    }
+
+    #[test]
+    fn lookups_find_keys_of_any_length() {
+        let long = "x".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1);
+        let overlay = overlay_of(&[("short", 1), (long.as_str(), 2)]);
+        assert_eq!(overlay.get(0, "short"), Some(1));
+        assert_eq!(overlay.get(0, &long), Some(2));
+        assert_eq!(overlay.get(1, "short"), None, "another tenant's key");
     }
 
     #[test]
