@@ -412,6 +412,67 @@ mod tests {
             assert_checks_clean(&store, 410);
         }
 
+        /// A store written before the overlay: every key in the table, no mark, and the old
+        /// `idempotency_expiry` index. It opens with nothing to read back and the index gone.
+        #[test]
+        fn a_store_from_before_the_overlay_opens_with_its_keys_in_the_table() {
+            use super::super::super::answers::{AnswerPointer, StoredAnswer};
+            use super::super::super::codec::encode;
+            use super::super::super::tables::{
+                IDEMPOTENCY_ANSWERS, IDEMPOTENCY_EXPIRY_LEGACY, IDEMPOTENCY_KEYS, META,
+                META_NEXT_ANSWER_NUMBER,
+            };
+            use super::super::super::{STORE_FILE_NAME, tables};
+            use redb::TableHandle;
+
+            let dir = tempfile::tempdir().expect("temp dir");
+            {
+                let db = redb::Database::create(dir.path().join(STORE_FILE_NAME)).expect("db");
+                let txn = db.begin_write().expect("txn");
+                tables::create_all(&txn).expect("tables");
+                {
+                    let mut keys = txn.open_table(IDEMPOTENCY_KEYS).expect("keys");
+                    let mut answers = txn.open_table(IDEMPOTENCY_ANSWERS).expect("answers");
+                    let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY_LEGACY).expect("expiry");
+                    for i in 0..3u32 {
+                        let number = u64::from(i) + 1;
+                        let stored = StoredAnswer {
+                            tenant: 0,
+                            key: key(i).as_str().to_owned(),
+                            record: record(i, 7),
+                        };
+                        answers
+                            .insert(number, encode(&stored).as_slice())
+                            .expect("answer");
+                        let pointer = AnswerPointer { answer: number };
+                        keys.insert((0, key(i).as_str()), encode(&pointer).as_slice())
+                            .expect("key");
+                        expiry.insert((7, 0, key(i).as_str()), ()).expect("expiry");
+                    }
+                    let mut meta = txn.open_table(META).expect("meta");
+                    meta.insert(META_NEXT_ANSWER_NUMBER, 4u64.to_be_bytes().as_slice())
+                        .expect("counter");
+                }
+                txn.commit().expect("commit");
+            }
+            let store = Store::open(dir.path()).expect("opens");
+            assert_eq!(store.keys_in_memory(), 0, "every key is in the table");
+            assert_readable(&store, 0..3, 7);
+            assert_checks_clean(&store, 3);
+            write(&store, 3..5, 7);
+            assert_readable(&store, 0..5, 7);
+            let txn = redb::ReadableDatabase::begin_read(store.database()).expect("read");
+            let names: Vec<String> = txn
+                .list_tables()
+                .expect("tables")
+                .map(|t| t.name().to_owned())
+                .collect();
+            assert!(
+                !names.iter().any(|n| n == IDEMPOTENCY_EXPIRY_LEGACY.name()),
+                "the old index is dropped: {names:?}"
+            );
+        }
+
         #[test]
         fn retention_deletes_expired_keys_from_memory_and_from_the_table() {
             let dir = tempfile::tempdir().expect("temp dir");
