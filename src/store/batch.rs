@@ -13,7 +13,7 @@ use super::accounts::{self, AccountMap, AccountOverlay};
 use super::answers::{self, StoredAnswer};
 use super::auth::AuthTables;
 use super::codec::{Record, decode, encode};
-use super::keys::{self, KeyChanges, KeyOverlay, key_name};
+use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
 use super::tables::read_counter;
@@ -33,6 +33,8 @@ pub struct BatchTables<'txn> {
     key_overlay: &'txn KeyOverlay,
     /// Keys this batch finished, merged and swept: what the key overlay learns after the commit.
     key_changes: KeyChanges,
+    /// `key_changes.added` by name, for the re-check of later commands in the same batch.
+    keys_finished_in_batch: HashMap<KeyName, u64>,
     charges: Table<'txn, u64, &'static [u8]>,
     postings: Table<'txn, (u64, u8), &'static [u8]>,
     outbox: Table<'txn, u64, &'static [u8]>,
@@ -82,6 +84,7 @@ impl<'txn> BatchTables<'txn> {
             next_answer_number: counter(META_NEXT_ANSWER_NUMBER)?,
             key_overlay,
             key_changes: KeyChanges::default(),
+            keys_finished_in_batch: HashMap::new(),
             charges: txn.open_table(CHARGES)?,
             postings: txn.open_table(POSTINGS)?,
             outbox: txn.open_table(OUTBOX)?,
@@ -103,14 +106,10 @@ impl<'txn> BatchTables<'txn> {
         tenant: TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let name = key_name(tenant.0, key.as_str());
         let finished_in_batch = self
-            .key_changes
-            .added
-            .iter()
-            .rev()
-            .find(|(added, _)| *added == name)
-            .map(|(_, number)| *number);
+            .keys_finished_in_batch
+            .get(&key_name(tenant.0, key.as_str()))
+            .copied();
         let Some(number) =
             finished_in_batch.or_else(|| self.key_overlay.get(tenant.0, key.as_str()))
         else {
@@ -138,9 +137,9 @@ impl<'txn> BatchTables<'txn> {
         let number = self.next_answer_number;
         self.next_answer_number += 1;
         answers::append(&mut self.answers, number, tenant, key.as_str(), record)?;
-        self.key_changes
-            .added
-            .push((key_name(tenant.0, key.as_str()), number));
+        let name = key_name(tenant.0, key.as_str());
+        self.keys_finished_in_batch.insert(name.clone(), number);
+        self.key_changes.added.push((name, number));
         Ok(())
     }
 
