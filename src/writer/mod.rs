@@ -315,7 +315,7 @@ impl Writer {
     /// thread between looks. Why: waking a sleeping thread costs tens of microseconds here (a
     /// futex wake, then the scheduler, in a VM an idle vCPU's exit); a lone client's next command
     /// arrives a round trip after its answer, and polling takes it without that wake: one
-    /// connection's p50 went from 0.59 to 0.52 ms (BENCHMARKS.md). Under load batches are larger
+    /// connection's p50 dropped by ~0.05 ms (BENCHMARKS.md). Under load batches are larger
     /// and nothing changes; when idle it costs one bounded poll.
     fn wait_briefly_for_work(&self) {
         let started = Instant::now();
