@@ -614,3 +614,37 @@ async fn an_answered_key_is_never_in_flight() {
     assert_eq!(balance(&ep, "shop").await, (CLIENTS * ROUNDS) as i64);
     server.check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_forgotten_once_its_retention_has_passed() {
+    // Guards the retention sweep's wiring (the writer sweeps every 10 s): with a retention of one
+    // second a finished key is replayed at first, and once a sweep deleted it, the same request
+    // runs as a new one. Polled with a bound, so the test waits for the sweep, never a guess.
+    let server = Server::start_with(&["--idempotency-retention", "1s"]).await;
+    let ep = server.endpoint();
+    bank_and_shop(&ep).await;
+    let body = charge_body("bank", "shop", 5, "EUR");
+    let first = ep
+        .post("/v1/charges", Some("kept-for-a-second"), &body)
+        .await;
+    assert_created(&first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let again = loop {
+        let resp = ep
+            .post("/v1/charges", Some("kept-for-a-second"), &body)
+            .await;
+        if !resp.replayed() {
+            break resp;
+        }
+        assert_replay_of(&resp, &first);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key was still replayed 30 s after a retention of 1 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_created(&again);
+    assert_ne!(again.json()["id"], first.json()["id"], "a second charge");
+    assert_eq!(balance(&ep, "shop").await, 10);
+    server.check().await;
+}
