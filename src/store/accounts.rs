@@ -26,7 +26,9 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::StoreError;
 use super::auth::CHARGE_TENANTS;
 use super::codec::{decode, encode};
-use super::tables::{ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS, read_counter};
+use super::tables::{
+    ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS, read_counter, write_counter,
+};
 use crate::ledger::{Account, AccountId, Posting, PostingSide, TenantId};
 
 pub(super) type AccountMap = HashMap<TenantId, HashMap<AccountId, Account>>;
@@ -101,11 +103,7 @@ pub(super) fn set_through_charge(
     meta: &mut Table<'_, &'static str, &'static [u8]>,
     number: u64,
 ) -> Result<(), StoreError> {
-    meta.insert(
-        META_ACCOUNTS_THROUGH_CHARGE,
-        number.to_be_bytes().as_slice(),
-    )?;
-    Ok(())
+    write_counter(meta, META_ACCOUNTS_THROUGH_CHARGE, number)
 }
 
 /// On open: brings the `accounts` rows up to the last committed charge by re-applying the

@@ -147,7 +147,7 @@ pub(super) fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<u64, StoreE
             next += 1;
             moved += 1;
         }
-        meta.insert(META_NEXT_ANSWER_NUMBER, next.to_be_bytes().as_slice())?;
+        super::tables::write_counter(&mut meta, META_NEXT_ANSWER_NUMBER, next)?;
     }
     txn.delete_table(IDEMPOTENCY_LEGACY)?;
     Ok(moved)

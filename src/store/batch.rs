@@ -16,11 +16,11 @@ use super::codec::{Record, decode, encode};
 use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
-use super::tables::read_counter;
 use super::tables::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_ANSWER_NUMBER,
     META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
 };
+use super::tables::{read_counter, write_counter};
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
 
@@ -311,8 +311,7 @@ impl<'txn> BatchTables<'txn> {
             seq += 1;
         }
         if seq > first_held {
-            self.meta
-                .insert(META_OUTBOX_FIRST_HELD, seq.to_be_bytes().as_slice())?;
+            write_counter(&mut self.meta, META_OUTBOX_FIRST_HELD, seq)?;
         }
         Ok((seq - first_held) as usize)
     }
@@ -328,19 +327,17 @@ impl<'txn> BatchTables<'txn> {
             &mut self.key_changes,
             self.next_answer_number,
         )?;
-        self.meta.insert(
-            META_NEXT_EVENT_SEQ,
-            self.next_event_seq.to_be_bytes().as_slice(),
-        )?;
-        self.meta.insert(
+        write_counter(&mut self.meta, META_NEXT_EVENT_SEQ, self.next_event_seq)?;
+        write_counter(
+            &mut self.meta,
             META_NEXT_ANSWER_NUMBER,
-            self.next_answer_number.to_be_bytes().as_slice(),
+            self.next_answer_number,
         )?;
-        self.meta.insert(
+        write_counter(
+            &mut self.meta,
             META_NEXT_CHARGE_NUMBER,
-            self.next_charge_number.to_be_bytes().as_slice(),
-        )?;
-        Ok(())
+            self.next_charge_number,
+        )
     }
 }
 

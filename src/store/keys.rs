@@ -36,6 +36,7 @@ use super::answers::{AnswerPointer, StoredAnswer};
 use super::codec::{decode, encode};
 use super::tables::{
     IDEMPOTENCY_ANSWERS, META, META_KEYS_THROUGH_ANSWER, META_NEXT_ANSWER_NUMBER, read_counter,
+    write_counter,
 };
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, KEY_MERGE_SLICE_MIN, KEY_OVERLAY_MERGE_FROM};
 
@@ -228,8 +229,7 @@ pub(super) fn merge_slice(
     let through = overlay
         .lowest_number_after(changes)
         .map_or(next_answer_number - 1, |lowest| lowest - 1);
-    meta.insert(META_KEYS_THROUGH_ANSWER, through.to_be_bytes().as_slice())?;
-    Ok(())
+    write_counter(meta, META_KEYS_THROUGH_ANSWER, through)
 }
 
 /// On open: the keys of answers after `meta.keys_through_answer` go back into the overlay. A store
@@ -240,7 +240,7 @@ pub(super) fn recover(txn: &WriteTransaction, overlay: &KeyOverlay) -> Result<u6
     let Some(through) = read_counter(&meta, META_KEYS_THROUGH_ANSWER)? else {
         let next = read_counter(&meta, META_NEXT_ANSWER_NUMBER)?.unwrap_or(1);
         let through = next.saturating_sub(1);
-        meta.insert(META_KEYS_THROUGH_ANSWER, through.to_be_bytes().as_slice())?;
+        write_counter(&mut meta, META_KEYS_THROUGH_ANSWER, through)?;
         return Ok(0);
     };
     let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
@@ -454,8 +454,7 @@ mod tests {
                         expiry.insert((7, 0, key(i).as_str()), ()).expect("expiry");
                     }
                     let mut meta = txn.open_table(META).expect("meta");
-                    meta.insert(META_NEXT_ANSWER_NUMBER, 4u64.to_be_bytes().as_slice())
-                        .expect("counter");
+                    tables::write_counter(&mut meta, META_NEXT_ANSWER_NUMBER, 4).expect("counter");
                 }
                 txn.commit().expect("commit");
             }

@@ -34,6 +34,16 @@ pub fn read_counter(
     }
 }
 
+/// Writes a counter in `meta` in the form `read_counter` reads.
+pub fn write_counter(
+    meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    name: &str,
+    value: u64,
+) -> Result<(), StoreError> {
+    meta.insert(name, value.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
 /// (tenant, account id) → Account.
 pub const ACCOUNTS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("accounts");
 /// Before 0.1 stores split it in two: (tenant, idempotency key) → IdempotencyRecord. Read only to
