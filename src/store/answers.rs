@@ -56,10 +56,19 @@ pub(super) fn get(
         return Ok(None);
     };
     let pointer: AnswerPointer = decode(pointer.value())?;
-    let stored = answer_of(answers, pointer.answer, tenant, key)?;
-    stored.map(Some).ok_or_else(|| StoreError::Corrupt {
+    pointed_answer(answers, pointer.answer, tenant, key).map(Some)
+}
+
+/// Like [`answer_of`], for a pointer that must lead to an answer: a missing one is corruption.
+pub(super) fn pointed_answer(
+    answers: &impl ReadableTable<u64, &'static [u8]>,
+    number: u64,
+    tenant: TenantId,
+    key: &str,
+) -> Result<IdempotencyRecord, StoreError> {
+    answer_of(answers, number, tenant, key)?.ok_or_else(|| StoreError::Corrupt {
         record: StoredAnswer::NAME,
-        detail: format!("answer {} is missing", pointer.answer),
+        detail: format!("answer {number} is missing"),
     })
 }
 

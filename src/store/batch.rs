@@ -12,8 +12,8 @@ use super::StoreError;
 use super::accounts::{self, AccountMap, AccountOverlay};
 use super::answers::{self, StoredAnswer};
 use super::auth::AuthTables;
-use super::codec::{Record, decode, encode};
-use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name};
+use super::codec::{decode, encode};
+use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name, with_key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
 use super::tables::{
@@ -106,26 +106,16 @@ impl<'txn> BatchTables<'txn> {
         tenant: TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let finished_in_batch = self
-            .keys_finished_in_batch
-            .get(&key_name(tenant.0, key.as_str()))
-            .copied();
-        let Some(number) =
-            finished_in_batch.or_else(|| self.key_overlay.get(tenant.0, key.as_str()))
-        else {
+        let in_memory = with_key_name(tenant.0, key.as_str(), |name| {
+            let finished_in_batch = self.keys_finished_in_batch.get(name).copied();
+            finished_in_batch.or_else(|| self.key_overlay.get(name))
+        });
+        let Some(number) = in_memory else {
             return answers::get(&self.idempotency, &self.answers, tenant, key.as_str());
         };
         // Only this thread deletes answers, and it takes their keys out of the overlay before
         // the next batch: an overlay key without its answer is corruption here.
-        answers::answer_of(&self.answers, number, tenant, key.as_str())?.map_or_else(
-            || {
-                Err(StoreError::Corrupt {
-                    record: StoredAnswer::NAME,
-                    detail: format!("answer {number} is missing"),
-                })
-            },
-            |record| Ok(Some(record)),
-        )
+        answers::pointed_answer(&self.answers, number, tenant, key.as_str()).map(Some)
     }
 
     pub fn put_idempotency_record(

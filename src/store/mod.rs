@@ -200,7 +200,8 @@ impl Store {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         // The overlay first, then a snapshot begun after looking: the writer takes a key out of
         // the overlay only after the commit that put it in the table returned.
-        let in_overlay = self.key_overlay.get(tenant.0, key.as_str());
+        let in_overlay =
+            keys::with_key_name(tenant.0, key.as_str(), |name| self.key_overlay.get(name));
         let txn = self.db.begin_read()?;
         let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
         match in_overlay {
