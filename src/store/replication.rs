@@ -49,6 +49,9 @@ pub struct ReplicationTables<'txn> {
     staged_origins: HashMap<String, OriginState>,
     next_dead_letter_id: u64,
     next_applied_index: u64,
+    /// The two counters as read at open: `flush` writes them only if they moved, so a commit
+    /// that replicated nothing rewrites no page of the counters table.
+    counters_at_open: (u64, u64),
 }
 
 impl<'txn> ReplicationTables<'txn> {
@@ -71,6 +74,7 @@ impl<'txn> ReplicationTables<'txn> {
             staged_origins: HashMap::new(),
             next_dead_letter_id,
             next_applied_index,
+            counters_at_open: (next_dead_letter_id, next_applied_index),
         })
     }
 
@@ -318,10 +322,16 @@ impl<'txn> ReplicationTables<'txn> {
             self.origins
                 .insert(origin.as_str(), encode(&state).as_slice())?;
         }
-        self.counters
-            .insert(COUNTER_NEXT_DEAD_LETTER_ID, self.next_dead_letter_id)?;
-        self.counters
-            .insert(COUNTER_NEXT_APPLIED_INDEX, self.next_applied_index)?;
+        let (dead_letter_id_at_open, applied_index_at_open) = self.counters_at_open;
+        if self.next_dead_letter_id != dead_letter_id_at_open {
+            self.counters
+                .insert(COUNTER_NEXT_DEAD_LETTER_ID, self.next_dead_letter_id)?;
+        }
+        if self.next_applied_index != applied_index_at_open {
+            self.counters
+                .insert(COUNTER_NEXT_APPLIED_INDEX, self.next_applied_index)?;
+        }
+        self.counters_at_open = (self.next_dead_letter_id, self.next_applied_index);
         Ok(())
     }
 }
@@ -404,5 +414,78 @@ impl Store {
             .take(limit)
             .map(|entry| decode(entry?.1.value()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::super::records::{Event, EventBody};
+    use crate::ledger::{Account, AccountId, Currency, NewAccount};
+
+    /// An `account.created` event of an origin, as a terminal would send it.
+    fn account_event(seq: u64, id: &str) -> Event {
+        let new = NewAccount {
+            id: AccountId::parse(id).expect("valid id"),
+            currency: Currency::parse("EUR").expect("currency"),
+            overdraft_limit: Some(0),
+        };
+        Event {
+            seq,
+            created_at_ms: 1,
+            body: EventBody::AccountCreated(Account::open(&new, 1)),
+        }
+    }
+
+    /// Applies `seq` of `origin` (a new account); returns the inbox row's applied index.
+    fn apply(store: &Store, origin: &str, seq: u64) -> u64 {
+        store
+            .write_batch(|tables| {
+                let tables = tables.replication();
+                let event = account_event(seq, &format!("acct-{seq}"));
+                tables.apply_event(origin, &event)?.expect("applies");
+                tables.record_applied(origin, seq, 1)
+            })
+            .expect("committed");
+        let rows = store.inbox_after(origin, seq - 1, 1).expect("inbox");
+        rows[0].1.applied_index
+    }
+
+    fn park(store: &Store, origin: &str, seq: u64) -> u64 {
+        store
+            .write_batch(|tables| {
+                let event = account_event(seq, &format!("acct-{seq}"));
+                tables
+                    .replication()
+                    .park(origin, &event, "refused".into(), 3, 1)
+            })
+            .expect("committed")
+    }
+
+    #[test]
+    fn counters_skipped_by_a_commit_still_continue_after_a_reopen() {
+        // The counters are written only by commits that moved them: a commit that replicated
+        // nothing, and a reopen, must neither reset nor reuse an id.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        assert_eq!(apply(&store, "node-a", 1), 1);
+        assert_eq!(park(&store, "node-a", 2), 1);
+        store.write_batch(|_| Ok(())).expect("an empty commit");
+        drop(store);
+
+        let store = Store::open(dir.path()).expect("reopens");
+        assert_eq!(
+            apply(&store, "node-a", 3),
+            3,
+            "inbox index 2 went to the parked event"
+        );
+        assert_eq!(park(&store, "node-a", 4), 2);
+        drop(store);
+
+        let store = Store::open(dir.path()).expect("reopens again");
+        assert_eq!(apply(&store, "node-b", 1), 5);
+        let letters = store.dead_letters_after(0, 10).expect("letters");
+        let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
+        assert_eq!(ids, [1, 2]);
     }
 }
