@@ -6,6 +6,12 @@
 //! charges and outbox events are numbered densely per node, so their owner is kept beside them:
 //! `tenant_events` (tenant, seq) for every event (a tenant's events are one range scan) and
 //! `charge_tenants` for charges of tenants other than 0 (absent means tenant 0).
+//!
+//! One exception keeps a single-tenant store's commits light: until another tenant has an event,
+//! every event is tenant 0's, so its events get no `tenant_events` row. The `default_rows_from`
+//! counter says from which seq on tenant 0's events have rows (`u64::MAX` until another tenant's
+//! first event, whose seq it then takes). Below it, the outbox itself is tenant 0's list. A row
+//! per event was two of the ~18 pages a one-charge commit writes.
 
 use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -30,6 +36,10 @@ const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_cou
 
 const COUNTER_NEXT_TENANT_ID: &str = "next_tenant_id";
 const COUNTER_NEXT_TOKEN_ID: &str = "next_token_id";
+/// Tenant 0's events numbered from this seq on have a `tenant_events` row (see the module doc).
+const COUNTER_DEFAULT_ROWS_FROM: &str = "default_rows_from";
+/// `default_rows_from` while no tenant but 0 exists: none of its events needs a row.
+const DEFAULT_ROWS_NEVER: u64 = u64::MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRecord {
@@ -74,13 +84,31 @@ impl TokenRecord {
 }
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(TENANTS)?;
     txn.open_table(TENANT_NAMES)?;
     txn.open_table(TOKENS)?;
     txn.open_table(TENANT_EVENTS)?;
     txn.open_table(CHARGE_TENANTS)?;
-    txn.open_table(AUTH_COUNTERS)?;
+    let tenants = txn.open_table(TENANTS)?;
+    let mut counters = txn.open_table(AUTH_COUNTERS)?;
+    if counters.get(COUNTER_DEFAULT_ROWS_FROM)?.is_none() {
+        // A new store, or one from before the mark, whose writer gave every event a row: with
+        // no other tenant the outbox is tenant 0's list (its old rows are then merely unused).
+        let from = if tenants.first()?.is_none() {
+            DEFAULT_ROWS_NEVER
+        } else {
+            1
+        };
+        counters.insert(COUNTER_DEFAULT_ROWS_FROM, from)?;
+    }
     Ok(())
+}
+
+/// From which seq on tenant 0's events have a `tenant_events` row (1 for a store the mark has
+/// not been settled in, where every event has one).
+fn default_rows_from(counters: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
+    Ok(counters
+        .get(COUNTER_DEFAULT_ROWS_FROM)?
+        .map_or(1, |v| v.value()))
 }
 
 /// The tenancy tables inside one write transaction.
@@ -91,17 +119,21 @@ pub struct AuthTables<'txn> {
     tenant_events: Table<'txn, (u32, u64), ()>,
     charge_tenants: Table<'txn, u64, u32>,
     counters: Table<'txn, &'static str, u64>,
+    /// `default_rows_from`, as read at open or set by another tenant's first event.
+    default_rows_from: u64,
 }
 
 impl<'txn> AuthTables<'txn> {
     pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let counters = txn.open_table(AUTH_COUNTERS)?;
         Ok(AuthTables {
             tenants: txn.open_table(TENANTS)?,
             names: txn.open_table(TENANT_NAMES)?,
             tokens: txn.open_table(TOKENS)?,
             tenant_events: txn.open_table(TENANT_EVENTS)?,
             charge_tenants: txn.open_table(CHARGE_TENANTS)?,
-            counters: txn.open_table(AUTH_COUNTERS)?,
+            default_rows_from: default_rows_from(&counters)?,
+            counters,
         })
     }
 
@@ -196,9 +228,16 @@ impl<'txn> AuthTables<'txn> {
         Ok(Some(record))
     }
 
-    /// Records that `tenant` owns event `seq`.
+    /// Records that `tenant` owns event `seq` (no row for tenant 0 below `default_rows_from`).
     pub fn own_event(&mut self, tenant: TenantId, seq: u64) -> Result<(), StoreError> {
-        self.tenant_events.insert((tenant.0, seq), ())?;
+        if tenant != TenantId::DEFAULT && self.default_rows_from == DEFAULT_ROWS_NEVER {
+            // The first event of another tenant: the outbox stops being tenant 0's list here.
+            self.default_rows_from = seq;
+            self.counters.insert(COUNTER_DEFAULT_ROWS_FROM, seq)?;
+        }
+        if tenant != TenantId::DEFAULT || seq >= self.default_rows_from {
+            self.tenant_events.insert((tenant.0, seq), ())?;
+        }
         Ok(())
     }
 
@@ -255,17 +294,18 @@ pub(super) fn charge_owners(
         .collect()
 }
 
-/// Event seq → every tenant recorded as its owner (the invariant checker wants exactly one).
+/// Event seq → every tenant recorded as its owner, and `default_rows_from` (the invariant checker
+/// wants exactly one owner: a row, or below the mark tenant 0 without one).
 pub(super) fn event_owners(
     txn: &redb::ReadTransaction,
-) -> Result<std::collections::HashMap<u64, Vec<u32>>, StoreError> {
+) -> Result<(std::collections::HashMap<u64, Vec<u32>>, u64), StoreError> {
     let table = txn.open_table(TENANT_EVENTS)?;
     let mut owners: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
     for entry in table.iter()? {
         let (tenant, seq) = entry?.0.value();
         owners.entry(seq).or_default().push(tenant);
     }
-    Ok(owners)
+    Ok((owners, default_rows_from(&txn.open_table(AUTH_COUNTERS)?)?))
 }
 
 /// Read side.
@@ -313,7 +353,15 @@ impl Store {
         let txn = self.db.begin_read()?;
         let owned = txn.open_table(TENANT_EVENTS)?;
         let mut events = Vec::with_capacity(limit.min(256));
-        let start = after.saturating_add(1);
+        let mut start = after.saturating_add(1);
+        if tenant == TenantId::DEFAULT {
+            // Below the mark every event is tenant 0's and has no row: the outbox is the list.
+            let rows_from = default_rows_from(&txn.open_table(AUTH_COUNTERS)?)?;
+            if start < rows_from {
+                events = self.events_in_range(&txn, start..rows_from, limit)?;
+                start = rows_from;
+            }
+        }
         for entry in owned.range((tenant.0, start)..=(tenant.0, u64::MAX))? {
             if events.len() == limit {
                 break;
@@ -324,5 +372,116 @@ impl Store {
             }
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    use super::*;
+    use crate::ledger::{Account, AccountId, Currency, NewAccount};
+
+    /// Opens one account per name in `tenant`, each an `account.created` event.
+    fn open_accounts(store: &Store, tenant: TenantId, names: &[&str]) {
+        store
+            .write_batch(|tables| {
+                for name in names {
+                    let new = NewAccount {
+                        id: AccountId::parse(name).expect("valid id"),
+                        currency: Currency::parse("EUR").expect("currency"),
+                        overdraft_limit: None,
+                    };
+                    tables.create_account(tenant, Account::open(&new, 1), 1)?;
+                }
+                Ok(())
+            })
+            .expect("committed");
+    }
+
+    fn seqs(store: &Store, tenant: TenantId, after: u64, limit: usize) -> Vec<u64> {
+        let events = store.tenant_events_after(tenant, after, limit);
+        events.expect("listed").iter().map(|e| e.seq).collect()
+    }
+
+    fn ownership_rows(store: &Store) -> u64 {
+        let txn = store.db.begin_read().expect("read");
+        txn.open_table(TENANT_EVENTS)
+            .expect("table")
+            .len()
+            .expect("len")
+    }
+
+    #[test]
+    fn tenant_0_needs_no_ownership_rows_until_another_tenant_has_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        open_accounts(&store, TenantId::DEFAULT, &["a", "b", "c"]);
+        assert_eq!(
+            ownership_rows(&store),
+            0,
+            "a single-tenant store writes none"
+        );
+
+        let other = store
+            .write_batch(|tables| tables.auth().create_tenant("shop", 1))
+            .expect("committed")
+            .expect("new tenant");
+        let other = TenantId(other.id);
+        open_accounts(&store, other, &["a", "b"]);
+        open_accounts(&store, TenantId::DEFAULT, &["d", "e"]);
+        drop(store);
+        // The mark is stored: a reopened store lists the same way.
+        let store = Store::open(dir.path()).expect("reopens");
+
+        assert_eq!(seqs(&store, TenantId::DEFAULT, 0, 100), [1, 2, 3, 6, 7]);
+        assert_eq!(seqs(&store, other, 0, 100), [4, 5]);
+        // Pages across the mark: from the outbox below it, from the rows above it.
+        assert_eq!(seqs(&store, TenantId::DEFAULT, 1, 3), [2, 3, 6]);
+        assert_eq!(seqs(&store, TenantId::DEFAULT, 3, 100), [6, 7]);
+        assert_eq!(seqs(&store, TenantId::DEFAULT, 6, 100), [7]);
+        assert_eq!(
+            ownership_rows(&store),
+            4,
+            "rows from the mark on, for both tenants"
+        );
+        let report = super::super::check::verify(&store).expect("checkable");
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+    }
+
+    #[test]
+    fn a_store_whose_events_all_have_rows_keeps_listing_them() {
+        // A store written before the mark: every event has its row. Opened with another tenant
+        // present, the mark settles at 1 and tenant 0's list comes from its rows alone.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        let other = store
+            .write_batch(|tables| tables.auth().create_tenant("shop", 1))
+            .expect("committed")
+            .expect("new tenant");
+        let other = TenantId(other.id);
+        open_accounts(&store, TenantId::DEFAULT, &["a"]);
+        open_accounts(&store, other, &["a"]);
+        open_accounts(&store, TenantId::DEFAULT, &["b"]);
+        {
+            // Rewind to the old layout: a row for every event, no mark.
+            let txn = store.db.begin_write().expect("write");
+            {
+                let mut rows = txn.open_table(TENANT_EVENTS).expect("table");
+                for seq in [1, 3] {
+                    rows.insert((0, seq), ()).expect("row");
+                }
+                let mut counters = txn.open_table(AUTH_COUNTERS).expect("table");
+                counters.remove(COUNTER_DEFAULT_ROWS_FROM).expect("removed");
+            }
+            txn.commit().expect("committed");
+        }
+        drop(store);
+
+        let store = Store::open(dir.path()).expect("reopens");
+        assert_eq!(seqs(&store, TenantId::DEFAULT, 0, 100), [1, 3]);
+        assert_eq!(seqs(&store, other, 0, 100), [2]);
+        let report = super::super::check::verify(&store).expect("checkable");
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
     }
 }

@@ -199,12 +199,20 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             "postings name account {id} of tenant {tenant}, which does not exist"
         ));
     }
-    // Every held event has exactly one owning tenant.
-    let event_owners = super::auth::event_owners(&txn)?;
+    // Every held event has exactly one owning tenant: its row, or below `default_rows_from`
+    // tenant 0 without one (a store from before the mark may still have tenant 0's row there).
+    let (event_owners, default_rows_from) = super::auth::event_owners(&txn)?;
     for seq in events.keys() {
-        match event_owners.get(seq).map(Vec::len) {
-            Some(1) => {}
-            owners => violations.push(format!("event {seq} has {owners:?} owning tenants")),
+        let owners = event_owners.get(seq).map_or(&[][..], Vec::as_slice);
+        let owned_once = match owners {
+            [_] if *seq >= default_rows_from => true,
+            [] | [0] => *seq < default_rows_from,
+            _ => false,
+        };
+        if !owned_once {
+            violations.push(format!(
+                "event {seq} has owning tenants {owners:?} (rows for tenant 0 from {default_rows_from})"
+            ));
         }
     }
 

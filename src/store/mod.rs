@@ -236,11 +236,20 @@ impl Store {
     /// Up to `limit` events with `seq > after`, in sequence order, charges joined in.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let txn = self.db.begin_read()?;
+        self.events_in_range(&txn, after.saturating_add(1).., limit)
+    }
+
+    /// Up to `limit` held events with seqs in `seqs`, in sequence order, charges joined in.
+    fn events_in_range(
+        &self,
+        txn: &redb::ReadTransaction,
+        seqs: impl std::ops::RangeBounds<u64> + 'static,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let outbox = txn.open_table(OUTBOX)?;
         let charges = txn.open_table(CHARGES)?;
-        let start = after.saturating_add(1);
         let mut events = Vec::with_capacity(limit.min(256));
-        for entry in outbox.range(start..)?.take(limit) {
+        for entry in outbox.range(seqs)?.take(limit) {
             let (seq, bytes) = entry?;
             events.push(join_event(&charges, seq.value(), bytes.value())?);
         }
