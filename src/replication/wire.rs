@@ -118,24 +118,6 @@ pub fn encode_ack(ack: &Ack) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Account, AccountId, Currency, NewAccount};
-    use crate::store::EventBody;
-
-    fn account_event(seq: u64, id: &str) -> Event {
-        let account = Account::open(
-            &NewAccount {
-                id: AccountId::parse(id).expect("valid"),
-                currency: Currency::parse("EUR").expect("valid"),
-                overdraft_limit: Some(0),
-            },
-            7,
-        );
-        Event {
-            seq,
-            created_at_ms: 7,
-            body: EventBody::AccountCreated(account),
-        }
-    }
 
     fn batch(seqs: &[u64]) -> EventBatch {
         EventBatch {
@@ -143,7 +125,7 @@ mod tests {
             origin: "n0123456789ab".into(),
             events: seqs
                 .iter()
-                .map(|s| account_event(*s, &format!("a{s}")))
+                .map(|s| Event::account_created_for_test(*s, &format!("a{s}")))
                 .collect(),
         }
     }

@@ -151,6 +151,23 @@ impl Record for DeadLetter {
     const NAME: &'static str = "dead letter";
 }
 
+/// A test's `account.created` event: a new EUR account `id` with overdraft limit 0.
+#[cfg(test)]
+impl Event {
+    pub(crate) fn account_created_for_test(seq: u64, id: &str) -> Event {
+        let new = crate::ledger::NewAccount {
+            id: crate::ledger::AccountId::parse(id).expect("valid id"),
+            currency: crate::ledger::Currency::parse("EUR").expect("currency"),
+            overdraft_limit: Some(0),
+        };
+        Event {
+            seq,
+            created_at_ms: 1,
+            body: EventBody::AccountCreated(crate::ledger::Account::open(&new, 1)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::codec::{decode, encode};

@@ -420,29 +420,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::Store;
-    use super::super::records::{Event, EventBody};
-    use crate::ledger::{Account, AccountId, Currency, NewAccount};
-
-    /// An `account.created` event of an origin, as a terminal would send it.
-    fn account_event(seq: u64, id: &str) -> Event {
-        let new = NewAccount {
-            id: AccountId::parse(id).expect("valid id"),
-            currency: Currency::parse("EUR").expect("currency"),
-            overdraft_limit: Some(0),
-        };
-        Event {
-            seq,
-            created_at_ms: 1,
-            body: EventBody::AccountCreated(Account::open(&new, 1)),
-        }
-    }
+    use super::super::records::Event;
 
     /// Applies `seq` of `origin` (a new account); returns the inbox row's applied index.
     fn apply(store: &Store, origin: &str, seq: u64) -> u64 {
         store
             .write_batch(|tables| {
                 let tables = tables.replication();
-                let event = account_event(seq, &format!("acct-{seq}"));
+                let event = Event::account_created_for_test(seq, &format!("acct-{seq}"));
                 tables.apply_event(origin, &event)?.expect("applies");
                 tables.record_applied(origin, seq, 1)
             })
@@ -454,7 +439,7 @@ mod tests {
     fn park(store: &Store, origin: &str, seq: u64) -> u64 {
         store
             .write_batch(|tables| {
-                let event = account_event(seq, &format!("acct-{seq}"));
+                let event = Event::account_created_for_test(seq, &format!("acct-{seq}"));
                 tables
                     .replication()
                     .park(origin, &event, "refused".into(), 3, 1)
