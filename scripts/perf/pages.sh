@@ -5,15 +5,8 @@
 #   scripts/perf/pages.sh target/release/onceledger p1
 set -euo pipefail
 BIN=$1; LABEL=$2
-PORT=${PORT:-7171}
-PERF_DIR=${PERF_DIR:-/tmp/perf}
-DATA=$PERF_DIR/data-$LABEL
-OUT=$PERF_DIR/out
-rm -rf "$DATA"; mkdir -p "$OUT"
-"$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$DATA" > "$OUT/$LABEL.server.log" 2>&1 &
-SPID=$!
-trap 'kill -TERM $SPID 2>/dev/null; wait $SPID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.1; done
+. "$(dirname "$0")/server.sh"
+start_server "$BIN" "$LABEL"
 "$BIN" bench --url http://127.0.0.1:$PORT --token-file "$DATA/admin.token" --connections 1 \
   --duration 7 > "$OUT/$LABEL.bench" 2>&1 &
 BENCH=$!

@@ -4,15 +4,8 @@
 #   scripts/perf/run.sh target/release/onceledger u1 --connections 64 --duration 15 --workload uniform
 set -euo pipefail
 BIN=$1; LABEL=$2; shift 2
-PORT=${PORT:-7171}
-PERF_DIR=${PERF_DIR:-/tmp/perf}
-DATA=$PERF_DIR/data-$LABEL
-OUT=$PERF_DIR/out
-rm -rf "$DATA"; mkdir -p "$OUT"
-"$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$DATA" > "$OUT/$LABEL.server.log" 2>&1 &
-SPID=$!
-trap 'kill -TERM $SPID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.1; done
+. "$(dirname "$0")/server.sh"
+start_server "$BIN" "$LABEL"
 S0=$(awk '{print $14+$15}' /proc/$SPID/stat)
 W0=$(awk '/^write_bytes/{print $2}' /proc/$SPID/io)
 "${CLIENT_BIN:-$BIN}" bench --url http://127.0.0.1:$PORT --token-file "$DATA/admin.token" --json "$@" \
