@@ -256,16 +256,6 @@ impl Store {
         Ok(events)
     }
 
-    /// Event `seq` with its charge joined in, if the outbox still holds it.
-    fn event_in(&self, txn: &redb::ReadTransaction, seq: u64) -> Result<Option<Event>, StoreError> {
-        let outbox = txn.open_table(OUTBOX)?;
-        let charges = txn.open_table(CHARGES)?;
-        let found = outbox.get(seq)?;
-        found
-            .map(|bytes| join_event(&charges, seq, bytes.value()))
-            .transpose()
-    }
-
     /// The outbox range still held: (first held seq, last seq). `last < first` when none is held;
     /// events below `first` were deleted by outbox retention and are never numbered again.
     pub fn outbox_bounds(&self) -> Result<(u64, u64), StoreError> {
