@@ -46,6 +46,15 @@ pub struct Report {
     pub violations: Vec<String>,
 }
 
+/// For tests: verifies `store`, fails on any violation (listing them), and returns the report for
+/// further checks.
+#[cfg(test)]
+pub(crate) fn assert_consistent(store: &Store) -> Report {
+    let report = verify(store).expect("the store is readable");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    report
+}
+
 pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let txn = store.database().begin_read()?;
     let mut report = Report::default();

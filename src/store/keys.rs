@@ -388,8 +388,7 @@ mod tests {
         }
 
         fn assert_checks_clean(store: &Store, records: u64) {
-            let report = check::verify(store).expect("checkable");
-            assert!(report.violations.is_empty(), "{:?}", report.violations);
+            let report = check::assert_consistent(store);
             assert_eq!(report.idempotency_records, records);
         }
 
