@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{Record, decode, encode};
 use super::tables::{CHARGES, OUTBOX};
-use super::{Event, Store, StoreError, join_event};
+use super::{Event, Store, StoreError, events_in_range, join_event};
 use crate::auth::{DEFAULT_TENANT_NAME, Role, TokenDigest, TokenEntry};
 use crate::ledger::TenantId;
 
@@ -361,7 +361,7 @@ impl Store {
             // Below the mark every event is tenant 0's and has no row: the outbox is the list.
             let rows_from = default_rows_from(&txn.open_table(AUTH_COUNTERS)?)?;
             if start < rows_from {
-                events = self.events_in_range(&txn, start..rows_from, limit)?;
+                events = events_in_range(&outbox, &charges, start..rows_from, limit)?;
                 start = rows_from;
             }
         }

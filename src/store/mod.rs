@@ -236,24 +236,9 @@ impl Store {
     /// Up to `limit` events with `seq > after`, in sequence order, charges joined in.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let txn = self.db.begin_read()?;
-        self.events_in_range(&txn, after.saturating_add(1).., limit)
-    }
-
-    /// Up to `limit` held events with seqs in `seqs`, in sequence order, charges joined in.
-    fn events_in_range(
-        &self,
-        txn: &redb::ReadTransaction,
-        seqs: impl std::ops::RangeBounds<u64> + 'static,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
         let outbox = txn.open_table(OUTBOX)?;
         let charges = txn.open_table(CHARGES)?;
-        let mut events = Vec::with_capacity(limit.min(256));
-        for entry in outbox.range(seqs)?.take(limit) {
-            let (seq, bytes) = entry?;
-            events.push(join_event(&charges, seq.value(), bytes.value())?);
-        }
-        Ok(events)
+        events_in_range(&outbox, &charges, after.saturating_add(1).., limit)
     }
 
     /// The outbox range still held: (first held seq, last seq). `last < first` when none is held;
@@ -345,6 +330,21 @@ impl Store {
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
+}
+
+/// Up to `limit` held events with seqs in `seqs`, in sequence order, charges joined in.
+fn events_in_range(
+    outbox: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    charges: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    seqs: impl std::ops::RangeBounds<u64> + 'static,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut events = Vec::with_capacity(limit.min(256));
+    for entry in outbox.range(seqs)?.take(limit) {
+        let (seq, bytes) = entry?;
+        events.push(join_event(charges, seq.value(), bytes.value())?);
+    }
+    Ok(events)
 }
 
 /// An outbox record as shown and sent: a charge event gets its charge joined in.
