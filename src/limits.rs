@@ -107,6 +107,16 @@ pub const KEY_OVERLAY_MERGE_FROM: usize = 131_072;
 /// Keys merged per commit at least, once merging started (twice the batch's keys if more).
 pub const KEY_MERGE_SLICE_MIN: usize = 64;
 
+/// Journal (see `store/journal.rs`): a batch commits durably in redb (a checkpoint) once this
+/// many bytes of records were journaled since the last one. Bounds what a restart replays.
+pub const JOURNAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// Journal: ... or once this many batches were journaled since the last one (light load writes
+/// small records; redb keeps every non-durable commit's freed pages until a durable one).
+pub const JOURNAL_CHECKPOINT_COMMITS: u64 = 1024;
+/// Journal: the file is filled with zeros to this size once, so records overwrite allocated
+/// blocks and their `fdatasync` writes no file metadata. A record past it extends the file.
+pub const JOURNAL_FILE_BYTES: u64 = 2 * JOURNAL_CHECKPOINT_BYTES;
+
 /// redb page cache. redb's default (1 GiB) is far more than an edge terminal should pin.
 pub const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub inflight_keys: Gauge,
     pub commit_queue_commands: Gauge,
     pub idempotency_keys_in_memory: Gauge,
+    pub journal_bytes: Gauge,
+    store_checkpoints: Counter,
     /// Per sink kind (`hub`, `nats`); no series without a sink.
     pub outbox_lag_events: Family<Labels, Gauge>,
     pub outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge>,
@@ -165,6 +167,18 @@ impl Metrics {
             "Finished idempotency keys held in memory, not yet merged into the keyed table",
             idempotency_keys_in_memory.clone(),
         );
+        let journal_bytes = Gauge::default();
+        registry.register(
+            "onceledger_journal_bytes",
+            "Bytes of batches journaled since the last durable redb commit (replayed after a crash)",
+            journal_bytes.clone(),
+        );
+        let store_checkpoints = Counter::default();
+        registry.register(
+            "onceledger_store_checkpoints",
+            "Durable redb commits (checkpoints); the other commits are made durable by the journal",
+            store_checkpoints.clone(),
+        );
         let outbox_lag_events: Family<Labels, Gauge> = Family::default();
         registry.register(
             "onceledger_outbox_lag_events",
@@ -260,6 +274,8 @@ impl Metrics {
             inflight_keys,
             commit_queue_commands,
             idempotency_keys_in_memory,
+            journal_bytes,
+            store_checkpoints,
             outbox_lag_events,
             outbox_oldest_unpublished_age_seconds,
             inbox_applied,
@@ -287,6 +303,14 @@ impl Metrics {
 
     pub fn count_unavailable(&self) {
         self.write_rejected_unavailable.inc();
+    }
+
+    /// The writer's view of the store's checkpoint count, after each commit (one thread: no race).
+    pub fn observe_checkpoints(&self, total: u64) {
+        let seen = self.store_checkpoints.get();
+        if total > seen {
+            self.store_checkpoints.inc_by(total - seen);
+        }
     }
 
     pub fn observe_commit(&self, commands: usize, duration: Duration) {

@@ -2,9 +2,10 @@
 //!
 //! - [`SharedMemory`]: a database image in memory that several opens can share in turn, so that
 //!   record_codec can plant raw bytes with plain redb and then open the real `Store` on them.
-//! - [`CrashDisk`]: a real file in a temporary directory whose unsynced writes can be lost, and
-//!   whose I/O can fail on a chosen operation. ledger_model uses it to check that a reopened store
-//!   holds exactly what was committed.
+//! - [`CrashDisk`]: the store's two real files (redb's and the journal) in a temporary directory,
+//!   whose unsynced writes can be lost, and whose I/O can fail on a chosen operation (counted
+//!   across both files: one disk). ledger_model uses it to check that a reopened store holds
+//!   exactly what was committed.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -87,10 +88,33 @@ pub enum FaultKind {
     FailSyncAndLosePages,
 }
 
-/// One write or resize, remembered with what it replaced until the next successful sync.
+/// One write or resize of one of the disk's files, remembered with what it replaced until the
+/// next successful sync of that file.
 enum Undo {
-    Bytes { offset: u64, old: Vec<u8> },
-    Len(u64),
+    Bytes {
+        file: Which,
+        offset: u64,
+        old: Vec<u8>,
+    },
+    Len {
+        file: Which,
+        len: u64,
+    },
+}
+
+/// The disk's two files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Redb,
+    Journal,
+}
+
+impl Undo {
+    fn file(&self) -> Which {
+        match self {
+            Undo::Bytes { file, .. } | Undo::Len { file, .. } => *file,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -111,17 +135,39 @@ struct DiskState {
 /// A disk that a test controls: where unsynced writes go, and when an I/O fails.
 pub struct CrashDisk {
     path: PathBuf,
+    journal_path: PathBuf,
     state: Arc<Mutex<DiskState>>,
 }
 
 impl CrashDisk {
-    /// A new, empty disk file at `path`.
-    pub fn create(path: &Path) -> io::Result<CrashDisk> {
-        File::create(path)?;
+    /// A new disk in `dir`: empty files where the store keeps its redb file and its journal.
+    pub fn create(dir: &Path) -> io::Result<CrashDisk> {
+        let path = dir.join(onceledger::store::STORE_FILE_NAME);
+        let journal_path = dir.join(onceledger::store::JOURNAL_FILE_NAME);
+        File::create(&path)?;
+        File::create(&journal_path)?;
         Ok(CrashDisk {
-            path: path.to_path_buf(),
+            path,
+            journal_path,
             state: Arc::default(),
         })
+    }
+
+    /// The journal for one open of the store, on the same disk as [`CrashDisk::backend`]'s file.
+    pub fn journal(&self) -> io::Result<CrashJournal> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.journal_path)?;
+        Ok(CrashJournal {
+            file,
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    fn files(&self) -> io::Result<(File, File)> {
+        let open = |path: &Path| OpenOptions::new().write(true).open(path);
+        Ok((open(&self.path)?, open(&self.journal_path)?))
     }
 
     /// A backend for one open of the database. Call after the previous open was dropped.
@@ -163,8 +209,9 @@ impl CrashDisk {
     /// Then the disk works again, with no fault armed.
     pub fn lose_unsynced_writes(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
-        let file = OpenOptions::new().write(true).open(&self.path)?;
-        roll_back(&file, &mut state.undo)?;
+        let (redb, journal) = self.files()?;
+        let file_of = |which| if which == Which::Redb { &redb } else { &journal };
+        roll_back(&file_of, &mut state.undo, None)?;
         *state = DiskState::default();
         Ok(())
     }
@@ -175,14 +222,114 @@ impl CrashDisk {
     }
 }
 
-fn roll_back(file: &File, undo: &mut Vec<Undo>) -> io::Result<()> {
-    while let Some(record) = undo.pop() {
+/// Undoes, newest first, the unsynced writes of `only` that file (of both when `None`), on the
+/// files `file_of` names.
+fn roll_back<'f>(
+    file_of: &dyn Fn(Which) -> &'f File,
+    undo: &mut Vec<Undo>,
+    only: Option<Which>,
+) -> io::Result<()> {
+    let (mine, others): (Vec<Undo>, Vec<Undo>) = std::mem::take(undo)
+        .into_iter()
+        .partition(|record| only.is_none_or(|which| record.file() == which));
+    *undo = others;
+    for record in mine.into_iter().rev() {
         match record {
-            Undo::Bytes { offset, old } => file.write_all_at(&old, offset)?,
-            Undo::Len(len) => file.set_len(len)?,
+            Undo::Bytes { file, offset, old } => file_of(file).write_all_at(&old, offset)?,
+            Undo::Len { file, len } => file_of(file).set_len(len)?,
         }
     }
     Ok(())
+}
+
+/// Counts one operation on the disk; `Err` if the power is off or the fault strikes on it. A
+/// failing sync (`sync_of`: the file synced) that loses pages loses that file's unsynced writes.
+fn gate(state: &mut DiskState, sync_of: Option<(&File, Which)>) -> io::Result<()> {
+    if state.crashed {
+        return Err(io::Error::other("the power is off"));
+    }
+    state.operations += 1;
+    match state.fault_at {
+        Some((at, kind)) if state.operations == at => {
+            state.fault_at = None;
+            state.fault_struck = true;
+            if let Some((file, which)) = sync_of
+                && kind == FaultKind::FailSyncAndLosePages
+            {
+                roll_back(&|_| file, &mut state.undo, Some(which))?;
+            }
+            Err(io::Error::other(format!(
+                "injected fault on operation {at}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Remembers what a write of `data` at `offset` to `file` replaces, for a crash to restore.
+fn remember_write(
+    state: &mut DiskState,
+    which: Which,
+    file: &File,
+    offset: u64,
+    len: usize,
+) -> io::Result<()> {
+    let old_len = file.metadata()?.len();
+    let end = offset.saturating_add(len as u64);
+    if end > old_len {
+        // The write grows the file: a crash shrinks it back.
+        state.undo.push(Undo::Len {
+            file: which,
+            len: old_len,
+        });
+    }
+    let overlap_end = end.min(old_len);
+    if offset < overlap_end {
+        let mut old = vec![0; usize::try_from(overlap_end - offset).map_err(io::Error::other)?];
+        file.read_exact_at(&mut old, offset)?;
+        state.undo.push(Undo::Bytes {
+            file: which,
+            offset,
+            old,
+        });
+    }
+    Ok(())
+}
+
+/// The store's journal file on a [`CrashDisk`].
+pub struct CrashJournal {
+    file: File,
+    state: Arc<Mutex<DiskState>>,
+}
+
+impl onceledger::store::JournalFile for CrashJournal {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        gate(&mut lock(&self.state), None)?;
+        let mut bytes = vec![0; usize::try_from(self.file.metadata()?.len()).map_err(io::Error::other)?];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        if lock(&self.state).crashed {
+            return Err(io::Error::other("the power is off"));
+        }
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        gate(&mut state, None)?;
+        remember_write(&mut state, Which::Journal, &self.file, offset, bytes.len())?;
+        self.file.write_all_at(bytes, offset)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        gate(&mut state, Some((&self.file, Which::Journal)))?;
+        state.undo.retain(|record| record.file() != Which::Journal);
+        Ok(())
+    }
 }
 
 pub struct CrashBackend {
@@ -199,27 +346,6 @@ impl fmt::Debug for CrashBackend {
 }
 
 impl CrashBackend {
-    /// Counts one operation; `Err` if the disk is off or the fault strikes on it.
-    fn gate(&self, state: &mut DiskState, is_sync: bool) -> io::Result<()> {
-        if state.crashed {
-            return Err(io::Error::other("the power is off"));
-        }
-        state.operations += 1;
-        match state.fault_at {
-            Some((at, kind)) if state.operations == at => {
-                state.fault_at = None;
-                state.fault_struck = true;
-                if is_sync && kind == FaultKind::FailSyncAndLosePages {
-                    roll_back(&self.raw, &mut state.undo)?;
-                }
-                Err(io::Error::other(format!(
-                    "injected fault on operation {at}"
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-
     fn current_len(&self) -> io::Result<u64> {
         Ok(self.raw.metadata()?.len())
     }
@@ -234,51 +360,38 @@ impl StorageBackend for CrashBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let mut state = lock(&self.state);
-        self.gate(&mut state, false)?;
+        gate(&mut lock(&self.state), None)?;
         self.file.read(offset, out)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
-        self.gate(&mut state, false)?;
+        gate(&mut state, None)?;
         let old_len = self.current_len()?;
+        let file = Which::Redb;
+        state.undo.push(Undo::Len { file, len: old_len });
         if len < old_len {
             // Shrinking destroys the tail; keep it so that a crash can bring it back.
             let mut old = vec![0; usize::try_from(old_len - len).map_err(io::Error::other)?];
             self.raw.read_exact_at(&mut old, len)?;
-            state.undo.push(Undo::Len(old_len));
-            state.undo.push(Undo::Bytes { offset: len, old });
-        } else {
-            state.undo.push(Undo::Len(old_len));
+            state.undo.push(Undo::Bytes { file, offset: len, old });
         }
         self.file.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
-        self.gate(&mut state, true)?;
+        gate(&mut state, Some((&self.raw, Which::Redb)))?;
         // No real fsync: durability is what the undo log says, and the fuzzer would spend its time
         // waiting for the disk otherwise.
-        state.undo.clear();
+        state.undo.retain(|record| record.file() != Which::Redb);
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut state = lock(&self.state);
-        self.gate(&mut state, false)?;
-        let old_len = self.current_len()?;
-        let end = offset.saturating_add(data.len() as u64);
-        if end > old_len {
-            // The write grows the file: a crash shrinks it back.
-            state.undo.push(Undo::Len(old_len));
-        }
-        let overlap_end = end.min(old_len);
-        if offset < overlap_end {
-            let mut old = vec![0; usize::try_from(overlap_end - offset).map_err(io::Error::other)?];
-            self.raw.read_exact_at(&mut old, offset)?;
-            state.undo.push(Undo::Bytes { offset, old });
-        }
+        gate(&mut state, None)?;
+        remember_write(&mut state, Which::Redb, &self.raw, offset, data.len())?;
         self.file.write(offset, data)
     }
 

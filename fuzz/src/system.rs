@@ -63,7 +63,7 @@ impl System {
             Ok(dir) => dir,
             Err(error) => panic!("no temporary directory: {error}"),
         };
-        let disk = match CrashDisk::create(&dir.path().join(onceledger::store::STORE_FILE_NAME)) {
+        let disk = match CrashDisk::create(dir.path()) {
             Ok(disk) => disk,
             Err(error) => panic!("cannot create the store file: {error}"),
         };
@@ -81,7 +81,11 @@ impl System {
             Ok(backend) => backend,
             Err(error) => panic!("cannot open the store file: {error}"),
         };
-        let store = match Store::open_with_backend(backend, self.dir.path()) {
+        let journal = match self.disk.journal() {
+            Ok(journal) => journal,
+            Err(error) => panic!("cannot open the journal: {error}"),
+        };
+        let store = match Store::open_with_files(backend, Box::new(journal), self.dir.path()) {
             Ok(store) => Arc::new(store),
             Err(error) => panic!("the store does not open after a restart: {error}"),
         };

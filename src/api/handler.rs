@@ -123,6 +123,9 @@ impl App {
                 self.metrics
                     .idempotency_keys_in_memory
                     .set(self.store.keys_in_memory() as i64);
+                self.metrics
+                    .journal_bytes
+                    .set(i64::try_from(self.store.journal_bytes()).unwrap_or(i64::MAX));
                 text(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -21,11 +21,12 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::auth::CHARGE_TENANTS;
 use super::codec::{decode, encode};
+use super::journal::PutInto;
 use super::tables::{
     ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS, read_counter, write_counter,
 };
@@ -78,7 +79,7 @@ impl AccountOverlay {
 
 /// Writes `accounts` to their rows (the checkpoint's writes, or a new account's first row).
 pub(super) fn write_rows(
-    table: &mut Table<'_, (u32, &'static str), &'static [u8]>,
+    table: &mut impl PutInto<(u32, &'static str), &'static [u8]>,
     accounts: &AccountMap,
 ) -> Result<(), StoreError> {
     for (tenant, accounts) in accounts {
@@ -87,7 +88,7 @@ pub(super) fn write_rows(
                 account.within_overdraft_limit(),
                 "invariant 5 broken for {id}"
             );
-            table.insert((tenant.0, id.as_str()), encode(account).as_slice())?;
+            table.put((tenant.0, id.as_str()), encode(account).as_slice())?;
         }
     }
     Ok(())
@@ -100,7 +101,7 @@ pub(super) fn through_charge(
 }
 
 pub(super) fn set_through_charge(
-    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    meta: &mut impl PutInto<&'static str, &'static [u8]>,
     number: u64,
 ) -> Result<(), StoreError> {
     write_counter(meta, META_ACCOUNTS_THROUGH_CHARGE, number)
@@ -174,73 +175,11 @@ pub(super) fn recover(txn: &WriteTransaction, last_charge: u64) -> Result<u64, S
 #[cfg(test)]
 mod tests {
     use super::super::Store;
-    use crate::ledger::{
-        Account, AccountId, Amount, Currency, Metadata, NewAccount, NewCharge, TenantId,
-        post_charge,
-    };
-
-    fn id(text: &str) -> AccountId {
-        AccountId::parse(text).expect("valid id")
-    }
-
-    /// Charges `amount` from `a` to `b` in one batch, as the writer does.
-    fn charge(store: &Store, amount: u64) {
-        charge_in(store, TenantId::DEFAULT, amount);
-    }
-
-    fn charge_in(store: &Store, tenant: TenantId, amount: u64) {
-        store
-            .write_batch(|tables| {
-                let mut source = tables.account(tenant, &id("a"))?.expect("a exists");
-                let mut destination = tables.account(tenant, &id("b"))?.expect("b exists");
-                let charge = NewCharge {
-                    source: id("a"),
-                    destination: id("b"),
-                    amount: Amount::new(amount).expect("amount"),
-                    currency: Currency::parse("EUR").expect("currency"),
-                    metadata: Metadata::default(),
-                };
-                let postings =
-                    post_charge(&charge, &mut source, &mut destination).expect("accepted");
-                tables.stage_account(tenant, source);
-                tables.stage_account(tenant, destination);
-                tables.record_charge(tenant, &charge, &postings, 1)?;
-                Ok(())
-            })
-            .expect("committed");
-    }
-
-    fn balance(store: &Store, account: &str) -> i64 {
-        balance_in(store, TenantId::DEFAULT, account)
-    }
-
-    fn balance_in(store: &Store, tenant: TenantId, account: &str) -> i64 {
-        store
-            .account(tenant, &id(account))
-            .expect("readable")
-            .expect("exists")
-            .balance()
-    }
+    use super::super::test_support::{balance, balance_in, charge, charge_in, open_accounts};
+    use crate::ledger::TenantId;
 
     /// A crash loses the overlay, never a balance: the next open re-applies the postings after
     /// the last checkpoint; and a checkpoint leaves nothing to re-apply.
-    /// Opens accounts `a` (no overdraft limit) and `b` in `tenant`.
-    fn open_accounts(store: &Store, tenant: TenantId) {
-        store
-            .write_batch(|tables| {
-                for (name, limit) in [("a", None), ("b", Some(0))] {
-                    let new = NewAccount {
-                        id: id(name),
-                        currency: Currency::parse("EUR").expect("currency"),
-                        overdraft_limit: limit,
-                    };
-                    tables.create_account(tenant, Account::open(&new, 1), 1)?;
-                }
-                Ok(())
-            })
-            .expect("accounts");
-    }
-
     #[test]
     fn balances_survive_a_crash_between_checkpoints() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -258,7 +197,7 @@ mod tests {
         assert_eq!(store.overlay.len(), 0);
         assert_eq!((balance(&store, "a"), balance(&store, "b")), (-12, 12));
         charge(&store, 1);
-        store.checkpoint_accounts().expect("checkpoint");
+        store.checkpoint().expect("checkpoint");
         assert_eq!(store.overlay.len(), 0, "a checkpoint empties the overlay");
         super::super::check::assert_consistent(&store);
         drop(store);

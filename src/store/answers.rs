@@ -10,11 +10,12 @@
 //! A lookup is two point reads: key → number → answer. The answer repeats its tenant and key, so a
 //! pointer that names another key's answer is reported as corruption rather than replayed.
 
-use redb::{ReadableTable, Table};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::codec::{Record, decode, encode};
+use super::journal::PutInto;
 use super::records::IdempotencyRecord;
 use super::tables::read_counter;
 use crate::ledger::TenantId;
@@ -42,8 +43,6 @@ impl Record for StoredAnswer {
     const VERSION: u8 = 1;
     const NAME: &'static str = "idempotency answer";
 }
-
-type AnswersTable<'txn> = Table<'txn, u64, &'static [u8]>;
 
 /// The finished record of `(tenant, key)` in the keyed table, if any.
 pub(super) fn get(
@@ -111,7 +110,7 @@ pub(super) fn answer(
 /// Appends the answer of `(tenant, key)` under `number`. Its key goes to the key overlay (see
 /// `keys.rs`), not to the keyed table.
 pub(super) fn append(
-    answers: &mut AnswersTable<'_>,
+    answers: &mut impl PutInto<u64, &'static [u8]>,
     number: u64,
     tenant: TenantId,
     key: &str,
@@ -122,8 +121,7 @@ pub(super) fn append(
         key: key.to_owned(),
         record: record.clone(),
     };
-    answers.insert(number, encode(&stored).as_slice())?;
-    Ok(())
+    answers.put(number, encode(&stored).as_slice())
 }
 
 /// Moves the records of the one-table layout (`idempotency`, key → whole record) into keys and

@@ -13,27 +13,29 @@
 //! first event, whose seq it then takes). Below it, the outbox itself is tenant 0's list. A row
 //! per event was two of the ~18 pages a one-charge commit writes.
 
-use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Record, decode, encode};
+use super::journal::{Logged, Redo};
 use super::tables::{CHARGES, OUTBOX};
 use super::{Event, Store, StoreError, events_in_range, join_event};
 use crate::auth::{DEFAULT_TENANT_NAME, Role, TokenDigest, TokenEntry};
 use crate::ledger::TenantId;
 
 /// tenant id → TenantRecord (tenant 0 has no row).
-const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
+pub(super) const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
 /// tenant name → tenant id.
-const TENANT_NAMES: TableDefinition<&str, u32> = TableDefinition::new("tenant_names");
+pub(super) const TENANT_NAMES: TableDefinition<&str, u32> = TableDefinition::new("tenant_names");
 /// token id → TokenRecord. Ids are dense from 1.
-const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
+pub(super) const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
 /// (tenant, event seq) → (): the events each tenant owns, in seq order.
-const TENANT_EVENTS: TableDefinition<(u32, u64), ()> = TableDefinition::new("tenant_events");
+pub(super) const TENANT_EVENTS: TableDefinition<(u32, u64), ()> =
+    TableDefinition::new("tenant_events");
 /// charge number → tenant, for charges of tenants other than 0.
 pub(super) const CHARGE_TENANTS: TableDefinition<u64, u32> = TableDefinition::new("charge_tenants");
 /// name → value: the next tenant id and token id.
-const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_counters");
+pub(super) const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_counters");
 
 const COUNTER_NEXT_TENANT_ID: &str = "next_tenant_id";
 const COUNTER_NEXT_TOKEN_ID: &str = "next_token_id";
@@ -114,26 +116,26 @@ fn default_rows_from(counters: &impl ReadableTable<&'static str, u64>) -> Result
 
 /// The tenancy tables inside one write transaction.
 pub struct AuthTables<'txn> {
-    tenants: Table<'txn, u32, &'static [u8]>,
-    names: Table<'txn, &'static str, u32>,
-    tokens: Table<'txn, u64, &'static [u8]>,
-    tenant_events: Table<'txn, (u32, u64), ()>,
-    charge_tenants: Table<'txn, u64, u32>,
-    counters: Table<'txn, &'static str, u64>,
+    tenants: Logged<'txn, u32, &'static [u8]>,
+    names: Logged<'txn, &'static str, u32>,
+    tokens: Logged<'txn, u64, &'static [u8]>,
+    tenant_events: Logged<'txn, (u32, u64), ()>,
+    charge_tenants: Logged<'txn, u64, u32>,
+    counters: Logged<'txn, &'static str, u64>,
     /// `default_rows_from`, as read at open or set by another tenant's first event.
     default_rows_from: u64,
 }
 
 impl<'txn> AuthTables<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        let counters = txn.open_table(AUTH_COUNTERS)?;
+    pub(super) fn open(txn: &'txn WriteTransaction, redo: &'txn Redo) -> Result<Self, StoreError> {
+        let counters = Logged::open(txn, redo, AUTH_COUNTERS)?;
         Ok(AuthTables {
-            tenants: txn.open_table(TENANTS)?,
-            names: txn.open_table(TENANT_NAMES)?,
-            tokens: txn.open_table(TOKENS)?,
-            tenant_events: txn.open_table(TENANT_EVENTS)?,
-            charge_tenants: txn.open_table(CHARGE_TENANTS)?,
-            default_rows_from: default_rows_from(&counters)?,
+            tenants: Logged::open(txn, redo, TENANTS)?,
+            names: Logged::open(txn, redo, TENANT_NAMES)?,
+            tokens: Logged::open(txn, redo, TOKENS)?,
+            tenant_events: Logged::open(txn, redo, TENANT_EVENTS)?,
+            charge_tenants: Logged::open(txn, redo, CHARGE_TENANTS)?,
+            default_rows_from: default_rows_from(&*counters)?,
             counters,
         })
     }

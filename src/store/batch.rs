@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::accounts::{self, AccountMap, AccountOverlay};
 use super::answers::{self, StoredAnswer};
 use super::auth::AuthTables;
 use super::codec::{decode, encode};
+use super::journal::{Logged, Redo};
 use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name, with_key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
@@ -25,9 +26,9 @@ use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
 
 pub struct BatchTables<'txn> {
-    accounts: Table<'txn, (u32, &'static str), &'static [u8]>,
-    idempotency: Table<'txn, (u32, &'static str), &'static [u8]>,
-    answers: Table<'txn, u64, &'static [u8]>,
+    accounts: Logged<'txn, (u32, &'static str), &'static [u8]>,
+    idempotency: Logged<'txn, (u32, &'static str), &'static [u8]>,
+    answers: Logged<'txn, u64, &'static [u8]>,
     next_answer_number: u64,
     /// Finished keys not yet in `idempotency`, as committed (see `store/keys.rs`).
     key_overlay: &'txn KeyOverlay,
@@ -35,10 +36,10 @@ pub struct BatchTables<'txn> {
     key_changes: KeyChanges,
     /// `key_changes.added` by name, for the re-check of later commands in the same batch.
     keys_finished_in_batch: HashMap<KeyName, u64>,
-    charges: Table<'txn, u64, &'static [u8]>,
-    postings: Table<'txn, (u64, u8), &'static [u8]>,
-    outbox: Table<'txn, u64, &'static [u8]>,
-    meta: Table<'txn, &'static str, &'static [u8]>,
+    charges: Logged<'txn, u64, &'static [u8]>,
+    postings: Logged<'txn, (u64, u8), &'static [u8]>,
+    outbox: Logged<'txn, u64, &'static [u8]>,
+    meta: Logged<'txn, &'static str, &'static [u8]>,
     replication: ReplicationTables<'txn>,
     auth: AuthTables<'txn>,
     /// Accounts created or changed by this batch; see `flush_accounts`.
@@ -65,32 +66,34 @@ pub(super) enum Checkpoint {
 }
 
 impl<'txn> BatchTables<'txn> {
+    /// Every table through `Logged`, so each write of the batch is in `redo` too (the journal).
     pub(super) fn open(
         txn: &'txn WriteTransaction,
+        redo: &'txn Redo,
         overlay: &'txn AccountOverlay,
         key_overlay: &'txn KeyOverlay,
         checkpoint: Checkpoint,
     ) -> Result<Self, StoreError> {
-        let meta = txn.open_table(META)?;
-        let counter = |name: &str| Ok::<_, StoreError>(read_counter(&meta, name)?.unwrap_or(1));
+        let meta = Logged::open(txn, redo, META)?;
+        let counter = |name: &str| Ok::<_, StoreError>(read_counter(&*meta, name)?.unwrap_or(1));
         let next_event_seq = counter(META_NEXT_EVENT_SEQ)?;
         let next_charge_number = counter(META_NEXT_CHARGE_NUMBER)?;
         let accounts_through_charge =
-            accounts::through_charge(&meta)?.unwrap_or(next_charge_number - 1);
+            accounts::through_charge(&*meta)?.unwrap_or(next_charge_number - 1);
         Ok(BatchTables {
-            accounts: txn.open_table(ACCOUNTS)?,
-            idempotency: txn.open_table(IDEMPOTENCY_KEYS)?,
-            answers: txn.open_table(IDEMPOTENCY_ANSWERS)?,
+            accounts: Logged::open(txn, redo, ACCOUNTS)?,
+            idempotency: Logged::open(txn, redo, IDEMPOTENCY_KEYS)?,
+            answers: Logged::open(txn, redo, IDEMPOTENCY_ANSWERS)?,
             next_answer_number: counter(META_NEXT_ANSWER_NUMBER)?,
             key_overlay,
             key_changes: KeyChanges::default(),
             keys_finished_in_batch: HashMap::new(),
-            charges: txn.open_table(CHARGES)?,
-            postings: txn.open_table(POSTINGS)?,
-            outbox: txn.open_table(OUTBOX)?,
+            charges: Logged::open(txn, redo, CHARGES)?,
+            postings: Logged::open(txn, redo, POSTINGS)?,
+            outbox: Logged::open(txn, redo, OUTBOX)?,
             meta,
-            replication: ReplicationTables::open(txn)?,
-            auth: AuthTables::open(txn)?,
+            replication: ReplicationTables::open(txn, redo)?,
+            auth: AuthTables::open(txn, redo)?,
             staged_accounts: HashMap::new(),
             overlay,
             accounts_through_charge,
@@ -111,11 +114,11 @@ impl<'txn> BatchTables<'txn> {
             finished_in_batch.or_else(|| self.key_overlay.get(name))
         });
         let Some(number) = in_memory else {
-            return answers::get(&self.idempotency, &self.answers, tenant, key.as_str());
+            return answers::get(&*self.idempotency, &*self.answers, tenant, key.as_str());
         };
         // Only this thread deletes answers, and it takes their keys out of the overlay before
         // the next batch: an overlay key without its answer is corruption here.
-        answers::pointed_answer(&self.answers, number, tenant, key.as_str()).map(Some)
+        answers::pointed_answer(&*self.answers, number, tenant, key.as_str()).map(Some)
     }
 
     pub fn put_idempotency_record(
@@ -282,7 +285,7 @@ impl<'txn> BatchTables<'txn> {
         cutoff_ms: u64,
         events_max: usize,
     ) -> Result<usize, StoreError> {
-        let first_held = read_counter(&self.meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
+        let first_held = read_counter(&*self.meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
         let mut seq = first_held;
         while seq - first_held < events_max as u64 && seq <= through && seq < self.next_event_seq {
             let created_at_ms = match self.outbox.get(seq)? {

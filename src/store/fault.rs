@@ -1,4 +1,5 @@
-//! A redb storage backend over a real file that can fail or hold its fsyncs on demand.
+//! A redb storage backend and a journal file, both real files, that can fail or hold their fsyncs
+//! on demand (one set of switches for both).
 //!
 //! Tests and the fuzz targets use it to reach the paths a healthy disk never takes: a failed
 //! commit (the writer must poison itself) and a commit that is slow to sync (the commit queue must
@@ -71,7 +72,33 @@ impl FaultyFileBackend {
     }
 }
 
-/// Opens (creating) the store file in `dir` on a faulty backend; the switches control its syncs.
+/// The journal's file, whose syncs the same switches control.
+struct FaultyJournalFile {
+    file: File,
+    switches: Arc<FaultSwitches>,
+}
+
+impl super::JournalFile for FaultyJournalFile {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        self.file.read_all()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        super::JournalFile::size(&self.file)
+    }
+
+    fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.switches.before_sync()?;
+        super::JournalFile::sync_data(&mut self.file)
+    }
+}
+
+/// Opens (creating) the store in `dir` on a faulty backend and journal; the switches control
+/// their syncs.
 pub fn open_store(
     dir: &std::path::Path,
 ) -> Result<(super::Store, Arc<FaultSwitches>), super::StoreError> {
@@ -84,7 +111,12 @@ pub fn open_store(
         .map_err(super::StoreError::Io)?;
     let switches = FaultSwitches::new();
     let backend = FaultyFileBackend::new(file, Arc::clone(&switches))?;
-    Ok((super::Store::open_with_backend(backend, dir)?, switches))
+    let journal = FaultyJournalFile {
+        file: super::journal::open_file(dir).map_err(super::StoreError::Io)?,
+        switches: Arc::clone(&switches),
+    };
+    let store = super::Store::open_with_files(backend, Box::new(journal), dir)?;
+    Ok((store, switches))
 }
 
 impl StorageBackend for FaultyFileBackend {

@@ -29,11 +29,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::answers::{AnswerPointer, StoredAnswer};
 use super::codec::{decode, encode};
+use super::journal::Logged;
 use super::tables::{
     IDEMPOTENCY_ANSWERS, META, META_KEYS_THROUGH_ANSWER, META_NEXT_ANSWER_NUMBER, read_counter,
     write_counter,
@@ -219,8 +220,8 @@ impl KeyOverlay {
 /// when the overlay is due, and records how far the table is complete.
 pub(super) fn merge_slice(
     overlay: &KeyOverlay,
-    keys: &mut Table<'_, (u32, &'static str), &'static [u8]>,
-    meta: &mut Table<'_, &'static str, &'static [u8]>,
+    keys: &mut Logged<'_, (u32, &'static str), &'static [u8]>,
+    meta: &mut Logged<'_, &'static str, &'static [u8]>,
     changes: &mut KeyChanges,
     next_answer_number: u64,
 ) -> Result<(), StoreError> {

@@ -4,9 +4,15 @@
 //! never block the writer. Writes happen only through [`Store::write_batch`], which the writer thread
 //! calls once per group of commands: one write transaction, one fsync.
 //!
-//! Durability: a batch is durable when `write_batch` returns `Ok` (redb `Durability::Immediate`:
-//! fsync before the commit is acknowledged). Such a batch survives a process crash and a power
-//! loss; a batch whose commit did not return `Ok` is absent after restart, all of it or none.
+//! Durability: a batch is durable when `write_batch` returns `Ok`: its writes are synced in the
+//! journal (`journal.rs`, one `fdatasync` of one sequential record) before its redb commit
+//! (`Durability::None`) makes them visible; every few megabytes a batch commits durably in redb
+//! instead (a checkpoint). Such a batch survives a process crash and a power loss; a batch whose
+//! `write_batch` did not return `Ok` is absent after restart, all of it or none, except that a
+//! batch whose record synced but whose commit then failed comes back (the writer answered 503,
+//! "outcome unknown", and is poisoned).
+//! A store opened on a custom backend (`open_with_backend`: the fuzzers) has no journal: each
+//! of its batches is a durable redb commit.
 
 mod accounts;
 mod answers;
@@ -16,10 +22,13 @@ pub mod check;
 /// Public so that the record_codec fuzz target drives the real codec.
 pub mod codec;
 pub mod fault;
+mod journal;
 mod keys;
 mod records;
 mod replication;
 mod tables;
+#[cfg(test)]
+mod test_support;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,9 +49,11 @@ use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, TenantId};
 use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
+use journal::Redo;
+pub use journal::{JOURNAL_FILE_NAME, JournalFile};
 use tables::{
-    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NODE_ID,
-    META_OUTBOX_FIRST_HELD, OUTBOX,
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_JOURNAL_THROUGH,
+    META_NODE_ID, META_OUTBOX_FIRST_HELD, OUTBOX,
 };
 
 /// The file inside the data directory.
@@ -95,11 +106,17 @@ pub struct Store {
     overlay: accounts::AccountOverlay,
     /// Finished idempotency keys not yet in `idempotency_keys` (see `keys.rs`).
     key_overlay: keys::KeyOverlay,
+    /// `None` on a custom backend: every batch commits durably in redb. Only the writer thread
+    /// takes the lock (once per batch).
+    journal: Option<std::sync::Mutex<journal::Journal>>,
+    /// Durable redb commits made by `write_batch` (all of them without a journal).
+    checkpoints: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
     /// Opens (creating if missing) the store in `data_dir`. After a crash redb repairs the file
-    /// first; with quick-repair on every commit that is a short replay, not a full scan.
+    /// first (quick-repair on every durable commit makes that short, not a full scan), then the
+    /// batches journaled after its last checkpoint are replayed.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         Self::open_as(data_dir, None)
     }
@@ -112,10 +129,23 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create(&path)?;
-        Self::init(db, path, node_id)
+        let journal = journal::open_file(data_dir).map_err(StoreError::Io)?;
+        Self::init(db, path, node_id, Some(Box::new(journal)))
     }
 
-    /// Opens a store on a custom redb backend (fault injection in tests and fuzzing).
+    /// Opens a store on custom redb and journal files (fault injection in tests and benches).
+    pub fn open_with_files(
+        backend: impl redb::StorageBackend,
+        journal: Box<dyn JournalFile>,
+        label: &Path,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create_with_backend(backend)?;
+        Self::init(db, label.to_path_buf(), None, Some(journal))
+    }
+
+    /// Opens a store on a custom redb backend, without a journal (the fuzzers).
     pub fn open_with_backend(
         backend: impl redb::StorageBackend,
         label: &Path,
@@ -123,16 +153,39 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create_with_backend(backend)?;
-        Self::init(db, label.to_path_buf(), None)
+        Self::init(db, label.to_path_buf(), None, None)
     }
 
     /// Creates every table and the node id on first open, so readers never meet a missing table.
-    fn init(db: Database, path: PathBuf, requested: Option<&str>) -> Result<Store, StoreError> {
+    fn init(
+        db: Database,
+        path: PathBuf,
+        requested: Option<&str>,
+        journal_file: Option<Box<dyn JournalFile>>,
+    ) -> Result<Store, StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let key_overlay = keys::KeyOverlay::default();
+        let mut journal = None;
         let node_id = {
             tables::create_all(&txn)?;
+            if let Some(file) = journal_file {
+                // First: the overlays' recovery below reads the tables as the last batch left them.
+                let through = {
+                    let meta = txn.open_table(META)?;
+                    tables::read_counter(&meta, META_JOURNAL_THROUGH)?.unwrap_or(0)
+                };
+                let (recovered, replayed) = journal::Journal::recover(file, &txn, through)?;
+                if replayed > 0 {
+                    tracing::info!(
+                        batches = replayed,
+                        "batches journaled after the last checkpoint replayed"
+                    );
+                }
+                let mut meta = txn.open_table(META)?;
+                tables::write_counter(&mut meta, META_JOURNAL_THROUGH, recovered.last_seq())?;
+                journal = Some(std::sync::Mutex::new(recovered));
+            }
             if tables::drop_legacy(&txn)? {
                 tracing::info!("retention now walks the answers: idempotency_expiry dropped");
             }
@@ -181,6 +234,8 @@ impl Store {
             path,
             overlay: accounts::AccountOverlay::default(),
             key_overlay,
+            journal,
+            checkpoints: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -260,13 +315,33 @@ impl Store {
         self.write_batch_with(Checkpoint::WhenDue, apply)
     }
 
-    /// Writes every account changed since the last checkpoint, durably (the writer calls it when
-    /// it stops, so a clean restart re-applies no postings).
-    pub fn checkpoint_accounts(&self) -> Result<(), StoreError> {
-        if self.overlay.len() == 0 {
-            return Ok(()); // every charge changes two accounts: none since the last checkpoint
+    /// Writes every account changed since the last account checkpoint, and every journaled
+    /// batch, durably into redb (the writer calls it when it stops, so a clean restart re-applies
+    /// no postings and replays no journal).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let journal_pending = self.with_journal(|journal| journal.pending()) == Some(true);
+        // Every charge changes two accounts: an empty overlay means none since the last one.
+        if self.overlay.len() == 0 && !journal_pending {
+            return Ok(());
         }
         self.write_batch_with(Checkpoint::Now, |_| Ok(()))
+    }
+
+    /// Durable redb commits made by batches since open.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes journaled since the last durable redb commit (0 without a journal).
+    pub fn journal_bytes(&self) -> u64 {
+        self.with_journal(journal::Journal::bytes_since_checkpoint)
+            .unwrap_or(0)
+    }
+
+    fn with_journal<R>(&self, f: impl FnOnce(&journal::Journal) -> R) -> Option<R> {
+        let journal = self.journal.as_ref()?;
+        let guard = journal.lock().unwrap_or_else(|e| e.into_inner());
+        Some(f(&guard))
     }
 
     fn write_batch_with<R>(
@@ -274,11 +349,25 @@ impl Store {
         checkpoint: Checkpoint,
         apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        // A poisoned lock: a panic in an earlier batch, whose outcome the journal's own state
+        // still describes (it moves only after a record synced).
+        let mut journal = self
+            .journal
+            .as_ref()
+            .map(|j| j.lock().unwrap_or_else(|e| e.into_inner()));
+        let journaled = checkpoint == Checkpoint::WhenDue
+            && journal.as_ref().is_some_and(|j| !j.checkpoint_due());
+        let redo = Redo::new(journaled);
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::Immediate)?;
+        txn.set_durability(if journaled {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        })?;
         txn.set_quick_repair(true);
         let (result, (accounts, checkpointed), key_changes) = {
-            let mut tables = BatchTables::open(&txn, &self.overlay, &self.key_overlay, checkpoint)?;
+            let mut tables =
+                BatchTables::open(&txn, &redo, &self.overlay, &self.key_overlay, checkpoint)?;
             let result = apply(&mut tables)?;
             tables.flush()?;
             (
@@ -287,7 +376,23 @@ impl Store {
                 tables.take_key_changes(),
             )
         };
+        match journal.as_deref_mut() {
+            // Synced before the commit makes the batch visible to anyone.
+            Some(journal) if journaled => journal.append(redo).map_err(StoreError::Io)?,
+            Some(journal) => {
+                let mut meta = txn.open_table(META)?;
+                tables::write_counter(&mut meta, META_JOURNAL_THROUGH, journal.last_seq())?;
+            }
+            None => {}
+        }
         txn.commit()?;
+        if !journaled {
+            self.checkpoints
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(journal) = journal.as_deref_mut() {
+                journal.checkpointed();
+            }
+        }
         self.key_overlay.apply(key_changes);
         // Only now are the batch's balances committed, so only now may readers see them.
         if checkpointed {

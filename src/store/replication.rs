@@ -9,9 +9,10 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
+use super::journal::{Logged, Redo};
 use super::records::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
 use super::tables::{
     COUNTER_NEXT_APPLIED_INDEX, COUNTER_NEXT_DEAD_LETTER_ID, DEAD_LETTERS, INBOX, ORIGINS,
@@ -37,13 +38,13 @@ pub enum Redrive {
 }
 
 pub struct ReplicationTables<'txn> {
-    cursors: Table<'txn, &'static str, u64>,
-    origins: Table<'txn, &'static str, &'static [u8]>,
-    inbox: Table<'txn, (&'static str, u64), &'static [u8]>,
-    accounts: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    charges: Table<'txn, (&'static str, u64), &'static [u8]>,
-    dead_letters: Table<'txn, u64, &'static [u8]>,
-    counters: Table<'txn, &'static str, u64>,
+    cursors: Logged<'txn, &'static str, u64>,
+    origins: Logged<'txn, &'static str, &'static [u8]>,
+    inbox: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    accounts: Logged<'txn, (&'static str, &'static str), &'static [u8]>,
+    charges: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    dead_letters: Logged<'txn, u64, &'static [u8]>,
+    counters: Logged<'txn, &'static str, u64>,
     /// Mirrored accounts changed by this transaction, written once by `flush`.
     staged_accounts: HashMap<(String, AccountId), Account>,
     staged_origins: HashMap<String, OriginState>,
@@ -55,20 +56,20 @@ pub struct ReplicationTables<'txn> {
 }
 
 impl<'txn> ReplicationTables<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        let counters = txn.open_table(REPLICATION_COUNTERS)?;
+    pub(super) fn open(txn: &'txn WriteTransaction, redo: &'txn Redo) -> Result<Self, StoreError> {
+        let counters = Logged::open(txn, redo, REPLICATION_COUNTERS)?;
         let counter = |name: &str| -> Result<u64, StoreError> {
             Ok(counters.get(name)?.map_or(1, |v| v.value()))
         };
         let next_dead_letter_id = counter(COUNTER_NEXT_DEAD_LETTER_ID)?;
         let next_applied_index = counter(COUNTER_NEXT_APPLIED_INDEX)?;
         Ok(ReplicationTables {
-            cursors: txn.open_table(SINK_CURSORS)?,
-            origins: txn.open_table(ORIGINS)?,
-            inbox: txn.open_table(INBOX)?,
-            accounts: txn.open_table(REPLICA_ACCOUNTS)?,
-            charges: txn.open_table(REPLICA_CHARGES)?,
-            dead_letters: txn.open_table(DEAD_LETTERS)?,
+            cursors: Logged::open(txn, redo, SINK_CURSORS)?,
+            origins: Logged::open(txn, redo, ORIGINS)?,
+            inbox: Logged::open(txn, redo, INBOX)?,
+            accounts: Logged::open(txn, redo, REPLICA_ACCOUNTS)?,
+            charges: Logged::open(txn, redo, REPLICA_CHARGES)?,
+            dead_letters: Logged::open(txn, redo, DEAD_LETTERS)?,
             counters,
             staged_accounts: HashMap::new(),
             staged_origins: HashMap::new(),

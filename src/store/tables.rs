@@ -4,6 +4,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::StoreError;
+use super::journal::PutInto;
 
 /// A counter that reads a malformed value as absent (the checker and `outbox_bounds` always did:
 /// the checker's density checks then report it as a violation instead of stopping).
@@ -36,12 +37,11 @@ pub fn read_counter(
 
 /// Writes a counter in `meta` in the form `read_counter` reads.
 pub fn write_counter(
-    meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    meta: &mut impl PutInto<&'static str, &'static [u8]>,
     name: &str,
     value: u64,
 ) -> Result<(), StoreError> {
-    meta.insert(name, value.to_be_bytes().as_slice())?;
-    Ok(())
+    meta.put(name, value.to_be_bytes().as_slice())
 }
 
 /// (tenant, account id) → Account.
@@ -99,6 +99,9 @@ pub const META_OUTBOX_FIRST_HELD: &str = "outbox_first_held";
 pub const META_NEXT_ANSWER_NUMBER: &str = "next_answer_number";
 /// The last charge number whose postings the `accounts` rows include (see `store/accounts.rs`).
 pub const META_ACCOUNTS_THROUGH_CHARGE: &str = "accounts_through_charge";
+/// The last journaled batch the redb file holds (see `store/journal.rs`): written by every
+/// durable commit of a store with a journal.
+pub const META_JOURNAL_THROUGH: &str = "journal_through";
 /// Every answer numbered up to this has its key in `idempotency_keys` (see `store/keys.rs`).
 pub const META_KEYS_THROUGH_ANSWER: &str = "keys_through_answer";
 

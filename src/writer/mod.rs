@@ -303,7 +303,7 @@ impl Writer {
         }
         // A clean stop leaves current account rows, so the next start re-applies no postings.
         if !self.poisoned.is_poisoned()
-            && let Err(error) = self.store.checkpoint_accounts()
+            && let Err(error) = self.store.checkpoint()
         {
             tracing::error!(%error, "final account checkpoint failed; the next start re-applies postings");
         }
@@ -363,6 +363,7 @@ impl Writer {
             Ok((outcomes, tables.next_event_seq() > outbox_before))
         });
         self.metrics.observe_commit(batch.len(), started.elapsed());
+        self.metrics.observe_checkpoints(self.store.checkpoints());
         match result {
             Ok((outcomes, appended)) => {
                 if appended {
