@@ -145,7 +145,9 @@ impl CrashDisk {
         let path = dir.join(onceledger::store::STORE_FILE_NAME);
         let journal_path = dir.join(onceledger::store::JOURNAL_FILE_NAME);
         File::create(&path)?;
-        File::create(&journal_path)?;
+        // Already at the journal's size (sparse, outside the undo log), so the store does not
+        // write its megabytes of zeros through the undo log at every open of every input.
+        File::create(&journal_path)?.set_len(onceledger::limits::JOURNAL_FILE_BYTES)?;
         Ok(CrashDisk {
             path,
             journal_path,
@@ -210,7 +212,13 @@ impl CrashDisk {
     pub fn lose_unsynced_writes(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
         let (redb, journal) = self.files()?;
-        let file_of = |which| if which == Which::Redb { &redb } else { &journal };
+        let file_of = |which| {
+            if which == Which::Redb {
+                &redb
+            } else {
+                &journal
+            }
+        };
         roll_back(&file_of, &mut state.undo, None)?;
         *state = DiskState::default();
         Ok(())
@@ -305,7 +313,8 @@ pub struct CrashJournal {
 impl onceledger::store::JournalFile for CrashJournal {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
         gate(&mut lock(&self.state), None)?;
-        let mut bytes = vec![0; usize::try_from(self.file.metadata()?.len()).map_err(io::Error::other)?];
+        let mut bytes =
+            vec![0; usize::try_from(self.file.metadata()?.len()).map_err(io::Error::other)?];
         self.file.read_exact_at(&mut bytes, 0)?;
         Ok(bytes)
     }
@@ -374,7 +383,11 @@ impl StorageBackend for CrashBackend {
             // Shrinking destroys the tail; keep it so that a crash can bring it back.
             let mut old = vec![0; usize::try_from(old_len - len).map_err(io::Error::other)?];
             self.raw.read_exact_at(&mut old, len)?;
-            state.undo.push(Undo::Bytes { file, offset: len, old });
+            state.undo.push(Undo::Bytes {
+                file,
+                offset: len,
+                old,
+            });
         }
         self.file.set_len(len)
     }

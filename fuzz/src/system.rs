@@ -95,7 +95,7 @@ impl System {
             commit_queue_max: COMMIT_QUEUE_MAX,
             idempotency_retention: IDEMPOTENCY_RETENTION,
             ..WriterConfig::default()
-};
+        };
         let writer = match WriterHandle::spawn(Arc::clone(&store), config, Arc::clone(&metrics)) {
             Ok(writer) => writer,
             Err(error) => panic!("cannot start the writer thread: {error}"),

@@ -10,7 +10,7 @@ start_server "$BIN" "$LABEL"
 # /proc/PID/io write_bytes: it counts a whole dirty range per fdatasync of an in-place overwrite
 # (~2 MiB per journal record here), while the device sees one page.
 DEV=$(basename "$(df --output=source "$PERF_DIR" | tail -1)")
-device_written() { awk -v d="$DEV" '$3==d {print $10*512}' /proc/diskstats; }
+device_written() { awk -v d="$DEV" '$3==d {printf "%.0f\n", $10*512}' /proc/diskstats; }
 S0=$(awk '{print $14+$15}' /proc/$SPID/stat)
 W0=$(device_written)
 "${CLIENT_BIN:-$BIN}" bench --url http://127.0.0.1:$PORT --token-file "$DATA/admin.token" --json "$@" \
