@@ -172,11 +172,6 @@ impl Journal {
             || self.commits_since_checkpoint >= JOURNAL_CHECKPOINT_COMMITS
     }
 
-    /// Journaled batches not yet in a checkpoint.
-    pub(super) fn pending(&self) -> bool {
-        self.write_at > 0
-    }
-
     pub(super) fn last_seq(&self) -> u64 {
         self.last_seq
     }

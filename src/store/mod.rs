@@ -32,6 +32,7 @@ mod test_support;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
@@ -110,7 +111,10 @@ pub struct Store {
     /// takes the lock (once per batch).
     journal: Option<std::sync::Mutex<journal::Journal>>,
     /// Durable redb commits made by `write_batch` (all of them without a journal).
-    checkpoints: std::sync::atomic::AtomicU64,
+    checkpoints: AtomicU64,
+    /// The journal's bytes since the last checkpoint, as the writer left them: `/metrics` reads
+    /// this instead of waiting for the journal's lock, which a batch holds while it runs.
+    journal_bytes: AtomicU64,
 }
 
 impl Store {
@@ -235,7 +239,8 @@ impl Store {
             overlay: accounts::AccountOverlay::default(),
             key_overlay,
             journal,
-            checkpoints: std::sync::atomic::AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            journal_bytes: AtomicU64::new(0),
         })
     }
 
@@ -319,9 +324,8 @@ impl Store {
     /// batch, durably into redb (the writer calls it when it stops, so a clean restart re-applies
     /// no postings and replays no journal).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let journal_pending = self.with_journal(|journal| journal.pending()) == Some(true);
         // Every charge changes two accounts: an empty overlay means none since the last one.
-        if self.overlay.len() == 0 && !journal_pending {
+        if self.overlay.len() == 0 && self.journal_bytes() == 0 {
             return Ok(());
         }
         self.write_batch_with(Checkpoint::Now, |_| Ok(()))
@@ -329,19 +333,12 @@ impl Store {
 
     /// Durable redb commits made by batches since open.
     pub fn checkpoints(&self) -> u64 {
-        self.checkpoints.load(std::sync::atomic::Ordering::Relaxed)
+        self.checkpoints.load(Ordering::Relaxed)
     }
 
     /// Bytes journaled since the last durable redb commit (0 without a journal).
     pub fn journal_bytes(&self) -> u64 {
-        self.with_journal(journal::Journal::bytes_since_checkpoint)
-            .unwrap_or(0)
-    }
-
-    fn with_journal<R>(&self, f: impl FnOnce(&journal::Journal) -> R) -> Option<R> {
-        let journal = self.journal.as_ref()?;
-        let guard = journal.lock().unwrap_or_else(|e| e.into_inner());
-        Some(f(&guard))
+        self.journal_bytes.load(Ordering::Relaxed)
     }
 
     fn write_batch_with<R>(
@@ -387,11 +384,14 @@ impl Store {
         }
         txn.commit()?;
         if !journaled {
-            self.checkpoints
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.checkpoints.fetch_add(1, Ordering::Relaxed);
             if let Some(journal) = journal.as_deref_mut() {
                 journal.checkpointed();
             }
+        }
+        if let Some(journal) = journal.as_deref() {
+            self.journal_bytes
+                .store(journal.bytes_since_checkpoint(), Ordering::Relaxed);
         }
         self.key_overlay.apply(key_changes);
         // Only now are the batch's balances committed, so only now may readers see them.
