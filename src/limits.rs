@@ -102,8 +102,10 @@ pub const ACCOUNT_CHECKPOINT_CHARGES: u64 = 65_536;
 pub const ACCOUNT_OVERLAY_ACCOUNTS_MAX: usize = 100_000;
 
 /// Finished idempotency keys held in memory before commits start merging them into the keyed
-/// table (see `store/keys.rs`): ~110 bytes each, and what a restart reads back at most twice over.
-pub const KEY_OVERLAY_MERGE_FROM: usize = 131_072;
+/// table (see `store/keys.rs`): ~110 bytes each, and what a restart reads back two or three times
+/// over. 65,536 rather than 131,072 since sitting 5: the same rate, and a server restarted after
+/// SIGKILL under load at 5 M charges peaked at 207.5 MB instead of 241 MB (BENCHMARKS.md).
+pub const KEY_OVERLAY_MERGE_FROM: usize = 65_536;
 /// Keys merged per commit at least, once merging started (twice the batch's keys if more).
 pub const KEY_MERGE_SLICE_MIN: usize = 64;
 

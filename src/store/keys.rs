@@ -14,7 +14,7 @@
 //!   first, then in the table.
 //! - Once the overlay holds `KEY_OVERLAY_MERGE_FROM` keys, every commit also moves a slice of it
 //!   into the table: the next `max(KEY_MERGE_SLICE_MIN, 2 × the batch's keys)` keys after a
-//!   cursor, in key order, wrapping around. Neighbours in a sorted overlay of 131,072 keys share
+//!   cursor, in key order, wrapping around. Neighbours in a sorted overlay of 65,536 keys share
 //!   leaves, so the slice rewrites a few leaves instead of one per key, and the overlay shrinks
 //!   by at least the batch's keys per commit.
 //! - `meta.keys_through_answer` is below the lowest answer number still in the overlay: every
@@ -76,7 +76,7 @@ pub(super) fn split_name(name: &[u8]) -> (u32, &str) {
 #[derive(Debug)]
 pub(super) struct KeyOverlay {
     pending: RwLock<Pending>,
-    /// `KEY_OVERLAY_MERGE_FROM`, lowered by tests to see merges without 131,072 commands.
+    /// `KEY_OVERLAY_MERGE_FROM`, lowered by tests to see merges without 65,536 commands.
     merge_from: AtomicUsize,
 }
 
