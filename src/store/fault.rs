@@ -80,7 +80,7 @@ struct FaultyJournalFile {
 
 impl super::JournalFile for FaultyJournalFile {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        self.file.read_all()
+        super::JournalFile::read_all(&mut self.file)
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -88,7 +88,7 @@ impl super::JournalFile for FaultyJournalFile {
     }
 
     fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(bytes, offset)
+        super::JournalFile::write_all_at(&mut self.file, bytes, offset)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {

@@ -82,7 +82,7 @@ impl JournalFile for std::fs::File {
     }
 }
 
-/// Opens (creating and preallocating if needed) the journal file in `data_dir`.
+/// Opens (creating if needed) the journal file in `data_dir`; `Journal::recover` preallocates it.
 pub(super) fn open_file(data_dir: &std::path::Path) -> io::Result<std::fs::File> {
     let path = data_dir.join(JOURNAL_FILE_NAME);
     let created = !path.exists();
@@ -112,7 +112,7 @@ pub(super) struct Journal {
 impl Journal {
     /// Fills the file with zeros up to `JOURNAL_FILE_BYTES` when it is shorter, once: a record
     /// then overwrites allocated blocks, so its `fdatasync` writes data and no file metadata.
-    pub(super) fn preallocate(file: &mut dyn JournalFile) -> io::Result<()> {
+    fn preallocate(file: &mut dyn JournalFile) -> io::Result<()> {
         const CHUNK: usize = 1024 * 1024;
         let mut len = file.size()?;
         if len >= JOURNAL_FILE_BYTES {

@@ -301,11 +301,12 @@ impl Writer {
                 job.fail();
             }
         }
-        // A clean stop leaves current account rows, so the next start re-applies no postings.
+        // A clean stop leaves current account rows and every journaled batch in the redb file, so
+        // the next start re-applies no postings and replays no journal.
         if !self.poisoned.is_poisoned()
             && let Err(error) = self.store.checkpoint()
         {
-            tracing::error!(%error, "final account checkpoint failed; the next start re-applies postings");
+            tracing::error!(%error, "final checkpoint failed; the next start re-applies postings and replays the journal");
         }
         tracing::info!("writer stopped");
     }
