@@ -226,9 +226,9 @@ fn parse_node_id(text: &str) -> Result<String, String> {
 
 /// mimalloc instead of glibc's malloc, for the server's memory more than its speed. glibc gives
 /// each thread that allocates an arena of its own and rarely hands freed memory back: a server
-/// restarted after SIGKILL under load at 5 M charges held 183-207 MB, ~70 MB more than the same
-/// run with one arena (which cost a third of the rate). With mimalloc it peaked at 167 MB, the
-/// uniform load ran 13-16 % faster, and small stores hold ~20-35 MB more (BENCHMARKS.md, sitting
+/// restarted on a 5 M-charge store (after SIGKILL or not) held 183-207 MB under load, ~70 MB more
+/// than the same run with one arena (which cost a third of the rate). With mimalloc it peaked at 167 MB, the
+/// uniform load ran 13-16 % faster, and small stores hold 18-38 MB more (BENCHMARKS.md, sitting
 /// 6). Only the binary sets it: the library's unit tests, benches and fuzz targets (built with
 /// sanitizers) keep the system allocator.
 #[global_allocator]
