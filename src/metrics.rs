@@ -1,6 +1,7 @@
 //! Prometheus metrics (names in API.md). Counters the hot path touches are resolved once at
 //! start-up, so counting is one atomic add, never a label lookup.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -93,6 +94,17 @@ impl Metrics {
             "invalid",
         ]
         .map(outcome);
+
+        // The standard name Prometheus tooling knows: a value that changed between two scrapes
+        // means the counters of the second scrape started again from zero (the load generator's
+        // check relies on it). Milliseconds, so two starts in one second still differ.
+        let process_start_time_seconds = Gauge::<f64, AtomicU64>::default();
+        process_start_time_seconds.set(crate::clock::now_ms() as f64 / 1000.0);
+        registry.register(
+            "process_start_time_seconds",
+            "When this process started, in seconds since the Unix epoch",
+            process_start_time_seconds,
+        );
 
         let charges_applied = Counter::default();
         registry.register(

@@ -26,7 +26,7 @@ pub use plan::Workload;
 pub use report::{Check, Latency, Report};
 
 use plan::Plan;
-use prom::{CHARGES_APPLIED, ServerDelta, counter_delta};
+use prom::{CHARGES_APPLIED, ServerDelta, counter_delta, restarted};
 use worker::{Budget, Kind, Shared, Stats, Worker};
 
 /// The measured phase's length when neither `--duration` nor `--count` is given.
@@ -239,14 +239,25 @@ async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<S
     let (_, totals) = setup::read_totals(conns, &target, timeout, &plan).await?;
     let after_all = setup::scrape(&target, timeout).await?;
 
-    let server = ServerDelta::between(&before, &after_load, elapsed)?;
+    // A server killed and started again during the run (a crash test) counts from zero again:
+    // its counters then say nothing about the run, and the money read back carries the check.
+    let server_restarted = restarted(&before, &after_all);
+    let server = if server_restarted {
+        None
+    } else {
+        Some(ServerDelta::between(&before, &after_load, elapsed)?)
+    };
     let mut check = Check::measured(
         stats.logical_charges,
         totals.customer_debits,
         totals.merchant_credits,
     );
     check.wrong_way = totals.wrong_way;
-    check.charges_applied_delta = counter_delta(&before, &after_all, CHARGES_APPLIED)?;
+    check.charges_applied_delta = if server_restarted {
+        None
+    } else {
+        Some(counter_delta(&before, &after_all, CHARGES_APPLIED)?)
+    };
     check.resolved_after_run = stats.resolved;
     check.unresolved = stats.unresolved;
     check.anomalies = stats.anomalies;

@@ -8,6 +8,7 @@ pub const COMMITS: &str = "onceledger_commits_total";
 pub const BATCH_SUM: &str = "onceledger_commit_batch_commands_sum";
 pub const BATCH_COUNT: &str = "onceledger_commit_batch_commands_count";
 pub const CHARGES_APPLIED: &str = "onceledger_charges_applied_total";
+pub const PROCESS_START: &str = "process_start_time_seconds";
 
 /// One scrape: sample name (labels included, as written) to value.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +99,16 @@ impl ServerDelta {
     }
 }
 
+/// Whether the server process between two scrapes is another one (killed and started again, say):
+/// its counters then started again from zero and a difference of them means nothing. A server
+/// that does not export its start time is taken to be the same process.
+pub fn restarted(before: &Scrape, after: &Scrape) -> bool {
+    match (before.get(PROCESS_START), after.get(PROCESS_START)) {
+        (Some(before), Some(after)) => before != after,
+        _ => false,
+    }
+}
+
 /// `after - before` of one counter, or an error naming it.
 pub fn counter_delta(before: &Scrape, after: &Scrape, name: &str) -> Result<u64, String> {
     let before = before
@@ -166,5 +177,19 @@ garbage line
         );
         assert_eq!(counter_delta(&before, &after, CHARGES_APPLIED), Ok(200));
         assert!(counter_delta(&after, &before, CHARGES_APPLIED).is_err());
+    }
+
+    #[test]
+    fn a_changed_start_time_is_a_restart() {
+        let first = Scrape::parse("process_start_time_seconds 1796500000.125\n");
+        let same = Scrape::parse("process_start_time_seconds 1796500000.125\n");
+        let second = Scrape::parse("process_start_time_seconds 1796500009.5\n");
+        let silent = Scrape::parse("onceledger_commits_total 3\n");
+        assert!(!restarted(&first, &same));
+        assert!(restarted(&first, &second));
+        assert!(
+            !restarted(&first, &silent),
+            "no start time: assume one process"
+        );
     }
 }

@@ -239,7 +239,21 @@ pub async fn read_totals(
 
 /// `GET /metrics`, parsed.
 pub async fn scrape(target: &Target, timeout: Duration) -> Result<Scrape, String> {
-    let conn = Conn::open(target, timeout).await?;
+    // A server killed and started again during the run (a crash test) may still be starting
+    // when the load ends: wait for it as every other unmeasured request does.
+    let mut attempts = 0;
+    let conn = loop {
+        attempts += 1;
+        match Conn::open(target, timeout).await {
+            Ok(conn) => break conn,
+            Err(error) if attempts >= ATTEMPTS_MAX => {
+                return Err(format!(
+                    "GET /metrics: cannot connect after {ATTEMPTS_MAX} attempts ({error})"
+                ));
+            }
+            Err(_) => tokio::time::sleep(ATTEMPT_PAUSE).await,
+        }
+    };
     let (_, reply) = with_retries(conn, target, timeout, "GET /metrics", || {
         client::get(target, "/metrics")
     })

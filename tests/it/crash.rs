@@ -1,6 +1,11 @@
 //! SIGKILL under load, again and again: nothing acknowledged is lost, nothing applies twice.
 
-use crate::harness::{Server, metric, metrics};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{BIN, Server, eventually, free_loopback_addr, metric, metrics, run_bounded};
 use crate::load::{Load, Sent, create_accounts, resend_all_and_reconcile, verify_acked};
 
 const CRASHES: usize = 5;
@@ -61,4 +66,90 @@ async fn sigkill_under_load_loses_nothing_and_applies_nothing_twice() {
         charges + crate::load::all_accounts().len(),
         "one idempotency record per account creation and per charge key: {summary}"
     );
+}
+
+/// How long the bench in the test below runs its load; the crash and restart happen early in it.
+const BENCH_LOAD_SECS: &str = "15";
+/// How long that bench may take in all (load, resolution of lost answers, read-back), debug build.
+const BENCH_DEADLINE: Duration = Duration::from_secs(240);
+/// How long the bench may take to get this many charges applied before the kill.
+const CHARGES_BEFORE_KILL: f64 = 200.0;
+const CHARGES_DEADLINE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_across_a_sigkill_checks_the_money_and_passes() {
+    // Guards `onceledger bench` as a crash test: the server is SIGKILLed under its load and
+    // started again on the same address. The restarted process counts from zero, so the bench
+    // must see the restart (process_start_time_seconds), leave the counters out, and still
+    // prove from the money read back that every logical charge moved money exactly once.
+    let listen = free_loopback_addr();
+    let mut server = Server::start_at(listen, &[], &[]).await;
+    let mut bench = Command::new(BIN);
+    bench
+        .args(["bench", "--json", "--seed", "7", "--connections", "4"])
+        .args(["--customers", "50", "--merchants", "5"])
+        .args(["--duration", BENCH_LOAD_SECS])
+        .arg("--url")
+        .arg(format!("http://{listen}"))
+        .arg("--token-file")
+        .arg(server.data_dir().join("admin.token"))
+        .env_remove("ONCELEDGER_TOKEN");
+    let bench = tokio::spawn(async move { run_bounded(&mut bench, BENCH_DEADLINE).await });
+
+    let endpoint = server.endpoint();
+    eventually("the bench's first charges", CHARGES_DEADLINE, || async {
+        let applied = metric(
+            &metrics(&endpoint).await,
+            "onceledger_charges_applied_total",
+            &[],
+        );
+        (applied >= CHARGES_BEFORE_KILL).then_some(())
+    })
+    .await;
+    server.kill_hard().await;
+    server.restart().await;
+
+    let finished = bench.await.expect("the bench task");
+    let context = format!(
+        "stdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        finished.stdout,
+        finished.stderr,
+        server.log_tail()
+    );
+    assert!(finished.status.success(), "bench failed\n{context}");
+    let report: Value = finished
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON report\n{context}"));
+    let check = &report["check"];
+    assert_eq!(check["ok"], true, "{context}");
+    assert!(
+        report["server"].is_null() && check["charges_applied_delta"].is_null(),
+        "the restart was seen and the counters left out\n{context}"
+    );
+    assert!(
+        report["transport_errors"].as_u64() > Some(0),
+        "the kill cut requests off mid-run\n{context}"
+    );
+    let logical = check["logical_charges"].as_u64().expect("logical_charges");
+    let amount = report["amount"].as_u64().expect("amount");
+    assert!(logical as f64 >= CHARGES_BEFORE_KILL, "{context}");
+    assert_eq!(
+        check["debits"].as_u64(),
+        Some(logical * amount),
+        "{context}"
+    );
+    assert_eq!(
+        check["credits"].as_u64(),
+        Some(logical * amount),
+        "{context}"
+    );
+    assert_eq!(check["unresolved"], 0, "{context}");
+    assert_eq!(check["anomalies"], 0, "{context}");
+
+    // The store agrees: exactly the charges the bench saw succeed, nothing twice.
+    let summary = server.check().await;
+    assert_eq!(summary["charges"], logical, "{summary}\n{context}");
 }
