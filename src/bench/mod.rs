@@ -40,7 +40,7 @@ const EXIT_CHECK_FAILED: u8 = 3;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Base URL of a running server (plain http).
+    /// Base URL of a running server: http://, or https:// with --ca-file (default: the system's roots).
     #[arg(long, default_value = "http://127.0.0.1:7070")]
     pub url: String,
     /// The token (an admin or client token: the load creates accounts and charges) and CA file.
