@@ -11,17 +11,17 @@
 use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
+use onceledger::auth::{Role, TokenDigest};
 use onceledger::idempotency::{Fingerprint, IdempotencyKey};
 use onceledger::ledger::{
     Account, AccountId, Amount, Charge, Currency, Metadata, Posting, PostingSide, TenantId,
 };
+use onceledger::store::StoreError;
 use onceledger::store::codec::{Record, encode};
 use onceledger::store::{
-    AnswerPointer, DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
-    InboxRecord, OriginState, Store, StoredAnswer, TokenRecord, check,
+    AnswerPointer, DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord,
+    InboxOutcome, InboxRecord, OriginState, Store, StoredAnswer, TokenRecord, check,
 };
-use onceledger::auth::{Role, TokenDigest};
-use onceledger::store::StoreError;
 use redb::{Database, TableDefinition};
 
 use crate::backend::SharedMemory;

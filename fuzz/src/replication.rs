@@ -26,7 +26,11 @@ pub fn check(data: &[u8]) {
     };
     assert!(!batch.events.is_empty() && batch.events.len() <= REPLICATION_BATCH_EVENTS_MAX);
     for pair in batch.events.windows(2) {
-        assert_eq!(pair[1].seq, pair[0].seq + 1, "accepted events are consecutive");
+        assert_eq!(
+            pair[1].seq,
+            pair[0].seq + 1,
+            "accepted events are consecutive"
+        );
     }
     let again = decode_batch(&encode_batch(&batch)).expect("a re-encoded batch decodes");
     assert_eq!(again, batch, "a batch round-trips");
