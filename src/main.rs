@@ -8,18 +8,19 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 
-use onceledger::auth::Role;
-use onceledger::limits::{
+use onceledger_client::cli::parse_duration;
+use onceledger_core::limits::{
     BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT, CONNECTIONS_MAX,
     DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT, REPLICATION_BATCH_EVENTS_MAX,
 };
-use onceledger::nats::StreamSettings;
-use onceledger::node::tokens;
-use onceledger::node::{self, NodeConfig, ReplicationConfig, SecurityConfig, parse_duration};
-use onceledger::replication::ReplicatorConfig;
-use onceledger::replication::hub::HubAuth;
-use onceledger::store::{Store, check};
-use onceledger::writer::WriterConfig;
+use onceledger_core::store::{Store, check};
+use onceledger_core::writer::WriterConfig;
+use onceledger_server::auth::Role;
+use onceledger_server::nats::StreamSettings;
+use onceledger_server::node::tokens;
+use onceledger_server::node::{self, NodeConfig, ReplicationConfig, SecurityConfig};
+use onceledger_server::replication::ReplicatorConfig;
+use onceledger_server::replication::hub::HubAuth;
 
 #[derive(Parser)]
 #[command(
@@ -47,19 +48,19 @@ enum Command {
     Consume(ConsumeArgs),
     /// Drive a running server with charges over HTTP/1.1 keep-alive, report throughput and latency,
     /// and check that the money moved equals the logical operations (exit 3 if not).
-    Bench(onceledger::bench::BenchArgs),
+    Bench(onceledger_testkit::bench::BenchArgs),
     /// Create an account through the retrying client: one idempotency key for every attempt,
     /// full-jitter backoff, Retry-After honoured. Exit 0 on 2xx, 4 on a final refusal (body on
     /// stdout), 1 when it gave up (run again with the printed --idempotency-key).
-    Account(onceledger::client::cli::AccountArgs),
+    Account(onceledger_client::cli::AccountArgs),
     /// Make a charge through the retrying client (same retry rules and exit status as `account`).
-    Charge(onceledger::client::cli::ChargeArgs),
+    Charge(onceledger_client::cli::ChargeArgs),
     /// Prove effectively-once in one process on loopback: a node, a hub it replicates to and a
     /// fault proxy; many client tasks make logical charges through lost answers, resets and
     /// concurrent duplicates while the replicator crashes once between delivery and cursor
     /// update. Prints a table; exit 0 only if the charges applied on the node and the charge
     /// events applied on the hub both equal the logical operations (3 if not).
-    Prove(onceledger::prove::ProveArgs),
+    Prove(onceledger_testkit::prove::ProveArgs),
     /// Tenants of a stopped node's data directory (on a running node: POST/GET /v1/tenants).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -217,7 +218,7 @@ struct ConsumeArgs {
 }
 
 fn parse_node_id(text: &str) -> Result<String, String> {
-    if onceledger::store::is_valid_node_id(text) {
+    if onceledger_core::ids::is_valid_node_id(text) {
         Ok(text.to_owned())
     } else {
         Err("a node id is 1 to 64 of A-Z a-z 0-9 _ . - (no ':')".into())
@@ -250,10 +251,10 @@ fn main() -> ExitCode {
             serve(args.serve, Some(consume))
         }
         Command::Check { data_dir } => check_store(&data_dir),
-        Command::Bench(args) => onceledger::bench::run(args),
-        Command::Account(args) => onceledger::client::cli::run_account(args),
-        Command::Charge(args) => onceledger::client::cli::run_charge(args),
-        Command::Prove(args) => onceledger::prove::run(args),
+        Command::Bench(args) => onceledger_testkit::bench::run(args),
+        Command::Account(args) => onceledger_client::cli::run_account(args),
+        Command::Charge(args) => onceledger_client::cli::run_charge(args),
+        Command::Prove(args) => onceledger_testkit::prove::run(args),
         Command::Tenant(command) => tenant_command(command),
         Command::Token(command) => token_command(command),
     };
@@ -317,7 +318,7 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
                 crash_after_deliveries: std::env::var("ONCELEDGER_FAULT_RELAY_CRASH_AFTER")
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .map(|after| (after, onceledger::replication::RelayCrash::Process)),
+                    .map(|after| (after, onceledger_server::replication::RelayCrash::Process)),
             },
         },
     };
@@ -364,7 +365,10 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
-    if !data_dir.join(onceledger::store::STORE_FILE_NAME).exists() {
+    if !data_dir
+        .join(onceledger_core::store::STORE_FILE_NAME)
+        .exists()
+    {
         return Err(format!("no store in {}", data_dir.display()));
     }
     let store = Store::open(data_dir).map_err(|e| format!("cannot open the store: {e}"))?;
@@ -386,7 +390,7 @@ fn tenant_command(command: TenantCommand) -> Result<ExitCode, String> {
             let tenant = tokens::tenant_create(&store, &name)?;
             println!(
                 "{}",
-                String::from_utf8_lossy(&onceledger::api::present::tenant(&tenant))
+                String::from_utf8_lossy(&onceledger_core::render::tenant(&tenant))
             );
         }
         TenantCommand::List { data_dir } => {
@@ -396,7 +400,7 @@ fn tenant_command(command: TenantCommand) -> Result<ExitCode, String> {
                 .map_err(|e| format!("cannot read tenants: {e}"))?;
             println!(
                 "{}",
-                String::from_utf8_lossy(&onceledger::api::present::tenants_page(&tenants))
+                String::from_utf8_lossy(&onceledger_core::render::tenants_page(&tenants))
             );
         }
     }
@@ -429,7 +433,7 @@ fn token_command(command: TokenCommand) -> Result<ExitCode, String> {
             let names = tenants.into_iter().map(|t| (t.id, t.name)).collect();
             println!(
                 "{}",
-                String::from_utf8_lossy(&onceledger::api::present::tokens_page(&all, &names))
+                String::from_utf8_lossy(&onceledger_core::render::tokens_page(&all, &names))
             );
         }
         TokenCommand::Revoke { id, data_dir } => {

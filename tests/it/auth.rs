@@ -575,19 +575,19 @@ async fn tls_round_trip_with_a_certificate_made_in_the_test() {
     let url = format!("https://127.0.0.1:{}", server.addr().port());
     let token = server.endpoint().token().expect("admin token").to_owned();
 
-    let client = onceledger::client::Client::new(
+    let client = onceledger_client::Client::new(
         &url,
-        onceledger::client::ClientConfig {
-            token: Some(onceledger::auth::TokenSecret::presented(&token)),
+        onceledger_client::ClientConfig {
+            token: Some(onceledger_server::auth::TokenSecret::presented(&token)),
             ca_file: Some(cert.clone()),
-            ..onceledger::client::ClientConfig::default()
+            ..onceledger_client::ClientConfig::default()
         },
     )
     .expect("client");
     let body = json!({"id": "tls-1", "currency": "EUR"});
     let first = client
         .send_json(
-            onceledger::client::Operation::CreateAccount,
+            onceledger_client::Operation::CreateAccount,
             "tls-key-1",
             &body,
         )
@@ -596,7 +596,7 @@ async fn tls_round_trip_with_a_certificate_made_in_the_test() {
     assert_eq!(first.status, 201, "{:?}", first.body);
     let again = client
         .send_json(
-            onceledger::client::Operation::CreateAccount,
+            onceledger_client::Operation::CreateAccount,
             "tls-key-1",
             &body,
         )

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use onceledger::client::{
+use onceledger_client::{
     ATTEMPT_TIMEOUT_DEFAULT, Backoff, CAPACITY_DEFAULT, Client, ClientConfig, ClientError, GiveUp,
     NO_RETRY_INCREMENT, NewCharge, RETRY_COST, RetryBudget, TIMEOUT_RETRY_COST, Transcript,
 };
-use onceledger::proxy::{Fault, FaultPlan, FaultRates, Proxy, ProxyConfig};
+use onceledger_testkit::proxy::{Fault, FaultPlan, FaultRates, Proxy, ProxyConfig};
 
 use crate::harness::{
     BIN, Endpoint, REQUEST_DEADLINE, Server, all_events, balance, create_account, metric, metrics,
@@ -71,7 +71,7 @@ fn client_with_transcript(
     attempt_timeout: Duration,
 ) -> Client {
     let config = ClientConfig {
-        token: token.map(onceledger::auth::TokenSecret::presented),
+        token: token.map(onceledger_server::auth::TokenSecret::presented),
         backoff: fast_backoff(),
         attempts_max: 20,
         attempt_timeout,

@@ -22,7 +22,7 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use onceledger::tls::Connector;
+use onceledger_client::tls::Connector;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -253,7 +253,7 @@ impl Endpoint {
 
     /// The same server over HTTPS, trusting the PEM certificates of `ca_file`.
     pub fn over_tls(&self, ca_file: &Path) -> Endpoint {
-        let tls = onceledger::tls::client_connector(Some(ca_file)).expect("a TLS client");
+        let tls = onceledger_client::tls::client_connector(Some(ca_file)).expect("a TLS client");
         let client = Client::builder(TokioExecutor::new())
             .build(Connector::new(HttpConnector::new(), Some(tls)));
         Endpoint {

@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use onceledger::prove::{ProveConfig, prove};
-use onceledger::proxy::FaultRates;
+use onceledger_testkit::prove::{ProveConfig, prove};
+use onceledger_testkit::proxy::FaultRates;
 
 use crate::harness::{BIN, run_bounded};
 

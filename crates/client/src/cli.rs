@@ -1,0 +1,237 @@
+//! `onceledger account` and `onceledger charge`: one logical operation through the retrying
+//! client. The answer's body goes to stdout, a summary line (key, attempts, status) to stderr.
+//!
+//! Exit status: 0 for a 2xx; 4 for a final refusal (a stored decline such as 402, or a request
+//! the server refuses as written: 400, 422, ...), its body on stdout; 1 when the client gave up
+//! (the operation may have run: run again with the printed `--idempotency-key` to find out).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Backoff, Client, ClientConfig,
+    ClientError, NewAccount, NewCharge, Operation, RetryBudget, Transcript,
+};
+
+/// `--timeout`'s default, as the flag spells it.
+const _: () = assert!(ATTEMPT_TIMEOUT_DEFAULT.as_secs() == 10);
+
+/// Exit status of a final answer that is not a 2xx (2 is clap's usage error, 3 bench's check).
+const EXIT_REFUSED: u8 = 4;
+
+/// How to reach the server and how to retry; shared by `account` and `charge`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Base URL of the server (http:// or https://).
+    #[arg(long, env = "ONCELEDGER_URL", default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+    #[command(flatten)]
+    pub credentials: Credentials,
+    /// Idempotency key of the operation [default: a new UUIDv4]. Give the key an earlier run
+    /// printed to learn what became of that operation without running it twice.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Attempts at most, the first included (1 = never retry).
+    #[arg(long, default_value_t = ATTEMPTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(ATTEMPTS_MAX)))]
+    pub attempts: u32,
+    /// Backoff base: the first retry waits uniform(0, base); each later window doubles.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// Backoff cap: no window grows beyond it (a server's Retry-After may still ask for more).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub backoff_cap: Duration,
+    /// How long one attempt (connect, send, whole answer) may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Write one JSON line per attempt to FILE (operation, key, attempt, status, Retry-After
+    /// seen, delay chosen, decision).
+    #[arg(long, value_name = "FILE")]
+    pub transcript: Option<PathBuf>,
+}
+
+/// How a command authenticates: a token (flag, environment or file) and, for https, a CA file.
+/// Without `--token` or `--token-file` it reads `admin.token` of the data directory
+/// (`$ONCELEDGER_DATA_DIR` or `./onceledger-data`) if there is one, as the quick start does.
+/// `Debug` hides the token.
+#[derive(clap::Args, Clone)]
+pub struct Credentials {
+    /// The API token (sent as Authorization: Bearer).
+    #[arg(
+        long,
+        env = "ONCELEDGER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file whose first line is the API token.
+    #[arg(long, env = "ONCELEDGER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for an https:// URL (default: the system's roots).
+    #[arg(long, env = "ONCELEDGER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token_file", &self.token_file)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn token(&self) -> Result<Option<crate::token::TokenSecret>, String> {
+        let data_dir = std::env::var_os("ONCELEDGER_DATA_DIR")
+            .map_or_else(|| PathBuf::from("./onceledger-data"), PathBuf::from);
+        let fallback = data_dir.join(crate::token::ADMIN_TOKEN_FILE_NAME);
+        crate::token::TokenSecret::for_client(
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+            Some(&fallback),
+        )
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AccountArgs {
+    /// The account id (`^[A-Za-z0-9_.:-]{1,64}$`).
+    pub id: String,
+    /// Its currency, three upper-case letters (one per account).
+    #[arg(long)]
+    pub currency: String,
+    /// How far below zero the balance may go, in minor units, or `none` for no limit
+    /// (settlement and funding accounts).
+    #[arg(long, default_value = "0", value_parser = overdraft_limit)]
+    pub overdraft_limit: OverdraftLimit,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChargeArgs {
+    /// The account debited.
+    #[arg(long, visible_alias = "from")]
+    pub source: String,
+    /// The account credited.
+    #[arg(long, visible_alias = "to")]
+    pub destination: String,
+    /// Amount in minor units (cents), 1 to 2^63-1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+    pub amount: u64,
+    /// Currency, three upper-case letters; must be both accounts' currency.
+    #[arg(long)]
+    pub currency: String,
+    /// A metadata pair KEY=VALUE (repeat for more; at most 16).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = metadata_pair)]
+    pub metadata: Vec<(String, String)>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `Some(n)` minor units, or `None`: no limit.
+#[derive(Debug, Clone, Copy)]
+pub struct OverdraftLimit(pub Option<u64>);
+
+fn overdraft_limit(text: &str) -> Result<OverdraftLimit, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(OverdraftLimit(None));
+    }
+    text.parse()
+        .map(|n| OverdraftLimit(Some(n)))
+        .map_err(|_| format!("{text:?} is neither a number of minor units nor `none`"))
+}
+
+fn metadata_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+pub fn run_account(args: AccountArgs) -> Result<ExitCode, String> {
+    let body = NewAccount {
+        id: args.id,
+        currency: args.currency,
+        overdraft_limit: args.overdraft_limit.0,
+    };
+    run(&args.client, Operation::CreateAccount, &body)
+}
+
+pub fn run_charge(args: ChargeArgs) -> Result<ExitCode, String> {
+    let body = NewCharge {
+        source: args.source,
+        destination: args.destination,
+        amount: args.amount,
+        currency: args.currency,
+        metadata: args.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    run(&args.client, Operation::CreateCharge, &body)
+}
+
+fn run(
+    args: &ClientArgs,
+    operation: Operation,
+    body: &impl serde::Serialize,
+) -> Result<ExitCode, String> {
+    let transcript = match &args.transcript {
+        Some(path) => Some(
+            Transcript::create(path)
+                .map_err(|e| format!("cannot create the transcript {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let config = ClientConfig {
+        backoff: Backoff {
+            base: args.backoff_base,
+            cap: args.backoff_cap,
+        },
+        attempts_max: args.attempts,
+        attempt_timeout: args.timeout,
+        budget: Arc::new(RetryBudget::default()),
+        transcript,
+        token: args.credentials.token()?,
+        ca_file: args.credentials.ca_file.clone(),
+        ..ClientConfig::default()
+    };
+    let key = args.idempotency_key.clone().unwrap_or_else(Client::new_key);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let result = runtime.block_on(async {
+        let client = Client::new(&args.url, config)?;
+        client.send_json(operation, &key, body).await
+    });
+    match result {
+        Ok(answer) => {
+            println!("{}", String::from_utf8_lossy(&answer.body));
+            eprintln!(
+                "{} idempotency-key={} attempts={} status={}{}",
+                operation.name(),
+                answer.key,
+                answer.attempts,
+                answer.status,
+                if answer.replayed { " replayed" } else { "" }
+            );
+            Ok(if answer.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REFUSED)
+            })
+        }
+        Err(error @ ClientError::GaveUp { .. }) => {
+            eprintln!("onceledger {}: {error}", operation.name());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A duration such as `50ms`, `10s` or `30d` (humantime), for command-line flags.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+}

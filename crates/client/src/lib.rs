@@ -1,0 +1,500 @@
+//! The retrying client of onceledger's API.
+//!
+//! One logical operation (create this account, make this charge) gets one idempotency key, a
+//! UUIDv4, and every attempt of it carries that key, so however many attempts reach the server
+//! the money moves once. An attempt is repeated only when a retry can change its outcome
+//! (`classify`); the wait before it is full-jitter exponential backoff with the server's
+//! `Retry-After` as the least wait (`backoff`); and retries draw on a token bucket shared by the
+//! call site (`budget`), so that during an outage the client stops multiplying its load and fails
+//! fast instead. Each attempt may be written to a transcript, one JSON line per attempt.
+//!
+//! ```text
+//! for attempt in 1..=attempts_max:
+//!     send(key)                         → 2xx or a 4xx a retry would repeat: return it
+//!     retryable (transport, 409, 429, 5xx):
+//!         last attempt                  → give up (attempts)
+//!         Retry-After > retry_after_max → give up (retry_after)
+//!         budget lacks the retry's cost → give up (budget), at once
+//!         sleep(max(uniform(0, min(cap, base·2^(attempt-1))), Retry-After))
+//! ```
+
+pub mod backoff;
+mod budget;
+mod classify;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod metrics;
+pub mod rng;
+pub mod tls;
+pub mod token;
+mod transcript;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+pub use backoff::{Backoff, parse_retry_after};
+pub use budget::{
+    CAPACITY_DEFAULT, NO_RETRY_INCREMENT, RETRY_COST, RetryBudget, TIMEOUT_RETRY_COST,
+};
+pub use classify::{RetryCause, Verdict, classify_status};
+pub use metrics::ClientMetrics;
+pub use transcript::{AttemptRecord, Decision, Transcript};
+
+use crate::rng::Rng;
+use transport::{Reply, Transport, TransportError};
+pub use transport::{parse_base, parse_base_url};
+
+/// Attempts per logical operation, the first included, when not configured.
+pub const ATTEMPTS_DEFAULT: u32 = 5;
+/// Most attempts per logical operation that may be configured.
+pub const ATTEMPTS_MAX: u32 = 100;
+/// One attempt (connect, send, whole answer) may take this long when not configured.
+pub const ATTEMPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// A longer `Retry-After` than this ends the operation instead of parking it.
+pub const RETRY_AFTER_MAX_DEFAULT: Duration = Duration::from_secs(60);
+
+/// How a client retries.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub backoff: Backoff,
+    /// Attempts per logical operation, the first included (1 = never retry).
+    pub attempts_max: u32,
+    pub attempt_timeout: Duration,
+    /// The longest `Retry-After` the client waits out.
+    pub retry_after_max: Duration,
+    /// The call site's retry budget. Each `ClientConfig::default()` has its own full bucket;
+    /// share one `Arc` between clients to make them one call site.
+    pub budget: Arc<RetryBudget>,
+    /// Where to write one JSON line per attempt, if anywhere.
+    pub transcript: Option<Transcript>,
+    /// The API token sent as `Authorization: Bearer` with every request.
+    pub token: Option<crate::token::TokenSecret>,
+    /// PEM CA certificates to trust for an `https://` server (default: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            backoff: Backoff::default(),
+            attempts_max: ATTEMPTS_DEFAULT,
+            attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT,
+            retry_after_max: RETRY_AFTER_MAX_DEFAULT,
+            budget: Arc::new(RetryBudget::default()),
+            transcript: None,
+            token: None,
+            ca_file: None,
+        }
+    }
+}
+
+/// The POSTs of API.md the client knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    CreateAccount,
+    CreateCharge,
+}
+
+impl Operation {
+    pub fn path(self) -> &'static str {
+        match self {
+            Operation::CreateAccount => "/v1/accounts",
+            Operation::CreateCharge => "/v1/charges",
+        }
+    }
+
+    /// The name in transcripts and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::CreateAccount => "account",
+            Operation::CreateCharge => "charge",
+        }
+    }
+}
+
+/// `POST /v1/accounts` (API.md): `overdraft_limit` `None` is sent as `null`, no limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewAccount {
+    pub id: String,
+    pub currency: String,
+    pub overdraft_limit: Option<u64>,
+}
+
+/// `POST /v1/charges` (API.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct NewCharge {
+    pub source: String,
+    pub destination: String,
+    pub amount: u64,
+    pub currency: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The final answer to a logical operation: a 2xx, or a 4xx that a retry would repeat (a stored
+/// decline, or a request the server refuses as written). Callers check `is_success`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+    /// `Idempotent-Replayed: true`: an earlier attempt had run the operation.
+    pub replayed: bool,
+    pub key: String,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Why a logical operation has no final answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Every allowed attempt was retryable.
+    Attempts,
+    /// The retry budget could not pay for another retry.
+    Budget,
+    /// The server asked to wait this long, beyond `retry_after_max`.
+    RetryAfter(Duration),
+}
+
+/// The outcome of the last attempt of an operation that gave up.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    Status { status: u16, body: Bytes },
+    Transport { cause: RetryCause, message: String },
+}
+
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server URL is unusable.
+    Url(String),
+    /// The request could not be built (for example a key with bytes a header cannot carry).
+    Request(String),
+    /// No final answer. The operation may or may not have run: retrying with `key` finds out
+    /// without running it twice.
+    GaveUp {
+        key: String,
+        attempts: u32,
+        reason: GiveUp,
+        last: Failure,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Url(message) | ClientError::Request(message) => f.write_str(message),
+            ClientError::GaveUp {
+                key,
+                attempts,
+                reason,
+                last,
+            } => {
+                let why = match reason {
+                    GiveUp::Attempts => "no attempts left".to_owned(),
+                    GiveUp::Budget => "the retry budget is empty".to_owned(),
+                    GiveUp::RetryAfter(wait) => {
+                        format!("the server asks to wait {} s", wait.as_secs_f64())
+                    }
+                };
+                let last = match last {
+                    Failure::Status { status, body } => {
+                        format!("HTTP {status} {}", String::from_utf8_lossy(body))
+                    }
+                    Failure::Transport { message, .. } => message.clone(),
+                };
+                write!(
+                    f,
+                    "gave up after {attempts} attempt(s), {why}; last: {last}; the operation may \
+                     have run: retry with idempotency key {key} to find out"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A retrying client. Clones share the connection pool, the budget, the metrics and the
+/// transcript: one `Client` (and its clones) is one call site.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    config: ClientConfig,
+    metrics: ClientMetrics,
+    /// Every request sent, for callers that report totals without a registry.
+    attempts_total: AtomicU64,
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://host:port`).
+    pub fn new(base_url: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        assert!(
+            (1..=ATTEMPTS_MAX).contains(&config.attempts_max),
+            "attempts_max must be 1..={ATTEMPTS_MAX}"
+        );
+        let transport = Transport::with_security(
+            base_url,
+            config.attempt_timeout,
+            config.token.clone(),
+            config.ca_file.as_deref(),
+        )
+        .map_err(ClientError::Url)?;
+        let metrics = ClientMetrics::default();
+        metrics.budget_tokens.set(i64::from(config.budget.tokens()));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport,
+                config,
+                metrics,
+                attempts_total: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// A fresh idempotency key for a new logical operation.
+    pub fn new_key() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Requests sent so far by this client and its clones.
+    pub fn attempts_total(&self) -> u64 {
+        self.inner.attempts_total.load(Ordering::Relaxed)
+    }
+
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register(registry);
+    }
+
+    /// Creates an account under a new key.
+    pub async fn create_account(&self, account: &NewAccount) -> Result<Answer, ClientError> {
+        self.send_json(Operation::CreateAccount, &Self::new_key(), account)
+            .await
+    }
+
+    /// Makes a charge under a new key.
+    pub async fn create_charge(&self, charge: &NewCharge) -> Result<Answer, ClientError> {
+        self.send_json(Operation::CreateCharge, &Self::new_key(), charge)
+            .await
+    }
+
+    /// Sends `body` as the JSON of `operation` under `key`: a new key for a new operation, the
+    /// key of an earlier call to find out what became of it.
+    pub async fn send_json(
+        &self,
+        operation: Operation,
+        key: &str,
+        body: &impl Serialize,
+    ) -> Result<Answer, ClientError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ClientError::Request(format!("cannot encode the body: {e}")))?;
+        self.send(operation, key, Bytes::from(body)).await
+    }
+
+    /// The retry loop: a bounded `for` over attempts. Every attempt sends the same key and the
+    /// same bytes, so the server sees one logical operation.
+    pub async fn send(
+        &self,
+        operation: Operation,
+        key: &str,
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
+        let config = &self.inner.config;
+        let mut rng = Rng::from_entropy();
+        // Tokens the latest retry took; a 2xx after it gives them back (AWS standard mode).
+        let mut retry_cost_taken: Option<u32> = None;
+        let mut last = Failure::Transport {
+            cause: RetryCause::Connect,
+            message: "no attempt made".to_owned(),
+        };
+        for attempt in 1..=config.attempts_max {
+            let request_id = format!("{key}.{attempt}");
+            let request = self
+                .inner
+                .transport
+                .post_request(operation.path(), key, &request_id, body.clone())
+                .map_err(ClientError::Request)?;
+            self.inner.attempts_total.fetch_add(1, Ordering::Relaxed);
+            self.inner.metrics.count_attempt(operation.name(), attempt);
+            let outcome = self.inner.transport.send(request).await;
+            let seen = Seen::of(&outcome);
+
+            let cause = match &outcome {
+                Ok(reply) => match classify_status(reply.status) {
+                    Verdict::Final => {
+                        if (200..300).contains(&reply.status) {
+                            self.release(retry_cost_taken.unwrap_or(NO_RETRY_INCREMENT));
+                        }
+                        self.record(operation, key, attempt, &seen, Decision::Done, None);
+                        return Ok(Answer {
+                            status: reply.status,
+                            body: reply.body.clone(),
+                            replayed: reply.replayed,
+                            key: key.to_owned(),
+                            attempts: attempt,
+                        });
+                    }
+                    Verdict::Retry(cause) => cause,
+                },
+                Err(error) => error.cause,
+            };
+            last = Failure::from_outcome(outcome);
+
+            let give_up = if attempt == config.attempts_max {
+                Some((Decision::GiveUpAttempts, GiveUp::Attempts))
+            } else if let Some(wait) = seen.retry_after.filter(|w| *w > config.retry_after_max) {
+                Some((Decision::GiveUpRetryAfter, GiveUp::RetryAfter(wait)))
+            } else if !config.budget.try_acquire(cause.cost()) {
+                Some((Decision::GiveUpBudget, GiveUp::Budget))
+            } else {
+                None
+            };
+            if let Some((decision, reason)) = give_up {
+                self.record(operation, key, attempt, &seen, decision, None);
+                self.inner
+                    .metrics
+                    .count_gave_up(operation.name(), reason.label());
+                return Err(ClientError::GaveUp {
+                    key: key.to_owned(),
+                    attempts: attempt,
+                    reason,
+                    last,
+                });
+            }
+            retry_cost_taken = Some(cause.cost());
+            self.sync_budget_gauge();
+            let delay = config
+                .backoff
+                .delay(attempt - 1, seen.retry_after, &mut rng);
+            self.record(operation, key, attempt, &seen, Decision::Retry, Some(delay));
+            tokio::time::sleep(delay).await;
+        }
+        // Only reached with attempts_max == 0, which `new` refuses.
+        Err(ClientError::GaveUp {
+            key: key.to_owned(),
+            attempts: 0,
+            reason: GiveUp::Attempts,
+            last,
+        })
+    }
+
+    fn release(&self, tokens: u32) {
+        self.inner.config.budget.release(tokens);
+        self.sync_budget_gauge();
+    }
+
+    fn sync_budget_gauge(&self) {
+        let tokens = self.inner.config.budget.tokens();
+        self.inner.metrics.budget_tokens.set(i64::from(tokens));
+    }
+
+    fn record(
+        &self,
+        operation: Operation,
+        key: &str,
+        attempt: u32,
+        seen: &Seen,
+        decision: Decision,
+        delay: Option<Duration>,
+    ) {
+        let Some(transcript) = &self.inner.config.transcript else {
+            return;
+        };
+        transcript.record(&AttemptRecord {
+            operation: operation.name(),
+            key,
+            attempt,
+            status: seen.status,
+            error: seen.error.as_deref(),
+            cause: seen.cause,
+            retry_after_ms: seen.retry_after.map(millis),
+            decision,
+            delay_ms: delay.map(millis),
+            budget_tokens: self.inner.config.budget.tokens(),
+            replayed: seen.replayed,
+        });
+    }
+}
+
+/// What one attempt showed, for the transcript and the decision.
+struct Seen {
+    status: Option<u16>,
+    error: Option<String>,
+    cause: Option<RetryCause>,
+    retry_after: Option<Duration>,
+    replayed: bool,
+}
+
+impl Seen {
+    fn of(outcome: &Result<Reply, TransportError>) -> Seen {
+        match outcome {
+            Ok(reply) => Seen {
+                status: Some(reply.status),
+                error: None,
+                cause: match classify_status(reply.status) {
+                    Verdict::Final => None,
+                    Verdict::Retry(cause) => Some(cause),
+                },
+                retry_after: reply.retry_after,
+                replayed: reply.replayed,
+            },
+            Err(error) => Seen {
+                status: None,
+                error: Some(error.message.clone()),
+                cause: Some(error.cause),
+                retry_after: None,
+                replayed: false,
+            },
+        }
+    }
+}
+
+impl Failure {
+    fn from_outcome(outcome: Result<Reply, TransportError>) -> Failure {
+        match outcome {
+            Ok(reply) => Failure::Status {
+                status: reply.status,
+                body: reply.body,
+            },
+            Err(error) => Failure::Transport {
+                cause: error.cause,
+                message: error.message,
+            },
+        }
+    }
+}
+
+impl GiveUp {
+    fn label(&self) -> &'static str {
+        match self {
+            GiveUp::Attempts => "attempts",
+            GiveUp::Budget => "budget",
+            GiveUp::RetryAfter(_) => "retry_after",
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, for the transcript.
+fn millis(d: Duration) -> f64 {
+    (d.as_micros().min(u128::from(u64::MAX)) as u64) as f64 / 1000.0
+}

@@ -1,0 +1,39 @@
+//! The ledger rules: plain types and pure functions, no I/O.
+//!
+//! Everything here can be tested and fuzzed against a model without a disk or a socket. The writer
+//! feeds these functions with accounts read from the store and writes back what they return.
+
+mod account;
+mod charge;
+mod values;
+
+pub use account::{Account, NewAccount};
+pub use charge::{Charge, Decline, NewCharge, Posting, PostingSide, post_charge};
+/// A write the ledger can execute: what a POST asks for, once parsed and validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Command {
+    CreateAccount(NewAccount),
+    CreateCharge(NewCharge),
+    /// Try a parked replicated event again (a hub's dead letter).
+    RedriveDeadLetter {
+        id: u64,
+    },
+    /// Admin: a new tenant with this (validated) name.
+    CreateTenant {
+        name: String,
+    },
+    /// Admin: a new token for the tenant named `tenant`. The parser leaves `secret` empty (it is
+    /// pure; the token is random); the handler fills in the new token's digest and shown prefix
+    /// before the writer runs it. Neither is part of the fingerprint.
+    CreateToken {
+        tenant: String,
+        role: crate::ids::Role,
+        secret: Option<(crate::ids::TokenDigest, String)>,
+    },
+    /// Admin: refuse a token from now on.
+    RevokeToken {
+        id: u64,
+    },
+}
+
+pub use values::{AccountId, Amount, Currency, Metadata, TenantId, ValueError};

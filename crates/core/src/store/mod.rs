@@ -1,0 +1,494 @@
+//! The store: the only module that imports redb.
+//!
+//! One redb file, `onceledger.redb`, in the data directory. Reads run in MVCC read transactions and
+//! never block the writer. Writes happen only through [`Store::write_batch`], which the writer thread
+//! calls once per group of commands: one write transaction, one fsync.
+//!
+//! Durability: a batch is durable when `write_batch` returns `Ok`: its writes are synced in the
+//! journal (`journal.rs`, one `fdatasync` of one sequential record) before its redb commit
+//! (`Durability::None`) makes them visible; every few megabytes a batch commits durably in redb
+//! instead (a checkpoint). Such a batch survives a process crash and a power loss; a batch whose
+//! `write_batch` did not return `Ok` is absent after restart, all of it or none, except that a
+//! batch whose record synced but whose commit then failed comes back (the writer answered 503,
+//! "outcome unknown", and is poisoned).
+//! A store opened on a custom backend (`open_with_backend`: the fuzzers) has no journal: each
+//! of its batches is a durable redb commit.
+
+mod accounts;
+mod answers;
+mod auth;
+mod batch;
+pub mod check;
+/// Public so that the record_codec fuzz target drives the real codec.
+pub mod codec;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault;
+mod journal;
+mod keys;
+mod records;
+mod replication;
+mod tables;
+#[cfg(test)]
+mod test_support;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+pub use answers::{AnswerPointer, StoredAnswer};
+pub use auth::{AuthTables, TenantRecord, TokenEntry, TokenRecord};
+pub use batch::BatchTables;
+use batch::Checkpoint;
+pub use records::{
+    DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
+    InboxRecord, OriginState,
+};
+pub use replication::{Redrive, Refusal, ReplicationTables};
+
+use crate::idempotency::IdempotencyKey;
+use crate::ledger::{Account, AccountId, Charge, TenantId};
+use crate::limits::STORE_CACHE_BYTES;
+use codec::decode;
+use journal::Redo;
+pub use journal::{JOURNAL_FILE_NAME, JournalFile};
+use tables::{
+    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_JOURNAL_THROUGH,
+    META_NODE_ID, META_OUTBOX_FIRST_HELD, OUTBOX,
+};
+
+/// The file inside the data directory.
+pub const STORE_FILE_NAME: &str = "onceledger.redb";
+
+/// Errors of the store. Every variant is a reason to answer 503/500, never a client's fault.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// redb failed: I/O, a full disk, a lock held by another process.
+    Storage(redb::Error),
+    /// A record did not decode: the file holds something this build did not write.
+    Corrupt {
+        record: &'static str,
+        detail: String,
+    },
+    /// The data directory could not be created or read.
+    Io(std::io::Error),
+    /// `--node-id` names another node than the one this data directory belongs to.
+    NodeIdMismatch { stored: String, requested: String },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Storage(error) => write!(f, "storage error: {error}"),
+            StoreError::Corrupt { record, detail } => write!(f, "corrupt {record}: {detail}"),
+            StoreError::Io(error) => write!(f, "data directory: {error}"),
+            StoreError::NodeIdMismatch { stored, requested } => write!(
+                f,
+                "this data directory belongs to node {stored}, not {requested}; a node id is set only on a fresh directory"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(error: E) -> Self {
+        StoreError::Storage(error.into())
+    }
+}
+
+pub struct Store {
+    db: Database,
+    node_id: String,
+    path: PathBuf,
+    /// Accounts changed since the last account checkpoint (see `accounts.rs`).
+    overlay: accounts::AccountOverlay,
+    /// Finished idempotency keys not yet in `idempotency_keys` (see `keys.rs`).
+    key_overlay: keys::KeyOverlay,
+    /// `None` on a custom backend: every batch commits durably in redb. Only the writer thread
+    /// takes the lock (once per batch).
+    journal: Option<std::sync::Mutex<journal::Journal>>,
+    /// Durable redb commits made by `write_batch` (all of them without a journal).
+    checkpoints: AtomicU64,
+    /// The journal's bytes since the last checkpoint, as the writer left them: `/metrics` reads
+    /// this instead of waiting for the journal's lock, which a batch holds while it runs.
+    journal_bytes: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if missing) the store in `data_dir`. After a crash redb repairs the file
+    /// first (quick-repair on every durable commit makes that short, not a full scan), then the
+    /// batches journaled after its last checkpoint are replayed.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_as(data_dir, None)
+    }
+
+    /// Like [`Store::open`]; a fresh directory takes `node_id` (checked by [`is_valid_node_id`])
+    /// instead of a random one, and an existing directory must already carry it.
+    pub fn open_as(data_dir: &Path, node_id: Option<&str>) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(StoreError::Io)?;
+        let path = data_dir.join(STORE_FILE_NAME);
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&path)?;
+        let journal = journal::open_file(data_dir).map_err(StoreError::Io)?;
+        Self::init(db, path, node_id, Some(Box::new(journal)))
+    }
+
+    /// Opens a store on custom redb and journal files (fault injection in tests and benches).
+    pub fn open_with_files(
+        backend: impl redb::StorageBackend,
+        journal: Box<dyn JournalFile>,
+        label: &Path,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create_with_backend(backend)?;
+        Self::init(db, label.to_path_buf(), None, Some(journal))
+    }
+
+    /// Opens a store on a custom redb backend, without a journal (the fuzzers).
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create_with_backend(backend)?;
+        Self::init(db, label.to_path_buf(), None, None)
+    }
+
+    /// Creates every table and the node id on first open, so readers never meet a missing table.
+    fn init(
+        db: Database,
+        path: PathBuf,
+        requested: Option<&str>,
+        journal_file: Option<Box<dyn JournalFile>>,
+    ) -> Result<Store, StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(true);
+        let key_overlay = keys::KeyOverlay::default();
+        let mut journal = None;
+        let node_id = {
+            tables::create_all(&txn)?;
+            if let Some(file) = journal_file {
+                // First: the overlays' recovery below reads the tables as the last batch left them.
+                let through = {
+                    let meta = txn.open_table(META)?;
+                    tables::read_counter(&meta, META_JOURNAL_THROUGH)?.unwrap_or(0)
+                };
+                let (recovered, replayed) = journal::Journal::recover(file, &txn, through)?;
+                if replayed > 0 {
+                    tracing::info!(
+                        batches = replayed,
+                        "batches journaled after the last checkpoint replayed"
+                    );
+                }
+                let mut meta = txn.open_table(META)?;
+                tables::write_counter(&mut meta, META_JOURNAL_THROUGH, recovered.last_seq())?;
+                journal = Some(std::sync::Mutex::new(recovered));
+            }
+            if tables::drop_legacy(&txn)? {
+                tracing::info!("retention now walks the answers: idempotency_expiry dropped");
+            }
+            let migrated = answers::migrate_legacy(&txn)?;
+            if migrated > 0 {
+                tracing::info!(
+                    records = migrated,
+                    "idempotency records moved to keys + answers"
+                );
+            }
+            let recovered = keys::recover(&txn, &key_overlay)?;
+            if recovered > 0 {
+                tracing::info!(keys = recovered, "finished keys read back into memory");
+            }
+            let replayed = accounts::recover(&txn, last_charge_number(&txn)?)?;
+            if replayed > 0 {
+                tracing::info!(
+                    postings = replayed,
+                    "account balances brought up to the last commit"
+                );
+            }
+            let mut meta = txn.open_table(META)?;
+            let existing = meta.get(META_NODE_ID)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(bytes) => String::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
+                    record: "node id",
+                    detail: "not UTF-8".into(),
+                })?,
+                None => {
+                    let fresh = requested.map_or_else(new_node_id, str::to_owned);
+                    meta.insert(META_NODE_ID, fresh.as_bytes())?;
+                    fresh
+                }
+            }
+        };
+        txn.commit()?;
+        if let Some(requested) = requested.filter(|r| *r != node_id) {
+            return Err(StoreError::NodeIdMismatch {
+                stored: node_id,
+                requested: requested.to_owned(),
+            });
+        }
+        Ok(Store {
+            db,
+            node_id,
+            path,
+            overlay: accounts::AccountOverlay::default(),
+            key_overlay,
+            journal,
+            checkpoints: AtomicU64::new(0),
+            journal_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// This node's stable identity: made at first start, kept in the store.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        // The overlay first, then a snapshot begun after looking: the writer takes a key out of
+        // the overlay only after the commit that put it in the table returned.
+        let in_overlay =
+            keys::with_key_name(tenant.0, key.as_str(), |name| self.key_overlay.get(name));
+        let txn = self.db.begin_read()?;
+        let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+        match in_overlay {
+            // `None`: deleted by retention since the overlay was read.
+            Some(number) => answers::answer_of(&answers, number, tenant, key.as_str()),
+            None => {
+                let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
+                answers::get(&keys, &answers, tenant, key.as_str())
+            }
+        }
+    }
+
+    pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        // The overlay first: a row read after a miss is current, because the checkpoint that
+        // empties the overlay commits the rows before it does.
+        if let Some(account) = self.overlay.get(tenant, id) {
+            return Ok(Some(account));
+        }
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ACCOUNTS)?;
+        let found = table.get((tenant.0, id.as_str()))?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    pub fn charge(&self, number: u64) -> Result<Option<Charge>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHARGES)?;
+        let found = table.get(number)?;
+        found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// Up to `limit` events with `seq > after`, in sequence order, charges joined in.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let charges = txn.open_table(CHARGES)?;
+        events_in_range(&outbox, &charges, after.saturating_add(1).., limit)
+    }
+
+    /// The outbox range still held: (first held seq, last seq). `last < first` when none is held;
+    /// events below `first` were deleted by outbox retention and are never numbered again.
+    pub fn outbox_bounds(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let first = tables::read_counter_leniently(&meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
+        let next = tables::read_counter_leniently(&meta, tables::META_NEXT_EVENT_SEQ)?.unwrap_or(1);
+        Ok((first, next.saturating_sub(1)))
+    }
+
+    /// Runs `apply` on the tables of one write transaction and commits it durably. On `Err` nothing
+    /// of the batch is stored. The caller (the writer) must treat any `Err` as fatal for writes.
+    pub fn write_batch<R>(
+        &self,
+        apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.write_batch_with(Checkpoint::WhenDue, apply)
+    }
+
+    /// Writes every account changed since the last account checkpoint, and every journaled
+    /// batch, durably into redb (the writer calls it when it stops, so a clean restart re-applies
+    /// no postings and replays no journal).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        // Every charge changes two accounts: an empty overlay means none since the last one.
+        if self.overlay.len() == 0 && self.journal_bytes() == 0 {
+            return Ok(());
+        }
+        self.write_batch_with(Checkpoint::Now, |_| Ok(()))
+    }
+
+    /// Durable redb commits made by batches since open.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Bytes journaled since the last durable redb commit (0 without a journal).
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal_bytes.load(Ordering::Relaxed)
+    }
+
+    fn write_batch_with<R>(
+        &self,
+        checkpoint: Checkpoint,
+        apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        // A poisoned lock: a panic in an earlier batch, whose outcome the journal's own state
+        // still describes (it moves only after a record synced).
+        let mut journal = self
+            .journal
+            .as_ref()
+            .map(|j| j.lock().unwrap_or_else(|e| e.into_inner()));
+        let journaled = checkpoint == Checkpoint::WhenDue
+            && journal.as_ref().is_some_and(|j| !j.checkpoint_due());
+        let redo = Redo::new(journaled);
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(if journaled {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        })?;
+        txn.set_quick_repair(true);
+        let (result, (accounts, checkpointed), key_changes) = {
+            let mut tables =
+                BatchTables::open(&txn, &redo, &self.overlay, &self.key_overlay, checkpoint)?;
+            let result = apply(&mut tables)?;
+            tables.flush()?;
+            (
+                result,
+                tables.take_account_changes(),
+                tables.take_key_changes(),
+            )
+        };
+        match journal.as_deref_mut() {
+            // Synced before the commit makes the batch visible to anyone.
+            Some(journal) if journaled => journal.append(redo).map_err(StoreError::Io)?,
+            Some(journal) => {
+                let mut meta = txn.open_table(META)?;
+                tables::write_counter(&mut meta, META_JOURNAL_THROUGH, journal.last_seq())?;
+            }
+            None => {}
+        }
+        txn.commit()?;
+        if !journaled {
+            self.checkpoints.fetch_add(1, Ordering::Relaxed);
+            if let Some(journal) = journal.as_deref_mut() {
+                journal.checkpointed();
+            }
+        }
+        if let Some(journal) = journal.as_deref() {
+            self.journal_bytes
+                .store(journal.bytes_since_checkpoint(), Ordering::Relaxed);
+        }
+        self.key_overlay.apply(key_changes);
+        // Only now are the batch's balances committed, so only now may readers see them.
+        if checkpointed {
+            self.overlay.clear();
+        } else {
+            self.overlay.merge(accounts);
+        }
+        Ok(result)
+    }
+
+    /// Merging keys into the keyed table starts at `keys` in memory instead of the limit.
+    #[cfg(test)]
+    pub(crate) fn set_key_merge_from(&self, keys: usize) {
+        self.key_overlay.set_merge_from(keys);
+    }
+
+    /// Finished keys in memory, not (or not yet known to be) in the keyed table.
+    pub fn keys_in_memory(&self) -> usize {
+        self.key_overlay.len()
+    }
+
+    /// Finished keys not yet in the keyed table, as (tenant, key, answer number), for the checker.
+    pub(crate) fn keys_overlay(&self) -> Vec<(u32, String, u64)> {
+        self.key_overlay
+            .snapshot()
+            .into_iter()
+            .map(|(name, number)| {
+                let (tenant, key) = keys::split_name(&name);
+                (tenant, key.to_owned(), number)
+            })
+            .collect()
+    }
+
+    /// Accounts whose committed state is newer than their row, for the checker.
+    pub(crate) fn accounts_overlay(&self) -> accounts::AccountMap {
+        self.overlay.snapshot()
+    }
+
+    /// Read access for the invariant checker.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// Up to `limit` held events with seqs in `seqs`, in sequence order, charges joined in.
+fn events_in_range(
+    outbox: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    charges: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    seqs: impl std::ops::RangeBounds<u64> + 'static,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let mut events = Vec::with_capacity(limit.min(256));
+    for entry in outbox.range(seqs)?.take(limit) {
+        let (seq, bytes) = entry?;
+        events.push(join_event(charges, seq.value(), bytes.value())?);
+    }
+    Ok(events)
+}
+
+/// An outbox record as shown and sent: a charge event gets its charge joined in.
+fn join_event(
+    charges: &redb::ReadOnlyTable<u64, &[u8]>,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Event, StoreError> {
+    let record: records::EventRecord = decode(bytes)?;
+    let body = match record.kind {
+        EventKind::AccountCreated { account } => EventBody::AccountCreated(account),
+        EventKind::ChargeSucceeded { charge_number } => {
+            let bytes = charges
+                .get(charge_number)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    record: "outbox event",
+                    detail: format!("event {seq} names missing charge {charge_number}"),
+                })?;
+            EventBody::ChargeSucceeded(decode(bytes.value())?)
+        }
+    };
+    Ok(Event {
+        seq,
+        created_at_ms: record.created_at_ms,
+        body,
+    })
+}
+
+/// The highest charge number stored (0 if none), from the counter in `meta`.
+fn last_charge_number(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META)?;
+    let next = tables::read_counter(&meta, tables::META_NEXT_CHARGE_NUMBER)?.unwrap_or(1);
+    Ok(next.saturating_sub(1))
+}
+
+/// `n` and 12 hex digits: short enough to read in logs, random enough for a fleet, and free of
+/// `:` because event ids are `NODE:SEQ`.
+fn new_node_id() -> String {
+    let random = uuid::Uuid::new_v4().as_u128();
+    format!("n{:012x}", random & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,163 @@
+//! One command inside the batch's transaction: re-check the key, apply the ledger rules, and write
+//! the idempotency record together with the command's effects.
+
+use bytes::Bytes;
+
+use super::{StoredAnswer, WriteOutcome, WriteRequest};
+use crate::ledger::{Account, Command, Decline, TenantId, post_charge};
+use crate::render as present;
+use crate::store::{BatchTables, Effect, IdempotencyRecord, Redrive, StoreError};
+
+/// A decline is an `Ok` here: it is a final answer that gets stored. Only a storage failure is an
+/// `Err`, and it fails the whole batch. The effect comes back when the command executed now.
+pub(super) fn apply(
+    tables: &mut BatchTables<'_>,
+    request: &WriteRequest,
+    now_ms: u64,
+) -> Result<(WriteOutcome, Option<Effect>), StoreError> {
+    // The in-flight index already refused concurrent duplicates; this check inside the write
+    // transaction is what makes "at most once" independent of that index's timing.
+    if let Some(record) = tables.idempotency_record(request.tenant, &request.key)? {
+        let outcome = if record.fingerprint == request.fingerprint {
+            WriteOutcome::Replayed(StoredAnswer {
+                status: record.status,
+                body: Bytes::from(record.body),
+            })
+        } else {
+            WriteOutcome::FingerprintMismatch
+        };
+        return Ok((outcome, None));
+    }
+    let (status, body, effect) = match execute(tables, request, now_ms)? {
+        Ok((status, body, effect)) => (status, body, effect),
+        Err(decline) => {
+            let (status, body) = present::decline(&decline);
+            (status, body, Effect::None)
+        }
+    };
+    let record = IdempotencyRecord {
+        fingerprint: request.fingerprint,
+        status,
+        body,
+        finished_at_ms: now_ms,
+        effect,
+    };
+    tables.put_idempotency_record(request.tenant, &request.key, &record)?;
+    Ok((
+        WriteOutcome::Executed(StoredAnswer {
+            status,
+            body: Bytes::from(record.body),
+        }),
+        Some(record.effect),
+    ))
+}
+
+type Executed = (u16, Vec<u8>, Effect);
+
+fn execute(
+    tables: &mut BatchTables<'_>,
+    request: &WriteRequest,
+    now_ms: u64,
+) -> Result<Result<Executed, Decline>, StoreError> {
+    let tenant = request.tenant;
+    match &request.command {
+        Command::CreateAccount(new) => {
+            if tables.account(tenant, &new.id)?.is_some() {
+                return Ok(Err(Decline::AccountExists {
+                    account: new.id.clone(),
+                }));
+            }
+            let account = Account::open(new, now_ms);
+            let body = present::account(&account);
+            let event_seq = tables.create_account(tenant, account, now_ms)?;
+            Ok(Ok((
+                201,
+                body,
+                Effect::AccountCreated {
+                    account: new.id.clone(),
+                    event_seq,
+                },
+            )))
+        }
+        Command::CreateCharge(charge) => {
+            let Some(mut source) = tables.account(tenant, &charge.source)? else {
+                return Ok(Err(Decline::AccountNotFound {
+                    account: charge.source.clone(),
+                }));
+            };
+            let Some(mut destination) = tables.account(tenant, &charge.destination)? else {
+                return Ok(Err(Decline::AccountNotFound {
+                    account: charge.destination.clone(),
+                }));
+            };
+            let postings = match post_charge(charge, &mut source, &mut destination) {
+                Ok(postings) => postings,
+                Err(decline) => return Ok(Err(decline)),
+            };
+            tables.stage_account(tenant, source);
+            tables.stage_account(tenant, destination);
+            let stored = tables.record_charge(tenant, charge, &postings, now_ms)?;
+            Ok(Ok((
+                201,
+                present::charge(&stored),
+                Effect::ChargeSucceeded {
+                    charge_number: stored.number,
+                },
+            )))
+        }
+        Command::RedriveDeadLetter { id } => {
+            Ok(match tables.replication().redrive(*id, now_ms)? {
+                Redrive::NotFound => Err(Decline::DeadLetterNotFound { id: *id }),
+                Redrive::StillRefused(letter) => Err(Decline::RedriveRefused {
+                    id: *id,
+                    reason: letter.reason,
+                }),
+                Redrive::Applied(letter) => Ok((
+                    200,
+                    present::dead_letter(&letter),
+                    Effect::DeadLetterRedriven { id: *id },
+                )),
+                // Applied by an earlier redrive: shown, not applied again.
+                Redrive::AlreadyApplied(letter) => {
+                    Ok((200, present::dead_letter(&letter), Effect::None))
+                }
+            })
+        }
+        Command::CreateTenant { name } => Ok(match tables.auth().create_tenant(name, now_ms)? {
+            Some(record) => Ok((201, present::tenant(&record), Effect::Administrative)),
+            None => Err(Decline::TenantExists { name: name.clone() }),
+        }),
+        Command::CreateToken {
+            tenant: name,
+            role,
+            secret,
+        } => {
+            let Some(tenant) = tables.auth().tenant_id(name)? else {
+                return Ok(Err(Decline::TenantNotFound { name: name.clone() }));
+            };
+            // The handler always fills the secret in; without one there is nothing to store.
+            let Some((digest, prefix)) = secret else {
+                return Err(StoreError::Corrupt {
+                    record: "token request",
+                    detail: "no token digest".into(),
+                });
+            };
+            let record =
+                tables
+                    .auth()
+                    .create_token(tenant, *role, *digest, prefix.clone(), now_ms)?;
+            Ok(Ok((
+                201,
+                present::token(&record, name),
+                Effect::Administrative,
+            )))
+        }
+        Command::RevokeToken { id } => Ok(match tables.auth().revoke_token(*id, now_ms)? {
+            Some(record) => {
+                let name = tables.auth().tenant_name(TenantId(record.tenant))?;
+                Ok((200, present::token(&record, &name), Effect::Administrative))
+            }
+            None => Err(Decline::TokenNotFound { id: *id }),
+        }),
+    }
+}

@@ -1,0 +1,383 @@
+//! Prometheus metrics (names in API.md). Counters the hot path touches are resolved once at
+//! start-up, so counting is one atomic add, never a label lookup.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use onceledger_core::store::Effect;
+use onceledger_core::wire::Ack;
+use onceledger_core::writer::CommitObserver;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// `onceledger_idempotency_requests_total{outcome=...}`.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyOutcome {
+    New,
+    Replayed,
+    InFlight,
+    Mismatch,
+    Missing,
+    Invalid,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    key_outcomes: [Counter; 6],
+    charges_applied: Counter,
+    accounts_created: Counter,
+    write_rejected_overloaded: Counter,
+    write_rejected_unavailable: Counter,
+    commits: Counter,
+    commit_batch_commands: Histogram,
+    commit_duration_seconds: Histogram,
+    request_duration_seconds: Histogram,
+    pub inflight_keys: Gauge,
+    pub commit_queue_commands: Gauge,
+    pub idempotency_keys_in_memory: Gauge,
+    pub journal_bytes: Gauge,
+    store_checkpoints: Counter,
+    /// Per sink kind (`hub`, `nats`); no series without a sink.
+    pub outbox_lag_events: Family<Labels, Gauge>,
+    pub outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge>,
+    inbox_applied: Counter,
+    inbox_duplicate: Counter,
+    inbox_dead_lettered: Counter,
+    outbox_events_deleted: Counter,
+    pub replication: ReplicationCounters,
+    pub nats_consumer: NatsConsumerCounters,
+    /// Requests refused at the authentication boundary, by reason.
+    auth_refusals: Family<Labels, Counter>,
+}
+
+/// `onceledger consume`: what happened to each JetStream message.
+#[derive(Clone)]
+pub struct NatsConsumerCounters {
+    pub acknowledged: Counter,
+    pub redelivered: Counter,
+    pub terminated: Counter,
+}
+
+/// The sending side of replication, per sink kind.
+#[derive(Clone, Default)]
+pub struct ReplicationCounters {
+    pub events_sent: Family<Labels, Counter>,
+    pub events_acknowledged: Family<Labels, Counter>,
+    pub events_retried: Family<Labels, Counter>,
+    pub delivery_failures: Family<Labels, Counter>,
+    pub events_duplicate: Family<Labels, Counter>,
+    pub restarts: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let outcomes: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_idempotency_requests",
+            "POST requests by what the idempotency layer decided",
+            outcomes.clone(),
+        );
+        let outcome = |name| outcomes.get_or_create_owned(&[("outcome", name)]);
+        let key_outcomes = [
+            "new",
+            "replayed",
+            "in_flight",
+            "mismatch",
+            "missing",
+            "invalid",
+        ]
+        .map(outcome);
+
+        // The standard name Prometheus tooling knows: a value that changed between two scrapes
+        // means the counters of the second scrape started again from zero (the load generator's
+        // check relies on it). Milliseconds, so two starts in one second still differ.
+        let process_start_time_seconds = Gauge::<f64, AtomicU64>::default();
+        process_start_time_seconds.set(onceledger_core::clock::now_ms() as f64 / 1000.0);
+        registry.register(
+            "process_start_time_seconds",
+            "When this process started, in seconds since the Unix epoch",
+            process_start_time_seconds,
+        );
+
+        let charges_applied = Counter::default();
+        registry.register(
+            "onceledger_charges_applied",
+            "Charges committed (one per succeeded charge)",
+            charges_applied.clone(),
+        );
+        let accounts_created = Counter::default();
+        registry.register(
+            "onceledger_accounts_created",
+            "Accounts committed",
+            accounts_created.clone(),
+        );
+
+        let rejected: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_write_rejections",
+            "Writes refused before the ledger: commit queue full or store unavailable",
+            rejected.clone(),
+        );
+        let write_rejected_overloaded = rejected.get_or_create_owned(&[("reason", "overloaded")]);
+        let write_rejected_unavailable =
+            rejected.get_or_create_owned(&[("reason", "storage_unavailable")]);
+
+        let auth_refusals: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_auth_refusals",
+            "Requests refused before they ran: unauthorized (401), forbidden (403), rate_limited (429)",
+            auth_refusals.clone(),
+        );
+
+        let commits = Counter::default();
+        registry.register(
+            "onceledger_commits",
+            "Write transactions committed (one fsync each)",
+            commits.clone(),
+        );
+        let commit_batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "onceledger_commit_batch_commands",
+            "Commands per write transaction",
+            commit_batch_commands.clone(),
+        );
+        let commit_duration_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "onceledger_commit_duration_seconds",
+            "Time to apply and commit one batch",
+            commit_duration_seconds.clone(),
+        );
+        let request_duration_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "onceledger_http_request_duration_seconds",
+            "Time from request head to response",
+            request_duration_seconds.clone(),
+        );
+
+        let inflight_keys = Gauge::default();
+        registry.register(
+            "onceledger_inflight_keys",
+            "Idempotency keys whose request has not finished",
+            inflight_keys.clone(),
+        );
+        let commit_queue_commands = Gauge::default();
+        registry.register(
+            "onceledger_commit_queue_commands",
+            "Commands waiting for the writer",
+            commit_queue_commands.clone(),
+        );
+        let idempotency_keys_in_memory = Gauge::default();
+        registry.register(
+            "onceledger_idempotency_keys_in_memory",
+            "Finished idempotency keys held in memory, not yet merged into the keyed table",
+            idempotency_keys_in_memory.clone(),
+        );
+        let journal_bytes = Gauge::default();
+        registry.register(
+            "onceledger_journal_bytes",
+            "Bytes of batches journaled since the last durable redb commit (replayed after a crash)",
+            journal_bytes.clone(),
+        );
+        let store_checkpoints = Counter::default();
+        registry.register(
+            "onceledger_store_checkpoints",
+            "Durable redb commits (checkpoints); the other commits are made durable by the journal",
+            store_checkpoints.clone(),
+        );
+        let outbox_lag_events: Family<Labels, Gauge> = Family::default();
+        registry.register(
+            "onceledger_outbox_lag_events",
+            "Committed events the sink has not acknowledged, per sink",
+            outbox_lag_events.clone(),
+        );
+        let outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge> = Family::default();
+        registry.register(
+            "onceledger_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest event the sink has not acknowledged, per sink (0 when none)",
+            outbox_oldest_unpublished_age_seconds.clone(),
+        );
+        let inbox_events: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_inbox_events",
+            "Replicated events received, by result",
+            inbox_events.clone(),
+        );
+        let inbox_result = |result| inbox_events.get_or_create_owned(&[("result", result)]);
+        let (inbox_applied, inbox_duplicate, inbox_dead_lettered) = (
+            inbox_result("applied"),
+            inbox_result("duplicate"),
+            inbox_result("dead_lettered"),
+        );
+        let outbox_events_deleted = Counter::default();
+        registry.register(
+            "onceledger_outbox_events_deleted",
+            "Outbox events deleted by retention (acknowledged by every sink and old enough)",
+            outbox_events_deleted.clone(),
+        );
+        let replication = ReplicationCounters::default();
+        for (name, help, family) in [
+            (
+                "onceledger_replication_events_sent",
+                "Events sent to a sink, resends included",
+                &replication.events_sent,
+            ),
+            (
+                "onceledger_replication_events_acknowledged",
+                "Events a sink acknowledged (its cursor moved past them)",
+                &replication.events_acknowledged,
+            ),
+            (
+                "onceledger_replication_events_retried",
+                "Events sent again because a delivery failed, was refused or found a gap",
+                &replication.events_retried,
+            ),
+            (
+                "onceledger_replication_events_duplicate",
+                "Events a sink acknowledged as already held (inbox duplicate, JetStream dedup window)",
+                &replication.events_duplicate,
+            ),
+            (
+                "onceledger_replication_delivery_failures",
+                "Deliveries that got no acknowledgement (sink unreachable, error, timeout)",
+                &replication.delivery_failures,
+            ),
+            (
+                "onceledger_replication_restarts",
+                "Replicator tasks started again after a relay-crash fault point ended one",
+                &replication.restarts,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+
+        let nats_messages: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "onceledger_nats_consumer_messages",
+            "JetStream messages a consuming hub handled: acknowledged after commit, NAKed to come again, or terminated (undecodable)",
+            nats_messages.clone(),
+        );
+        let nats_result = |result| nats_messages.get_or_create_owned(&[("result", result)]);
+        let nats_consumer = NatsConsumerCounters {
+            acknowledged: nats_result("acknowledged"),
+            redelivered: nats_result("nacked"),
+            terminated: nats_result("terminated"),
+        };
+
+        Metrics {
+            registry,
+            nats_consumer,
+            auth_refusals,
+            key_outcomes,
+            charges_applied,
+            accounts_created,
+            write_rejected_overloaded,
+            write_rejected_unavailable,
+            commits,
+            commit_batch_commands,
+            commit_duration_seconds,
+            request_duration_seconds,
+            inflight_keys,
+            commit_queue_commands,
+            idempotency_keys_in_memory,
+            journal_bytes,
+            store_checkpoints,
+            outbox_lag_events,
+            outbox_oldest_unpublished_age_seconds,
+            inbox_applied,
+            inbox_duplicate,
+            inbox_dead_lettered,
+            outbox_events_deleted,
+            replication,
+        }
+    }
+
+    pub fn count_key(&self, outcome: KeyOutcome) {
+        self.key_outcomes[outcome as usize].inc();
+    }
+
+    /// `reason`: `unauthorized`, `forbidden` or `rate_limited`.
+    pub fn count_auth_refusal(&self, reason: &'static str) {
+        self.auth_refusals
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    pub fn count_overloaded(&self) {
+        self.write_rejected_overloaded.inc();
+    }
+
+    pub fn count_unavailable(&self) {
+        self.write_rejected_unavailable.inc();
+    }
+
+    pub fn observe_request(&self, duration: Duration) {
+        self.request_duration_seconds
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition (OpenMetrics flavour).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The writer reports each committed batch here (one thread calls it: no race).
+impl CommitObserver for Metrics {
+    /// The writer's view of the store's checkpoint count, after each commit (one thread: no race).
+    fn observe_checkpoints(&self, total: u64) {
+        let seen = self.store_checkpoints.get();
+        if total > seen {
+            self.store_checkpoints.inc_by(total - seen);
+        }
+    }
+
+    fn observe_commit(&self, commands: usize, duration: Duration) {
+        self.commits.inc();
+        self.commit_batch_commands.observe(commands as f64);
+        self.commit_duration_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// Side effects, counted by the writer after its commit returned.
+    fn count_effect(&self, effect: &Effect) {
+        match effect {
+            Effect::None | Effect::Administrative => {}
+            Effect::ChargeSucceeded { .. } => {
+                self.charges_applied.inc();
+            }
+            Effect::AccountCreated { .. } => {
+                self.accounts_created.inc();
+            }
+            Effect::DeadLetterRedriven { .. } => {
+                self.inbox_applied.inc();
+            }
+        }
+    }
+
+    /// A hub's inbox results for one replicated batch, counted after its commit returned.
+    fn count_inbox(&self, ack: &Ack) {
+        self.inbox_applied.inc_by(ack.applied);
+        self.inbox_duplicate.inc_by(ack.duplicates);
+        self.inbox_dead_lettered.inc_by(ack.dead_lettered);
+    }
+
+    fn count_outbox_pruned(&self, events: usize) {
+        self.outbox_events_deleted.inc_by(events as u64);
+    }
+}

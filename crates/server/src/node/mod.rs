@@ -1,0 +1,236 @@
+//! Running a node: open the store, start the writer, serve HTTP until told to stop, then drain.
+
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api::{App, ServerSettings, serve};
+use crate::auth::{Authenticator, RateLimit};
+use crate::metrics::Metrics;
+use crate::nats::StreamSettings;
+use crate::nats::consumer::{ConsumerConfig, default_durable};
+use crate::nats::sink::JetStreamSink;
+use crate::replication::hub::HubSink;
+use crate::replication::{self, NodeParts, ReplicatorConfig};
+use onceledger_core::store::Store;
+use onceledger_core::writer::{WriterConfig, WriterHandle};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Taken by a fresh data directory; an existing one must already carry it.
+    pub node_id: Option<String>,
+    pub writer: WriterConfig,
+    pub replication: ReplicationConfig,
+    pub security: SecurityConfig,
+}
+
+/// Who may connect and how: TLS, socket limits, the token rate limit, `/metrics` access.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// PEM certificate chain and private key (`--tls-cert`, `--tls-key`): serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub header_read_timeout: Duration,
+    pub connections_max: usize,
+    pub metrics_auth: bool,
+    /// Requests per second per token (`--rate-limit`); `None`: unlimited.
+    pub rate_limit_per_second: Option<u32>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            tls: None,
+            header_read_timeout: onceledger_core::limits::HEADER_READ_TIMEOUT,
+            connections_max: onceledger_core::limits::CONNECTIONS_MAX,
+            metrics_auth: false,
+            rate_limit_per_second: None,
+        }
+    }
+}
+
+/// Where this node's outbox goes, how fast, and which stream it consumes as a hub.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationConfig {
+    /// A hub's root URL (`--upstream`).
+    pub upstream: Option<String>,
+    /// How this node reaches its hub: the replicator token and, for https, the CA file.
+    pub upstream_auth: crate::replication::hub::HubAuth,
+    /// A JetStream stream to publish the outbox to (`--nats`, `--nats-stream`).
+    pub nats: Option<StreamSettings>,
+    /// A JetStream stream to consume into the inbox (`onceledger consume`), and the durable name
+    /// (default: derived from the node id).
+    pub consume: Option<(StreamSettings, Option<String>)>,
+    pub replicator: ReplicatorConfig,
+}
+
+/// Runs the node until `shutdown` completes. Every command accepted before shutdown is committed
+/// and answered before this returns. Errors are one sentence for the operator.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let upstream = config
+        .replication
+        .upstream
+        .as_deref()
+        .map(|url| HubSink::new(url, &config.replication.upstream_auth))
+        .transpose()?;
+    let store = Store::open_as(&config.data_dir, config.node_id.as_deref()).map_err(|e| {
+        format!(
+            "cannot open the store in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("no local address: {e}"))?;
+    tracing::info!(node_id = store.node_id(), data_dir = %config.data_dir.display(), "store open");
+    let settings = server_settings(&config.security)?;
+    // Scripts and tests wait for these exact lines on stdout.
+    println!("node {}", store.node_id());
+    if let Some((secret, path)) = tokens::ensure_admin_token(&store, &config.data_dir)? {
+        // Shown once, on stdout (not the log); also in the file, for scripts.
+        println!("admin token {}", secret.expose());
+        println!("admin token written to {}", path.display());
+        tracing::info!(file = %path.display(), "first admin token made");
+    }
+    println!("listening on {bound}");
+    let consumer = config
+        .replication
+        .consume
+        .map(|(stream, durable)| ConsumerConfig {
+            durable: durable.unwrap_or_else(|| default_durable(store.node_id())),
+            stream,
+            backoff_cap: config.replication.replicator.backoff_cap,
+            crash_after_commits: std::env::var("ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        });
+    let sinks = Sinks {
+        hub: upstream,
+        nats: config.replication.nats.map(JetStreamSink::new),
+        consumer,
+        replicator: config.replication.replicator,
+    };
+    serve_store_secured(
+        Arc::new(store),
+        listener,
+        config.writer,
+        sinks,
+        settings,
+        config.security.rate_limit_per_second,
+        shutdown,
+    )
+    .await
+}
+
+/// The socket settings for `security`: loads the TLS certificate and key if given.
+fn server_settings(security: &SecurityConfig) -> Result<ServerSettings, String> {
+    let tls = security
+        .tls
+        .as_ref()
+        .map(|(cert, key)| crate::tls::server_acceptor(cert, key))
+        .transpose()?;
+    Ok(ServerSettings {
+        header_read_timeout: security.header_read_timeout,
+        connections_max: security.connections_max,
+        metrics_auth: security.metrics_auth,
+        tls,
+    })
+}
+
+/// The sinks a node replicates to, and the stream it consumes as a hub.
+#[derive(Default)]
+pub struct Sinks {
+    pub hub: Option<HubSink>,
+    pub nats: Option<JetStreamSink>,
+    pub consumer: Option<ConsumerConfig>,
+    pub replicator: ReplicatorConfig,
+}
+
+/// Serves an already open store on an already bound listener (tests use it to inject storage
+/// faults): starts the writer, serves until `shutdown`, then lets the writer commit what is queued.
+pub async fn serve_store(
+    store: Arc<Store>,
+    listener: TcpListener,
+    writer: WriterConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    serve_store_with(store, listener, writer, Sinks::default(), shutdown).await
+}
+
+/// [`serve_store`] with replication to `sinks`. Every `/v1` request needs a token of the store
+/// (`admin.token` is written beside a store that has no admin token; see [`tokens`]).
+pub async fn serve_store_with(
+    store: Arc<Store>,
+    listener: TcpListener,
+    writer: WriterConfig,
+    sinks: Sinks,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    if let Some(data_dir) = store.path().parent().map(std::path::Path::to_path_buf) {
+        tokens::ensure_admin_token(&store, &data_dir)?;
+    }
+    let settings = ServerSettings::default();
+    serve_store_secured(store, listener, writer, sinks, settings, None, shutdown).await
+}
+
+/// [`serve_store_with`] with socket settings and a per-token rate limit.
+pub async fn serve_store_secured(
+    store: Arc<Store>,
+    listener: TcpListener,
+    writer: WriterConfig,
+    sinks: Sinks,
+    settings: ServerSettings,
+    rate_limit_per_second: Option<u32>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new());
+    let writer = WriterHandle::spawn(Arc::clone(&store), writer, Arc::clone(&metrics) as _)
+        .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+    let auth = Arc::new(Authenticator::new(
+        rate_limit_per_second.map(|per_second| RateLimit { per_second }),
+    ));
+    let app = Arc::new(App::new(store, writer, metrics).with_settings(auth, settings));
+    app.load_tokens()
+        .map_err(|e| format!("cannot read the tokens: {e}"))?;
+    let parts = NodeParts {
+        store: Arc::clone(&app.store),
+        writer: Arc::clone(&app.writer),
+        metrics: Arc::clone(&app.metrics),
+    };
+    let mut replicators = Vec::new();
+    if let Some(hub) = sinks.hub {
+        replicators.push(tokio::spawn(replication::supervise(
+            hub,
+            parts.clone(),
+            sinks.replicator,
+        )));
+    }
+    if let Some(nats) = sinks.nats {
+        replicators.push(tokio::spawn(replication::supervise(
+            nats,
+            parts.clone(),
+            sinks.replicator,
+        )));
+    }
+    if let Some(consumer) = sinks.consumer {
+        replicators.push(consumer.spawn(parts));
+    }
+    serve(listener, Arc::clone(&app), shutdown).await;
+    // Safe at any point: a cursor only ever moves to what its sink acknowledged.
+    for replicator in replicators {
+        replicator.abort();
+    }
+    app.writer.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! The replicator: delivers this node's outbox to sinks, in order, at least once; and the wire
+//! format a hub's inbox reads. Receivers make it effectively once by deduplicating on
+//! (origin node, seq) in the same transaction as the effect (`writer::inbound`).
+//!
+//! One task per sink. It reads the events after the sink's cursor, sends them in batches, and
+//! moves the cursor only to what the sink acknowledged (the cursor update rides with the writer's
+//! next commit). A crash between delivery and cursor update re-delivers; the inbox drops the
+//! duplicates. While the sink is unreachable it retries with full-jitter backoff; the node keeps
+//! taking payments meanwhile, since nothing on the request path waits for a sink.
+
+pub mod hub;
+pub mod rate;
+pub use onceledger_core::wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use onceledger_client::backoff::Backoff;
+use onceledger_client::rng::Rng;
+use onceledger_core::clock::now_ms;
+use onceledger_core::limits::{
+    REPLICATION_BACKOFF_BASE, REPLICATION_BACKOFF_CAP, REPLICATION_BATCH_EVENTS_MAX,
+    REPLICATION_IDLE_POLL, REPLICATION_REQUEST_TIMEOUT,
+};
+use onceledger_core::store::{Event, Store};
+use onceledger_core::writer::WriterHandle;
+use rate::TokenBucket;
+use wire::RefusedEvent;
+
+/// How a hub files an origin node's events: the node id alone for the default tenant (so a hub's
+/// data from before tenants keeps its keys), `TENANT_ID:NODE` for any other tenant. Node ids
+/// cannot contain `:`, so the two forms never collide, and two tenants' nodes of the same name
+/// get separate inboxes and mirrors.
+pub fn origin_key(tenant: onceledger_core::ledger::TenantId, node: &str) -> String {
+    if tenant == onceledger_core::ledger::TenantId::DEFAULT {
+        node.to_owned()
+    } else {
+        format!("{}:{node}", tenant.0)
+    }
+}
+
+/// Where events go: a hub over HTTP, or a log such as NATS JetStream.
+pub trait Sink: Send + 'static {
+    /// Stable across restarts: the key of this sink's cursor in the store.
+    fn name(&self) -> &str;
+    /// A short label for metrics (`hub`, `nats`).
+    fn kind(&self) -> &'static str;
+    /// Delivers consecutive events of `origin`. `Ok` says how far the sink now holds this origin's
+    /// events: it may be less than sent (a refusal or a gap: resend from there) or more (it had
+    /// them already).
+    fn deliver<'a>(
+        &'a mut self,
+        origin: &'a str,
+        events: &'a [Event],
+    ) -> impl Future<Output = Result<Delivered, SinkError>> + Send + 'a;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub through: u64,
+    /// Events the sink said it had already (dropped as duplicates).
+    pub duplicates: u64,
+    pub refused: Option<RefusedEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError(pub String);
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicatorConfig {
+    /// Events per second at most (catch-up rate limit); `None`: as fast as the sink takes them.
+    pub rate: Option<u32>,
+    pub batch_events_max: usize,
+    /// The largest backoff between failed deliveries.
+    pub backoff_cap: Duration,
+    /// Fault point for relay-crash tests: crash right after this many acknowledged deliveries,
+    /// before the cursor moves.
+    pub crash_after_deliveries: Option<(u64, RelayCrash)>,
+}
+
+/// How the relay-crash fault point crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCrash {
+    /// Abort the whole process (`ONCELEDGER_FAULT_RELAY_CRASH_AFTER`, for process-level tests).
+    Process,
+    /// End only the replicator task; [`supervise`] (how a node runs its replicators) starts a
+    /// new one once, which resumes from the stored cursor like a restarted process would. For
+    /// in-process runs (`onceledger prove`).
+    Task,
+}
+
+impl Default for ReplicatorConfig {
+    fn default() -> Self {
+        ReplicatorConfig {
+            rate: None,
+            batch_events_max: REPLICATION_BATCH_EVENTS_MAX,
+            backoff_cap: REPLICATION_BACKOFF_CAP,
+            crash_after_deliveries: None,
+        }
+    }
+}
+
+/// What the replicator needs from the node (shared handles: a clone is cheap).
+#[derive(Clone)]
+pub struct NodeParts {
+    pub store: Arc<Store>,
+    pub writer: Arc<WriterHandle>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs until the task is aborted (node shutdown); aborting at any point is safe, since the cursor
+/// only ever moves to what the sink acknowledged. Returns only at a `RelayCrash::Task` fault point,
+/// handing the sink back so the caller can start a new replicator with it ([`supervise`]).
+pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig) -> S {
+    let name = sink.name().to_owned();
+    let kind = sink.kind();
+    let labels = [("sink", kind)];
+    let counters = &node.metrics.replication;
+    let (sent, acknowledged, retried, failed, duplicates) = (
+        counters.events_sent.get_or_create_owned(&labels),
+        counters.events_acknowledged.get_or_create_owned(&labels),
+        counters.events_retried.get_or_create_owned(&labels),
+        counters.delivery_failures.get_or_create_owned(&labels),
+        counters.events_duplicate.get_or_create_owned(&labels),
+    );
+    let origin = node.store.node_id().to_owned();
+    let appended = node.writer.outbox_appended();
+    let batch_max = config
+        .batch_events_max
+        .clamp(1, REPLICATION_BATCH_EVENTS_MAX);
+    let mut bucket = config.rate.map(|rate| TokenBucket::new(rate, batch_max));
+    let mut fruitless: u32 = 0;
+    let mut deliveries: u64 = 0;
+    let backoff = Backoff {
+        base: REPLICATION_BACKOFF_BASE,
+        cap: config.backoff_cap,
+    };
+    let mut rng = Rng::from_entropy();
+    // Full jitter: uniform in [0, min(cap, base * 2^n)], so senders that failed together (a hub
+    // restart) do not come back together.
+    let mut full_jitter =
+        |fruitless: u32| backoff.delay(fruitless.saturating_sub(1), None, &mut rng);
+    let mut acked = loop {
+        match node.store.sink_cursor(&name) {
+            Ok(cursor) => break cursor,
+            Err(error) => {
+                tracing::error!(%error, sink = name, "cannot read the sink's cursor");
+                fruitless = fruitless.saturating_add(1);
+                tokio::time::sleep(full_jitter(fruitless)).await;
+            }
+        }
+    };
+    tracing::info!(sink = name, cursor = acked, "replicator started");
+    loop {
+        let wanted = match bucket.as_mut() {
+            Some(bucket) => bucket.take_up_to(batch_max).await,
+            None => batch_max,
+        };
+        let events = match node.store.events_after(acked, wanted) {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::error!(%error, sink = name, "cannot read the outbox");
+                fruitless = fruitless.saturating_add(1);
+                tokio::time::sleep(full_jitter(fruitless)).await;
+                continue;
+            }
+        };
+        let outbox_last = report_lag(&node, kind, acked, events.first());
+        let Some(last_sent) = events.last().map(|e| e.seq) else {
+            if let Some(bucket) = bucket.as_mut() {
+                bucket.refund(wanted);
+            }
+            // Woken by the next commit that appends events, or by the poll as a fallback.
+            let _ = tokio::time::timeout(REPLICATION_IDLE_POLL, appended.notified()).await;
+            continue;
+        };
+        if events[0].seq != acked + 1 {
+            tracing::error!(
+                sink = name,
+                needed = acked + 1,
+                held_from = events[0].seq,
+                "events this sink never acknowledged were deleted; it cannot catch up"
+            );
+            fruitless = fruitless.saturating_add(1);
+            tokio::time::sleep(full_jitter(fruitless)).await;
+            continue;
+        }
+        sent.inc_by(events.len() as u64);
+        let delivery =
+            tokio::time::timeout(REPLICATION_REQUEST_TIMEOUT, sink.deliver(&origin, &events))
+                .await
+                .unwrap_or_else(|_| Err(SinkError("no answer in time".into())));
+        match delivery {
+            Ok(delivered) => {
+                deliveries += 1;
+                duplicates.inc_by(delivered.duplicates);
+                match config.crash_after_deliveries {
+                    Some((after, crash)) if after == deliveries => {
+                        tracing::error!(
+                            sink = name,
+                            ?crash,
+                            "fault point: relay crash after delivery"
+                        );
+                        match crash {
+                            RelayCrash::Process => std::process::abort(),
+                            RelayCrash::Task => return sink,
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(refused) = &delivered.refused {
+                    tracing::warn!(
+                        sink = name,
+                        seq = refused.seq,
+                        attempts = refused.attempts,
+                        attempts_max = refused.attempts_max,
+                        reason = refused.reason,
+                        "the sink refused an event"
+                    );
+                }
+                // A sink may hold more than was sent (it had them already), never more than exists.
+                let through = delivered.through.min(outbox_last.max(last_sent));
+                if through < last_sent {
+                    retried.inc_by(last_sent - through.max(acked));
+                }
+                if through > acked {
+                    acknowledged.inc_by(through - acked);
+                    acked = through;
+                    fruitless = 0;
+                    // Best effort: a cursor update lost to a full queue is made by the next one,
+                    // and at worst the sink gets events again and drops them.
+                    let _ = node.writer.try_advance_cursor(&name, acked);
+                } else {
+                    if through < acked {
+                        tracing::warn!(
+                            sink = name,
+                            cursor = acked,
+                            sink_has = through,
+                            "the sink holds less than it acknowledged before; resending"
+                        );
+                        acked = through;
+                    }
+                    fruitless = fruitless.saturating_add(1);
+                    tokio::time::sleep(full_jitter(fruitless)).await;
+                }
+            }
+            Err(SinkError(error)) => {
+                failed.inc();
+                retried.inc_by(events.len() as u64);
+                fruitless = fruitless.saturating_add(1);
+                let delay = full_jitter(fruitless);
+                tracing::warn!(sink = name, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Runs the replicator of one sink for the life of the node. If it ends at a `RelayCrash::Task`
+/// fault point, a new one is started once, without the fault point, on the same sink: like a
+/// restarted process it resumes from the stored cursor, so the batch the crashed task delivered
+/// but did not record is sent again and the sink's inbox drops it. Counted in
+/// `onceledger_replication_restarts_total{sink}`.
+pub async fn supervise<S: Sink>(sink: S, node: NodeParts, config: ReplicatorConfig) {
+    let restarted = node.clone();
+    let sink = run(sink, node, config).await;
+    restarted
+        .metrics
+        .replication
+        .restarts
+        .get_or_create(&[("sink", sink.kind())])
+        .inc();
+    tracing::warn!(
+        sink = sink.name(),
+        "replicator restarted after a relay crash"
+    );
+    let config = ReplicatorConfig {
+        crash_after_deliveries: None,
+        ..config
+    };
+    // Without a fault point `run` never returns; the node aborts this task at shutdown.
+    run(sink, restarted, config).await;
+}
+
+/// Outbox lag for this sink: events after its cursor, and the age of the first of them.
+/// Returns the outbox's last seq it read (for the round to reuse rather than read again).
+fn report_lag(
+    node: &NodeParts,
+    kind: &'static str,
+    acked: u64,
+    first_unacked: Option<&Event>,
+) -> u64 {
+    let labels = [("sink", kind)];
+    let last = node.store.outbox_bounds().map_or(acked, |(_, last)| last);
+    let lag = last.saturating_sub(acked);
+    node.metrics
+        .outbox_lag_events
+        .get_or_create(&labels)
+        .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    let age_seconds = first_unacked.filter(|_| lag > 0).map_or(0, |event| {
+        now_ms().saturating_sub(event.created_at_ms) / 1000
+    });
+    node.metrics
+        .outbox_oldest_unpublished_age_seconds
+        .get_or_create(&labels)
+        .set(i64::try_from(age_seconds).unwrap_or(i64::MAX));
+    last
+}

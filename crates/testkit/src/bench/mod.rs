@@ -1,0 +1,355 @@
+//! `onceledger bench`: a load generator that drives a running server over HTTP/1.1 keep-alive and
+//! then proves that the money moved equals the logical operations sent.
+//!
+//! Phases: connect; create the run's accounts through the API; scrape /metrics; the measured
+//! phase (one task per connection, see `worker`); scrape /metrics; re-send the charges whose
+//! answer was lost until their fate is known; read every account back; scrape /metrics; report.
+//! Only the measured phase is timed. Exit status: 0 when the check holds, 3 when it does not,
+//! 1 when the run could not be carried out.
+
+mod client;
+mod plan;
+pub(crate) mod prom;
+mod report;
+mod setup;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+pub use plan::Workload;
+pub use report::{Check, Latency, Report};
+
+use plan::Plan;
+use prom::{CHARGES_APPLIED, ServerDelta, counter_delta, restarted};
+use worker::{Budget, Kind, Shared, Stats, Worker};
+
+/// The measured phase's length when neither `--duration` nor `--count` is given.
+const DURATION_DEFAULT_SECS: u64 = 10;
+/// How long the resolution phase may take in all.
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(60);
+/// Interval of the progress line on stderr.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Exit status when the run completed but the money check failed (2 is clap's usage error).
+const EXIT_CHECK_FAILED: u8 = 3;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Base URL of a running server: http://, or https:// with --ca-file (default: the system's roots).
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+    /// The token (an admin or client token: the load creates accounts and charges) and CA file.
+    #[command(flatten)]
+    pub credentials: onceledger_client::cli::Credentials,
+    /// Keep-alive connections, one worker each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub connections: u32,
+    /// Length of the measured phase in seconds (default 10 unless --count is given).
+    #[arg(long, conflicts_with = "count", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration: Option<u64>,
+    /// Requests to send in the measured phase instead of running for a time (a duplicate pair
+    /// counts as two).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub count: Option<u64>,
+    /// uniform: random customer to random merchant; hot: every charge to one merchant;
+    /// replay: uniform with half the requests retries of finished keys.
+    #[arg(long, value_enum, default_value_t = Workload::Uniform)]
+    pub workload: Workload,
+    /// Share of requests that re-send a finished charge (same key, same body) [default: 0, 0.5
+    /// for replay].
+    #[arg(long, value_parser = share)]
+    pub retry_share: Option<f64>,
+    /// Share of request slots sent as concurrent duplicates: the same new key and body on two
+    /// connections at once (each worker opens a second connection for them).
+    #[arg(long, value_parser = share, default_value_t = 0.0)]
+    pub duplicate_share: f64,
+    /// Seed of the account and request-kind choices [default: random, printed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Customer accounts (charge sources) to create.
+    #[arg(long, default_value_t = 9000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub customers: u32,
+    /// Merchant accounts (charge destinations) to create; the hot workload uses one.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub merchants: u32,
+    /// Amount of every charge, in minor units.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub amount: u64,
+    /// Seconds one request (or connection attempt) may take before it counts as lost.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout: u64,
+    /// Print the results as one JSON line on stdout (the readable report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command-line share: a number from 0 to 1 (also `prove`'s rates).
+pub(crate) fn share(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a share from 0 to 1"))
+    }
+}
+
+/// Runs the benchmark; `Ok` carries the exit status (0, or 3 when the money check failed).
+pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
+    let retry_share = args
+        .retry_share
+        .unwrap_or_else(|| args.workload.default_retry_share());
+    if retry_share + args.duplicate_share > 1.0 {
+        return Err(format!(
+            "--retry-share {retry_share} plus --duplicate-share {} exceed 1",
+            args.duplicate_share
+        ));
+    }
+    let seed = args
+        .seed
+        .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let run_id = format!("b{:08x}", uuid::Uuid::new_v4().as_u128() as u32);
+    let plan = Plan {
+        run_id,
+        workload: args.workload,
+        customers: args.customers,
+        merchants: if args.workload == Workload::Hot {
+            1
+        } else {
+            args.merchants
+        },
+        amount: args.amount,
+        retry_share,
+        duplicate_share: args.duplicate_share,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let outcome = runtime.block_on(drive(&args, plan, seed));
+    // Connection drivers may still be parked on their sockets; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let (report, anomaly_samples) = outcome?;
+    let human = report.human(&anomaly_samples);
+    if args.json {
+        eprint!("{human}");
+        println!("{}", report.json());
+    } else {
+        print!("{human}");
+    }
+    Ok(if report.check.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
+}
+
+async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<String>), String> {
+    let timeout = Duration::from_secs(args.request_timeout);
+    let target = client::Target::resolve(&args.url, timeout).await?.secured(
+        &args.url,
+        args.credentials.token()?,
+        args.credentials.ca_file.as_deref(),
+    )?;
+    let connections = args.connections as usize;
+    let partners = if plan.duplicate_share > 0.0 {
+        connections
+    } else {
+        0
+    };
+
+    // Setup (not measured).
+    let setup_started = Instant::now();
+    let conns = setup::open_connections(&target, connections, timeout).await?;
+    let accounts = u64::from(plan.customers) + u64::from(plan.merchants);
+    eprintln!(
+        "bench: run {}: creating {accounts} accounts over {connections} connections",
+        plan.run_id
+    );
+    let conns = setup::create_accounts(conns, &target, timeout, &plan).await?;
+    let mut partner_conns = setup::open_connections(&target, partners, timeout).await?;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+
+    let before = setup::scrape(&target, timeout).await?;
+
+    // Measured phase.
+    let budget = match (args.count, args.duration) {
+        (Some(count), _) => Budget::Count(AtomicU64::new(count)),
+        (None, duration) => Budget::Until(
+            Instant::now() + Duration::from_secs(duration.unwrap_or(DURATION_DEFAULT_SECS)),
+        ),
+    };
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        target: target.clone(),
+        timeout,
+        budget,
+        requests: AtomicU64::new(0),
+        fresh_charges: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let stop_progress = spawn_progress(Arc::clone(&shared), started);
+    let mut tasks = Vec::with_capacity(connections);
+    for (index, conn) in conns.into_iter().enumerate() {
+        let worker = Worker::new(
+            Arc::clone(&shared),
+            seed,
+            index as u64,
+            conn,
+            partner_conns.pop(),
+        )?;
+        tasks.push(tokio::spawn(worker.run()));
+    }
+    let mut workers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        workers.push(task.await.map_err(|e| format!("a worker failed: {e}"))?);
+    }
+    let _ = stop_progress.send(());
+    let after_load = setup::scrape(&target, timeout).await?;
+
+    // Settle lost answers, then read the money back.
+    let resolve_deadline = Instant::now() + RESOLVE_DEADLINE;
+    let mut resolving = Vec::with_capacity(workers.len());
+    for mut worker in workers {
+        resolving.push(tokio::spawn(async move {
+            worker.resolve(resolve_deadline).await;
+            worker.finish()
+        }));
+    }
+    let mut stats = Stats::new()?;
+    let mut conns = Vec::with_capacity(connections);
+    for task in resolving {
+        let (worker_stats, conn) = task.await.map_err(|e| format!("a worker failed: {e}"))?;
+        stats.merge(&worker_stats)?;
+        conns.extend(conn);
+    }
+    let elapsed = stats
+        .measured_until
+        .map_or(Duration::ZERO, |until| until.duration_since(started))
+        .as_secs_f64();
+    // A worker whose connection died in the last request gives none back; open what is missing.
+    let missing = connections.saturating_sub(conns.len());
+    conns.extend(setup::open_connections(&target, missing, timeout).await?);
+    let (_, totals) = setup::read_totals(conns, &target, timeout, &plan).await?;
+    let after_all = setup::scrape(&target, timeout).await?;
+
+    // A server killed and started again during the run (a crash test) counts from zero again:
+    // its counters then say nothing about the run, and the money read back carries the check.
+    let server_restarted = restarted(&before, &after_all);
+    let server = if server_restarted {
+        None
+    } else {
+        Some(ServerDelta::between(&before, &after_load, elapsed)?)
+    };
+    let mut check = Check::measured(
+        stats.logical_charges,
+        totals.customer_debits,
+        totals.merchant_credits,
+    );
+    check.wrong_way = totals.wrong_way;
+    check.charges_applied_delta = if server_restarted {
+        None
+    } else {
+        Some(counter_delta(&before, &after_all, CHARGES_APPLIED)?)
+    };
+    check.resolved_after_run = stats.resolved;
+    check.unresolved = stats.unresolved;
+    check.anomalies = stats.anomalies;
+    let check = check.judged(plan.amount);
+
+    let mut overall = stats.latency_us[0].clone();
+    for other in &stats.latency_us[1..] {
+        overall
+            .add(other)
+            .map_err(|e| format!("cannot merge latency histograms: {e:?}"))?;
+    }
+    let per_second = |n: u64| {
+        if elapsed > 0.0 {
+            n as f64 / elapsed
+        } else {
+            0.0
+        }
+    };
+    let report = Report {
+        run_id: plan.run_id.clone(),
+        url: args.url.clone(),
+        workload: plan.workload,
+        connections: args.connections,
+        partner_connections: partners as u32,
+        seed,
+        amount: plan.amount,
+        customers: plan.customers,
+        merchants: plan.merchants,
+        retry_share: plan.retry_share,
+        duplicate_share: plan.duplicate_share,
+        setup_accounts: accounts,
+        setup_seconds,
+        elapsed_seconds: elapsed,
+        requests: stats.answered,
+        requests_per_s: per_second(stats.answered),
+        new_charges: stats.fresh_charges,
+        new_charges_per_s: per_second(stats.fresh_charges),
+        picked: Kind::ALL
+            .iter()
+            .map(|kind| (kind.name(), stats.picked[*kind as usize]))
+            .collect(),
+        latency_us: Latency::of(&overall),
+        latency_us_by_kind: Kind::ALL
+            .iter()
+            .map(|kind| (kind.name(), Latency::of(&stats.latency_us[*kind as usize])))
+            .collect(),
+        statuses: stats
+            .statuses
+            .iter()
+            .map(|(status, count)| (status.to_string(), *count))
+            .collect::<BTreeMap<_, _>>(),
+        replayed: stats.replayed,
+        in_flight_without_twin: stats.in_flight_without_twin,
+        transport_errors: stats.transport_errors,
+        last_transport_error: stats.last_transport_error.clone(),
+        server,
+        check,
+    };
+    Ok((report, stats.anomaly_samples))
+}
+
+/// Prints a progress line to stderr about once per second until told to stop.
+fn spawn_progress(shared: Arc<Shared>, started: Instant) -> oneshot::Sender<()> {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + PROGRESS_INTERVAL,
+            PROGRESS_INTERVAL,
+        );
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut last_at, mut last_fresh) = (Instant::now(), 0u64);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = ticks.tick() => {}
+            }
+            let now = Instant::now();
+            let fresh = shared.fresh_charges.load(Ordering::Relaxed);
+            let window = now.duration_since(last_at).as_secs_f64();
+            let rate = if window > 0.0 {
+                fresh.saturating_sub(last_fresh) as f64 / window
+            } else {
+                0.0
+            };
+            eprintln!(
+                "bench: {:6.1} s  {:>9} requests  {:>9.0} new charges/s",
+                now.duration_since(started).as_secs_f64(),
+                shared.requests.load(Ordering::Relaxed),
+                rate
+            );
+            (last_at, last_fresh) = (now, fresh);
+        }
+    });
+    stop
+}
