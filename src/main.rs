@@ -314,11 +314,6 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
                 rate: args.replicate_rate,
                 batch_events_max: args.replicate_batch_max,
                 backoff_cap: args.replicate_backoff_max,
-                // A fault point for the relay-crash test; not a flag, so no operator sets it.
-                crash_after_deliveries: std::env::var("ONCELEDGER_FAULT_RELAY_CRASH_AFTER")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .map(|after| (after, onceledger_server::replication::RelayCrash::Process)),
             },
         },
     };

@@ -142,12 +142,12 @@ pub struct CrashDisk {
 impl CrashDisk {
     /// A new disk in `dir`: empty files where the store keeps its redb file and its journal.
     pub fn create(dir: &Path) -> io::Result<CrashDisk> {
-        let path = dir.join(onceledger::store::STORE_FILE_NAME);
-        let journal_path = dir.join(onceledger::store::JOURNAL_FILE_NAME);
+        let path = dir.join(onceledger_core::store::STORE_FILE_NAME);
+        let journal_path = dir.join(onceledger_core::store::JOURNAL_FILE_NAME);
         File::create(&path)?;
         // Already at the journal's size (sparse, outside the undo log), so the store does not
         // write its megabytes of zeros through the undo log at every open of every input.
-        File::create(&journal_path)?.set_len(onceledger::limits::JOURNAL_FILE_BYTES)?;
+        File::create(&journal_path)?.set_len(onceledger_core::limits::JOURNAL_FILE_BYTES)?;
         Ok(CrashDisk {
             path,
             journal_path,
@@ -310,7 +310,7 @@ pub struct CrashJournal {
     state: Arc<Mutex<DiskState>>,
 }
 
-impl onceledger::store::JournalFile for CrashJournal {
+impl onceledger_core::store::JournalFile for CrashJournal {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
         gate(&mut lock(&self.state), None)?;
         let mut bytes =

@@ -27,11 +27,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
-use onceledger::api::{ApiRequest, WriteIntent, parse_request};
-use onceledger::idempotency::{Fingerprint, IdempotencyKey};
-use onceledger::ledger::{AccountId, Command, TenantId};
-use onceledger::limits::AMOUNT_MINOR_MAX;
-use onceledger::store::{EventBody, check};
+use onceledger_core::idempotency::{Fingerprint, IdempotencyKey};
+use onceledger_core::ledger::{AccountId, Command, TenantId};
+use onceledger_core::limits::AMOUNT_MINOR_MAX;
+use onceledger_core::store::{EventBody, check};
+use onceledger_server::api::{ApiRequest, WriteIntent, parse_request};
 use serde_json::{Value, json};
 
 use crate::backend::FaultKind;

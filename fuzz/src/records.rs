@@ -1,7 +1,7 @@
 //! record_codec: every stored record decoder on arbitrary bytes, and encode/decode round trips.
 //!
 //! Three parts, all from one input:
-//! 1. the whole input into every record decoder (`onceledger::store::codec::decode`): never a
+//! 1. the whole input into every record decoder (`onceledger_core::store::codec::decode`): never a
 //!    panic, and decoding is canonical: what decodes re-encodes to exactly the input;
 //! 2. structured arbitrary records: `decode(encode(x)) == x`, and no strict prefix of `encode(x)`
 //!    decodes to `x`;
@@ -11,14 +11,14 @@
 use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
-use onceledger::auth::{Role, TokenDigest};
-use onceledger::idempotency::{Fingerprint, IdempotencyKey};
-use onceledger::ledger::{
+use onceledger_core::idempotency::{Fingerprint, IdempotencyKey};
+use onceledger_core::ids::{Role, TokenDigest};
+use onceledger_core::ledger::{
     Account, AccountId, Amount, Charge, Currency, Metadata, Posting, PostingSide, TenantId,
 };
-use onceledger::store::StoreError;
-use onceledger::store::codec::{Record, encode};
-use onceledger::store::{
+use onceledger_core::store::StoreError;
+use onceledger_core::store::codec::{Record, encode};
+use onceledger_core::store::{
     AnswerPointer, DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord,
     InboxOutcome, InboxRecord, OriginState, Store, StoredAnswer, TokenRecord, check,
 };
@@ -73,7 +73,7 @@ impl CurrencyChoice {
 
 /// Any `u64` made a valid amount: 0 and values over 2^63-1 fold into range.
 fn amount(raw: u64) -> Amount {
-    let folded = (raw % onceledger::limits::AMOUNT_MINOR_MAX).max(1);
+    let folded = (raw % onceledger_core::limits::AMOUNT_MINOR_MAX).max(1);
     Amount::new(folded).unwrap_or_else(|e| panic!("folded amount {folded}: {e}"))
 }
 
@@ -613,11 +613,11 @@ pub fn check(data: &[u8]) {
 }
 
 mod codec {
-    //! The codec itself: `onceledger::store::codec::{encode, decode}`.
+    //! The codec itself: `onceledger_core::store::codec::{encode, decode}`.
 
-    use onceledger::ledger::{Account, Charge, Posting};
-    use onceledger::store::codec::{Record, decode, encode};
-    use onceledger::store::{
+    use onceledger_core::ledger::{Account, Charge, Posting};
+    use onceledger_core::store::codec::{Record, decode, encode};
+    use onceledger_core::store::{
         AnswerPointer, DeadLetter, EventRecord, IdempotencyRecord, InboxRecord, OriginState,
         StoredAnswer, TenantRecord, TokenRecord,
     };

@@ -9,13 +9,11 @@
 
 use std::sync::Arc;
 
-use onceledger::limits::REPLICATION_BATCH_EVENTS_MAX;
-use onceledger::metrics::Metrics;
-use onceledger::replication::wire::{
-    EventBatch, decode_ack, decode_batch, encode_ack, encode_batch,
-};
-use onceledger::store::{Store, check};
-use onceledger::writer::{InboundOutcome, InboundRequest, WriterConfig, WriterHandle};
+use onceledger_core::limits::REPLICATION_BATCH_EVENTS_MAX;
+use onceledger_core::store::{Store, check};
+use onceledger_core::wire::{EventBatch, decode_ack, decode_batch, encode_ack, encode_batch};
+use onceledger_core::writer::{InboundOutcome, InboundRequest, WriterConfig, WriterHandle};
+use onceledger_server::metrics::Metrics;
 
 pub fn check(data: &[u8]) {
     if let Ok(ack) = decode_ack(data) {
@@ -48,7 +46,7 @@ fn apply_to_fresh_hub(batch: EventBatch) {
         dead_letter_after: 2,
         ..WriterConfig::default()
     };
-    let writer = WriterHandle::spawn(Arc::clone(&store), config, Arc::new(Metrics::new()))
+    let writer = WriterHandle::spawn(Arc::clone(&store), config, Arc::new(Metrics::new()) as _)
         .expect("writer starts");
     let events = batch.events.len() as u64;
     let first = batch.events[0].seq;
@@ -57,7 +55,7 @@ fn apply_to_fresh_hub(batch: EventBatch) {
         let (reply, answer) = tokio::sync::oneshot::channel();
         writer
             .try_submit_inbound(InboundRequest {
-                tenant: onceledger::ledger::TenantId::DEFAULT,
+                tenant: onceledger_core::ledger::TenantId::DEFAULT,
                 batch: batch.clone(),
                 reply,
             })

@@ -1,4 +1,4 @@
-//! request_parse: raw bytes → an HTTP request → `onceledger::api::parse_request`.
+//! request_parse: raw bytes → an HTTP request → `onceledger_server::api::parse_request`.
 //!
 //! The input is read as a plain-text HTTP/1.1 head, not as an `Arbitrary` structure, so that the
 //! seed corpus is readable, the dictionary's tokens (`Idempotency-Key: `, `"amount":`) splice in
@@ -17,10 +17,11 @@
 //! would never hand them to the parser.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use onceledger::api::{ApiRequest, ProblemKind, canonical_body, parse_request};
-use onceledger::idempotency::Fingerprint;
-use onceledger::ledger::Command;
-use onceledger::limits::{BODY_BYTES_MAX, EVENTS_PAGE_MAX, HEADERS_COUNT_MAX};
+use onceledger_core::idempotency::Fingerprint;
+use onceledger_core::idempotency::canonical_body;
+use onceledger_core::ledger::Command;
+use onceledger_core::limits::{BODY_BYTES_MAX, EVENTS_PAGE_MAX, HEADERS_COUNT_MAX};
+use onceledger_server::api::{ApiRequest, ProblemKind, parse_request};
 
 /// What hyper would hand to the parser.
 #[derive(Debug)]
@@ -73,7 +74,7 @@ impl RawRequest {
         })
     }
 
-    fn parse(&self, body: &[u8]) -> Result<ApiRequest, onceledger::api::Problem> {
+    fn parse(&self, body: &[u8]) -> Result<ApiRequest, onceledger_server::api::Problem> {
         parse_request(&self.method, &self.target, &self.headers, body)
     }
 }
@@ -119,7 +120,7 @@ pub fn check_request(request: &RawRequest) {
     }
 }
 
-fn check_write(request: &RawRequest, intent: &onceledger::api::WriteIntent) {
+fn check_write(request: &RawRequest, intent: &onceledger_server::api::WriteIntent) {
     let path = request
         .target
         .split_once('?')
@@ -177,7 +178,11 @@ fn check_write(request: &RawRequest, intent: &onceledger::api::WriteIntent) {
     }
 }
 
-fn expect_write(request: &RawRequest, body: &[u8], what: &str) -> onceledger::api::WriteIntent {
+fn expect_write(
+    request: &RawRequest,
+    body: &[u8],
+    what: &str,
+) -> onceledger_server::api::WriteIntent {
     match request.parse(body) {
         Ok(ApiRequest::Write(intent)) => intent,
         other => panic!("{what} {} is refused: {other:?}", lossy(body)),

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use onceledger::api::WriteIntent;
-use onceledger::metrics::Metrics;
-use onceledger::store::Store;
-use onceledger::writer::{WriterConfig, WriterHandle};
+use onceledger_core::store::Store;
+use onceledger_core::writer::{WriterConfig, WriterHandle};
+use onceledger_server::api::WriteIntent;
+use onceledger_server::metrics::Metrics;
 
 use crate::backend::CrashDisk;
 
@@ -47,7 +47,7 @@ pub struct System {
 
 /// Everything that a restart throws away.
 struct Running {
-    app: Arc<onceledger::api::App>,
+    app: Arc<onceledger_server::api::App>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -96,10 +96,11 @@ impl System {
             idempotency_retention: IDEMPOTENCY_RETENTION,
             ..WriterConfig::default()
         };
-        let writer = match WriterHandle::spawn(Arc::clone(&store), config, Arc::clone(&metrics)) {
-            Ok(writer) => writer,
-            Err(error) => panic!("cannot start the writer thread: {error}"),
-        };
+        let writer =
+            match WriterHandle::spawn(Arc::clone(&store), config, Arc::clone(&metrics) as _) {
+                Ok(writer) => writer,
+                Err(error) => panic!("cannot start the writer thread: {error}"),
+            };
         self.running = Some(Running::new(store, writer, metrics));
     }
 
@@ -164,7 +165,7 @@ impl Running {
             Err(error) => panic!("no tokio runtime: {error}"),
         };
         Running {
-            app: Arc::new(onceledger::api::App::new(store, writer, metrics)),
+            app: Arc::new(onceledger_server::api::App::new(store, writer, metrics)),
             runtime,
         }
     }
@@ -179,7 +180,7 @@ impl Running {
 
     fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
         use http_body_util::BodyExt;
-        use onceledger::api::ApiRequest;
+        use onceledger_server::api::ApiRequest;
 
         // Spawned in order on a single-threaded runtime, so each task reaches the writer's queue
         // before the next one starts: the submission order is the order given.

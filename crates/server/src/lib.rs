@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "fault-injection")]
+mod fault;
 pub mod metrics;
 pub mod nats;
 pub mod node;

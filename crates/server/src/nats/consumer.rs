@@ -35,9 +35,6 @@ pub struct ConsumerConfig {
     /// The durable consumer's name: a restarted hub resumes where it acknowledged.
     pub durable: String,
     pub backoff_cap: Duration,
-    /// Fault point for the consumer-crash test: abort right after this many committed fetches,
-    /// before acknowledging them (`ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER`).
-    pub crash_after_commits: Option<u64>,
 }
 
 /// Runs until the task is aborted (node shutdown); reconnects with backoff when NATS is away.
@@ -109,7 +106,7 @@ async fn consume(
         if messages.is_empty() {
             continue;
         }
-        apply_and_ack(config, node, messages, commits).await?;
+        apply_and_ack(node, messages, commits).await?;
     }
 }
 
@@ -120,7 +117,6 @@ struct Received {
 }
 
 async fn apply_and_ack(
-    config: &ConsumerConfig,
     node: &NodeParts,
     messages: Vec<Message>,
     commits: &mut u64,
@@ -171,10 +167,8 @@ async fn apply_and_ack(
         }
     }
     *commits += 1;
-    if config.crash_after_commits == Some(*commits) {
-        tracing::error!("fault point: consumer crash after commit, before acknowledging");
-        std::process::abort();
-    }
+    #[cfg(feature = "fault-injection")]
+    crate::fault::consumer_committed(*commits);
     let counters = &node.metrics.nats_consumer;
     let mut acks = JoinSet::new();
     for Received { message, event } in received {

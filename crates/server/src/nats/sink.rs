@@ -12,6 +12,7 @@ use crate::replication::{Delivered, Sink, SinkError};
 use onceledger_core::store::Event;
 use onceledger_core::wire::encode_events;
 
+#[derive(Clone)]
 pub struct JetStreamSink {
     settings: StreamSettings,
     name: String,

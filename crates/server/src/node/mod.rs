@@ -17,7 +17,7 @@ use crate::nats::StreamSettings;
 use crate::nats::consumer::{ConsumerConfig, default_durable};
 use crate::nats::sink::JetStreamSink;
 use crate::replication::hub::HubSink;
-use crate::replication::{self, NodeParts, ReplicatorConfig};
+use crate::replication::{NodeParts, Replicator, ReplicatorConfig};
 use onceledger_core::store::Store;
 use onceledger_core::writer::{WriterConfig, WriterHandle};
 
@@ -110,15 +110,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             durable: durable.unwrap_or_else(|| default_durable(store.node_id())),
             stream,
             backoff_cap: config.replication.replicator.backoff_cap,
-            crash_after_commits: std::env::var("ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER")
-                .ok()
-                .and_then(|v| v.parse().ok()),
         });
+    let replicator = config.replication.replicator;
+    let hub = upstream.map(|hub| Replicator::new(hub, replicator));
+    let nats = (config.replication.nats)
+        .map(|settings| Replicator::new(JetStreamSink::new(settings), replicator));
     let sinks = Sinks {
-        hub: upstream,
-        nats: config.replication.nats.map(JetStreamSink::new),
+        replicators: hub.into_iter().chain(nats).collect(),
         consumer,
-        replicator: config.replication.replicator,
     };
     serve_store_secured(
         Arc::new(store),
@@ -147,13 +146,12 @@ fn server_settings(security: &SecurityConfig) -> Result<ServerSettings, String> 
     })
 }
 
-/// The sinks a node replicates to, and the stream it consumes as a hub.
+/// The sinks a node replicates to (one supervised replicator each), and the stream it consumes
+/// as a hub.
 #[derive(Default)]
 pub struct Sinks {
-    pub hub: Option<HubSink>,
-    pub nats: Option<JetStreamSink>,
+    pub replicators: Vec<Replicator>,
     pub consumer: Option<ConsumerConfig>,
-    pub replicator: ReplicatorConfig,
 }
 
 /// Serves an already open store on an already bound listener (tests use it to inject storage
@@ -207,21 +205,9 @@ pub async fn serve_store_secured(
         writer: Arc::clone(&app.writer),
         metrics: Arc::clone(&app.metrics),
     };
-    let mut replicators = Vec::new();
-    if let Some(hub) = sinks.hub {
-        replicators.push(tokio::spawn(replication::supervise(
-            hub,
-            parts.clone(),
-            sinks.replicator,
-        )));
-    }
-    if let Some(nats) = sinks.nats {
-        replicators.push(tokio::spawn(replication::supervise(
-            nats,
-            parts.clone(),
-            sinks.replicator,
-        )));
-    }
+    let mut replicators: Vec<_> = (sinks.replicators.into_iter())
+        .map(|replicator| replicator.spawn(parts.clone()))
+        .collect();
     if let Some(consumer) = sinks.consumer {
         replicators.push(consumer.spawn(parts));
     }

@@ -51,6 +51,7 @@ impl HubAuth {
     }
 }
 
+#[derive(Clone)]
 pub struct HubSink {
     client: Client<Connector, Full<Bytes>>,
     endpoint: Uri,

@@ -29,20 +29,13 @@ use onceledger_core::writer::WriterHandle;
 use rate::TokenBucket;
 use wire::RefusedEvent;
 
-/// How a hub files an origin node's events: the node id alone for the default tenant (so a hub's
-/// data from before tenants keeps its keys), `TENANT_ID:NODE` for any other tenant. Node ids
-/// cannot contain `:`, so the two forms never collide, and two tenants' nodes of the same name
-/// get separate inboxes and mirrors.
-pub fn origin_key(tenant: onceledger_core::ledger::TenantId, node: &str) -> String {
-    if tenant == onceledger_core::ledger::TenantId::DEFAULT {
-        node.to_owned()
-    } else {
-        format!("{}:{node}", tenant.0)
-    }
-}
+pub use onceledger_core::ids::origin_key;
 
 /// Where events go: a hub over HTTP, or a log such as NATS JetStream.
-pub trait Sink: Send + 'static {
+///
+/// `Clone`: the supervisor starts a replicator on a clone, so that a crashed one (a panic) can be
+/// replaced by a new one on a fresh clone, the way a restarted process would start.
+pub trait Sink: Clone + Send + 'static {
     /// Stable across restarts: the key of this sink's cursor in the store.
     fn name(&self) -> &str;
     /// A short label for metrics (`hub`, `nats`).
@@ -75,20 +68,6 @@ pub struct ReplicatorConfig {
     pub batch_events_max: usize,
     /// The largest backoff between failed deliveries.
     pub backoff_cap: Duration,
-    /// Fault point for relay-crash tests: crash right after this many acknowledged deliveries,
-    /// before the cursor moves.
-    pub crash_after_deliveries: Option<(u64, RelayCrash)>,
-}
-
-/// How the relay-crash fault point crashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayCrash {
-    /// Abort the whole process (`ONCELEDGER_FAULT_RELAY_CRASH_AFTER`, for process-level tests).
-    Process,
-    /// End only the replicator task; [`supervise`] (how a node runs its replicators) starts a
-    /// new one once, which resumes from the stored cursor like a restarted process would. For
-    /// in-process runs (`onceledger prove`).
-    Task,
 }
 
 impl Default for ReplicatorConfig {
@@ -97,7 +76,6 @@ impl Default for ReplicatorConfig {
             rate: None,
             batch_events_max: REPLICATION_BATCH_EVENTS_MAX,
             backoff_cap: REPLICATION_BACKOFF_CAP,
-            crash_after_deliveries: None,
         }
     }
 }
@@ -111,9 +89,9 @@ pub struct NodeParts {
 }
 
 /// Runs until the task is aborted (node shutdown); aborting at any point is safe, since the cursor
-/// only ever moves to what the sink acknowledged. Returns only at a `RelayCrash::Task` fault point,
-/// handing the sink back so the caller can start a new replicator with it ([`supervise`]).
-pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig) -> S {
+/// only ever moves to what the sink acknowledged. Never returns; a panic ends it, and
+/// [`supervise`] starts another.
+pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig) {
     let name = sink.name().to_owned();
     let kind = sink.kind();
     let labels = [("sink", kind)];
@@ -132,6 +110,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
         .clamp(1, REPLICATION_BATCH_EVENTS_MAX);
     let mut bucket = config.rate.map(|rate| TokenBucket::new(rate, batch_max));
     let mut fruitless: u32 = 0;
+    #[cfg(feature = "fault-injection")]
     let mut deliveries: u64 = 0;
     let backoff = Backoff {
         base: REPLICATION_BACKOFF_BASE,
@@ -194,21 +173,11 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
                 .unwrap_or_else(|_| Err(SinkError("no answer in time".into())));
         match delivery {
             Ok(delivered) => {
-                deliveries += 1;
                 duplicates.inc_by(delivered.duplicates);
-                match config.crash_after_deliveries {
-                    Some((after, crash)) if after == deliveries => {
-                        tracing::error!(
-                            sink = name,
-                            ?crash,
-                            "fault point: relay crash after delivery"
-                        );
-                        match crash {
-                            RelayCrash::Process => std::process::abort(),
-                            RelayCrash::Task => return sink,
-                        }
-                    }
-                    _ => {}
+                #[cfg(feature = "fault-injection")]
+                {
+                    deliveries += 1;
+                    crate::fault::relay_delivered(deliveries);
                 }
                 if let Some(refused) = &delivered.refused {
                     tracing::warn!(
@@ -258,30 +227,67 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
     }
 }
 
-/// Runs the replicator of one sink for the life of the node. If it ends at a `RelayCrash::Task`
-/// fault point, a new one is started once, without the fault point, on the same sink: like a
-/// restarted process it resumes from the stored cursor, so the batch the crashed task delivered
-/// but did not record is sent again and the sink's inbox drops it. Counted in
+/// Runs the replicator of one sink for the life of the node. A replicator that crashes (a
+/// panic: a bug, or the crash `onceledger prove` injects after a delivery) is replaced by a new
+/// one on a fresh clone of the sink, after a full-jitter backoff. Like a restarted process it
+/// resumes from the stored cursor, so a batch the crashed one delivered but did not record is
+/// sent again and the sink's inbox drops it. Counted in
 /// `onceledger_replication_restarts_total{sink}`.
 pub async fn supervise<S: Sink>(sink: S, node: NodeParts, config: ReplicatorConfig) {
-    let restarted = node.clone();
-    let sink = run(sink, node, config).await;
-    restarted
-        .metrics
-        .replication
-        .restarts
-        .get_or_create(&[("sink", sink.kind())])
-        .inc();
-    tracing::warn!(
-        sink = sink.name(),
-        "replicator restarted after a relay crash"
-    );
-    let config = ReplicatorConfig {
-        crash_after_deliveries: None,
-        ..config
+    let backoff = Backoff {
+        base: REPLICATION_BACKOFF_BASE,
+        cap: config.backoff_cap,
     };
-    // Without a fault point `run` never returns; the node aborts this task at shutdown.
-    run(sink, restarted, config).await;
+    let mut rng = Rng::from_entropy();
+    let mut crashes: u32 = 0;
+    loop {
+        let replicator = tokio::spawn(run(sink.clone(), node.clone(), config));
+        // Aborting this supervisor (node shutdown) drops the handle, not the task: abort it too.
+        let abort_on_drop = AbortOnDrop(replicator.abort_handle());
+        let ended = replicator.await;
+        drop(abort_on_drop);
+        match ended {
+            Err(error) if error.is_panic() => {
+                node.metrics
+                    .replication
+                    .restarts
+                    .get_or_create(&[("sink", sink.kind())])
+                    .inc();
+                tracing::error!(sink = sink.name(), "replicator crashed; starting a new one");
+                let delay = backoff.delay(crashes, None, &mut rng);
+                crashes = crashes.saturating_add(1);
+                tokio::time::sleep(delay).await;
+            }
+            // Cancelled, or (never) returned: the node is stopping.
+            _ => return,
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped, so that aborting its supervisor stops it too.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One sink's replicator, ready to start on a node: what [`crate::node::Sinks`] holds, so the
+/// node can run any sink (the hub, NATS, a sink a test wraps) without knowing its type.
+pub struct Replicator(Box<dyn FnOnce(NodeParts) -> tokio::task::JoinHandle<()> + Send>);
+
+impl Replicator {
+    pub fn new<S: Sink>(sink: S, config: ReplicatorConfig) -> Replicator {
+        Replicator(Box::new(move |node| {
+            tokio::spawn(supervise(sink, node, config))
+        }))
+    }
+
+    /// Starts the supervised replicator; the node aborts the returned task at shutdown.
+    pub fn spawn(self, node: NodeParts) -> tokio::task::JoinHandle<()> {
+        (self.0)(node)
+    }
 }
 
 /// Outbox lag for this sink: events after its cursor, and the age of the first of them.

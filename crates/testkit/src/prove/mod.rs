@@ -7,7 +7,8 @@
 //!   twins at once)                                           │  replicator resends from the cursor
 //! ```
 //!
-//! Phases: start the hub, the node (replicating to the hub, with a `RelayCrash::Task` fault point)
+//! Phases: start the hub, the node (replicating to the hub through a sink that crashes its
+//! replicator once, `relay_crash`)
 //! and the proxy; create the accounts directly on the node; send the logical charges through the
 //! proxy from many tasks (`load`); let the proxy settle; wait until the hub holds every event of
 //! the node and the node's outbox lag is 0; read `/metrics` of both and the merchant's account on
@@ -21,6 +22,7 @@
 //! the logical charges' amounts; every logical charge got one agreed 201; both stores pass check.
 
 mod load;
+mod relay_crash;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +55,8 @@ use onceledger_core::writer::WriterConfig;
 use onceledger_server::auth::{DEFAULT_TENANT_NAME, Role, TokenSecret};
 use onceledger_server::node::{Sinks, serve_store_with};
 use onceledger_server::replication::hub::{HubAuth, HubSink};
-use onceledger_server::replication::{RelayCrash, ReplicatorConfig};
+use onceledger_server::replication::{Replicator, ReplicatorConfig};
+use relay_crash::CrashAfterDelivery;
 
 const NODE_ID: &str = "prove-node";
 const HUB_ID: &str = "prove-hub";
@@ -385,19 +388,22 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
     let crash_after = config.relay_crash_after.unwrap_or(accounts + 1);
 
     let mut hub = Running::start(&dirs.hub(), HUB_ID, Sinks::default()).await?;
-    let sinks = Sinks {
-        hub: Some(HubSink::new(
-            &hub.url,
-            &HubAuth {
-                token: Some(hub.replicator.expose().to_owned()),
-                ..HubAuth::default()
-            },
-        )?),
-        replicator: ReplicatorConfig {
-            backoff_cap: Duration::from_millis(500),
-            crash_after_deliveries: Some((crash_after, RelayCrash::Task)),
-            ..ReplicatorConfig::default()
+    let hub_sink = HubSink::new(
+        &hub.url,
+        &HubAuth {
+            token: Some(hub.replicator.expose().to_owned()),
+            ..HubAuth::default()
         },
+    )?;
+    let replicator = ReplicatorConfig {
+        backoff_cap: Duration::from_millis(500),
+        ..ReplicatorConfig::default()
+    };
+    let sinks = Sinks {
+        replicators: vec![Replicator::new(
+            CrashAfterDelivery::new(hub_sink, crash_after),
+            replicator,
+        )],
         ..Sinks::default()
     };
     let mut node = Running::start(&dirs.node(), NODE_ID, sinks).await?;

@@ -1,0 +1,28 @@
+//! Process-level fault points, compiled only with the `fault-injection` feature (the integration
+//! tests turn it on; the release binary has none of this). Each is an environment variable that
+//! makes the process abort at one chosen point, so a test can check what a real crash there
+//! leaves behind.
+
+use std::sync::OnceLock;
+
+/// `ONCELEDGER_FAULT_RELAY_CRASH_AFTER=N`: abort right after the N-th delivery a sink
+/// acknowledged, before the replicator moves its cursor.
+pub fn relay_delivered(deliveries: u64) {
+    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
+    abort_at(&AFTER, "ONCELEDGER_FAULT_RELAY_CRASH_AFTER", deliveries);
+}
+
+/// `ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER=N`: abort right after the NATS consumer's N-th
+/// committed fetch, before it acknowledges the messages.
+pub fn consumer_committed(commits: u64) {
+    static AFTER: OnceLock<Option<u64>> = OnceLock::new();
+    abort_at(&AFTER, "ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER", commits);
+}
+
+fn abort_at(after: &OnceLock<Option<u64>>, variable: &str, count: u64) {
+    let after = after.get_or_init(|| std::env::var(variable).ok().and_then(|v| v.parse().ok()));
+    if *after == Some(count) {
+        tracing::error!(variable, count, "fault point: aborting the process");
+        std::process::abort();
+    }
+}
