@@ -11,9 +11,9 @@ use hyper_util::rt::TokioExecutor;
 
 use super::wire::{decode_ack, encode_events};
 use super::{Delivered, Sink, SinkError};
-use crate::auth::TokenSecret;
 use crate::routes::REPLICATION_EVENTS_PATH;
 use onceledger_client::tls::Connector;
+use onceledger_client::token::TokenSecret;
 use onceledger_core::store::Event;
 
 /// A hub's answers are small acknowledgements; anything larger is not a hub.

@@ -273,7 +273,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One sink's replicator, ready to start on a node: what [`crate::node::Sinks`] holds, so the
+/// One sink's replicator, ready to start on a node: what the node's `Sinks` holds, so the
 /// node can run any sink (the hub, NATS, a sink a test wraps) without knowing its type.
 pub struct Replicator(Box<dyn FnOnce(NodeParts) -> tokio::task::JoinHandle<()> + Send>);
 
