@@ -13,7 +13,7 @@ use onceledger_core::limits::{
     BATCH_COMMANDS_DEFAULT, COMMIT_QUEUE_COMMANDS_DEFAULT, CONNECTIONS_MAX,
     DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT, REPLICATION_BATCH_EVENTS_MAX,
 };
-use onceledger_core::store::{Store, check};
+use onceledger_core::store::check;
 use onceledger_core::writer::WriterConfig;
 use onceledger_server::auth::Role;
 use onceledger_server::nats::StreamSettings;
@@ -366,9 +366,15 @@ fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
     {
         return Err(format!("no store in {}", data_dir.display()));
     }
-    let store = Store::open(data_dir).map_err(|e| format!("cannot open the store: {e}"))?;
-    let report = check::verify(&store).map_err(|e| format!("cannot read the store: {e}"))?;
+    // Read-only: check changes nothing, not even a journal replay (see `verify_stopped`).
+    let report =
+        check::verify_stopped(data_dir).map_err(|e| format!("cannot check the store: {e}"))?;
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    if report.checked_a_recovered_copy {
+        eprintln!(
+            "note: the store was not stopped cleanly; checked a recovered copy (the data directory was not changed)"
+        );
+    }
     if report.violations.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -381,8 +387,8 @@ fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
 fn tenant_command(command: TenantCommand) -> Result<ExitCode, String> {
     match command {
         TenantCommand::Create { name, data_dir } => {
-            let store = tokens::open_for_command(&data_dir)?;
-            let tenant = tokens::tenant_create(&store, &name)?;
+            let mut store = tokens::open_for_command(&data_dir)?;
+            let tenant = tokens::tenant_create(&mut store, &name)?;
             println!(
                 "{}",
                 String::from_utf8_lossy(&onceledger_core::render::tenant(&tenant))
@@ -410,8 +416,8 @@ fn token_command(command: TokenCommand) -> Result<ExitCode, String> {
             data_dir,
         } => {
             let role = Role::parse(&role).ok_or("role must be admin, client or replicator")?;
-            let store = tokens::open_for_command(&data_dir)?;
-            let (record, secret) = tokens::token_create(&store, &tenant, role)?;
+            let mut store = tokens::open_for_command(&data_dir)?;
+            let (record, secret) = tokens::token_create(&mut store, &tenant, role)?;
             // The token alone on stdout, so `TOKEN=$(onceledger token create ...)` works.
             println!("{}", secret.expose());
             eprintln!(
@@ -432,8 +438,8 @@ fn token_command(command: TokenCommand) -> Result<ExitCode, String> {
             );
         }
         TokenCommand::Revoke { id, data_dir } => {
-            let store = tokens::open_for_command(&data_dir)?;
-            let record = tokens::token_revoke(&store, id)?;
+            let mut store = tokens::open_for_command(&data_dir)?;
+            let record = tokens::token_revoke(&mut store, id)?;
             eprintln!("token {} revoked", record.id);
         }
     }

@@ -24,10 +24,10 @@ use std::sync::RwLock;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
-use super::auth::CHARGE_TENANTS;
 use super::codec::{decode, encode};
 use super::journal::PutInto;
-use super::tables::{
+use super::schema::CHARGE_TENANTS;
+use super::schema::{
     ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS, read_counter, write_counter,
 };
 use crate::ledger::{Account, AccountId, Posting, PostingSide, TenantId};
@@ -121,8 +121,23 @@ pub(super) fn recover(txn: &WriteTransaction, last_charge: u64) -> Result<u64, S
     }
     let mut accounts = txn.open_table(ACCOUNTS)?;
     let postings = txn.open_table(POSTINGS)?;
-    // A posting names its account within its charge's tenant; charges of tenant 0 have no row.
     let charge_tenants = txn.open_table(CHARGE_TENANTS)?;
+    let (changed, replayed) = replay_postings(&accounts, &postings, &charge_tenants, through)?;
+    write_rows(&mut accounts, &changed)?;
+    set_through_charge(&mut meta, last_charge)?;
+    Ok(replayed)
+}
+
+/// The accounts the postings after charge `through` change, as their rows plus those postings,
+/// and how many postings that was. Reads only, so a read-only open (`onceledger check`) rebuilds
+/// the same overlay in memory that [`recover`] writes into the rows.
+pub(super) fn replay_postings(
+    accounts: &impl ReadableTable<(u32, &'static str), &'static [u8]>,
+    postings: &impl ReadableTable<(u64, u8), &'static [u8]>,
+    charge_tenants: &impl ReadableTable<u64, u32>,
+    through: u64,
+) -> Result<(AccountMap, u64), StoreError> {
+    // A posting names its account within its charge's tenant; charges of tenant 0 have no row.
     let mut changed: AccountMap = HashMap::new();
     let mut replayed = 0u64;
     let mut tenant_of_charge = (0u64, TenantId::DEFAULT);
@@ -167,9 +182,7 @@ pub(super) fn recover(txn: &WriteTransaction, last_charge: u64) -> Result<u64, S
             })?;
         replayed += 1;
     }
-    write_rows(&mut accounts, &changed)?;
-    set_through_charge(&mut meta, last_charge)?;
-    Ok(replayed)
+    Ok((changed, replayed))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::StoreError;
 use super::codec::{Record, decode, encode};
 use super::journal::PutInto;
 use super::records::IdempotencyRecord;
-use super::tables::read_counter;
+use super::schema::read_counter;
 use crate::ids::TenantId;
 
 /// `idempotency_keys` value: where the key's answer is.
@@ -127,7 +127,7 @@ pub(super) fn append(
 /// Moves the records of the one-table layout (`idempotency`, key → whole record) into keys and
 /// answers, and drops that table. Returns how many records moved.
 pub(super) fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
-    use super::tables::{
+    use super::schema::{
         IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, IDEMPOTENCY_LEGACY, META, META_NEXT_ANSWER_NUMBER,
     };
     use redb::TableHandle;
@@ -154,7 +154,7 @@ pub(super) fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<u64, StoreE
             next += 1;
             moved += 1;
         }
-        super::tables::write_counter(&mut meta, META_NEXT_ANSWER_NUMBER, next)?;
+        super::schema::write_counter(&mut meta, META_NEXT_ANSWER_NUMBER, next)?;
     }
     txn.delete_table(IDEMPOTENCY_LEGACY)?;
     Ok(moved)
@@ -164,7 +164,7 @@ pub(super) fn migrate_legacy(txn: &redb::WriteTransaction) -> Result<u64, StoreE
 mod tests {
     use super::super::codec::encode;
     use super::super::records::Effect;
-    use super::super::tables::IDEMPOTENCY_LEGACY;
+    use super::super::schema::IDEMPOTENCY_LEGACY;
     use super::super::{STORE_FILE_NAME, Store};
     use super::*;
     use crate::idempotency::{Fingerprint, IdempotencyKey};

@@ -13,12 +13,14 @@
 //! first event, whose seq it then takes). Below it, the outbox itself is tenant 0's list. A row
 //! per event was two of the ~18 pages a one-charge commit writes.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Record, decode, encode};
 use super::journal::{Logged, Redo};
-use super::tables::{CHARGES, OUTBOX};
+use super::schema::{
+    AUTH_COUNTERS, CHARGE_TENANTS, CHARGES, OUTBOX, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS,
+};
 use super::{Event, Store, StoreError, events_in_range, join_event};
 use crate::ids::{DEFAULT_TENANT_NAME, Role, TenantId, TokenDigest};
 
@@ -31,20 +33,6 @@ pub struct TokenEntry {
     pub digest: TokenDigest,
     pub revoked: bool,
 }
-
-/// tenant id → TenantRecord (tenant 0 has no row).
-pub(super) const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
-/// tenant name → tenant id.
-pub(super) const TENANT_NAMES: TableDefinition<&str, u32> = TableDefinition::new("tenant_names");
-/// token id → TokenRecord. Ids are dense from 1.
-pub(super) const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
-/// (tenant, event seq) → (): the events each tenant owns, in seq order.
-pub(super) const TENANT_EVENTS: TableDefinition<(u32, u64), ()> =
-    TableDefinition::new("tenant_events");
-/// charge number → tenant, for charges of tenants other than 0.
-pub(super) const CHARGE_TENANTS: TableDefinition<u64, u32> = TableDefinition::new("charge_tenants");
-/// name → value: the next tenant id and token id.
-pub(super) const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_counters");
 
 const COUNTER_NEXT_TENANT_ID: &str = "next_tenant_id";
 const COUNTER_NEXT_TOKEN_ID: &str = "next_token_id";
@@ -400,7 +388,7 @@ mod tests {
     /// Opens one account per name in `tenant`, each an `account.created` event.
     fn open_accounts(store: &Store, tenant: TenantId, names: &[&str]) {
         store
-            .write_batch(|tables| {
+            .commit_batch(|tables| {
                 for name in names {
                     let new = NewAccount {
                         id: AccountId::parse(name).expect("valid id"),
@@ -439,7 +427,7 @@ mod tests {
         );
 
         let other = store
-            .write_batch(|tables| tables.auth().create_tenant("shop", 1))
+            .commit_batch(|tables| tables.auth().create_tenant("shop", 1))
             .expect("committed")
             .expect("new tenant");
         let other = TenantId(other.id);
@@ -470,7 +458,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("opens");
         let other = store
-            .write_batch(|tables| tables.auth().create_tenant("shop", 1))
+            .commit_batch(|tables| tables.auth().create_tenant("shop", 1))
             .expect("committed")
             .expect("new tenant");
         let other = TenantId(other.id);

@@ -17,11 +17,11 @@ use super::journal::{Logged, Redo};
 use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name, with_key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
-use super::tables::{
+use super::schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_ANSWER_NUMBER,
     META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
 };
-use super::tables::{read_counter, write_counter};
+use super::schema::{read_counter, write_counter};
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
 

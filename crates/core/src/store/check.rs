@@ -5,23 +5,26 @@
 //! its postings is caught, not only a sum that is off.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
+use super::accounts::AccountMap;
 use super::answers::{AnswerPointer, answer};
 use super::codec::decode;
+use super::keys;
 use super::records::{
     DeadLetter, Effect, EventKind, EventRecord, IdempotencyRecord, InboxOutcome, InboxRecord,
     OriginState,
 };
-use super::tables::read_counter_leniently;
-use super::tables::{
+use super::schema::read_counter_leniently;
+use super::schema::{
     ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META,
     META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX,
     POSTINGS, REPLICA_ACCOUNTS, REPLICA_CHARGES,
 };
-use super::{Store, StoreError};
+use super::{JOURNAL_FILE_NAME, STORE_FILE_NAME, StoppedStore, Store, StoreError};
 use crate::ledger::{Account, Charge, Posting, PostingSide};
 
 #[derive(Debug, Default, Serialize)]
@@ -41,6 +44,9 @@ pub struct Report {
     pub dead_letters_parked: u64,
     /// Invariant 1: every value must be 0.
     pub balance_sum_by_currency: BTreeMap<String, i128>,
+    /// `verify_stopped` found a store that was not stopped cleanly and verified a recovered copy
+    /// of it (the data directory itself is never written).
+    pub checked_a_recovered_copy: bool,
     /// Every broken invariant, in words. Empty means the store is consistent.
     #[serde(skip)]
     pub violations: Vec<String>,
@@ -55,8 +61,82 @@ pub(crate) fn assert_consistent(store: &Store) -> Report {
     report
 }
 
+/// Verifies a live store (the tests, `prove`). Exact when no commit runs while it reads: a commit
+/// between its snapshot and its look at the overlays would show as a mismatch.
 pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let txn = store.database().begin_read()?;
+    verify_snapshot(&txn, store.accounts_overlay(), store.keys_overlay())
+}
+
+/// Verifies a stopped node's store and changes nothing (`onceledger check`). A store stopped
+/// cleanly is opened read-only in place, its overlays rebuilt in memory. A store that was not
+/// (a crash: redb would repair it, and the journal holds acknowledged batches its file lacks) is
+/// copied to a scratch directory, recovered there as a restart would, verified and deleted:
+/// `checked_a_recovered_copy` says so.
+pub fn verify_stopped(data_dir: &Path) -> Result<Report, StoreError> {
+    let stopped = match StoppedStore::open(data_dir) {
+        Ok(stopped) => stopped,
+        Err(StoreError::NeedsRepair) => return verify_recovered_copy(data_dir),
+        Err(error) => return Err(error),
+    };
+    let txn = stopped.db.begin_read()?;
+    let keys = stopped
+        .recovered
+        .keys
+        .snapshot()
+        .into_iter()
+        .map(|(name, number)| {
+            let (tenant, key) = keys::split_name(&name);
+            (tenant, key.to_owned(), number)
+        })
+        .collect();
+    verify_snapshot(&txn, stopped.recovered.accounts, keys)
+}
+
+/// Copies the store's two files into a fresh scratch directory (under the system's temporary
+/// directory, `TMPDIR`), opens the copy writable (recovery and journal replay run there), verifies
+/// it and removes it. The data directory is only read.
+fn verify_recovered_copy(data_dir: &Path) -> Result<Report, StoreError> {
+    let scratch = ScratchDir::create()?;
+    for name in [STORE_FILE_NAME, JOURNAL_FILE_NAME] {
+        let from = data_dir.join(name);
+        if from.exists() {
+            std::fs::copy(&from, scratch.0.join(name)).map_err(StoreError::Io)?;
+        }
+    }
+    let store = Store::open(&scratch.0)?;
+    let mut report = verify(&store)?;
+    report.checked_a_recovered_copy = true;
+    Ok(report)
+}
+
+/// A directory removed with everything in it when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn create() -> Result<ScratchDir, StoreError> {
+        let unique = format!(
+            "onceledger-check-{}-{}",
+            std::process::id(),
+            super::new_node_id()
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir(&path).map_err(StoreError::Io)?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn verify_snapshot(
+    txn: &redb::ReadTransaction,
+    accounts_overlay: AccountMap,
+    keys_overlay: Vec<(u32, String, u64)>,
+) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let mut violations: Vec<String> = Vec::new();
 
@@ -64,7 +144,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let mut accounts: HashMap<(u32, String), Account> = HashMap::new();
     // Balances newer than their rows (changed since the last account checkpoint) count as stored.
     let mut overlay: HashMap<(u32, String), Account> = HashMap::new();
-    for (tenant, changed) in store.accounts_overlay() {
+    for (tenant, changed) in accounts_overlay {
         for (id, account) in changed {
             overlay.insert((tenant.0, id.as_str().to_owned()), account);
         }
@@ -129,7 +209,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     // every account recomputed from the postings.
     let postings_table = txn.open_table(POSTINGS)?;
     // Postings name accounts within their charge's tenant.
-    let charge_owners = super::auth::charge_owners(&txn)?;
+    let charge_owners = super::auth::charge_owners(txn)?;
     let mut recomputed: HashMap<(u32, String), (u64, u64)> = HashMap::new();
     let mut charges: BTreeMap<u64, Charge> = BTreeMap::new();
     for entry in txn.open_table(CHARGES)?.iter()? {
@@ -210,7 +290,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     }
     // Every held event has exactly one owning tenant: its row, or below `default_rows_from`
     // tenant 0 without one (a store from before the mark may still have tenant 0's row there).
-    let (event_owners, default_rows_from) = super::auth::event_owners(&txn)?;
+    let (event_owners, default_rows_from) = super::auth::event_owners(txn)?;
     for seq in events.keys() {
         let owners = event_owners.get(seq).map_or(&[][..], Vec::as_slice);
         let owned_once = match owners {
@@ -244,7 +324,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         let pointer: AnswerPointer = decode(bytes.value())?;
         finished_keys.insert((tenant, key.to_owned()), pointer.answer);
     }
-    for (tenant, key, number) in store.keys_overlay() {
+    for (tenant, key, number) in keys_overlay {
         match finished_keys.insert((tenant, key.clone()), number) {
             Some(in_table) if in_table != number => violations.push(format!(
                 "key {key:?} points at answer {in_table} in the table and {number} in memory"
@@ -316,7 +396,7 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             violations.push(format!("charge {number} is the answer of {claims} keys"));
         }
     }
-    verify_hub(&txn, &letters, &mut report, &mut violations)?;
+    verify_hub(txn, &letters, &mut report, &mut violations)?;
     report.violations = violations;
     Ok(report)
 }

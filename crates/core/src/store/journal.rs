@@ -37,11 +37,11 @@ use std::ops::Deref;
 use redb::{AccessGuard, Key, Table, TableDefinition, TableHandle, Value, WriteTransaction};
 
 use super::StoreError;
-use super::auth::{AUTH_COUNTERS, CHARGE_TENANTS, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS};
-use super::tables::{
+use super::schema::{
     ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META, ORIGINS,
     OUTBOX, POSTINGS, REPLICA_ACCOUNTS, REPLICA_CHARGES, REPLICATION_COUNTERS, SINK_CURSORS,
 };
+use super::schema::{AUTH_COUNTERS, CHARGE_TENANTS, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS};
 use crate::limits::{JOURNAL_CHECKPOINT_BYTES, JOURNAL_CHECKPOINT_COMMITS, JOURNAL_FILE_BYTES};
 
 /// The journal's file inside the data directory, beside the redb file.

@@ -35,7 +35,7 @@ use super::StoreError;
 use super::answers::{AnswerPointer, StoredAnswer};
 use super::codec::{decode, encode};
 use super::journal::Logged;
-use super::tables::{
+use super::schema::{
     IDEMPOTENCY_ANSWERS, META, META_KEYS_THROUGH_ANSWER, META_NEXT_ANSWER_NUMBER, read_counter,
     write_counter,
 };
@@ -251,6 +251,16 @@ pub(super) fn recover(txn: &WriteTransaction, overlay: &KeyOverlay) -> Result<u6
         return Ok(0);
     };
     let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+    read_back(&answers, through, overlay)
+}
+
+/// Puts the key of every answer numbered after `through` into `overlay`; returns how many.
+/// Reads only, so a read-only open (`onceledger check`) rebuilds the same overlay.
+pub(super) fn read_back(
+    answers: &impl ReadableTable<u64, &'static [u8]>,
+    through: u64,
+    overlay: &KeyOverlay,
+) -> Result<u64, StoreError> {
     let mut recovered = 0u64;
     for entry in answers.range(through.saturating_add(1)..)? {
         let (number, bytes) = entry?;
@@ -364,7 +374,7 @@ mod tests {
 
         fn write(store: &Store, keys: std::ops::Range<u32>, finished_at_ms: u64) {
             store
-                .write_batch(|tables| {
+                .commit_batch(|tables| {
                     for i in keys {
                         tables.put_idempotency_record(
                             TenantId::DEFAULT,
@@ -429,18 +439,18 @@ mod tests {
         fn a_store_from_before_the_overlay_opens_with_its_keys_in_the_table() {
             use super::super::super::answers::{AnswerPointer, StoredAnswer};
             use super::super::super::codec::encode;
-            use super::super::super::tables::{
+            use super::super::super::schema::{
                 IDEMPOTENCY_ANSWERS, IDEMPOTENCY_EXPIRY_LEGACY, IDEMPOTENCY_KEYS, META,
                 META_NEXT_ANSWER_NUMBER,
             };
-            use super::super::super::{STORE_FILE_NAME, tables};
+            use super::super::super::{STORE_FILE_NAME, schema};
             use redb::TableHandle;
 
             let dir = tempfile::tempdir().expect("temp dir");
             {
                 let db = redb::Database::create(dir.path().join(STORE_FILE_NAME)).expect("db");
                 let txn = db.begin_write().expect("txn");
-                tables::create_all(&txn).expect("tables");
+                schema::create_all(&txn).expect("tables");
                 {
                     let mut keys = txn.open_table(IDEMPOTENCY_KEYS).expect("keys");
                     let mut answers = txn.open_table(IDEMPOTENCY_ANSWERS).expect("answers");
@@ -461,7 +471,7 @@ mod tests {
                         expiry.insert((7, 0, key(i).as_str()), ()).expect("expiry");
                     }
                     let mut meta = txn.open_table(META).expect("meta");
-                    tables::write_counter(&mut meta, META_NEXT_ANSWER_NUMBER, 4).expect("counter");
+                    schema::write_counter(&mut meta, META_NEXT_ANSWER_NUMBER, 4).expect("counter");
                 }
                 txn.commit().expect("commit");
             }
@@ -496,7 +506,7 @@ mod tests {
             assert!(in_memory_before > 0 && in_memory_before < 70);
 
             let swept = store
-                .write_batch(|tables| tables.sweep_idempotency(2_000, 1_000))
+                .commit_batch(|tables| tables.sweep_idempotency(2_000, 1_000))
                 .expect("sweep");
             assert_eq!(swept, 60, "every record finished before the cutoff");
             for i in 0..60 {

@@ -1,8 +1,10 @@
 //! The store: the only module that imports redb.
 //!
 //! One redb file, `onceledger.redb`, in the data directory. Reads run in MVCC read transactions and
-//! never block the writer. Writes happen only through [`Store::write_batch`], which the writer thread
-//! calls once per group of commands: one write transaction, one fsync.
+//! never block the writer. A shared store (`Arc<Store>`) is written only by the writer thread
+//! (`Store::commit_batch`, crate-private), once per group of commands: one write transaction, one
+//! fsync. The one owner of an unshared store may write it too (`Store::write_batch`, `&mut self`):
+//! the type system, not a convention, keeps a second writer out.
 //!
 //! Durability: a batch is durable when `write_batch` returns `Ok`: its writes are synced in the
 //! journal (`journal.rs`, one `fdatasync` of one sequential record) before its redb commit
@@ -26,8 +28,9 @@ pub mod fault;
 mod journal;
 mod keys;
 mod records;
+mod recovery;
 mod replication;
-mod tables;
+mod schema;
 #[cfg(test)]
 mod test_support;
 
@@ -35,7 +38,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase};
 
 pub use answers::{AnswerPointer, StoredAnswer};
 pub use auth::{AuthTables, TenantRecord, TokenEntry, TokenRecord};
@@ -45,6 +48,7 @@ pub use records::{
     DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
     InboxRecord, OriginState,
 };
+pub use recovery::{RECOVERY_ORDER, RecoveryReport, RecoveryStep};
 pub use replication::{Redrive, Refusal, ReplicationTables};
 
 use crate::idempotency::IdempotencyKey;
@@ -53,9 +57,9 @@ use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
 use journal::Redo;
 pub use journal::{JOURNAL_FILE_NAME, JournalFile};
-use tables::{
+use schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_JOURNAL_THROUGH,
-    META_NODE_ID, META_OUTBOX_FIRST_HELD, OUTBOX,
+    META_OUTBOX_FIRST_HELD, OUTBOX,
 };
 
 /// The file inside the data directory.
@@ -76,6 +80,8 @@ pub enum StoreError {
     Io(std::io::Error),
     /// `--node-id` names another node than the one this data directory belongs to.
     NodeIdMismatch { stored: String, requested: String },
+    /// A read-only open found a file that needs redb's repair, which only a writable open does.
+    NeedsRepair,
 }
 
 impl fmt::Display for StoreError {
@@ -87,6 +93,10 @@ impl fmt::Display for StoreError {
             StoreError::NodeIdMismatch { stored, requested } => write!(
                 f,
                 "this data directory belongs to node {stored}, not {requested}; a node id is set only on a fresh directory"
+            ),
+            StoreError::NeedsRepair => write!(
+                f,
+                "the store was not stopped cleanly and needs a repair that a read-only open does not make"
             ),
         }
     }
@@ -116,6 +126,36 @@ pub struct Store {
     /// The journal's bytes since the last checkpoint, as the writer left them: `/metrics` reads
     /// this instead of waiting for the journal's lock, which a batch holds while it runs.
     journal_bytes: AtomicU64,
+    recovery: RecoveryReport,
+}
+
+/// A cleanly stopped node's store opened read-only (`check::verify_stopped`): redb's read-only
+/// database, which refuses a file that needs repair (`NeedsRepair`: it was not closed cleanly)
+/// rather than repair it, and the overlays a writable open would recover, rebuilt in memory.
+struct StoppedStore {
+    db: redb::ReadOnlyDatabase,
+    recovered: recovery::ReadOnlyRecovery,
+}
+
+impl StoppedStore {
+    fn open(data_dir: &Path) -> Result<StoppedStore, StoreError> {
+        let path = data_dir.join(STORE_FILE_NAME);
+        if !path.exists() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no store at {}", path.display()),
+            )));
+        }
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .open_read_only(&path)
+            .map_err(|error| match error {
+                redb::DatabaseError::RepairAborted => StoreError::NeedsRepair,
+                other => StoreError::from(other),
+            })?;
+        let recovered = recovery::read_only(&db.begin_read()?)?;
+        Ok(StoppedStore { db, recovered })
+    }
 }
 
 impl Store {
@@ -161,7 +201,8 @@ impl Store {
         Self::init(db, label.to_path_buf(), None, None)
     }
 
-    /// Creates every table and the node id on first open, so readers never meet a missing table.
+    /// Runs recovery (`recovery.rs`: every step, in its documented order) in one write
+    /// transaction, commits it durably, and only then hands out the store.
     fn init(
         db: Database,
         path: PathBuf,
@@ -171,62 +212,9 @@ impl Store {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let key_overlay = keys::KeyOverlay::default();
-        let mut journal = None;
-        let node_id = {
-            tables::create_all(&txn)?;
-            if let Some(file) = journal_file {
-                // First: the overlays' recovery below reads the tables as the last batch left them.
-                let through = {
-                    let meta = txn.open_table(META)?;
-                    tables::read_counter(&meta, META_JOURNAL_THROUGH)?.unwrap_or(0)
-                };
-                let (recovered, replayed) = journal::Journal::recover(file, &txn, through)?;
-                if replayed > 0 {
-                    tracing::info!(
-                        batches = replayed,
-                        "batches journaled after the last checkpoint replayed"
-                    );
-                }
-                let mut meta = txn.open_table(META)?;
-                tables::write_counter(&mut meta, META_JOURNAL_THROUGH, recovered.last_seq())?;
-                journal = Some(std::sync::Mutex::new(recovered));
-            }
-            if tables::drop_legacy(&txn)? {
-                tracing::info!("retention now walks the answers: idempotency_expiry dropped");
-            }
-            let migrated = answers::migrate_legacy(&txn)?;
-            if migrated > 0 {
-                tracing::info!(
-                    records = migrated,
-                    "idempotency records moved to keys + answers"
-                );
-            }
-            let recovered = keys::recover(&txn, &key_overlay)?;
-            if recovered > 0 {
-                tracing::info!(keys = recovered, "finished keys read back into memory");
-            }
-            let replayed = accounts::recover(&txn, last_charge_number(&txn)?)?;
-            if replayed > 0 {
-                tracing::info!(
-                    postings = replayed,
-                    "account balances brought up to the last commit"
-                );
-            }
-            let mut meta = txn.open_table(META)?;
-            let existing = meta.get(META_NODE_ID)?.map(|v| v.value().to_vec());
-            match existing {
-                Some(bytes) => String::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
-                    record: "node id",
-                    detail: "not UTF-8".into(),
-                })?,
-                None => {
-                    let fresh = requested.map_or_else(new_node_id, str::to_owned);
-                    meta.insert(META_NODE_ID, fresh.as_bytes())?;
-                    fresh
-                }
-            }
-        };
+        let recovered = recovery::run(&txn, journal_file, requested, &key_overlay)?;
         txn.commit()?;
+        let node_id = recovered.node_id;
         if let Some(requested) = requested.filter(|r| *r != node_id) {
             return Err(StoreError::NodeIdMismatch {
                 stored: node_id,
@@ -239,10 +227,16 @@ impl Store {
             path,
             overlay: accounts::AccountOverlay::default(),
             key_overlay,
-            journal,
+            journal: recovered.journal.map(std::sync::Mutex::new),
             checkpoints: AtomicU64::new(0),
             journal_bytes: AtomicU64::new(0),
+            recovery: recovered.report,
         })
+    }
+
+    /// What opening this store recovered, step by step (`recovery.rs`).
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
     }
 
     /// This node's stable identity: made at first start, kept in the store.
@@ -307,14 +301,28 @@ impl Store {
     pub fn outbox_bounds(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let first = tables::read_counter_leniently(&meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
-        let next = tables::read_counter_leniently(&meta, tables::META_NEXT_EVENT_SEQ)?.unwrap_or(1);
+        let first = schema::read_counter_leniently(&meta, META_OUTBOX_FIRST_HELD)?.unwrap_or(1);
+        let next = schema::read_counter_leniently(&meta, schema::META_NEXT_EVENT_SEQ)?.unwrap_or(1);
         Ok((first, next.saturating_sub(1)))
     }
 
-    /// Runs `apply` on the tables of one write transaction and commits it durably. On `Err` nothing
-    /// of the batch is stored. The caller (the writer) must treat any `Err` as fatal for writes.
+    /// Runs `apply` on the tables of one write transaction and commits it durably, for the one
+    /// owner of a store nobody else holds: `&mut self` is the proof. The commands that change a
+    /// stopped node's tenants and tokens use it, and `serve` before it shares the store. Once the
+    /// store is shared (`Arc<Store>`), only the writer thread writes ([`Store::commit_batch`]).
+    /// On `Err` nothing of the batch is stored.
     pub fn write_batch<R>(
+        &mut self,
+        apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.commit_batch(apply)
+    }
+
+    /// The writer thread's path: one batch on a shared store. Crate-private, so that outside
+    /// this crate a shared store can only be written through `writer::WriterHandle`, which owns
+    /// the one thread that calls this. On `Err` nothing of the batch is stored, and the caller
+    /// must treat the error as fatal for writes.
+    pub(crate) fn commit_batch<R>(
         &self,
         apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -324,7 +332,7 @@ impl Store {
     /// Writes every account changed since the last account checkpoint, and every journaled
     /// batch, durably into redb (the writer calls it when it stops, so a clean restart re-applies
     /// no postings and replays no journal).
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
+    pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
         // Every charge changes two accounts: an empty overlay means none since the last one.
         if self.overlay.len() == 0 && self.journal_bytes() == 0 {
             return Ok(());
@@ -379,7 +387,7 @@ impl Store {
             Some(journal) if journaled => journal.append(redo).map_err(StoreError::Io)?,
             Some(journal) => {
                 let mut meta = txn.open_table(META)?;
-                tables::write_counter(&mut meta, META_JOURNAL_THROUGH, journal.last_seq())?;
+                schema::write_counter(&mut meta, META_JOURNAL_THROUGH, journal.last_seq())?;
             }
             None => {}
         }
@@ -479,16 +487,9 @@ fn join_event(
     })
 }
 
-/// The highest charge number stored (0 if none), from the counter in `meta`.
-fn last_charge_number(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
-    let meta = txn.open_table(META)?;
-    let next = tables::read_counter(&meta, tables::META_NEXT_CHARGE_NUMBER)?.unwrap_or(1);
-    Ok(next.saturating_sub(1))
-}
-
 /// `n` and 12 hex digits: short enough to read in logs, random enough for a fleet, and free of
 /// `:` because event ids are `NODE:SEQ`.
-fn new_node_id() -> String {
+pub(super) fn new_node_id() -> String {
     let random = uuid::Uuid::new_v4().as_u128();
     format!("n{:012x}", random & 0xffff_ffff_ffff)
 }

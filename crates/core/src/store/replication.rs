@@ -14,7 +14,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::codec::{decode, encode};
 use super::journal::{Logged, Redo};
 use super::records::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
-use super::tables::{
+use super::schema::{
     COUNTER_NEXT_APPLIED_INDEX, COUNTER_NEXT_DEAD_LETTER_ID, DEAD_LETTERS, INBOX, ORIGINS,
     REPLICA_ACCOUNTS, REPLICA_CHARGES, REPLICATION_COUNTERS, SINK_CURSORS,
 };
@@ -426,7 +426,7 @@ mod tests {
     /// Applies `seq` of `origin` (a new account); returns the inbox row's applied index.
     fn apply(store: &Store, origin: &str, seq: u64) -> u64 {
         store
-            .write_batch(|tables| {
+            .commit_batch(|tables| {
                 let tables = tables.replication();
                 let event = Event::account_created_for_test(seq, &format!("acct-{seq}"));
                 tables.apply_event(origin, &event)?.expect("applies");
@@ -439,7 +439,7 @@ mod tests {
 
     fn park(store: &Store, origin: &str, seq: u64) -> u64 {
         store
-            .write_batch(|tables| {
+            .commit_batch(|tables| {
                 let event = Event::account_created_for_test(seq, &format!("acct-{seq}"));
                 tables
                     .replication()
@@ -456,7 +456,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("opens");
         assert_eq!(apply(&store, "node-a", 1), 1);
         assert_eq!(park(&store, "node-a", 2), 1);
-        store.write_batch(|_| Ok(())).expect("an empty commit");
+        store.commit_batch(|_| Ok(())).expect("an empty commit");
         drop(store);
 
         let store = Store::open(dir.path()).expect("reopens");

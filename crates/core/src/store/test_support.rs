@@ -12,7 +12,7 @@ pub(super) fn id(text: &str) -> AccountId {
 /// Opens accounts `a` (no overdraft limit) and `b` in `tenant`, in one batch.
 pub(super) fn open_accounts(store: &Store, tenant: TenantId) {
     store
-        .write_batch(|tables| {
+        .commit_batch(|tables| {
             for (name, limit) in [("a", None), ("b", Some(0))] {
                 let new = NewAccount {
                     id: id(name),
@@ -33,7 +33,7 @@ pub(super) fn charge(store: &Store, amount: u64) {
 
 pub(super) fn charge_in(store: &Store, tenant: TenantId, amount: u64) {
     store
-        .write_batch(|tables| {
+        .commit_batch(|tables| {
             let mut source = tables.account(tenant, &id("a"))?.expect("a exists");
             let mut destination = tables.account(tenant, &id("b"))?.expect("b exists");
             let charge = NewCharge {
@@ -62,4 +62,22 @@ pub(super) fn balance_in(store: &Store, tenant: TenantId, account: &str) -> i64 
         .expect("readable")
         .expect("exists")
         .balance()
+}
+
+/// What a process crash leaves: the files as the kernel has them, without redb's close. The
+/// store is leaked (its file lock with it), so the copy is what a restart would open.
+pub(super) fn crash_image(store: Store, to: &std::path::Path) {
+    let from = store.path().parent().expect("data dir").to_path_buf();
+    std::mem::forget(store);
+    std::fs::create_dir_all(to).expect("dir");
+    std::fs::copy(
+        from.join(super::STORE_FILE_NAME),
+        to.join(super::STORE_FILE_NAME),
+    )
+    .expect("redb file");
+    std::fs::copy(
+        from.join(super::JOURNAL_FILE_NAME),
+        to.join(super::JOURNAL_FILE_NAME),
+    )
+    .expect("journal");
 }

@@ -336,7 +336,7 @@ impl Writer {
         let now = now_ms();
         let dead_letter_after = self.config.dead_letter_after;
         let refused = &mut self.refused;
-        let result = self.store.write_batch(|tables| {
+        let result = self.store.commit_batch(|tables| {
             let outbox_before = tables.next_event_seq();
             let outcomes = batch
                 .iter()
@@ -421,7 +421,7 @@ impl Writer {
         };
         // This thread is the only writer: the snapshot's first held seq is the transaction's.
         let first_held = self.store.outbox_bounds().map_or(1, |(first, _)| first);
-        match self.store.write_batch(|tables| {
+        match self.store.commit_batch(|tables| {
             let keys = tables.sweep_idempotency(cutoff_ms, RETENTION_SWEEP_RECORDS_MAX)?;
             let events = tables.prune_outbox(
                 acknowledged_by_all,

@@ -336,14 +336,14 @@ fn outbox_retention_deletes_only_what_every_sink_acknowledged_and_never_reuses_n
     let future = u64::MAX;
     let prune = |through: u64, cutoff: u64, max: usize| {
         rig.store
-            .write_batch(|tables| tables.prune_outbox(through, cutoff, max))
+            .commit_batch(|tables| tables.prune_outbox(through, cutoff, max))
             .expect("prune commits")
     };
     // Nothing is old enough yet: a cutoff in the past deletes nothing.
     assert_eq!(prune(10, 0, 100), 0);
     // Two sinks, one at 6 and one at 4: only events every sink has may go.
     rig.store
-        .write_batch(|tables| {
+        .commit_batch(|tables| {
             tables.replication().advance_cursor("fast", 6)?;
             tables.replication().advance_cursor("slow", 4)?;
             // A cursor never moves back.

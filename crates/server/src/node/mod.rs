@@ -80,7 +80,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .as_deref()
         .map(|url| HubSink::new(url, &config.replication.upstream_auth))
         .transpose()?;
-    let store = Store::open_as(&config.data_dir, config.node_id.as_deref()).map_err(|e| {
+    let mut store = Store::open_as(&config.data_dir, config.node_id.as_deref()).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
             config.data_dir.display()
@@ -96,7 +96,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let settings = server_settings(&config.security)?;
     // Scripts and tests wait for these exact lines on stdout.
     println!("node {}", store.node_id());
-    if let Some((secret, path)) = tokens::ensure_admin_token(&store, &config.data_dir)? {
+    if let Some((secret, path)) = tokens::ensure_admin_token(&mut store, &config.data_dir)? {
         // Shown once, on stdout (not the log); also in the file, for scripts.
         println!("admin token {}", secret.expose());
         println!("admin token written to {}", path.display());
@@ -157,7 +157,7 @@ pub struct Sinks {
 /// Serves an already open store on an already bound listener (tests use it to inject storage
 /// faults): starts the writer, serves until `shutdown`, then lets the writer commit what is queued.
 pub async fn serve_store(
-    store: Arc<Store>,
+    store: Store,
     listener: TcpListener,
     writer: WriterConfig,
     shutdown: impl Future<Output = ()>,
@@ -168,16 +168,17 @@ pub async fn serve_store(
 /// [`serve_store`] with replication to `sinks`. Every `/v1` request needs a token of the store
 /// (`admin.token` is written beside a store that has no admin token; see [`tokens`]).
 pub async fn serve_store_with(
-    store: Arc<Store>,
+    mut store: Store,
     listener: TcpListener,
     writer: WriterConfig,
     sinks: Sinks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     if let Some(data_dir) = store.path().parent().map(std::path::Path::to_path_buf) {
-        tokens::ensure_admin_token(&store, &data_dir)?;
+        tokens::ensure_admin_token(&mut store, &data_dir)?;
     }
     let settings = ServerSettings::default();
+    let store = Arc::new(store);
     serve_store_secured(store, listener, writer, sinks, settings, None, shutdown).await
 }
 

@@ -1,8 +1,10 @@
 //! Tenants and tokens on a data directory: the first admin token of a fresh node, and the
 //! `onceledger tenant` / `onceledger token` commands.
 //!
-//! These write the store directly, so they work only while no server runs on the directory:
-//! redb locks the file, and the commands say so instead of waiting. On a running node the admin
+//! These write the store directly, which the type system allows only to the one owner of an
+//! unshared store (`&mut Store`): a command on a stopped node's directory, or `serve` before it
+//! starts the writer. They work only while no server runs on the directory: redb locks the file,
+//! and the commands say so instead of waiting. On a running node the admin
 //! endpoints do the same through the server, which also updates its in-memory token table at once.
 
 use std::io::Write;
@@ -29,7 +31,7 @@ pub fn open_for_command(data_dir: &Path) -> Result<Store, String> {
 /// revoked), makes one, writes it to `admin.token` (mode 0600, the token alone on one line) and
 /// returns it so `serve` can print it once. Returns `None` when an admin token exists.
 pub fn ensure_admin_token(
-    store: &Store,
+    store: &mut Store,
     data_dir: &Path,
 ) -> Result<Option<(TokenSecret, PathBuf)>, String> {
     let tokens = store
@@ -69,7 +71,7 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<(), String> {
 }
 
 fn create_token(
-    store: &Store,
+    store: &mut Store,
     tenant: TenantId,
     role: Role,
     secret: &TokenSecret,
@@ -86,7 +88,7 @@ fn create_token(
 }
 
 /// `onceledger tenant create NAME`.
-pub fn tenant_create(store: &Store, name: &str) -> Result<TenantRecord, String> {
+pub fn tenant_create(store: &mut Store, name: &str) -> Result<TenantRecord, String> {
     if !is_valid_tenant_name(name) {
         return Err("a tenant name is 1 to 64 of A-Z a-z 0-9 _ . -".into());
     }
@@ -98,7 +100,7 @@ pub fn tenant_create(store: &Store, name: &str) -> Result<TenantRecord, String> 
 
 /// `onceledger token create --tenant NAME --role ROLE`: the token, to be shown once.
 pub fn token_create(
-    store: &Store,
+    store: &mut Store,
     tenant: &str,
     role: Role,
 ) -> Result<(TokenRecord, TokenSecret), String> {
@@ -123,7 +125,7 @@ pub fn token_create(
 }
 
 /// `onceledger token revoke ID`.
-pub fn token_revoke(store: &Store, id: u64) -> Result<TokenRecord, String> {
+pub fn token_revoke(store: &mut Store, id: u64) -> Result<TokenRecord, String> {
     store
         .write_batch(|tables| tables.auth().revoke_token(id, now_ms()))
         .map_err(|e| format!("cannot revoke: {e}"))?

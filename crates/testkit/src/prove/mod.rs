@@ -216,7 +216,8 @@ impl Drop for DataDirs {
 
 /// A node (or hub) served in this process.
 struct Running {
-    store: Arc<Store>,
+    /// The data directory: checked read-only once the node stopped, as `onceledger check` does.
+    dir: PathBuf,
     url: String,
     /// An admin token of this server (reads, account setup, charges).
     admin: TokenSecret,
@@ -228,15 +229,14 @@ struct Running {
 
 impl Running {
     async fn start(dir: &Path, node_id: &str, sinks: Sinks) -> Result<Running, String> {
-        let store = Store::open_as(dir, Some(node_id))
+        let mut store = Store::open_as(dir, Some(node_id))
             .map_err(|e| format!("cannot open the store in {}: {e}", dir.display()))?;
         // Made before serving: the server loads its token table when it starts.
-        let token = |role| {
-            onceledger_server::node::tokens::token_create(&store, DEFAULT_TENANT_NAME, role)
+        let mut token = |role| {
+            onceledger_server::node::tokens::token_create(&mut store, DEFAULT_TENANT_NAME, role)
                 .map(|(_, secret)| secret)
         };
         let (admin, replicator) = (token(Role::Admin)?, token(Role::Replicator)?);
-        let store = Arc::new(store);
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
@@ -247,7 +247,7 @@ impl Running {
         // The listener is bound already: connections made before the task runs wait in the
         // backlog, so nothing needs to wait for readiness.
         let task = tokio::spawn(serve_store_with(
-            Arc::clone(&store),
+            store,
             listener,
             WriterConfig::default(),
             sinks,
@@ -256,7 +256,7 @@ impl Running {
             },
         ));
         Ok(Running {
-            store,
+            dir: dir.to_path_buf(),
             url: format!("http://{addr}"),
             admin,
             replicator,
@@ -276,8 +276,8 @@ impl Running {
                 .map_err(|_| format!("the {name} did not stop within {STOP_TIMEOUT:?}"))?
                 .map_err(|e| format!("the {name} task failed: {e}"))??;
         }
-        let store = Arc::clone(&self.store);
-        let report = tokio::task::spawn_blocking(move || check::verify(&store))
+        let dir = self.dir.clone();
+        let report = tokio::task::spawn_blocking(move || check::verify_stopped(&dir))
             .await
             .map_err(|e| format!("the {name}'s check failed: {e}"))?
             .map_err(|e| format!("cannot read the {name}'s store: {e}"))?;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::ids::TenantId;
-use crate::store::test_support::{balance, charge};
+use crate::store::test_support::{balance, charge, crash_image};
 use crate::store::{STORE_FILE_NAME, Store, check};
 
 fn open_accounts(store: &Store) {
@@ -76,7 +76,7 @@ fn every_journaled_table_has_one_id_and_a_table_of_the_store() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = redb::Database::create(dir.path().join("t.redb")).expect("db");
     let txn = db.begin_write().expect("txn");
-    crate::store::tables::create_all(&txn).expect("tables");
+    crate::store::schema::create_all(&txn).expect("tables");
     let names: Vec<String> = txn
         .list_tables()
         .expect("list")
@@ -86,16 +86,6 @@ fn every_journaled_table_has_one_id_and_a_table_of_the_store() {
         assert!(table_id(name).is_some(), "table {name} is not journaled");
     }
     assert_eq!(names.len(), JOURNALED_IDS.len());
-}
-
-/// What a process crash leaves: the files as the kernel has them, without redb's close. The
-/// store is leaked (its file lock with it), so the copy is what a restart would open.
-fn crash_image(store: Store, to: &std::path::Path) {
-    let from = store.path().parent().expect("data dir").to_path_buf();
-    std::mem::forget(store);
-    std::fs::create_dir_all(to).expect("dir");
-    std::fs::copy(from.join(STORE_FILE_NAME), to.join(STORE_FILE_NAME)).expect("redb file");
-    std::fs::copy(from.join(JOURNAL_FILE_NAME), to.join(JOURNAL_FILE_NAME)).expect("journal");
 }
 
 /// Acknowledged batches after the last checkpoint live only in the journal: after a crash the
@@ -165,7 +155,7 @@ fn a_journal_that_skips_batches_is_refused() {
         let db = redb::Database::create(dir.path().join(STORE_FILE_NAME)).expect("db");
         let txn = db.begin_read().expect("read");
         let meta = txn.open_table(META).expect("meta");
-        crate::store::tables::read_counter(&meta, crate::store::tables::META_JOURNAL_THROUGH)
+        crate::store::schema::read_counter(&meta, crate::store::schema::META_JOURNAL_THROUGH)
             .expect("counter")
             .expect("set by every open")
     };

@@ -1,4 +1,4 @@
-//! Table definitions. Number keys are fixed-width big-endian (redb's integer encoding), so range
+//! The schema: every table of the store, and the counters kept in `meta`. Number keys are fixed-width big-endian (redb's integer encoding), so range
 //! scans follow numeric order; tenant-scoped keys start with the tenant.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -90,6 +90,20 @@ pub const COUNTER_NEXT_APPLIED_INDEX: &str = "next_applied_index";
 
 /// name → value: counters and the node id.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+// Tenants and tokens (`auth.rs`).
+/// tenant id → TenantRecord (tenant 0 has no row).
+pub const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
+/// tenant name → tenant id.
+pub const TENANT_NAMES: TableDefinition<&str, u32> = TableDefinition::new("tenant_names");
+/// token id → TokenRecord. Ids are dense from 1.
+pub const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
+/// (tenant, event seq) → (): the events each tenant owns, in seq order.
+pub const TENANT_EVENTS: TableDefinition<(u32, u64), ()> = TableDefinition::new("tenant_events");
+/// charge number → tenant, for charges of tenants other than 0.
+pub const CHARGE_TENANTS: TableDefinition<u64, u32> = TableDefinition::new("charge_tenants");
+/// name → value: the next tenant id and token id.
+pub const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_counters");
 
 pub const META_NODE_ID: &str = "node_id";
 pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
