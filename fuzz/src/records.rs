@@ -19,8 +19,8 @@ use onceledger_core::ledger::{
 use onceledger_core::store::StoreError;
 use onceledger_core::store::codec::{Record, encode};
 use onceledger_core::store::{
-    AnswerPointer, DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord,
-    InboxOutcome, InboxRecord, OriginState, Store, StoredAnswer, TokenRecord, check,
+    AnswerPointer, AnswerRow, DeadLetter, Effect, Event, EventBody, EventKind, EventRecord,
+    IdempotencyRecord, InboxOutcome, InboxRecord, OriginState, Store, TokenRecord, check,
 };
 use redb::{Database, TableDefinition};
 
@@ -366,7 +366,7 @@ fn idempotency_key(raw: u8) -> String {
 
 /// Plants `records` with plain redb, then opens the real store on the same bytes.
 /// `None` when opening refused the planted records as corrupt: opening replays the postings after
-/// the last account checkpoint and reads the counters, so garbage there is caught at open, with
+/// the last account flush and reads the counters, so garbage there is caught at open, with
 /// an error (found by this target once open began to read them). Any other failure is a bug.
 fn planted_store(records: &[Planted]) -> Option<Store> {
     let memory = SharedMemory::default();
@@ -395,7 +395,7 @@ fn planted_store(records: &[Planted]) -> Option<Store> {
                         // One answer per pooled key, numbered after it; the key points at it.
                         let number = u64::from(key % POOL_SIZE) + 1;
                         let key = idempotency_key(*key);
-                        let bytes = payload_bytes(record, |r| StoredAnswer {
+                        let bytes = payload_bytes(record, |r| AnswerRow {
                             tenant: 0,
                             key: key.clone(),
                             record: r.build(),
@@ -618,8 +618,8 @@ mod codec {
     use onceledger_core::ledger::{Account, Charge, Posting};
     use onceledger_core::store::codec::{Record, decode, encode};
     use onceledger_core::store::{
-        AnswerPointer, DeadLetter, EventRecord, IdempotencyRecord, InboxRecord, OriginState,
-        StoredAnswer, TenantRecord, TokenRecord,
+        AnswerPointer, AnswerRow, DeadLetter, EventRecord, IdempotencyRecord, InboxRecord,
+        OriginState, TenantRecord, TokenRecord,
     };
 
     use super::RoundTrip;
@@ -642,7 +642,7 @@ mod codec {
         decode_one::<OriginState>(data);
         decode_one::<InboxRecord>(data);
         decode_one::<DeadLetter>(data);
-        decode_one::<StoredAnswer>(data);
+        decode_one::<AnswerRow>(data);
         decode_one::<AnswerPointer>(data);
         decode_one::<TenantRecord>(data);
         decode_one::<TokenRecord>(data);
@@ -676,7 +676,7 @@ mod codec {
         round_trip_one(input.origin.build());
         round_trip_one(input.inbox.build());
         round_trip_one(input.dead_letter.build());
-        round_trip_one(StoredAnswer {
+        round_trip_one(AnswerRow {
             tenant: input.answer_tenant,
             key: input.answer_key.clone(),
             record: input.idempotency.build(),

@@ -95,10 +95,10 @@ pub const WRITER_POLL_BEFORE_SLEEP: Duration = Duration::from_micros(300);
 /// How often the writer looks for expired idempotency records.
 pub const RETENTION_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Charges between two account checkpoints (see `store/accounts.rs`): bounds the postings a
+/// Charges between two account flushes (see `store/accounts.rs`): bounds the postings a
 /// restart re-applies after a crash.
-pub const ACCOUNT_CHECKPOINT_CHARGES: u64 = 65_536;
-/// Accounts held in memory between checkpoints at most; reaching it writes a checkpoint early.
+pub const ACCOUNT_FLUSH_CHARGES: u64 = 65_536;
+/// Accounts held in memory between flushes at most; reaching it flushes early.
 pub const ACCOUNT_OVERLAY_ACCOUNTS_MAX: usize = 100_000;
 
 /// Finished idempotency keys held in memory before commits start merging them into the keyed

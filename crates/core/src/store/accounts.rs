@@ -1,4 +1,4 @@
-//! Account checkpoints: balances are written to the `accounts` table in checkpoints, not in every
+//! Account flushes: balances are written to the `accounts` table in flushes, not in every
 //! batch.
 //!
 //! Why: accounts are keyed by id, so the two accounts of each charge sit on scattered B-tree
@@ -8,12 +8,12 @@
 //!
 //! - A commit writes its charges and postings as before, but keeps the changed accounts in memory
 //!   (the [`AccountOverlay`]); readers and the writer look there first.
-//! - Every `ACCOUNT_CHECKPOINT_CHARGES` charges (and on shutdown) one commit writes every changed
+//! - Every `ACCOUNT_FLUSH_CHARGES` charges (and on shutdown) one commit writes every changed
 //!   account and records in `meta` the last charge number the `accounts` rows include.
 //! - On open, postings after that number are re-applied to the rows (a crash loses no balance:
 //!   what a crash drops is only the overlay, and the postings it came from are committed).
 //! - A new account's row is written by the commit that opens it (with the totals it was opened
-//!   with), so every posting after the checkpoint finds its row.
+//!   with), so every posting after the flush finds its row.
 //!
 //! Invariant: `accounts` row totals + postings with number > `accounts_through_charge` = the
 //! committed totals = overlay (where the overlay has the account) or row (where it has not).
@@ -34,7 +34,7 @@ use crate::ledger::{Account, AccountId, Posting, PostingSide, TenantId};
 
 pub(super) type AccountMap = HashMap<TenantId, HashMap<AccountId, Account>>;
 
-/// Accounts changed by commits since the last checkpoint, as committed. Only the writer changes
+/// Accounts changed by commits since the last flush, as committed. Only the writer changes
 /// it, and only after a commit returned `Ok`, so readers never see an uncommitted balance.
 #[derive(Debug, Default)]
 pub(super) struct AccountOverlay {
@@ -52,7 +52,7 @@ impl AccountOverlay {
         accounts.values().map(HashMap::len).sum()
     }
 
-    /// A copy of every account in the overlay (for a checkpoint and for the checker).
+    /// A copy of every account in the overlay (for a flush and for the checker).
     pub(super) fn snapshot(&self) -> AccountMap {
         self.accounts
             .read()
@@ -60,7 +60,7 @@ impl AccountOverlay {
             .clone()
     }
 
-    /// After a commit without checkpoint: the batch's accounts become the committed state.
+    /// After a commit without a flush: the batch's accounts become the committed state.
     pub(super) fn merge(&self, staged: AccountMap) {
         let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());
         for (tenant, changed) in staged {
@@ -68,7 +68,7 @@ impl AccountOverlay {
         }
     }
 
-    /// After a checkpoint commit: every row is current.
+    /// After a flushing commit: every row is current.
     pub(super) fn clear(&self) {
         self.accounts
             .write()
@@ -77,7 +77,7 @@ impl AccountOverlay {
     }
 }
 
-/// Writes `accounts` to their rows (the checkpoint's writes, or a new account's first row).
+/// Writes `accounts` to their rows (a flush's writes, or a new account's first row).
 pub(super) fn write_rows(
     table: &mut impl PutInto<(u32, &'static str), &'static [u8]>,
     accounts: &AccountMap,
@@ -108,8 +108,8 @@ pub(super) fn set_through_charge(
 }
 
 /// On open: brings the `accounts` rows up to the last committed charge by re-applying the
-/// postings after the last checkpoint. `last_charge` is the highest charge number stored. A store
-/// without the checkpoint mark (made before checkpoints existed, or new) has current rows.
+/// postings after the last flush. `last_charge` is the highest charge number stored. A store
+/// without the flush mark (made before flushes existed, or new) has current rows.
 pub(super) fn recover(txn: &WriteTransaction, last_charge: u64) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let Some(through) = through_charge(&meta)? else {
@@ -192,9 +192,9 @@ mod tests {
     use crate::ids::TenantId;
 
     /// A crash loses the overlay, never a balance: the next open re-applies the postings after
-    /// the last checkpoint; and a checkpoint leaves nothing to re-apply.
+    /// the last flush; and a flush (here the checkpoint's) leaves nothing to re-apply.
     #[test]
-    fn balances_survive_a_crash_between_checkpoints() {
+    fn balances_survive_a_crash_between_flushes() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("opens");
         open_accounts(&store, TenantId::DEFAULT);
@@ -202,16 +202,20 @@ mod tests {
             charge(&store, amount);
         }
         assert_eq!((balance(&store, "a"), balance(&store, "b")), (-12, 12));
-        assert!(store.overlay.len() == 2, "no checkpoint yet");
+        assert!(store.overlay.len() == 2, "no flush yet");
         super::super::check::assert_consistent(&store);
-        drop(store); // no checkpoint: as after SIGKILL
+        drop(store); // no flush: as after SIGKILL
 
         let store = Store::open(dir.path()).expect("reopens");
         assert_eq!(store.overlay.len(), 0);
         assert_eq!((balance(&store, "a"), balance(&store, "b")), (-12, 12));
         charge(&store, 1);
         store.checkpoint().expect("checkpoint");
-        assert_eq!(store.overlay.len(), 0, "a checkpoint empties the overlay");
+        assert_eq!(
+            store.overlay.len(),
+            0,
+            "a checkpoint flushes and empties the overlay"
+        );
         super::super::check::assert_consistent(&store);
         drop(store);
 
@@ -233,7 +237,7 @@ mod tests {
         charge_in(&store, other, 5);
         charge_in(&store, TenantId::DEFAULT, 2);
         charge_in(&store, other, 4);
-        drop(store); // no checkpoint: as after SIGKILL
+        drop(store); // no flush: as after SIGKILL
 
         let store = Store::open(dir.path()).expect("reopens");
         assert_eq!(

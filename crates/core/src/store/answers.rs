@@ -33,13 +33,13 @@ impl Record for AnswerPointer {
 
 /// `idempotency_answers` value: the finished request, with the key it answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredAnswer {
+pub struct AnswerRow {
     pub tenant: u32,
     pub key: String,
     pub record: IdempotencyRecord,
 }
 
-impl Record for StoredAnswer {
+impl Record for AnswerRow {
     const VERSION: u8 = 1;
     const NAME: &'static str = "idempotency answer";
 }
@@ -66,7 +66,7 @@ pub(super) fn pointed_answer(
     key: &str,
 ) -> Result<IdempotencyRecord, StoreError> {
     answer_of(answers, number, tenant, key)?.ok_or_else(|| StoreError::Corrupt {
-        record: StoredAnswer::NAME,
+        record: AnswerRow::NAME,
         detail: format!("answer {number} is missing"),
     })
 }
@@ -82,10 +82,10 @@ pub(super) fn answer_of(
     let Some(bytes) = answers.get(number)? else {
         return Ok(None);
     };
-    let stored: StoredAnswer = decode(bytes.value())?;
+    let stored: AnswerRow = decode(bytes.value())?;
     if stored.tenant != tenant.0 || stored.key != key {
         return Err(StoreError::Corrupt {
-            record: StoredAnswer::NAME,
+            record: AnswerRow::NAME,
             detail: format!(
                 "key {key:?} points at answer {number}, which answers {:?}",
                 stored.key
@@ -99,9 +99,9 @@ pub(super) fn answer_of(
 pub(super) fn answer(
     answers: &impl ReadableTable<u64, &'static [u8]>,
     number: u64,
-) -> Result<StoredAnswer, StoreError> {
+) -> Result<AnswerRow, StoreError> {
     let bytes = answers.get(number)?.ok_or_else(|| StoreError::Corrupt {
-        record: StoredAnswer::NAME,
+        record: AnswerRow::NAME,
         detail: format!("answer {number} is missing"),
     })?;
     decode(bytes.value())
@@ -116,7 +116,7 @@ pub(super) fn append(
     key: &str,
     record: &IdempotencyRecord,
 ) -> Result<(), StoreError> {
-    let stored = StoredAnswer {
+    let stored = AnswerRow {
         tenant: tenant.0,
         key: key.to_owned(),
         record: record.clone(),

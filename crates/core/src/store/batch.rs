@@ -10,7 +10,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::accounts::{self, AccountMap, AccountOverlay};
-use super::answers::{self, StoredAnswer};
+use super::answers::{self, AnswerRow};
 use super::auth::AuthTables;
 use super::codec::{decode, encode};
 use super::journal::{Logged, Redo};
@@ -44,20 +44,22 @@ pub struct BatchTables<'txn> {
     auth: AuthTables<'txn>,
     /// Accounts created or changed by this batch; see `flush_accounts`.
     staged_accounts: AccountMap,
-    /// Committed account changes since the last checkpoint (see `store/accounts.rs`).
+    /// Committed account changes since the last account flush (see `store/accounts.rs`).
     overlay: &'txn AccountOverlay,
     /// The last charge whose postings the `accounts` rows include.
     accounts_through_charge: u64,
     /// Set by `flush_accounts` when this commit writes every changed account.
-    checkpoint: Checkpoint,
+    account_flush: AccountFlush,
     next_event_seq: u64,
     next_charge_number: u64,
 }
 
-/// Whether a commit writes the account checkpoint.
+/// Whether a commit flushes the account overlay into the `accounts` rows (`accounts.rs`). Not
+/// the journal's checkpoint (a durable redb commit), though a checkpoint requested with `Now`
+/// does both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Checkpoint {
-    /// Only when due (`ACCOUNT_CHECKPOINT_CHARGES`, `ACCOUNT_OVERLAY_ACCOUNTS_MAX`).
+pub(super) enum AccountFlush {
+    /// Only when due (`ACCOUNT_FLUSH_CHARGES`, `ACCOUNT_OVERLAY_ACCOUNTS_MAX`).
     WhenDue,
     /// Now (shutdown).
     Now,
@@ -72,7 +74,7 @@ impl<'txn> BatchTables<'txn> {
         redo: &'txn Redo,
         overlay: &'txn AccountOverlay,
         key_overlay: &'txn KeyOverlay,
-        checkpoint: Checkpoint,
+        account_flush: AccountFlush,
     ) -> Result<Self, StoreError> {
         let meta = Logged::open(txn, redo, META)?;
         let counter = |name: &str| Ok::<_, StoreError>(read_counter(&*meta, name)?.unwrap_or(1));
@@ -97,7 +99,7 @@ impl<'txn> BatchTables<'txn> {
             staged_accounts: HashMap::new(),
             overlay,
             accounts_through_charge,
-            checkpoint,
+            account_flush,
             next_event_seq,
             next_charge_number,
         })
@@ -246,7 +248,7 @@ impl<'txn> BatchTables<'txn> {
         let mut expired: Vec<(u64, u32, String)> = Vec::new();
         for entry in self.answers.iter()?.take(records_max) {
             let (number, bytes) = entry?;
-            let stored: StoredAnswer = decode(bytes.value())?;
+            let stored: AnswerRow = decode(bytes.value())?;
             if stored.record.finished_at_ms >= cutoff_ms {
                 break;
             }
@@ -335,15 +337,15 @@ impl<'txn> BatchTables<'txn> {
 }
 
 impl BatchTables<'_> {
-    /// Writes every account changed since the last checkpoint when one is due; otherwise leaves
+    /// Writes every account changed since the last flush when one is due; otherwise leaves
     /// the batch's accounts for the overlay (their postings are what makes them durable).
     fn flush_accounts(&mut self) -> Result<(), StoreError> {
         let last_charge = self.next_charge_number - 1;
-        let due = match self.checkpoint {
-            Checkpoint::Now | Checkpoint::Written => true,
-            Checkpoint::WhenDue => {
+        let due = match self.account_flush {
+            AccountFlush::Now | AccountFlush::Written => true,
+            AccountFlush::WhenDue => {
                 last_charge.saturating_sub(self.accounts_through_charge)
-                    >= crate::limits::ACCOUNT_CHECKPOINT_CHARGES
+                    >= crate::limits::ACCOUNT_FLUSH_CHARGES
                     || self.overlay.len() >= crate::limits::ACCOUNT_OVERLAY_ACCOUNTS_MAX
             }
         };
@@ -367,7 +369,7 @@ impl BatchTables<'_> {
         }
         accounts::write_rows(&mut self.accounts, &all)?;
         accounts::set_through_charge(&mut self.meta, last_charge)?;
-        self.checkpoint = Checkpoint::Written;
+        self.account_flush = AccountFlush::Written;
         Ok(())
     }
 
@@ -376,12 +378,12 @@ impl BatchTables<'_> {
         std::mem::take(&mut self.key_changes)
     }
 
-    /// The batch's accounts, and whether this commit wrote the checkpoint: what the overlay must
+    /// The batch's accounts, and whether this commit flushed the overlay: what the overlay must
     /// learn once the commit returned `Ok`.
     pub(super) fn take_account_changes(&mut self) -> (AccountMap, bool) {
         (
             std::mem::take(&mut self.staged_accounts),
-            self.checkpoint == Checkpoint::Written,
+            self.account_flush == AccountFlush::Written,
         )
     }
 }

@@ -142,7 +142,7 @@ fn verify_snapshot(
 
     // Accounts: invariant 5, and the per-currency sum of invariant 1.
     let mut accounts: HashMap<(u32, String), Account> = HashMap::new();
-    // Balances newer than their rows (changed since the last account checkpoint) count as stored.
+    // Balances newer than their rows (changed since the last account flush) count as stored.
     let mut overlay: HashMap<(u32, String), Account> = HashMap::new();
     for (tenant, changed) in accounts_overlay {
         for (id, account) in changed {

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
-use super::answers::{AnswerPointer, StoredAnswer};
+use super::answers::{AnswerPointer, AnswerRow};
 use super::codec::{decode, encode};
 use super::journal::Logged;
 use super::schema::{
@@ -264,7 +264,7 @@ pub(super) fn read_back(
     let mut recovered = 0u64;
     for entry in answers.range(through.saturating_add(1)..)? {
         let (number, bytes) = entry?;
-        let stored: StoredAnswer = decode(bytes.value())?;
+        let stored: AnswerRow = decode(bytes.value())?;
         overlay.insert(key_name(stored.tenant, &stored.key), number.value());
         recovered += 1;
     }
@@ -437,7 +437,7 @@ mod tests {
         /// `idempotency_expiry` index. It opens with nothing to read back and the index gone.
         #[test]
         fn a_store_from_before_the_overlay_opens_with_its_keys_in_the_table() {
-            use super::super::super::answers::{AnswerPointer, StoredAnswer};
+            use super::super::super::answers::{AnswerPointer, AnswerRow};
             use super::super::super::codec::encode;
             use super::super::super::schema::{
                 IDEMPOTENCY_ANSWERS, IDEMPOTENCY_EXPIRY_LEGACY, IDEMPOTENCY_KEYS, META,
@@ -457,7 +457,7 @@ mod tests {
                     let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY_LEGACY).expect("expiry");
                     for i in 0..3u32 {
                         let number = u64::from(i) + 1;
-                        let stored = StoredAnswer {
+                        let stored = AnswerRow {
                             tenant: 0,
                             key: key(i).as_str().to_owned(),
                             record: record(i, 7),

@@ -40,16 +40,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase};
 
-pub use answers::{AnswerPointer, StoredAnswer};
+pub use answers::{AnswerPointer, AnswerRow};
 pub use auth::{AuthTables, TenantRecord, TokenEntry, TokenRecord};
+use batch::AccountFlush;
 pub use batch::BatchTables;
-use batch::Checkpoint;
 pub use records::{
     DeadLetter, Effect, Event, EventBody, EventKind, EventRecord, IdempotencyRecord, InboxOutcome,
     InboxRecord, OriginState,
 };
 pub use recovery::{RECOVERY_ORDER, RecoveryReport, RecoveryStep};
-pub use replication::{Redrive, Refusal, ReplicationTables};
+pub use replication::{ApplyRefusal, Redrive, ReplicationTables};
 
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, TenantId};
@@ -114,7 +114,7 @@ pub struct Store {
     db: Database,
     node_id: String,
     path: PathBuf,
-    /// Accounts changed since the last account checkpoint (see `accounts.rs`).
+    /// Accounts changed since the last account flush (see `accounts.rs`).
     overlay: accounts::AccountOverlay,
     /// Finished idempotency keys not yet in `idempotency_keys` (see `keys.rs`).
     key_overlay: keys::KeyOverlay,
@@ -326,18 +326,18 @@ impl Store {
         &self,
         apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.write_batch_with(Checkpoint::WhenDue, apply)
+        self.write_batch_with(AccountFlush::WhenDue, apply)
     }
 
-    /// Writes every account changed since the last account checkpoint, and every journaled
-    /// batch, durably into redb (the writer calls it when it stops, so a clean restart re-applies
-    /// no postings and replays no journal).
+    /// The journal's checkpoint, now: one durable redb commit holding every journaled batch, which
+    /// also flushes every account changed since the last account flush (the writer calls it when
+    /// it stops, so a clean restart re-applies no postings and replays no journal).
     pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
         // Every charge changes two accounts: an empty overlay means none since the last one.
         if self.overlay.len() == 0 && self.journal_bytes() == 0 {
             return Ok(());
         }
-        self.write_batch_with(Checkpoint::Now, |_| Ok(()))
+        self.write_batch_with(AccountFlush::Now, |_| Ok(()))
     }
 
     /// Durable redb commits made by batches since open.
@@ -352,7 +352,7 @@ impl Store {
 
     fn write_batch_with<R>(
         &self,
-        checkpoint: Checkpoint,
+        account_flush: AccountFlush,
         apply: impl FnOnce(&mut BatchTables<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         // A poisoned lock: a panic in an earlier batch, whose outcome the journal's own state
@@ -361,7 +361,7 @@ impl Store {
             .journal
             .as_ref()
             .map(|j| j.lock().unwrap_or_else(|e| e.into_inner()));
-        let journaled = checkpoint == Checkpoint::WhenDue
+        let journaled = account_flush == AccountFlush::WhenDue
             && journal.as_ref().is_some_and(|j| !j.checkpoint_due());
         let redo = Redo::new(journaled);
         let mut txn = self.db.begin_write()?;
@@ -371,9 +371,9 @@ impl Store {
             redb::Durability::Immediate
         })?;
         txn.set_quick_repair(true);
-        let (result, (accounts, checkpointed), key_changes) = {
+        let (result, (accounts, flushed), key_changes) = {
             let mut tables =
-                BatchTables::open(&txn, &redo, &self.overlay, &self.key_overlay, checkpoint)?;
+                BatchTables::open(&txn, &redo, &self.overlay, &self.key_overlay, account_flush)?;
             let result = apply(&mut tables)?;
             tables.flush()?;
             (
@@ -404,7 +404,7 @@ impl Store {
         }
         self.key_overlay.apply(key_changes);
         // Only now are the batch's balances committed, so only now may readers see them.
-        if checkpointed {
+        if flushed {
             self.overlay.clear();
         } else {
             self.overlay.merge(accounts);

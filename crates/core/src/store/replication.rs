@@ -23,7 +23,7 @@ use crate::ledger::{Account, AccountId, Charge, NewCharge, post_charge};
 
 /// Why this hub cannot apply an event; it becomes the dead letter's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
+pub struct ApplyRefusal(pub String);
 
 /// What a redrive found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +114,11 @@ impl<'txn> ReplicationTables<'txn> {
         &mut self,
         origin: &str,
         event: &Event,
-    ) -> Result<Result<(), Refusal>, StoreError> {
+    ) -> Result<Result<(), ApplyRefusal>, StoreError> {
         match &event.body {
             EventBody::AccountCreated(account) => {
                 if self.mirror_account(origin, &account.id)?.is_some() {
-                    return Ok(Err(Refusal(format!(
+                    return Ok(Err(ApplyRefusal(format!(
                         "account {} already exists in the mirror of {origin}",
                         account.id
                     ))));
@@ -130,7 +130,7 @@ impl<'txn> ReplicationTables<'txn> {
                     account.credits_pending,
                 ];
                 if totals.iter().any(|t| *t != 0) {
-                    return Ok(Err(Refusal(format!(
+                    return Ok(Err(ApplyRefusal(format!(
                         "account {} arrives with non-zero totals",
                         account.id
                     ))));
@@ -148,28 +148,28 @@ impl<'txn> ReplicationTables<'txn> {
         origin: &str,
         seq: u64,
         charge: &Charge,
-    ) -> Result<Result<(), Refusal>, StoreError> {
+    ) -> Result<Result<(), ApplyRefusal>, StoreError> {
         if charge.event_seq != seq {
-            return Ok(Err(Refusal(format!(
+            return Ok(Err(ApplyRefusal(format!(
                 "charge {} names event {}, it came as event {seq}",
                 charge.id(),
                 charge.event_seq
             ))));
         }
         if charge.source == charge.destination {
-            return Ok(Err(Refusal(format!(
+            return Ok(Err(ApplyRefusal(format!(
                 "charge {} has the same source and destination",
                 charge.id()
             ))));
         }
         if self.charges.get((origin, seq))?.is_some() {
-            return Ok(Err(Refusal(format!("event {seq} was applied before"))));
+            return Ok(Err(ApplyRefusal(format!("event {seq} was applied before"))));
         }
         let mirror =
-            |tables: &Self, id: &AccountId| -> Result<Result<Account, Refusal>, StoreError> {
-                Ok(tables
-                    .mirror_account(origin, id)?
-                    .ok_or_else(|| Refusal(format!("account {id} is not known from {origin}"))))
+            |tables: &Self, id: &AccountId| -> Result<Result<Account, ApplyRefusal>, StoreError> {
+                Ok(tables.mirror_account(origin, id)?.ok_or_else(|| {
+                    ApplyRefusal(format!("account {id} is not known from {origin}"))
+                }))
             };
         let mut source = match mirror(self, &charge.source)? {
             Ok(account) => account,
@@ -187,7 +187,10 @@ impl<'txn> ReplicationTables<'txn> {
             metadata: charge.metadata.clone(),
         };
         if let Err(decline) = post_charge(&new, &mut source, &mut destination) {
-            return Ok(Err(Refusal(format!("charge {}: {decline}", charge.id()))));
+            return Ok(Err(ApplyRefusal(format!(
+                "charge {}: {decline}",
+                charge.id()
+            ))));
         }
         for account in [source, destination] {
             self.staged_accounts

@@ -53,7 +53,7 @@ pub const IDEMPOTENCY_LEGACY: TableDefinition<(u32, &str), &[u8]> =
 /// (tenant, idempotency key) → AnswerPointer: the number of the key's answer.
 pub const IDEMPOTENCY_KEYS: TableDefinition<(u32, &str), &[u8]> =
     TableDefinition::new("idempotency_keys");
-/// answer number → StoredAnswer (tenant, key, IdempotencyRecord). Dense, so inserts append.
+/// answer number → AnswerRow (tenant, key, IdempotencyRecord). Dense, so inserts append.
 pub const IDEMPOTENCY_ANSWERS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("idempotency_answers");
 /// Before the retention sweep walked `idempotency_answers` (which is in finish order too):

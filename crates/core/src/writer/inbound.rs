@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::limits::REFUSED_EVENTS_TRACKED_MAX;
-use crate::store::{BatchTables, Refusal, StoreError};
+use crate::store::{ApplyRefusal, BatchTables, StoreError};
 use crate::wire::{Ack, EventBatch, RefusedEvent};
 
 /// Failed attempts per (origin, seq), in memory. Bounded: when full it starts over, which only
@@ -65,7 +65,7 @@ pub(super) fn apply(
                 refused.forget(origin, event.seq);
                 ack.applied += 1;
             }
-            Err(Refusal(reason)) => {
+            Err(ApplyRefusal(reason)) => {
                 let attempts = refused.attempt(origin, event.seq);
                 if attempts < dead_letter_after {
                     ack.refused = Some(RefusedEvent {
