@@ -84,97 +84,117 @@ impl App {
     }
 
     /// Runs a parsed request for `principal` (already authenticated and allowed the route).
+    /// Writes go to the writer thread; reads of the store run on tokio's blocking pool
+    /// ([`App::off_worker`]); what memory alone answers stays on the async worker.
     pub(super) async fn run_as(
         self: &Arc<Self>,
         principal: Principal,
         request: ApiRequest,
     ) -> Response<Full<Bytes>> {
-        let tenant = principal.tenant;
         match request {
-            ApiRequest::Write(intent) => self.write(tenant, intent).await,
-            ApiRequest::ListTenants => match self.store.tenants() {
-                Ok(tenants) => json(StatusCode::OK, present::tenants_page(&tenants)),
-                Err(error) => storage_failure(&error),
-            },
-            ApiRequest::ListTokens => {
-                let read = self
-                    .store
-                    .tenants()
-                    .and_then(|t| Ok((t, self.store.tokens()?)));
-                match read {
-                    Ok((tenants, tokens)) => {
-                        let names = tenants.into_iter().map(|t| (t.id, t.name)).collect();
-                        json(StatusCode::OK, present::tokens_page(&tokens, &names))
-                    }
-                    Err(error) => storage_failure(&error),
-                }
-            }
+            ApiRequest::Write(intent) => self.write(principal.tenant, intent).await,
+            ApiRequest::Replicate(batch) => self.replicate(principal.tenant, batch).await,
             ApiRequest::Healthz => json(StatusCode::OK, present::health(self.store.node_id())),
             ApiRequest::Readyz if self.writer.is_poisoned() => problem(&Problem::new(
                 ProblemKind::StorageUnavailable,
                 "the store refuses writes until restart",
             )),
             ApiRequest::Readyz => text(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
-            ApiRequest::Metrics => {
-                self.metrics.inflight_keys.set(self.inflight.len() as i64);
-                self.metrics
-                    .commit_queue_commands
-                    .set(self.writer.queued() as i64);
-                self.metrics
-                    .idempotency_keys_in_memory
-                    .set(self.store.keys_in_memory() as i64);
-                self.metrics
-                    .journal_bytes
-                    .set(i64::try_from(self.store.journal_bytes()).unwrap_or(i64::MAX));
-                text(
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    self.metrics.render(),
-                )
-            }
+            ApiRequest::Metrics => self.metrics_page(),
             ApiRequest::OpenApi => text(StatusCode::OK, JSON, super::OPENAPI_JSON),
+            read => self
+                .off_worker(move |app| app.read(principal, read))
+                .await
+                .unwrap_or_else(|| {
+                    problem(&Problem::new(ProblemKind::Internal, "the read failed"))
+                }),
+        }
+    }
+
+    /// Runs `work` on tokio's blocking pool, not on an async worker. A redb read may wait for the
+    /// disk (a page outside its cache, a page of 1,000 events), and an async worker that waits
+    /// stalls every other connection it serves; mini-redis's `db.rs` gives the same reason for its
+    /// own blocking calls. `None` if `work` panicked.
+    async fn off_worker<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&App) -> T + Send + 'static,
+    ) -> Option<T> {
+        let app = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&app)).await.ok()
+    }
+
+    /// `/metrics`: the gauges read at scrape time come from memory (no store read).
+    fn metrics_page(&self) -> Response<Full<Bytes>> {
+        self.metrics.inflight_keys.set(self.inflight.len() as i64);
+        self.metrics
+            .commit_queue_commands
+            .set(self.writer.queued() as i64);
+        self.metrics
+            .idempotency_keys_in_memory
+            .set(self.store.keys_in_memory() as i64);
+        self.metrics
+            .journal_bytes
+            .set(i64::try_from(self.store.journal_bytes()).unwrap_or(i64::MAX));
+        text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            self.metrics.render(),
+        )
+    }
+
+    /// Every request answered by reading the store; blocking, so it runs off the async workers.
+    fn read(&self, principal: Principal, request: ApiRequest) -> Response<Full<Bytes>> {
+        let tenant = principal.tenant;
+        let answer = |read: Result<Vec<u8>, onceledger_core::store::StoreError>| match read {
+            Ok(body) => json(StatusCode::OK, body),
+            Err(error) => storage_failure(&error),
+        };
+        match request {
+            ApiRequest::ListTenants => {
+                answer(self.store.tenants().map(|t| present::tenants_page(&t)))
+            }
+            ApiRequest::ListTokens => answer(self.store.tenants().and_then(|tenants| {
+                let tokens = self.store.tokens()?;
+                let names = tenants.into_iter().map(|t| (t.id, t.name)).collect();
+                Ok(present::tokens_page(&tokens, &names))
+            })),
             ApiRequest::GetAccount(id) => self.get_account(tenant, &id),
             ApiRequest::GetCharge(id) => self.get_charge(tenant, &id),
             ApiRequest::ListEvents { after, limit } => {
-                // The operator sees the node's whole outbox; anyone else their tenant's events.
-                let read = self.store.outbox_bounds().and_then(|held| {
+                answer(self.store.outbox_bounds().and_then(|held| {
+                    // The operator sees the node's whole outbox; anyone else their tenant's events.
                     let events = if principal.role == Role::Admin {
                         self.store.events_after(after, limit)?
                     } else {
                         self.store.tenant_events_after(tenant, after, limit)?
                     };
-                    Ok((held, events))
-                });
-                match read {
-                    Ok((held, events)) => json(
-                        StatusCode::OK,
-                        present::events_page(self.store.node_id(), &events, after, held),
-                    ),
-                    Err(error) => storage_failure(&error),
-                }
+                    Ok(present::events_page(
+                        self.store.node_id(),
+                        &events,
+                        after,
+                        held,
+                    ))
+                }))
             }
-            ApiRequest::ListDeadLetters { after, limit } => {
-                match self.store.dead_letters_after(after, limit) {
-                    Ok(letters) => {
-                        json(StatusCode::OK, present::dead_letters_page(&letters, after))
-                    }
-                    Err(error) => storage_failure(&error),
-                }
-            }
-            ApiRequest::ListOrigins => match self.store.origins() {
-                Ok(origins) => json(StatusCode::OK, present::origins(&origins)),
-                Err(error) => storage_failure(&error),
-            },
+            ApiRequest::ListDeadLetters { after, limit } => answer(
+                (self.store.dead_letters_after(after, limit))
+                    .map(|letters| present::dead_letters_page(&letters, after)),
+            ),
+            ApiRequest::ListOrigins => answer(self.store.origins().map(|o| present::origins(&o))),
             ApiRequest::ListInbox {
                 origin,
                 after,
                 limit,
-            } => match self.store.inbox_after(&origin, after, limit) {
-                Ok(rows) => json(StatusCode::OK, present::inbox_page(&rows, after)),
-                Err(error) => storage_failure(&error),
-            },
+            } => answer(
+                (self.store.inbox_after(&origin, after, limit))
+                    .map(|rows| present::inbox_page(&rows, after)),
+            ),
             ApiRequest::GetMirrorAccount { origin, id } => self.get_mirror_account(&origin, &id),
-            ApiRequest::Replicate(batch) => self.replicate(tenant, batch).await,
+            // Writes and memory-only answers never reach here (`run_as`).
+            other => {
+                tracing::error!(?other, "not a read");
+                problem(&Problem::new(ProblemKind::Internal, "not a read"))
+            }
         }
     }
 
@@ -287,7 +307,7 @@ impl App {
     }
 
     async fn write_admin(
-        &self,
+        self: &Arc<Self>,
         tenant: TenantId,
         mut intent: WriteIntent,
     ) -> Response<Full<Bytes>> {
@@ -307,8 +327,10 @@ impl App {
             shown = Some(token);
         }
         let response = self.write_command(tenant, intent, shown).await;
-        if let Err(error) = self.load_tokens() {
-            tracing::error!(%error, "cannot reload the token table");
+        match self.off_worker(|app| app.load_tokens()).await {
+            Some(Ok(())) => {}
+            Some(Err(error)) => tracing::error!(%error, "cannot reload the token table"),
+            None => tracing::error!("the token table's reload panicked"),
         }
         response
     }
@@ -316,7 +338,7 @@ impl App {
     /// API.md's idempotency table, in order: in flight? finished? then the writer. `shown`: a
     /// new token's secret, added to the first answer only.
     async fn write_command(
-        &self,
+        self: &Arc<Self>,
         tenant: TenantId,
         intent: WriteIntent,
         shown: Option<TokenSecret>,
@@ -329,7 +351,14 @@ impl App {
             ));
         };
         // A finished key is answered from a read snapshot, without a write transaction.
-        match self.store.idempotency_record(tenant, &intent.key) {
+        let key = intent.key.clone();
+        let finished = self
+            .off_worker(move |app| app.store.idempotency_record(tenant, &key))
+            .await;
+        let Some(finished) = finished else {
+            return problem(&Problem::new(ProblemKind::Internal, "the read failed"));
+        };
+        match finished {
             Ok(Some(record)) if record.fingerprint == intent.fingerprint => {
                 return self.replay(StoredAnswer {
                     status: record.status,

@@ -80,12 +80,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .as_deref()
         .map(|url| HubSink::new(url, &config.replication.upstream_auth))
         .transpose()?;
-    let mut store = Store::open_as(&config.data_dir, config.node_id.as_deref()).map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let mut store = open_off_worker(config.data_dir.clone(), config.node_id.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -96,6 +91,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let settings = server_settings(&config.security)?;
     // Scripts and tests wait for these exact lines on stdout.
     println!("node {}", store.node_id());
+    // One small commit before anything is served: the only store write left on an async worker.
     if let Some((secret, path)) = tokens::ensure_admin_token(&mut store, &config.data_dir)? {
         // Shown once, on stdout (not the log); also in the file, for scripts.
         println!("admin token {}", secret.expose());
@@ -217,7 +213,26 @@ pub async fn serve_store_secured(
     for replicator in replicators {
         replicator.abort();
     }
-    app.writer.shutdown();
+    // Joining the writer thread blocks (its last batch and the final checkpoint's fsync).
+    let writer = Arc::clone(&app.writer);
+    if tokio::task::spawn_blocking(move || writer.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!("the writer's shutdown panicked");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the store on tokio's blocking pool: recovery reads and writes the files (a journal
+/// replay, redb's repair after a crash) and must not hold an async worker while it does.
+async fn open_off_worker(data_dir: PathBuf, node_id: Option<String>) -> Result<Store, String> {
+    let opened = tokio::task::spawn_blocking(move || {
+        Store::open_as(&data_dir, node_id.as_deref())
+            .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))
+    });
+    opened
+        .await
+        .map_err(|e| format!("opening the store panicked: {e}"))?
 }
