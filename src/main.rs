@@ -255,8 +255,8 @@ fn main() -> ExitCode {
         Command::Account(args) => onceledger_client::cli::run_account(args),
         Command::Charge(args) => onceledger_client::cli::run_charge(args),
         Command::Prove(args) => onceledger_testkit::prove::run(args),
-        Command::Tenant(command) => tenant_command(command),
-        Command::Token(command) => token_command(command),
+        Command::Tenant(command) => tenant_command(command).map_err(|e| e.to_string()),
+        Command::Token(command) => token_command(command).map_err(|e| e.to_string()),
     };
     match result {
         Ok(code) => code,
@@ -384,7 +384,7 @@ fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
     Ok(ExitCode::FAILURE)
 }
 
-fn tenant_command(command: TenantCommand) -> Result<ExitCode, String> {
+fn tenant_command(command: TenantCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         TenantCommand::Create { name, data_dir } => {
             let mut store = tokens::open_for_command(&data_dir)?;
@@ -408,7 +408,7 @@ fn tenant_command(command: TenantCommand) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn token_command(command: TokenCommand) -> Result<ExitCode, String> {
+fn token_command(command: TokenCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         TokenCommand::Create {
             tenant,

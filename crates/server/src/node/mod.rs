@@ -92,7 +92,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     // Scripts and tests wait for these exact lines on stdout.
     println!("node {}", store.node_id());
     // One small commit before anything is served: the only store write left on an async worker.
-    if let Some((secret, path)) = tokens::ensure_admin_token(&mut store, &config.data_dir)? {
+    if let Some((secret, path)) =
+        tokens::ensure_admin_token(&mut store, &config.data_dir).map_err(|e| e.to_string())?
+    {
         // Shown once, on stdout (not the log); also in the file, for scripts.
         println!("admin token {}", secret.expose());
         println!("admin token written to {}", path.display());
@@ -171,7 +173,7 @@ pub async fn serve_store_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     if let Some(data_dir) = store.path().parent().map(std::path::Path::to_path_buf) {
-        tokens::ensure_admin_token(&mut store, &data_dir)?;
+        tokens::ensure_admin_token(&mut store, &data_dir).map_err(|e| e.to_string())?;
     }
     let settings = ServerSettings::default();
     let store = Arc::new(store);

@@ -17,13 +17,87 @@ use onceledger_core::store::{Store, StoreError, TenantRecord, TokenRecord};
 
 pub use onceledger_client::token::ADMIN_TOKEN_FILE_NAME;
 
+/// What can go wrong in the tenant and token commands and in making the first admin token. The
+/// messages are one sentence for the operator.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TokenCommandError {
+    /// The store did not open: most often a server runs on it and holds redb's lock.
+    Open {
+        data_dir: PathBuf,
+        source: StoreError,
+    },
+    /// A read or a commit of the store failed; `doing` says which ("read tokens", ...).
+    Store {
+        doing: &'static str,
+        source: StoreError,
+    },
+    /// The admin token file could not be written.
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// No token could be made (no randomness from the operating system).
+    NoToken(String),
+    InvalidTenantName,
+    TenantExists(String),
+    NoSuchTenant(String),
+    /// Admin tokens belong to the operator's tenant only.
+    AdminOutsideDefaultTenant,
+    NoSuchToken(u64),
+}
+
+impl std::fmt::Display for TokenCommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenCommandError::Open { data_dir, source } => write!(
+                f,
+                "cannot open the store in {} ({source}); if a server runs on it, use its admin endpoints (/v1/tenants, /v1/tokens) instead",
+                data_dir.display()
+            ),
+            TokenCommandError::Store { doing, source } => write!(f, "cannot {doing}: {source}"),
+            TokenCommandError::TokenFile { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+            TokenCommandError::NoToken(reason) => f.write_str(reason),
+            TokenCommandError::InvalidTenantName => {
+                f.write_str("a tenant name is 1 to 64 of A-Z a-z 0-9 _ . -")
+            }
+            TokenCommandError::TenantExists(name) => write!(f, "tenant {name} exists already"),
+            TokenCommandError::NoSuchTenant(name) => write!(
+                f,
+                "no tenant {name}; create it with `onceledger tenant create {name}`"
+            ),
+            TokenCommandError::AdminOutsideDefaultTenant => write!(
+                f,
+                "admin tokens belong to the operator's tenant, {DEFAULT_TENANT_NAME}"
+            ),
+            TokenCommandError::NoSuchToken(id) => write!(f, "no token {id}"),
+        }
+    }
+}
+
+impl std::error::Error for TokenCommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TokenCommandError::Open { source, .. } | TokenCommandError::Store { source, .. } => {
+                Some(source)
+            }
+            TokenCommandError::TokenFile { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn store_error(doing: &'static str) -> impl FnOnce(StoreError) -> TokenCommandError {
+    move |source| TokenCommandError::Store { doing, source }
+}
+
 /// Opens a stopped node's store for a command; a running server holds the lock.
-pub fn open_for_command(data_dir: &Path) -> Result<Store, String> {
-    Store::open(data_dir).map_err(|e| {
-        format!(
-            "cannot open the store in {} ({e}); if a server runs on it, use its admin endpoints (/v1/tenants, /v1/tokens) instead",
-            data_dir.display()
-        )
+pub fn open_for_command(data_dir: &Path) -> Result<Store, TokenCommandError> {
+    Store::open(data_dir).map_err(|source| TokenCommandError::Open {
+        data_dir: data_dir.to_path_buf(),
+        source,
     })
 }
 
@@ -33,28 +107,26 @@ pub fn open_for_command(data_dir: &Path) -> Result<Store, String> {
 pub fn ensure_admin_token(
     store: &mut Store,
     data_dir: &Path,
-) -> Result<Option<(TokenSecret, PathBuf)>, String> {
-    let tokens = store
-        .tokens()
-        .map_err(|e| format!("cannot read tokens: {e}"))?;
+) -> Result<Option<(TokenSecret, PathBuf)>, TokenCommandError> {
+    let tokens = store.tokens().map_err(store_error("read tokens"))?;
     if tokens
         .iter()
         .any(|t| t.role == Role::Admin && t.revoked_at_ms.is_none())
     {
         return Ok(None);
     }
-    let secret = TokenSecret::generate()?;
+    let secret = TokenSecret::generate().map_err(|e| TokenCommandError::NoToken(e.to_string()))?;
     let path = data_dir.join(ADMIN_TOKEN_FILE_NAME);
     // The file first: a token committed but never written down would lock the operator out.
     write_secret_file(&path, secret.expose())?;
     create_token(store, TenantId::DEFAULT, Role::Admin, &secret)
-        .map_err(|e| format!("cannot store the admin token: {e}"))?;
+        .map_err(store_error("store the admin token"))?;
     Ok(Some((secret, path)))
 }
 
 /// Writes `secret` and a newline to `path`, readable by the owner only. Written to a temporary
 /// file and renamed, so the file is never seen half written or with wider permissions.
-fn write_secret_file(path: &Path, secret: &str) -> Result<(), String> {
+fn write_secret_file(path: &Path, secret: &str) -> Result<(), TokenCommandError> {
     let temporary = path.with_extension("token.tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -67,7 +139,10 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<(), String> {
     });
     written
         .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|source| TokenCommandError::TokenFile {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn create_token(
@@ -88,14 +163,14 @@ fn create_token(
 }
 
 /// `onceledger tenant create NAME`.
-pub fn tenant_create(store: &mut Store, name: &str) -> Result<TenantRecord, String> {
+pub fn tenant_create(store: &mut Store, name: &str) -> Result<TenantRecord, TokenCommandError> {
     if !is_valid_tenant_name(name) {
-        return Err("a tenant name is 1 to 64 of A-Z a-z 0-9 _ . -".into());
+        return Err(TokenCommandError::InvalidTenantName);
     }
     store
         .write_batch(|tables| tables.auth().create_tenant(name, now_ms()))
-        .map_err(|e| format!("cannot store the tenant: {e}"))?
-        .ok_or_else(|| format!("tenant {name} exists already"))
+        .map_err(store_error("store the tenant"))?
+        .ok_or_else(|| TokenCommandError::TenantExists(name.to_owned()))
 }
 
 /// `onceledger token create --tenant NAME --role ROLE`: the token, to be shown once.
@@ -103,31 +178,26 @@ pub fn token_create(
     store: &mut Store,
     tenant: &str,
     role: Role,
-) -> Result<(TokenRecord, TokenSecret), String> {
+) -> Result<(TokenRecord, TokenSecret), TokenCommandError> {
     if role == Role::Admin && tenant != DEFAULT_TENANT_NAME {
-        return Err(format!(
-            "admin tokens belong to the operator's tenant, {DEFAULT_TENANT_NAME}"
-        ));
+        return Err(TokenCommandError::AdminOutsideDefaultTenant);
     }
     let id = store
         .tenants()
-        .map_err(|e| format!("cannot read tenants: {e}"))?
+        .map_err(store_error("read tenants"))?
         .into_iter()
         .find(|t| t.name == tenant)
         .map(|t| TenantId(t.id))
-        .ok_or_else(|| {
-            format!("no tenant {tenant}; create it with `onceledger tenant create {tenant}`")
-        })?;
-    let secret = TokenSecret::generate()?;
-    let record = create_token(store, id, role, &secret)
-        .map_err(|e| format!("cannot store the token: {e}"))?;
+        .ok_or_else(|| TokenCommandError::NoSuchTenant(tenant.to_owned()))?;
+    let secret = TokenSecret::generate().map_err(|e| TokenCommandError::NoToken(e.to_string()))?;
+    let record = create_token(store, id, role, &secret).map_err(store_error("store the token"))?;
     Ok((record, secret))
 }
 
 /// `onceledger token revoke ID`.
-pub fn token_revoke(store: &mut Store, id: u64) -> Result<TokenRecord, String> {
+pub fn token_revoke(store: &mut Store, id: u64) -> Result<TokenRecord, TokenCommandError> {
     store
         .write_batch(|tables| tables.auth().revoke_token(id, now_ms()))
-        .map_err(|e| format!("cannot revoke: {e}"))?
-        .ok_or_else(|| format!("no token {id}"))
+        .map_err(store_error("revoke"))?
+        .ok_or_else(|| TokenCommandError::NoSuchToken(id))
 }

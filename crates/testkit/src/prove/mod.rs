@@ -235,6 +235,7 @@ impl Running {
         let mut token = |role| {
             onceledger_server::node::tokens::token_create(&mut store, DEFAULT_TENANT_NAME, role)
                 .map(|(_, secret)| secret)
+                .map_err(|e| e.to_string())
         };
         let (admin, replicator) = (token(Role::Admin)?, token(Role::Replicator)?);
         let listener = TcpListener::bind(("127.0.0.1", 0))
