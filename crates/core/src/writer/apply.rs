@@ -4,7 +4,8 @@
 use bytes::Bytes;
 
 use super::{StoredAnswer, WriteOutcome, WriteRequest};
-use crate::ledger::{Account, Command, Decline, TenantId, post_charge};
+use crate::ids::{Role, TokenDigest};
+use crate::ledger::{Account, Command, Decline, NewAccount, NewCharge, TenantId, post_charge};
 use crate::render as present;
 use crate::store::{BatchTables, Effect, IdempotencyRecord, Redrive, StoreError};
 
@@ -53,76 +54,18 @@ pub(super) fn apply(
 }
 
 type Executed = (u16, Vec<u8>, Effect);
+/// What a command comes to: executed (status, stored body, effect), or declined (a final answer
+/// too), or a storage failure that fails the batch.
+type Execution = Result<Result<Executed, Decline>, StoreError>;
 
-fn execute(
-    tables: &mut BatchTables<'_>,
-    request: &WriteRequest,
-    now_ms: u64,
-) -> Result<Result<Executed, Decline>, StoreError> {
+/// One function per command; each reads what it needs through the batch's tables, so it sees the
+/// balances the earlier commands of the batch left.
+fn execute(tables: &mut BatchTables<'_>, request: &WriteRequest, now_ms: u64) -> Execution {
     let tenant = request.tenant;
     match &request.command {
-        Command::CreateAccount(new) => {
-            if tables.account(tenant, &new.id)?.is_some() {
-                return Ok(Err(Decline::AccountExists {
-                    account: new.id.clone(),
-                }));
-            }
-            let account = Account::open(new, now_ms);
-            let body = present::account(&account);
-            let event_seq = tables.create_account(tenant, account, now_ms)?;
-            Ok(Ok((
-                201,
-                body,
-                Effect::AccountCreated {
-                    account: new.id.clone(),
-                    event_seq,
-                },
-            )))
-        }
-        Command::CreateCharge(charge) => {
-            let Some(mut source) = tables.account(tenant, &charge.source)? else {
-                return Ok(Err(Decline::AccountNotFound {
-                    account: charge.source.clone(),
-                }));
-            };
-            let Some(mut destination) = tables.account(tenant, &charge.destination)? else {
-                return Ok(Err(Decline::AccountNotFound {
-                    account: charge.destination.clone(),
-                }));
-            };
-            let postings = match post_charge(charge, &mut source, &mut destination) {
-                Ok(postings) => postings,
-                Err(decline) => return Ok(Err(decline)),
-            };
-            tables.stage_account(tenant, source);
-            tables.stage_account(tenant, destination);
-            let stored = tables.record_charge(tenant, charge, &postings, now_ms)?;
-            Ok(Ok((
-                201,
-                present::charge(&stored),
-                Effect::ChargeSucceeded {
-                    charge_number: stored.number,
-                },
-            )))
-        }
-        Command::RedriveDeadLetter { id } => {
-            Ok(match tables.replication().redrive(*id, now_ms)? {
-                Redrive::NotFound => Err(Decline::DeadLetterNotFound { id: *id }),
-                Redrive::StillRefused(letter) => Err(Decline::RedriveRefused {
-                    id: *id,
-                    reason: letter.reason,
-                }),
-                Redrive::Applied(letter) => Ok((
-                    200,
-                    present::dead_letter(&letter),
-                    Effect::DeadLetterRedriven { id: *id },
-                )),
-                // Applied by an earlier redrive: shown, not applied again.
-                Redrive::AlreadyApplied(letter) => {
-                    Ok((200, present::dead_letter(&letter), Effect::None))
-                }
-            })
-        }
+        Command::CreateAccount(new) => create_account(tables, tenant, new, now_ms),
+        Command::CreateCharge(charge) => create_charge(tables, tenant, charge, now_ms),
+        Command::RedriveDeadLetter { id } => redrive(tables, *id, now_ms),
         Command::CreateTenant { name } => Ok(match tables.auth().create_tenant(name, now_ms)? {
             Some(record) => Ok((201, present::tenant(&record), Effect::Administrative)),
             None => Err(Decline::TenantExists { name: name.clone() }),
@@ -131,27 +74,7 @@ fn execute(
             tenant: name,
             role,
             secret,
-        } => {
-            let Some(tenant) = tables.auth().tenant_id(name)? else {
-                return Ok(Err(Decline::TenantNotFound { name: name.clone() }));
-            };
-            // The handler always fills the secret in; without one there is nothing to store.
-            let Some((digest, prefix)) = secret else {
-                return Err(StoreError::Corrupt {
-                    record: "token request",
-                    detail: "no token digest".into(),
-                });
-            };
-            let record =
-                tables
-                    .auth()
-                    .create_token(tenant, *role, *digest, prefix.clone(), now_ms)?;
-            Ok(Ok((
-                201,
-                present::token(&record, name),
-                Effect::Administrative,
-            )))
-        }
+        } => create_token(tables, name, *role, secret.as_ref(), now_ms),
         Command::RevokeToken { id } => Ok(match tables.auth().revoke_token(*id, now_ms)? {
             Some(record) => {
                 let name = tables.auth().tenant_name(TenantId(record.tenant))?;
@@ -160,4 +83,100 @@ fn execute(
             None => Err(Decline::TokenNotFound { id: *id }),
         }),
     }
+}
+
+fn create_account(
+    tables: &mut BatchTables<'_>,
+    tenant: TenantId,
+    new: &NewAccount,
+    now_ms: u64,
+) -> Execution {
+    if tables.account(tenant, &new.id)?.is_some() {
+        return Ok(Err(Decline::AccountExists {
+            account: new.id.clone(),
+        }));
+    }
+    let account = Account::open(new, now_ms);
+    let body = present::account(&account);
+    let event_seq = tables.create_account(tenant, account, now_ms)?;
+    let effect = Effect::AccountCreated {
+        account: new.id.clone(),
+        event_seq,
+    };
+    Ok(Ok((201, body, effect)))
+}
+
+/// The ledger rules decide (`post_charge`); the batch keeps both accounts in memory, so the next
+/// command of the batch sees the balances this one left.
+fn create_charge(
+    tables: &mut BatchTables<'_>,
+    tenant: TenantId,
+    charge: &NewCharge,
+    now_ms: u64,
+) -> Execution {
+    let Some(mut source) = tables.account(tenant, &charge.source)? else {
+        return Ok(Err(Decline::AccountNotFound {
+            account: charge.source.clone(),
+        }));
+    };
+    let Some(mut destination) = tables.account(tenant, &charge.destination)? else {
+        return Ok(Err(Decline::AccountNotFound {
+            account: charge.destination.clone(),
+        }));
+    };
+    let postings = match post_charge(charge, &mut source, &mut destination) {
+        Ok(postings) => postings,
+        Err(decline) => return Ok(Err(decline)),
+    };
+    tables.stage_account(tenant, source);
+    tables.stage_account(tenant, destination);
+    let stored = tables.record_charge(tenant, charge, &postings, now_ms)?;
+    let effect = Effect::ChargeSucceeded {
+        charge_number: stored.number,
+    };
+    Ok(Ok((201, present::charge(&stored), effect)))
+}
+
+fn redrive(tables: &mut BatchTables<'_>, id: u64, now_ms: u64) -> Execution {
+    Ok(match tables.replication().redrive(id, now_ms)? {
+        Redrive::NotFound => Err(Decline::DeadLetterNotFound { id }),
+        Redrive::StillRefused(letter) => Err(Decline::RedriveRefused {
+            id,
+            reason: letter.reason,
+        }),
+        Redrive::Applied(letter) => Ok((
+            200,
+            present::dead_letter(&letter),
+            Effect::DeadLetterRedriven { id },
+        )),
+        // Applied by an earlier redrive: shown, not applied again.
+        Redrive::AlreadyApplied(letter) => Ok((200, present::dead_letter(&letter), Effect::None)),
+    })
+}
+
+fn create_token(
+    tables: &mut BatchTables<'_>,
+    name: &str,
+    role: Role,
+    secret: Option<&(TokenDigest, String)>,
+    now_ms: u64,
+) -> Execution {
+    let Some(tenant) = tables.auth().tenant_id(name)? else {
+        return Ok(Err(Decline::TenantNotFound {
+            name: name.to_owned(),
+        }));
+    };
+    // The handler always fills the secret in; without one there is nothing to store.
+    let Some((digest, prefix)) = secret else {
+        return Err(StoreError::Corrupt {
+            record: "token request",
+            detail: "no token digest".into(),
+        });
+    };
+    let record = (tables.auth()).create_token(tenant, role, *digest, prefix.clone(), now_ms)?;
+    Ok(Ok((
+        201,
+        present::token(&record, name),
+        Effect::Administrative,
+    )))
 }
