@@ -41,7 +41,7 @@ pub fn ensure_admin_token(
     {
         return Ok(None);
     }
-    let secret = TokenSecret::generate()?;
+    let secret = TokenSecret::generate().map_err(|e| e.to_string())?;
     let path = data_dir.join(ADMIN_TOKEN_FILE_NAME);
     // The file first: a token committed but never written down would lock the operator out.
     write_secret_file(&path, secret.expose())?;
@@ -116,7 +116,7 @@ pub fn token_create(
         .ok_or_else(|| {
             format!("no tenant {tenant}; create it with `onceledger tenant create {tenant}`")
         })?;
-    let secret = TokenSecret::generate()?;
+    let secret = TokenSecret::generate().map_err(|e| e.to_string())?;
     let record = create_token(store, id, role, &secret)
         .map_err(|e| format!("cannot store the token: {e}"))?;
     Ok((record, secret))

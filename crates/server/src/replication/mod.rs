@@ -12,6 +12,7 @@ pub mod hub;
 pub mod rate;
 pub use onceledger_core::wire;
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +59,38 @@ pub struct Delivered {
     pub refused: Option<RefusedEvent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SinkError(pub String);
+/// Why a delivery got no acknowledgement. The replicator logs it (`delivery failed`), backs off
+/// and sends the same events again; the cursor does not move.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// No answer within `REPLICATION_REQUEST_TIMEOUT`.
+    Timeout,
+    /// The sink's own failure, typed in the sink's module (`hub::HubDeliveryError`, the NATS
+    /// sink's error) and erased here, so that the replicator need not know the sinks. Shown as
+    /// the sink's error is.
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Timeout => f.write_str("no answer in time"),
+            SinkError::Failed(error) => error.fmt(f),
+        }
+    }
+}
+
+/// `Failed` is transparent: its message is the sink's error's, so its source is that error's.
+/// Match on `Failed` to reach (and downcast) the sink's error itself.
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SinkError::Timeout => None,
+            SinkError::Failed(error) => error.source(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicatorConfig {
@@ -170,7 +201,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
         let delivery =
             tokio::time::timeout(REPLICATION_REQUEST_TIMEOUT, sink.deliver(&origin, &events))
                 .await
-                .unwrap_or_else(|_| Err(SinkError("no answer in time".into())));
+                .unwrap_or(Err(SinkError::Timeout));
         match delivery {
             Ok(delivered) => {
                 duplicates.inc_by(delivered.duplicates);
@@ -215,7 +246,7 @@ pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig
                     tokio::time::sleep(full_jitter(fruitless)).await;
                 }
             }
-            Err(SinkError(error)) => {
+            Err(error) => {
                 failed.inc();
                 retried.inc_by(events.len() as u64);
                 fruitless = fruitless.saturating_add(1);
