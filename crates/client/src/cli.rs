@@ -6,6 +6,7 @@
 //! (the operation may have run: run again with the printed `--idempotency-key` to find out).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::{
     ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Backoff, Client, ClientConfig,
     ClientError, NewAccount, NewCharge, Operation, RetryBudget, Transcript,
 };
+use crate::token::{TokenError, TokenSecret};
 
 /// `--timeout`'s default, as the flag spells it.
 const _: () = assert!(ATTEMPT_TIMEOUT_DEFAULT.as_secs() == 10);
@@ -85,11 +87,11 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    pub fn token(&self) -> Result<Option<crate::token::TokenSecret>, String> {
+    pub fn token(&self) -> Result<Option<TokenSecret>, TokenError> {
         let data_dir = std::env::var_os("ONCELEDGER_DATA_DIR")
             .map_or_else(|| PathBuf::from("./onceledger-data"), PathBuf::from);
         let fallback = data_dir.join(crate::token::ADMIN_TOKEN_FILE_NAME);
-        crate::token::TokenSecret::for_client(
+        TokenSecret::for_client(
             self.token.as_deref(),
             self.token_file.as_deref(),
             Some(&fallback),
@@ -152,7 +154,7 @@ fn metadata_pair(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
-pub fn run_account(args: AccountArgs) -> Result<ExitCode, String> {
+pub fn run_account(args: AccountArgs) -> Result<ExitCode, CliError> {
     let body = NewAccount {
         id: args.id,
         currency: args.currency,
@@ -161,7 +163,7 @@ pub fn run_account(args: AccountArgs) -> Result<ExitCode, String> {
     run(&args.client, Operation::CreateAccount, &body)
 }
 
-pub fn run_charge(args: ChargeArgs) -> Result<ExitCode, String> {
+pub fn run_charge(args: ChargeArgs) -> Result<ExitCode, CliError> {
     let body = NewCharge {
         source: args.source,
         destination: args.destination,
@@ -176,11 +178,13 @@ fn run(
     args: &ClientArgs,
     operation: Operation,
     body: &impl serde::Serialize,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let transcript = match &args.transcript {
         Some(path) => Some(
-            Transcript::create(path)
-                .map_err(|e| format!("cannot create the transcript {}: {e}", path.display()))?,
+            Transcript::create(path).map_err(|source| CliError::Transcript {
+                path: path.clone(),
+                source,
+            })?,
         ),
         None => None,
     };
@@ -193,7 +197,7 @@ fn run(
         attempt_timeout: args.timeout,
         budget: Arc::new(RetryBudget::default()),
         transcript,
-        token: args.credentials.token()?,
+        token: args.credentials.token().map_err(CliError::Token)?,
         ca_file: args.credentials.ca_file.clone(),
         ..ClientConfig::default()
     };
@@ -201,7 +205,7 @@ fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .map_err(CliError::Runtime)?;
     let result = runtime.block_on(async {
         let client = Client::new(&args.url, config)?;
         client.send_json(operation, &key, body).await
@@ -227,11 +231,88 @@ fn run(
             eprintln!("onceledger {}: {error}", operation.name());
             Ok(ExitCode::FAILURE)
         }
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(CliError::Client(error)),
+    }
+}
+
+/// Why `account` or `charge` could not run its operation (a client that gave up is not an
+/// error: it has its own exit status). Each message is one sentence for the operator.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CliError {
+    /// `--transcript FILE` cannot be created.
+    Transcript {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The token cannot be read (shown as the token error says it).
+    Token(TokenError),
+    /// The tokio runtime did not start.
+    Runtime(std::io::Error),
+    /// The client cannot be set up or the request not built (shown as the client says it).
+    Client(ClientError),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Transcript { path, source } => {
+                write!(
+                    f,
+                    "cannot create the transcript {}: {source}",
+                    path.display()
+                )
+            }
+            CliError::Token(error) => error.fmt(f),
+            CliError::Runtime(source) => write!(f, "cannot start the runtime: {source}"),
+            CliError::Client(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CliError::Transcript { source, .. } | CliError::Runtime(source) => Some(source),
+            // Transparent: the message is the wrapped error's, so the source is its own.
+            CliError::Token(error) => std::error::Error::source(error),
+            CliError::Client(error) => std::error::Error::source(error),
+        }
     }
 }
 
 /// A duration such as `50ms`, `10s` or `30d` (humantime), for command-line flags.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text).map_err(|source| DurationError::NotADuration {
+        text: text.to_owned(),
+        source,
+    })
+}
+
+/// Why a flag's value is not a duration. Clap shows the message after the flag's name.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DurationError {
+    NotADuration {
+        text: String,
+        source: humantime::DurationError,
+    },
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurationError::NotADuration { text, source } => {
+                write!(f, "{text:?} is not a duration: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DurationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DurationError::NotADuration { source, .. } => Some(source),
+        }
+    }
 }

@@ -49,7 +49,7 @@ pub use transcript::{AttemptRecord, Decision, Transcript};
 
 use crate::rng::Rng;
 use transport::{Reply, Transport, TransportError};
-pub use transport::{parse_base, parse_base_url};
+pub use transport::{RequestError, SetupError, UrlError, parse_base, parse_base_url};
 
 /// Attempts per logical operation, the first included, when not configured.
 pub const ATTEMPTS_DEFAULT: u32 = 5;
@@ -175,13 +175,13 @@ pub enum Failure {
     Transport { cause: RetryCause, message: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The server URL is unusable.
-    Url(String),
+    /// The client cannot be set up: the server URL, the CA file or the token is unusable.
+    Setup(SetupError),
     /// The request could not be built (for example a key with bytes a header cannot carry).
-    Request(String),
+    Request(RequestError),
     /// No final answer. The operation may or may not have run: retrying with `key` finds out
     /// without running it twice.
     GaveUp {
@@ -195,7 +195,8 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Url(message) | ClientError::Request(message) => f.write_str(message),
+            ClientError::Setup(error) => error.fmt(f),
+            ClientError::Request(error) => error.fmt(f),
             ClientError::GaveUp {
                 key,
                 attempts,
@@ -225,7 +226,17 @@ impl fmt::Display for ClientError {
     }
 }
 
-impl std::error::Error for ClientError {}
+/// `Setup` and `Request` are transparent: their message is the wrapped error's, so the source is
+/// the wrapped error's own.
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Setup(error) => std::error::Error::source(error),
+            ClientError::Request(error) => std::error::Error::source(error),
+            ClientError::GaveUp { .. } => None,
+        }
+    }
+}
 
 /// A retrying client. Clones share the connection pool, the budget, the metrics and the
 /// transcript: one `Client` (and its clones) is one call site.
@@ -255,7 +266,7 @@ impl Client {
             config.token.clone(),
             config.ca_file.as_deref(),
         )
-        .map_err(ClientError::Url)?;
+        .map_err(ClientError::Setup)?;
         let metrics = ClientMetrics::default();
         metrics.budget_tokens.set(i64::from(config.budget.tokens()));
         Ok(Client {
@@ -306,8 +317,8 @@ impl Client {
         key: &str,
         body: &impl Serialize,
     ) -> Result<Answer, ClientError> {
-        let body = serde_json::to_vec(body)
-            .map_err(|e| ClientError::Request(format!("cannot encode the body: {e}")))?;
+        let body =
+            serde_json::to_vec(body).map_err(|e| ClientError::Request(RequestError::Encode(e)))?;
         self.send(operation, key, Bytes::from(body)).await
     }
 

@@ -3,9 +3,10 @@
 //! CA file (default: the system's roots). With the server's `tls` module, the only code that
 //! imports rustls.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,21 +22,78 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why no client TLS configuration could be made. Each message is one sentence for the operator.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The CA file cannot be read, or is not PEM.
+    CaFileUnreadable {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A certificate of the CA file is not one rustls takes as a root.
+    CaCertificateRejected {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    /// The CA file holds no certificate.
+    NoCertificate { path: PathBuf },
+    /// rustls refused the configuration (the provider's protocol versions).
+    Config(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::CaFileUnreadable { path, source } => {
+                write!(f, "CA file {}: {source}", path.display())
+            }
+            TlsError::CaCertificateRejected { path, source } => {
+                write!(f, "CA file {}: {source}", path.display())
+            }
+            TlsError::NoCertificate { path } => {
+                write!(f, "CA file {}: no certificate in it", path.display())
+            }
+            TlsError::Config(source) => write!(f, "TLS: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::CaFileUnreadable { source, .. } => Some(source),
+            TlsError::CaCertificateRejected { source, .. } | TlsError::Config(source) => {
+                Some(source)
+            }
+            TlsError::NoCertificate { .. } => None,
+        }
+    }
+}
+
 /// The client side: trust the certificates of `ca_file` (PEM), or the system's roots without one.
-pub fn client_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+pub fn client_connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                .map_err(|source| TlsError::CaFileUnreadable {
+                    path: path.to_owned(),
+                    source,
+                })?;
             for cert in certs {
                 roots
                     .add(cert)
-                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                    .map_err(|source| TlsError::CaCertificateRejected {
+                        path: path.to_owned(),
+                        source,
+                    })?;
             }
             if roots.is_empty() {
-                return Err(format!("CA file {}: no certificate in it", path.display()));
+                return Err(TlsError::NoCertificate {
+                    path: path.to_owned(),
+                });
             }
         }
         None => {
@@ -47,7 +105,7 @@ pub fn client_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> 
     }
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(TlsError::Config)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

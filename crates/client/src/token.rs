@@ -2,6 +2,7 @@
 //! operating system's generator). The server keeps only the blake3 digest of the whole string.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// The file in a data directory where `serve` writes the first admin token at first start, and
 /// where the client commands look for a token when none is given.
@@ -31,16 +32,19 @@ impl TokenSecret {
     /// `fallback_file` if that exists (the default data directory's `admin.token`).
     pub fn for_client(
         token: Option<&str>,
-        file: Option<&std::path::Path>,
-        fallback_file: Option<&std::path::Path>,
-    ) -> Result<Option<TokenSecret>, String> {
+        file: Option<&Path>,
+        fallback_file: Option<&Path>,
+    ) -> Result<Option<TokenSecret>, TokenError> {
         if let Some(token) = token {
             return Ok(Some(TokenSecret::presented(token)));
         }
-        let read = |path: &std::path::Path| {
+        let read = |path: &Path| {
             std::fs::read_to_string(path)
                 .map(|text| TokenSecret::presented(text.lines().next().unwrap_or_default()))
-                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))
+                .map_err(|source| TokenError::FileUnreadable {
+                    path: path.to_owned(),
+                    source,
+                })
         };
         match (file, fallback_file) {
             (Some(file), _) => read(file).map(Some),
@@ -50,19 +54,18 @@ impl TokenSecret {
     }
 
     /// `Bearer TOKEN`, marked sensitive (hyper and http never print sensitive values).
-    pub fn header_value(&self) -> Result<http::HeaderValue, String> {
+    pub fn header_value(&self) -> Result<http::HeaderValue, TokenError> {
         let mut value = http::HeaderValue::from_str(&format!("Bearer {}", self.0))
-            .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
+            .map_err(TokenError::NotAHeaderValue)?;
         value.set_sensitive(true);
         Ok(value)
     }
 
     /// 256 random bits from the operating system (getrandom). Fails only when the OS has no
     /// entropy source at all.
-    pub fn generate() -> Result<TokenSecret, String> {
+    pub fn generate() -> Result<TokenSecret, TokenError> {
         let mut bytes = [0u8; TOKEN_RANDOM_BYTES];
-        getrandom::getrandom(&mut bytes)
-            .map_err(|e| format!("no randomness from the operating system: {e}"))?;
+        getrandom::getrandom(&mut bytes).map_err(TokenError::NoEntropy)?;
         let mut text = String::with_capacity(TOKEN_CHARS);
         text.push_str(TOKEN_SCHEME);
         for byte in bytes {
@@ -79,6 +82,47 @@ impl TokenSecret {
     /// What listings show: `olt_` and the first 8 hex digits.
     pub fn shown_prefix(&self) -> String {
         self.0.chars().take(TOKEN_PREFIX_SHOWN_CHARS).collect()
+    }
+}
+
+/// Why no token could be read, made or sent. Messages never hold the token itself.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token file (`--token-file`, a data directory's `admin.token`) cannot be read.
+    FileUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The operating system has no entropy source.
+    NoEntropy(getrandom::Error),
+    /// The token has bytes an HTTP header cannot carry. The source does not name them.
+    NotAHeaderValue(http::header::InvalidHeaderValue),
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenError::FileUnreadable { path, source } => {
+                write!(f, "cannot read the token file {}: {source}", path.display())
+            }
+            TokenError::NoEntropy(source) => {
+                write!(f, "no randomness from the operating system: {source}")
+            }
+            TokenError::NotAHeaderValue(_) => {
+                f.write_str("the token has characters a header cannot carry")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TokenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TokenError::FileUnreadable { source, .. } => Some(source),
+            TokenError::NoEntropy(source) => Some(source),
+            TokenError::NotAHeaderValue(source) => Some(source),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use onceledger_core::store::Effect;
 use onceledger_core::wire::Ack;
@@ -77,200 +77,41 @@ pub struct ReplicationCounters {
 }
 
 impl Metrics {
+    /// Registers every metric. The groups register in the order the exposition lists them.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let outcomes: Family<Labels, Counter> = Family::default();
-        registry.register(
-            "onceledger_idempotency_requests",
-            "POST requests by what the idempotency layer decided",
-            outcomes.clone(),
-        );
-        let outcome = |name| outcomes.get_or_create_owned(&[("outcome", name)]);
-        let key_outcomes = [
-            "new",
-            "replayed",
-            "in_flight",
-            "mismatch",
-            "missing",
-            "invalid",
-        ]
-        .map(outcome);
-
-        // The standard name Prometheus tooling knows: a value that changed between two scrapes
-        // means the counters of the second scrape started again from zero (the load generator's
-        // check relies on it). Milliseconds, so two starts in one second still differ.
-        let process_start_time_seconds = Gauge::<f64, AtomicU64>::default();
-        process_start_time_seconds.set(onceledger_core::clock::now_ms() as f64 / 1000.0);
-        registry.register(
-            "process_start_time_seconds",
-            "When this process started, in seconds since the Unix epoch",
-            process_start_time_seconds,
-        );
-
-        let charges_applied = Counter::default();
-        registry.register(
-            "onceledger_charges_applied",
-            "Charges committed (one per succeeded charge)",
-            charges_applied.clone(),
-        );
-        let accounts_created = Counter::default();
-        registry.register(
-            "onceledger_accounts_created",
-            "Accounts committed",
-            accounts_created.clone(),
-        );
-
-        let rejected: Family<Labels, Counter> = Family::default();
-        registry.register(
-            "onceledger_write_rejections",
-            "Writes refused before the ledger: commit queue full or store unavailable",
-            rejected.clone(),
-        );
-        let write_rejected_overloaded = rejected.get_or_create_owned(&[("reason", "overloaded")]);
-        let write_rejected_unavailable =
-            rejected.get_or_create_owned(&[("reason", "storage_unavailable")]);
-
-        let auth_refusals: Family<Labels, Counter> = Family::default();
-        registry.register(
-            "onceledger_auth_refusals",
-            "Requests refused before they ran: unauthorized (401), forbidden (403), rate_limited (429)",
-            auth_refusals.clone(),
-        );
-
-        let commits = Counter::default();
-        registry.register(
-            "onceledger_commits",
-            "Write transactions committed (one fsync each)",
-            commits.clone(),
-        );
-        let commit_batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register(
-            "onceledger_commit_batch_commands",
-            "Commands per write transaction",
-            commit_batch_commands.clone(),
-        );
-        let commit_duration_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
-        registry.register(
-            "onceledger_commit_duration_seconds",
-            "Time to apply and commit one batch",
-            commit_duration_seconds.clone(),
-        );
-        let request_duration_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
-        registry.register(
-            "onceledger_http_request_duration_seconds",
-            "Time from request head to response",
-            request_duration_seconds.clone(),
-        );
-
-        let inflight_keys = Gauge::default();
-        registry.register(
-            "onceledger_inflight_keys",
-            "Idempotency keys whose request has not finished",
-            inflight_keys.clone(),
-        );
-        let commit_queue_commands = Gauge::default();
-        registry.register(
-            "onceledger_commit_queue_commands",
-            "Commands waiting for the writer",
-            commit_queue_commands.clone(),
-        );
-        let idempotency_keys_in_memory = Gauge::default();
-        registry.register(
-            "onceledger_idempotency_keys_in_memory",
-            "Finished idempotency keys held in memory, not yet merged into the keyed table",
-            idempotency_keys_in_memory.clone(),
-        );
-        let journal_bytes = Gauge::default();
-        registry.register(
-            "onceledger_journal_bytes",
-            "Bytes of batches journaled since the last durable redb commit (replayed after a crash)",
-            journal_bytes.clone(),
-        );
-        let store_checkpoints = Counter::default();
-        registry.register(
-            "onceledger_store_checkpoints",
-            "Durable redb commits (checkpoints); the other commits are made durable by the journal",
-            store_checkpoints.clone(),
-        );
-        let outbox_lag_events: Family<Labels, Gauge> = Family::default();
-        registry.register(
-            "onceledger_outbox_lag_events",
-            "Committed events the sink has not acknowledged, per sink",
-            outbox_lag_events.clone(),
-        );
-        let outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge> = Family::default();
-        registry.register(
-            "onceledger_outbox_oldest_unpublished_age_seconds",
-            "Age of the oldest event the sink has not acknowledged, per sink (0 when none)",
-            outbox_oldest_unpublished_age_seconds.clone(),
-        );
-        let inbox_events: Family<Labels, Counter> = Family::default();
-        registry.register(
-            "onceledger_inbox_events",
-            "Replicated events received, by result",
-            inbox_events.clone(),
-        );
-        let inbox_result = |result| inbox_events.get_or_create_owned(&[("result", result)]);
-        let (inbox_applied, inbox_duplicate, inbox_dead_lettered) = (
-            inbox_result("applied"),
-            inbox_result("duplicate"),
-            inbox_result("dead_lettered"),
-        );
-        let outbox_events_deleted = Counter::default();
-        registry.register(
-            "onceledger_outbox_events_deleted",
-            "Outbox events deleted by retention (acknowledged by every sink and old enough)",
-            outbox_events_deleted.clone(),
-        );
-        let replication = ReplicationCounters::default();
-        for (name, help, family) in [
-            (
-                "onceledger_replication_events_sent",
-                "Events sent to a sink, resends included",
-                &replication.events_sent,
-            ),
-            (
-                "onceledger_replication_events_acknowledged",
-                "Events a sink acknowledged (its cursor moved past them)",
-                &replication.events_acknowledged,
-            ),
-            (
-                "onceledger_replication_events_retried",
-                "Events sent again because a delivery failed, was refused or found a gap",
-                &replication.events_retried,
-            ),
-            (
-                "onceledger_replication_events_duplicate",
-                "Events a sink acknowledged as already held (inbox duplicate, JetStream dedup window)",
-                &replication.events_duplicate,
-            ),
-            (
-                "onceledger_replication_delivery_failures",
-                "Deliveries that got no acknowledgement (sink unreachable, error, timeout)",
-                &replication.delivery_failures,
-            ),
-            (
-                "onceledger_replication_restarts",
-                "Replicator tasks started again after a relay-crash fault point ended one",
-                &replication.restarts,
-            ),
-        ] {
-            registry.register(name, help, family.clone());
-        }
-
-        let nats_messages: Family<Labels, Counter> = Family::default();
-        registry.register(
-            "onceledger_nats_consumer_messages",
-            "JetStream messages a consuming hub handled: acknowledged after commit, NAKed to come again, or terminated (undecodable)",
-            nats_messages.clone(),
-        );
-        let nats_result = |result| nats_messages.get_or_create_owned(&[("result", result)]);
-        let nats_consumer = NatsConsumerCounters {
-            acknowledged: nats_result("acknowledged"),
-            redelivered: nats_result("nacked"),
-            terminated: nats_result("terminated"),
-        };
-
+        let key_outcomes = register_key_outcomes(&mut registry);
+        register_process_start_time(&mut registry);
+        let WriteOutcomes {
+            charges_applied,
+            accounts_created,
+            write_rejected_overloaded,
+            write_rejected_unavailable,
+            auth_refusals,
+        } = WriteOutcomes::register(&mut registry);
+        let Timings {
+            commits,
+            commit_batch_commands,
+            commit_duration_seconds,
+            request_duration_seconds,
+        } = Timings::register(&mut registry);
+        let Backlogs {
+            inflight_keys,
+            commit_queue_commands,
+            idempotency_keys_in_memory,
+            journal_bytes,
+            store_checkpoints,
+        } = Backlogs::register(&mut registry);
+        let OutboxAndInbox {
+            outbox_lag_events,
+            outbox_oldest_unpublished_age_seconds,
+            inbox_applied,
+            inbox_duplicate,
+            inbox_dead_lettered,
+            outbox_events_deleted,
+        } = OutboxAndInbox::register(&mut registry);
+        let replication = ReplicationCounters::register(&mut registry);
+        let nats_consumer = NatsConsumerCounters::register(&mut registry);
         Metrics {
             registry,
             nats_consumer,
@@ -329,6 +170,283 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Registers `metric` and returns it: the registry holds a clone, which shares the value.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// `onceledger_idempotency_requests{outcome}`, one series per [`KeyOutcome`], in its order.
+fn register_key_outcomes(registry: &mut Registry) -> [Counter; 6] {
+    let outcomes: Family<Labels, Counter> = registered(
+        registry,
+        "onceledger_idempotency_requests",
+        "POST requests by what the idempotency layer decided",
+        Family::default(),
+    );
+    let outcome = |name| outcomes.get_or_create_owned(&[("outcome", name)]);
+    [
+        "new",
+        "replayed",
+        "in_flight",
+        "mismatch",
+        "missing",
+        "invalid",
+    ]
+    .map(outcome)
+}
+
+fn register_process_start_time(registry: &mut Registry) {
+    // The standard name Prometheus tooling knows: a value that changed between two scrapes
+    // means the counters of the second scrape started again from zero (the load generator's
+    // check relies on it). Milliseconds, so two starts in one second still differ.
+    let process_start_time_seconds = Gauge::<f64, AtomicU64>::default();
+    process_start_time_seconds.set(onceledger_core::clock::now_ms() as f64 / 1000.0);
+    registry.register(
+        "process_start_time_seconds",
+        "When this process started, in seconds since the Unix epoch",
+        process_start_time_seconds,
+    );
+}
+
+/// What became of writes: committed, or refused before the ledger or at authentication.
+struct WriteOutcomes {
+    charges_applied: Counter,
+    accounts_created: Counter,
+    write_rejected_overloaded: Counter,
+    write_rejected_unavailable: Counter,
+    auth_refusals: Family<Labels, Counter>,
+}
+
+impl WriteOutcomes {
+    fn register(registry: &mut Registry) -> WriteOutcomes {
+        let charges_applied = registered(
+            registry,
+            "onceledger_charges_applied",
+            "Charges committed (one per succeeded charge)",
+            Counter::default(),
+        );
+        let accounts_created = registered(
+            registry,
+            "onceledger_accounts_created",
+            "Accounts committed",
+            Counter::default(),
+        );
+        let rejected: Family<Labels, Counter> = registered(
+            registry,
+            "onceledger_write_rejections",
+            "Writes refused before the ledger: commit queue full or store unavailable",
+            Family::default(),
+        );
+        let auth_refusals = registered(
+            registry,
+            "onceledger_auth_refusals",
+            "Requests refused before they ran: unauthorized (401), forbidden (403), rate_limited (429)",
+            Family::default(),
+        );
+        WriteOutcomes {
+            charges_applied,
+            accounts_created,
+            write_rejected_overloaded: rejected.get_or_create_owned(&[("reason", "overloaded")]),
+            write_rejected_unavailable: rejected
+                .get_or_create_owned(&[("reason", "storage_unavailable")]),
+            auth_refusals,
+        }
+    }
+}
+
+/// Commits and how long the work takes: a batch's commit, a request from head to response.
+struct Timings {
+    commits: Counter,
+    commit_batch_commands: Histogram,
+    commit_duration_seconds: Histogram,
+    request_duration_seconds: Histogram,
+}
+
+impl Timings {
+    fn register(registry: &mut Registry) -> Timings {
+        Timings {
+            commits: registered(
+                registry,
+                "onceledger_commits",
+                "Write transactions committed (one fsync each)",
+                Counter::default(),
+            ),
+            commit_batch_commands: registered(
+                registry,
+                "onceledger_commit_batch_commands",
+                "Commands per write transaction",
+                Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            ),
+            commit_duration_seconds: registered(
+                registry,
+                "onceledger_commit_duration_seconds",
+                "Time to apply and commit one batch",
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            ),
+            request_duration_seconds: registered(
+                registry,
+                "onceledger_http_request_duration_seconds",
+                "Time from request head to response",
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            ),
+        }
+    }
+}
+
+/// What waits: requests in flight, the commit queue, keys not yet merged, journal bytes not yet
+/// checkpointed; and the checkpoints that drain the journal.
+struct Backlogs {
+    inflight_keys: Gauge,
+    commit_queue_commands: Gauge,
+    idempotency_keys_in_memory: Gauge,
+    journal_bytes: Gauge,
+    store_checkpoints: Counter,
+}
+
+impl Backlogs {
+    fn register(registry: &mut Registry) -> Backlogs {
+        Backlogs {
+            inflight_keys: registered(
+                registry,
+                "onceledger_inflight_keys",
+                "Idempotency keys whose request has not finished",
+                Gauge::default(),
+            ),
+            commit_queue_commands: registered(
+                registry,
+                "onceledger_commit_queue_commands",
+                "Commands waiting for the writer",
+                Gauge::default(),
+            ),
+            idempotency_keys_in_memory: registered(
+                registry,
+                "onceledger_idempotency_keys_in_memory",
+                "Finished idempotency keys held in memory, not yet merged into the keyed table",
+                Gauge::default(),
+            ),
+            journal_bytes: registered(
+                registry,
+                "onceledger_journal_bytes",
+                "Bytes of batches journaled since the last durable redb commit (replayed after a crash)",
+                Gauge::default(),
+            ),
+            store_checkpoints: registered(
+                registry,
+                "onceledger_store_checkpoints",
+                "Durable redb commits (checkpoints); the other commits are made durable by the journal",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
+/// The outbox (lag per sink, retention) and the inbox (replicated events received).
+struct OutboxAndInbox {
+    outbox_lag_events: Family<Labels, Gauge>,
+    outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge>,
+    inbox_applied: Counter,
+    inbox_duplicate: Counter,
+    inbox_dead_lettered: Counter,
+    outbox_events_deleted: Counter,
+}
+
+impl OutboxAndInbox {
+    fn register(registry: &mut Registry) -> OutboxAndInbox {
+        let outbox_lag_events = registered(
+            registry,
+            "onceledger_outbox_lag_events",
+            "Committed events the sink has not acknowledged, per sink",
+            Family::default(),
+        );
+        let outbox_oldest_unpublished_age_seconds = registered(
+            registry,
+            "onceledger_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest event the sink has not acknowledged, per sink (0 when none)",
+            Family::default(),
+        );
+        let inbox_events: Family<Labels, Counter> = registered(
+            registry,
+            "onceledger_inbox_events",
+            "Replicated events received, by result",
+            Family::default(),
+        );
+        let inbox_result = |result| inbox_events.get_or_create_owned(&[("result", result)]);
+        let outbox_events_deleted = registered(
+            registry,
+            "onceledger_outbox_events_deleted",
+            "Outbox events deleted by retention (acknowledged by every sink and old enough)",
+            Counter::default(),
+        );
+        OutboxAndInbox {
+            outbox_lag_events,
+            outbox_oldest_unpublished_age_seconds,
+            inbox_applied: inbox_result("applied"),
+            inbox_duplicate: inbox_result("duplicate"),
+            inbox_dead_lettered: inbox_result("dead_lettered"),
+            outbox_events_deleted,
+        }
+    }
+}
+
+impl ReplicationCounters {
+    fn register(registry: &mut Registry) -> ReplicationCounters {
+        let replication = ReplicationCounters::default();
+        for (name, help, family) in [
+            (
+                "onceledger_replication_events_sent",
+                "Events sent to a sink, resends included",
+                &replication.events_sent,
+            ),
+            (
+                "onceledger_replication_events_acknowledged",
+                "Events a sink acknowledged (its cursor moved past them)",
+                &replication.events_acknowledged,
+            ),
+            (
+                "onceledger_replication_events_retried",
+                "Events sent again because a delivery failed, was refused or found a gap",
+                &replication.events_retried,
+            ),
+            (
+                "onceledger_replication_events_duplicate",
+                "Events a sink acknowledged as already held (inbox duplicate, JetStream dedup window)",
+                &replication.events_duplicate,
+            ),
+            (
+                "onceledger_replication_delivery_failures",
+                "Deliveries that got no acknowledgement (sink unreachable, error, timeout)",
+                &replication.delivery_failures,
+            ),
+            (
+                "onceledger_replication_restarts",
+                "Replicator tasks started again after a relay-crash fault point ended one",
+                &replication.restarts,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        replication
+    }
+}
+
+impl NatsConsumerCounters {
+    fn register(registry: &mut Registry) -> NatsConsumerCounters {
+        let nats_messages: Family<Labels, Counter> = registered(
+            registry,
+            "onceledger_nats_consumer_messages",
+            "JetStream messages a consuming hub handled: acknowledged after commit, NAKed to come again, or terminated (undecodable)",
+            Family::default(),
+        );
+        let nats_result = |result| nats_messages.get_or_create_owned(&[("result", result)]);
+        NatsConsumerCounters {
+            acknowledged: nats_result("acknowledged"),
+            redelivered: nats_result("nacked"),
+            terminated: nats_result("terminated"),
+        }
     }
 }
 

@@ -64,7 +64,7 @@ async fn consume(
     node: &NodeParts,
     commits: &mut u64,
 ) -> Result<(), String> {
-    let context = connect(&config.stream).await?;
+    let context = connect(&config.stream).await.map_err(|e| e.to_string())?;
     let stream = context
         .get_stream(&config.stream.stream)
         .await

@@ -9,6 +9,7 @@
 pub mod consumer;
 pub mod sink;
 
+use std::fmt;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, Context};
@@ -29,12 +30,15 @@ pub struct StreamSettings {
 pub(crate) const NATS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects and makes sure the stream exists (file storage), creating it if missing.
-pub(crate) async fn connect(settings: &StreamSettings) -> Result<Context, String> {
+pub(crate) async fn connect(settings: &StreamSettings) -> Result<Context, StreamError> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(NATS_REQUEST_TIMEOUT)
         .connect(settings.url.as_str())
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", settings.url))?;
+        .map_err(|source| StreamError::Connect {
+            url: settings.url.clone(),
+            source,
+        })?;
     let context = jetstream::new(client);
     context
         .get_or_create_stream(jetstream::stream::Config {
@@ -45,6 +49,46 @@ pub(crate) async fn connect(settings: &StreamSettings) -> Result<Context, String
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("cannot create or find stream {}: {e}", settings.stream))?;
+        .map_err(|source| StreamError::Stream {
+            stream: settings.stream.clone(),
+            source,
+        })?;
     Ok(context)
+}
+
+/// Why the stream of [`StreamSettings`] cannot be used: NATS is away, or the stream can be
+/// neither found nor created. Each message is one sentence for the operator.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StreamError {
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    Stream {
+        stream: String,
+        source: jetstream::context::CreateStreamError,
+    },
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Connect { url, source } => {
+                write!(f, "cannot connect to NATS at {url}: {source}")
+            }
+            StreamError::Stream { stream, source } => {
+                write!(f, "cannot create or find stream {stream}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StreamError::Connect { source, .. } => Some(source),
+            StreamError::Stream { source, .. } => Some(source),
+        }
+    }
 }

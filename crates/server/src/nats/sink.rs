@@ -1,13 +1,14 @@
 //! The JetStream sink of the replicator.
 
+use std::fmt;
 use std::future::IntoFuture;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use bytes::Bytes;
 
-use super::{StreamSettings, connect};
+use super::{StreamError, StreamSettings, connect};
 use crate::replication::{Delivered, Sink, SinkError};
 use onceledger_core::store::Event;
 use onceledger_core::wire::encode_events;
@@ -51,7 +52,9 @@ impl Sink for JetStreamSink {
         let context = match &self.context {
             Some(context) => context.clone(),
             None => {
-                let context = connect(&self.settings).await.map_err(SinkError)?;
+                let context = connect(&self.settings)
+                    .await
+                    .map_err(JetStreamDeliveryError::Stream)?;
                 self.context = Some(context.clone());
                 context
             }
@@ -69,7 +72,7 @@ impl Sink for JetStreamSink {
             {
                 Ok(ack) => pending.push((event.seq, ack)),
                 Err(error) => {
-                    failure = Some(format!("publish failed: {error}"));
+                    failure = Some(JetStreamDeliveryError::Publish(error));
                     break;
                 }
             }
@@ -83,7 +86,7 @@ impl Sink for JetStreamSink {
                     duplicates += u64::from(ack.duplicate);
                 }
                 Err(error) => {
-                    failure.get_or_insert(format!("no publish acknowledgement: {error}"));
+                    failure.get_or_insert(JetStreamDeliveryError::NoAcknowledgement(error));
                     break;
                 }
             }
@@ -93,7 +96,7 @@ impl Sink for JetStreamSink {
             // Nothing acknowledged: a failed delivery (backoff); the connection may be stale.
             Some(error) if through < first => {
                 self.context = None;
-                Err(SinkError(error))
+                Err(error.into())
             }
             _ => Ok(Delivered {
                 through,
@@ -101,5 +104,46 @@ impl Sink for JetStreamSink {
                 refused: None,
             }),
         }
+    }
+}
+
+/// Why a delivery to JetStream got no acknowledgement. The replicator logs it and sends again.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum JetStreamDeliveryError {
+    /// NATS or the stream cannot be reached (shown as the stream error says it).
+    Stream(StreamError),
+    /// A publish was not sent.
+    Publish(PublishError),
+    /// A publish was sent but its acknowledgement did not come back.
+    NoAcknowledgement(PublishError),
+}
+
+impl fmt::Display for JetStreamDeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JetStreamDeliveryError::Stream(error) => error.fmt(f),
+            JetStreamDeliveryError::Publish(source) => write!(f, "publish failed: {source}"),
+            JetStreamDeliveryError::NoAcknowledgement(source) => {
+                write!(f, "no publish acknowledgement: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for JetStreamDeliveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent: the message is the stream error's, so the source is its own.
+            JetStreamDeliveryError::Stream(error) => std::error::Error::source(error),
+            JetStreamDeliveryError::Publish(source)
+            | JetStreamDeliveryError::NoAcknowledgement(source) => Some(source),
+        }
+    }
+}
+
+impl From<JetStreamDeliveryError> for SinkError {
+    fn from(error: JetStreamDeliveryError) -> Self {
+        SinkError::Failed(Box::new(error))
     }
 }

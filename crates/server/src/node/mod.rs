@@ -79,7 +79,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .upstream
         .as_deref()
         .map(|url| HubSink::new(url, &config.replication.upstream_auth))
-        .transpose()?;
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let mut store = open_off_worker(config.data_dir.clone(), config.node_id.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -135,7 +136,8 @@ fn server_settings(security: &SecurityConfig) -> Result<ServerSettings, String> 
         .tls
         .as_ref()
         .map(|(cert, key)| crate::tls::server_acceptor(cert, key))
-        .transpose()?;
+        .transpose()
+        .map_err(|e| e.to_string())?;
     Ok(ServerSettings {
         header_read_timeout: security.header_read_timeout,
         connections_max: security.connections_max,

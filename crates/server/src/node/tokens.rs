@@ -16,6 +16,7 @@ use onceledger_core::ledger::TenantId;
 use onceledger_core::store::{Store, StoreError, TenantRecord, TokenRecord};
 
 pub use onceledger_client::token::ADMIN_TOKEN_FILE_NAME;
+use onceledger_client::token::TokenError;
 
 /// What can go wrong in the tenant and token commands and in making the first admin token. The
 /// messages are one sentence for the operator.
@@ -38,7 +39,7 @@ pub enum TokenCommandError {
         source: std::io::Error,
     },
     /// No token could be made (no randomness from the operating system).
-    NoToken(String),
+    NoToken(TokenError),
     InvalidTenantName,
     TenantExists(String),
     NoSuchTenant(String),
@@ -59,7 +60,7 @@ impl std::fmt::Display for TokenCommandError {
             TokenCommandError::TokenFile { path, source } => {
                 write!(f, "cannot write {}: {source}", path.display())
             }
-            TokenCommandError::NoToken(reason) => f.write_str(reason),
+            TokenCommandError::NoToken(error) => write!(f, "{error}"),
             TokenCommandError::InvalidTenantName => {
                 f.write_str("a tenant name is 1 to 64 of A-Z a-z 0-9 _ . -")
             }
@@ -84,6 +85,7 @@ impl std::error::Error for TokenCommandError {
                 Some(source)
             }
             TokenCommandError::TokenFile { source, .. } => Some(source),
+            TokenCommandError::NoToken(source) => Some(source),
             _ => None,
         }
     }
@@ -115,7 +117,7 @@ pub fn ensure_admin_token(
     {
         return Ok(None);
     }
-    let secret = TokenSecret::generate().map_err(|e| TokenCommandError::NoToken(e.to_string()))?;
+    let secret = TokenSecret::generate().map_err(TokenCommandError::NoToken)?;
     let path = data_dir.join(ADMIN_TOKEN_FILE_NAME);
     // The file first: a token committed but never written down would lock the operator out.
     write_secret_file(&path, secret.expose())?;
@@ -189,7 +191,7 @@ pub fn token_create(
         .find(|t| t.name == tenant)
         .map(|t| TenantId(t.id))
         .ok_or_else(|| TokenCommandError::NoSuchTenant(tenant.to_owned()))?;
-    let secret = TokenSecret::generate().map_err(|e| TokenCommandError::NoToken(e.to_string()))?;
+    let secret = TokenSecret::generate().map_err(TokenCommandError::NoToken)?;
     let record = create_token(store, id, role, &secret).map_err(store_error("store the token"))?;
     Ok((record, secret))
 }

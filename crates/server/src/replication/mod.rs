@@ -12,11 +12,15 @@ pub mod hub;
 pub mod rate;
 pub use onceledger_core::wire;
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Notify;
+
+use crate::metrics::{Metrics, ReplicationCounters};
 use onceledger_client::backoff::Backoff;
 use onceledger_client::rng::Rng;
 use onceledger_core::clock::now_ms;
@@ -58,8 +62,38 @@ pub struct Delivered {
     pub refused: Option<RefusedEvent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SinkError(pub String);
+/// Why a delivery got no acknowledgement. The replicator logs it (`delivery failed`), backs off
+/// and sends the same events again; the cursor does not move.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// No answer within `REPLICATION_REQUEST_TIMEOUT`.
+    Timeout,
+    /// The sink's own failure, typed in the sink's module (`hub::HubDeliveryError`, the NATS
+    /// sink's error) and erased here, so that the replicator need not know the sinks. Shown as
+    /// the sink's error is.
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Timeout => f.write_str("no answer in time"),
+            SinkError::Failed(error) => error.fmt(f),
+        }
+    }
+}
+
+/// `Failed` is transparent: its message is the sink's error's, so its source is that error's.
+/// Match on `Failed` to reach (and downcast) the sink's error itself.
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SinkError::Timeout => None,
+            SinkError::Failed(error) => error.source(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicatorConfig {
@@ -91,137 +125,246 @@ pub struct NodeParts {
 /// Runs until the task is aborted (node shutdown); aborting at any point is safe, since the cursor
 /// only ever moves to what the sink acknowledged. Never returns; a panic ends it, and
 /// [`supervise`] starts another.
-pub async fn run<S: Sink>(mut sink: S, node: NodeParts, config: ReplicatorConfig) {
-    let name = sink.name().to_owned();
-    let kind = sink.kind();
-    let labels = [("sink", kind)];
-    let counters = &node.metrics.replication;
-    let (sent, acknowledged, retried, failed, duplicates) = (
-        counters.events_sent.get_or_create_owned(&labels),
-        counters.events_acknowledged.get_or_create_owned(&labels),
-        counters.events_retried.get_or_create_owned(&labels),
-        counters.delivery_failures.get_or_create_owned(&labels),
-        counters.events_duplicate.get_or_create_owned(&labels),
+pub async fn run<S: Sink>(sink: S, node: NodeParts, config: ReplicatorConfig) {
+    let mut relay = Relay::start(sink, node, config).await;
+    tracing::info!(
+        sink = relay.name,
+        cursor = relay.acked,
+        "replicator started"
     );
-    let origin = node.store.node_id().to_owned();
-    let appended = node.writer.outbox_appended();
-    let batch_max = config
-        .batch_events_max
-        .clamp(1, REPLICATION_BATCH_EVENTS_MAX);
-    let mut bucket = config.rate.map(|rate| TokenBucket::new(rate, batch_max));
-    let mut fruitless: u32 = 0;
-    #[cfg(feature = "fault-injection")]
-    let mut deliveries: u64 = 0;
-    let backoff = Backoff {
-        base: REPLICATION_BACKOFF_BASE,
-        cap: config.backoff_cap,
-    };
-    let mut rng = Rng::from_entropy();
-    // Full jitter: uniform in [0, min(cap, base * 2^n)], so senders that failed together (a hub
-    // restart) do not come back together.
-    let mut full_jitter =
-        |fruitless: u32| backoff.delay(fruitless.saturating_sub(1), None, &mut rng);
-    let mut acked = loop {
-        match node.store.sink_cursor(&name) {
-            Ok(cursor) => break cursor,
-            Err(error) => {
-                tracing::error!(%error, sink = name, "cannot read the sink's cursor");
-                fruitless = fruitless.saturating_add(1);
-                tokio::time::sleep(full_jitter(fruitless)).await;
-            }
-        }
-    };
-    tracing::info!(sink = name, cursor = acked, "replicator started");
     loop {
-        let wanted = match bucket.as_mut() {
-            Some(bucket) => bucket.take_up_to(batch_max).await,
-            None => batch_max,
+        relay.round().await;
+    }
+}
+
+/// One replicator between rounds: its sink, how far the sink acknowledged, and how long it has
+/// been failing.
+struct Relay<S: Sink> {
+    sink: S,
+    node: NodeParts,
+    /// The sink's name: the key of its cursor, and the `sink` field of every log line.
+    name: String,
+    kind: &'static str,
+    /// This node's id: the origin of every event it sends.
+    origin: String,
+    counters: SinkCounters,
+    /// Notified by each commit that appends to the outbox.
+    appended: Arc<Notify>,
+    batch_max: usize,
+    /// The catch-up rate limit, if one is set.
+    bucket: Option<TokenBucket>,
+    pause: Pause,
+    /// The sink's cursor: every event up to it is acknowledged.
+    acked: u64,
+    #[cfg(feature = "fault-injection")]
+    deliveries: u64,
+}
+
+/// This sink's series of the replication counters, resolved once.
+struct SinkCounters {
+    sent: Counter,
+    acknowledged: Counter,
+    retried: Counter,
+    failed: Counter,
+    duplicates: Counter,
+}
+
+impl SinkCounters {
+    fn of(counters: &ReplicationCounters, kind: &'static str) -> SinkCounters {
+        let labels = [("sink", kind)];
+        SinkCounters {
+            sent: counters.events_sent.get_or_create_owned(&labels),
+            acknowledged: counters.events_acknowledged.get_or_create_owned(&labels),
+            retried: counters.events_retried.get_or_create_owned(&labels),
+            failed: counters.delivery_failures.get_or_create_owned(&labels),
+            duplicates: counters.events_duplicate.get_or_create_owned(&labels),
+        }
+    }
+}
+
+/// Fruitless rounds in a row, and the wait each one earns.
+struct Pause {
+    backoff: Backoff,
+    rng: Rng,
+    fruitless: u32,
+}
+
+impl Pause {
+    /// Counts one more fruitless round and returns the wait before the next. Full jitter:
+    /// uniform in [0, min(cap, base * 2^n)], so senders that failed together (a hub restart) do
+    /// not come back together.
+    fn next_delay(&mut self) -> Duration {
+        self.fruitless = self.fruitless.saturating_add(1);
+        self.backoff
+            .delay(self.fruitless.saturating_sub(1), None, &mut self.rng)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+
+    /// The sink moved forward: the next failure waits the shortest again.
+    fn reset(&mut self) {
+        self.fruitless = 0;
+    }
+}
+
+impl<S: Sink> Relay<S> {
+    /// Reads the sink's cursor (retrying until the store gives it) and resolves what every round
+    /// uses.
+    async fn start(sink: S, node: NodeParts, config: ReplicatorConfig) -> Relay<S> {
+        let name = sink.name().to_owned();
+        let kind = sink.kind();
+        let batch_max = config
+            .batch_events_max
+            .clamp(1, REPLICATION_BATCH_EVENTS_MAX);
+        let mut pause = Pause {
+            backoff: Backoff {
+                base: REPLICATION_BACKOFF_BASE,
+                cap: config.backoff_cap,
+            },
+            rng: Rng::from_entropy(),
+            fruitless: 0,
         };
-        let events = match node.store.events_after(acked, wanted) {
+        let acked = read_cursor(&node.store, &name, &mut pause).await;
+        Relay {
+            counters: SinkCounters::of(&node.metrics.replication, kind),
+            origin: node.store.node_id().to_owned(),
+            appended: node.writer.outbox_appended(),
+            bucket: config.rate.map(|rate| TokenBucket::new(rate, batch_max)),
+            sink,
+            node,
+            name,
+            kind,
+            batch_max,
+            pause,
+            acked,
+            #[cfg(feature = "fault-injection")]
+            deliveries: 0,
+        }
+    }
+
+    /// Sends the events after the cursor, up to a batch (fewer when rate limited), and acts on
+    /// the sink's answer; or waits for events when there are none.
+    async fn round(&mut self) {
+        let wanted = match self.bucket.as_mut() {
+            Some(bucket) => bucket.take_up_to(self.batch_max).await,
+            None => self.batch_max,
+        };
+        let events = match self.node.store.events_after(self.acked, wanted) {
             Ok(events) => events,
             Err(error) => {
-                tracing::error!(%error, sink = name, "cannot read the outbox");
-                fruitless = fruitless.saturating_add(1);
-                tokio::time::sleep(full_jitter(fruitless)).await;
-                continue;
+                tracing::error!(%error, sink = self.name, "cannot read the outbox");
+                self.pause.wait().await;
+                return;
             }
         };
-        let outbox_last = report_lag(&node, kind, acked, events.first());
+        let outbox_last = report_lag(&self.node, self.kind, self.acked, events.first());
         let Some(last_sent) = events.last().map(|e| e.seq) else {
-            if let Some(bucket) = bucket.as_mut() {
-                bucket.refund(wanted);
-            }
-            // Woken by the next commit that appends events, or by the poll as a fallback.
-            let _ = tokio::time::timeout(REPLICATION_IDLE_POLL, appended.notified()).await;
-            continue;
+            self.wait_for_events(wanted).await;
+            return;
         };
-        if events[0].seq != acked + 1 {
+        if events[0].seq != self.acked + 1 {
             tracing::error!(
-                sink = name,
-                needed = acked + 1,
+                sink = self.name,
+                needed = self.acked + 1,
                 held_from = events[0].seq,
                 "events this sink never acknowledged were deleted; it cannot catch up"
             );
-            fruitless = fruitless.saturating_add(1);
-            tokio::time::sleep(full_jitter(fruitless)).await;
-            continue;
+            self.pause.wait().await;
+            return;
         }
-        sent.inc_by(events.len() as u64);
-        let delivery =
-            tokio::time::timeout(REPLICATION_REQUEST_TIMEOUT, sink.deliver(&origin, &events))
-                .await
-                .unwrap_or_else(|_| Err(SinkError("no answer in time".into())));
+        self.counters.sent.inc_by(events.len() as u64);
+        let delivery = tokio::time::timeout(
+            REPLICATION_REQUEST_TIMEOUT,
+            self.sink.deliver(&self.origin, &events),
+        )
+        .await
+        .unwrap_or(Err(SinkError::Timeout));
         match delivery {
-            Ok(delivered) => {
-                duplicates.inc_by(delivered.duplicates);
-                #[cfg(feature = "fault-injection")]
-                {
-                    deliveries += 1;
-                    crate::fault::relay_delivered(deliveries);
-                }
-                if let Some(refused) = &delivered.refused {
-                    tracing::warn!(
-                        sink = name,
-                        seq = refused.seq,
-                        attempts = refused.attempts,
-                        attempts_max = refused.attempts_max,
-                        reason = refused.reason,
-                        "the sink refused an event"
-                    );
-                }
-                // A sink may hold more than was sent (it had them already), never more than exists.
-                let through = delivered.through.min(outbox_last.max(last_sent));
-                if through < last_sent {
-                    retried.inc_by(last_sent - through.max(acked));
-                }
-                if through > acked {
-                    acknowledged.inc_by(through - acked);
-                    acked = through;
-                    fruitless = 0;
-                    // Best effort: a cursor update lost to a full queue is made by the next one,
-                    // and at worst the sink gets events again and drops them.
-                    let _ = node.writer.try_advance_cursor(&name, acked);
-                } else {
-                    if through < acked {
-                        tracing::warn!(
-                            sink = name,
-                            cursor = acked,
-                            sink_has = through,
-                            "the sink holds less than it acknowledged before; resending"
-                        );
-                        acked = through;
-                    }
-                    fruitless = fruitless.saturating_add(1);
-                    tokio::time::sleep(full_jitter(fruitless)).await;
-                }
-            }
-            Err(SinkError(error)) => {
-                failed.inc();
-                retried.inc_by(events.len() as u64);
-                fruitless = fruitless.saturating_add(1);
-                let delay = full_jitter(fruitless);
-                tracing::warn!(sink = name, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed");
-                tokio::time::sleep(delay).await;
+            Ok(delivered) => self.on_delivered(delivered, outbox_last, last_sent).await,
+            Err(error) => self.on_failure(&error, events.len()).await,
+        }
+    }
+
+    /// Nothing to send: gives back the tokens taken for it and waits for the next commit.
+    async fn wait_for_events(&mut self, tokens_taken: usize) {
+        if let Some(bucket) = self.bucket.as_mut() {
+            bucket.refund(tokens_taken);
+        }
+        // Woken by the next commit that appends events, or by the poll as a fallback.
+        let _ = tokio::time::timeout(REPLICATION_IDLE_POLL, self.appended.notified()).await;
+    }
+
+    /// The sink answered: moves the cursor to what it now holds, or backs off when that is no
+    /// further than before (a refusal, a gap).
+    async fn on_delivered(&mut self, delivered: Delivered, outbox_last: u64, last_sent: u64) {
+        self.counters.duplicates.inc_by(delivered.duplicates);
+        #[cfg(feature = "fault-injection")]
+        {
+            self.deliveries += 1;
+            crate::fault::relay_delivered(self.deliveries);
+        }
+        if let Some(refused) = &delivered.refused {
+            tracing::warn!(
+                sink = self.name,
+                seq = refused.seq,
+                attempts = refused.attempts,
+                attempts_max = refused.attempts_max,
+                reason = refused.reason,
+                "the sink refused an event"
+            );
+        }
+        // A sink may hold more than was sent (it had them already), never more than exists.
+        let through = delivered.through.min(outbox_last.max(last_sent));
+        if through < last_sent {
+            self.counters
+                .retried
+                .inc_by(last_sent - through.max(self.acked));
+        }
+        if through > self.acked {
+            self.advance_cursor(through);
+            return;
+        }
+        if through < self.acked {
+            tracing::warn!(
+                sink = self.name,
+                cursor = self.acked,
+                sink_has = through,
+                "the sink holds less than it acknowledged before; resending"
+            );
+            self.acked = through;
+        }
+        self.pause.wait().await;
+    }
+
+    fn advance_cursor(&mut self, through: u64) {
+        self.counters.acknowledged.inc_by(through - self.acked);
+        self.acked = through;
+        self.pause.reset();
+        // Best effort: a cursor update lost to a full queue is made by the next one, and at
+        // worst the sink gets events again and drops them.
+        let _ = self.node.writer.try_advance_cursor(&self.name, self.acked);
+    }
+
+    /// No answer from the sink: every event sent goes again, after a backoff.
+    async fn on_failure(&mut self, error: &SinkError, events_sent: usize) {
+        self.counters.failed.inc();
+        self.counters.retried.inc_by(events_sent as u64);
+        let delay = self.pause.next_delay();
+        tracing::warn!(sink = self.name, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// The sink's cursor in the store, read again after a backoff until the store gives it.
+async fn read_cursor(store: &Store, name: &str, pause: &mut Pause) -> u64 {
+    loop {
+        match store.sink_cursor(name) {
+            Ok(cursor) => return cursor,
+            Err(error) => {
+                tracing::error!(%error, sink = name, "cannot read the sink's cursor");
+                pause.wait().await;
             }
         }
     }

@@ -42,9 +42,13 @@ impl Target {
     ) -> Result<Target, String> {
         let (scheme, _) = onceledger_client::parse_base(url).map_err(|e| format!("--url {e}"))?;
         if scheme == "https" {
-            self.tls = Some(onceledger_client::tls::client_connector(ca_file)?);
+            self.tls =
+                Some(onceledger_client::tls::client_connector(ca_file).map_err(|e| e.to_string())?);
         }
-        self.authorization = token.map(|t| t.header_value()).transpose()?;
+        self.authorization = token
+            .map(|t| t.header_value())
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(self)
     }
 

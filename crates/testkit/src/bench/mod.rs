@@ -154,7 +154,7 @@ async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<S
     let timeout = Duration::from_secs(args.request_timeout);
     let target = client::Target::resolve(&args.url, timeout).await?.secured(
         &args.url,
-        args.credentials.token()?,
+        args.credentials.token().map_err(|e| e.to_string())?,
         args.credentials.ca_file.as_deref(),
     )?;
     let connections = args.connections as usize;

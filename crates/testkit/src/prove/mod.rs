@@ -314,7 +314,10 @@ impl Reader {
         let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let mut request = Request::get(uri);
         if let Some(token) = token {
-            request = request.header(http::header::AUTHORIZATION, token.header_value()?);
+            request = request.header(
+                http::header::AUTHORIZATION,
+                token.header_value().map_err(|e| e.to_string())?,
+            );
         }
         let request = request
             .body(Full::new(Bytes::new()))
@@ -395,7 +398,8 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, String> {
             token: Some(hub.replicator.expose().to_owned()),
             ..HubAuth::default()
         },
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let replicator = ReplicatorConfig {
         backoff_cap: Duration::from_millis(500),
         ..ReplicatorConfig::default()
