@@ -325,12 +325,14 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        // The handlers are in place before `listening on` is printed: a SIGTERM sent the moment
-        // a script sees that line drains the server instead of killing it.
-        let shutdown = shutdown_signal();
-        node::run(config, shutdown).await
-    })?;
+    runtime
+        .block_on(async {
+            // The handlers are in place before `listening on` is printed: a SIGTERM sent the moment
+            // a script sees that line drains the server instead of killing it.
+            let shutdown = shutdown_signal();
+            node::run(config, shutdown).await
+        })
+        .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

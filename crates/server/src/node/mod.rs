@@ -18,7 +18,7 @@ use crate::nats::consumer::{ConsumerConfig, default_durable};
 use crate::nats::sink::JetStreamSink;
 use crate::replication::hub::HubSink;
 use crate::replication::{NodeParts, Replicator, ReplicatorConfig};
-use onceledger_core::store::Store;
+use onceledger_core::store::{Store, StoreError};
 use onceledger_core::writer::{WriterConfig, WriterHandle};
 
 #[derive(Debug, Clone)]
@@ -71,30 +71,103 @@ pub struct ReplicationConfig {
     pub replicator: ReplicatorConfig,
 }
 
+/// Why a node could not start (or stop cleanly). The messages are one sentence for the operator.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// `--upstream` is not a hub URL this node can use.
+    Upstream(crate::replication::hub::HubSinkError),
+    /// `--tls-cert`/`--tls-key` could not be loaded.
+    Tls(crate::tls::TlsError),
+    OpenStore {
+        data_dir: PathBuf,
+        source: StoreError,
+    },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The first admin token could not be made or stored.
+    AdminToken(tokens::TokenCommandError),
+    WriterThread(std::io::Error),
+    ReadTokens(StoreError),
+    /// A task of the node's own panicked (opening the store).
+    Panicked(&'static str),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Upstream(error) => write!(f, "{error}"),
+            NodeError::Tls(error) => write!(f, "{error}"),
+            NodeError::OpenStore { data_dir, source } => {
+                write!(
+                    f,
+                    "cannot open the store in {}: {source}",
+                    data_dir.display()
+                )
+            }
+            NodeError::Listen { addr, source } if *addr == UNBOUND => {
+                write!(f, "no local address: {source}")
+            }
+            NodeError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            NodeError::AdminToken(error) => write!(f, "{error}"),
+            NodeError::WriterThread(source) => {
+                write!(f, "cannot start the writer thread: {source}")
+            }
+            NodeError::ReadTokens(source) => write!(f, "cannot read the tokens: {source}"),
+            NodeError::Panicked(what) => write!(f, "{what} panicked"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NodeError::Upstream(error) => Some(error),
+            NodeError::Tls(error) => Some(error),
+            NodeError::OpenStore { source, .. } | NodeError::ReadTokens(source) => Some(source),
+            NodeError::Listen { source, .. } | NodeError::WriterThread(source) => Some(source),
+            NodeError::AdminToken(error) => Some(error),
+            NodeError::Panicked(_) => None,
+        }
+    }
+}
+
+/// The address a `Listen` error names when the socket was bound but has no local address.
+const UNBOUND: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
 /// Runs the node until `shutdown` completes. Every command accepted before shutdown is committed
 /// and answered before this returns. Errors are one sentence for the operator.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let upstream = config
         .replication
         .upstream
         .as_deref()
         .map(|url| HubSink::new(url, &config.replication.upstream_auth))
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(NodeError::Upstream)?;
     let mut store = open_off_worker(config.data_dir.clone(), config.node_id.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("no local address: {e}"))?;
+        .map_err(|source| NodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| NodeError::Listen {
+        addr: UNBOUND,
+        source,
+    })?;
     tracing::info!(node_id = store.node_id(), data_dir = %config.data_dir.display(), "store open");
     let settings = server_settings(&config.security)?;
     // Scripts and tests wait for these exact lines on stdout.
     println!("node {}", store.node_id());
     // One small commit before anything is served: the only store write left on an async worker.
     if let Some((secret, path)) =
-        tokens::ensure_admin_token(&mut store, &config.data_dir).map_err(|e| e.to_string())?
+        tokens::ensure_admin_token(&mut store, &config.data_dir).map_err(NodeError::AdminToken)?
     {
         // Shown once, on stdout (not the log); also in the file, for scripts.
         println!("admin token {}", secret.expose());
@@ -131,13 +204,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 }
 
 /// The socket settings for `security`: loads the TLS certificate and key if given.
-fn server_settings(security: &SecurityConfig) -> Result<ServerSettings, String> {
+fn server_settings(security: &SecurityConfig) -> Result<ServerSettings, NodeError> {
     let tls = security
         .tls
         .as_ref()
         .map(|(cert, key)| crate::tls::server_acceptor(cert, key))
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(NodeError::Tls)?;
     Ok(ServerSettings {
         header_read_timeout: security.header_read_timeout,
         connections_max: security.connections_max,
@@ -161,7 +234,7 @@ pub async fn serve_store(
     listener: TcpListener,
     writer: WriterConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     serve_store_with(store, listener, writer, Sinks::default(), shutdown).await
 }
 
@@ -173,9 +246,9 @@ pub async fn serve_store_with(
     writer: WriterConfig,
     sinks: Sinks,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     if let Some(data_dir) = store.path().parent().map(std::path::Path::to_path_buf) {
-        tokens::ensure_admin_token(&mut store, &data_dir).map_err(|e| e.to_string())?;
+        tokens::ensure_admin_token(&mut store, &data_dir).map_err(NodeError::AdminToken)?;
     }
     let settings = ServerSettings::default();
     let store = Arc::new(store);
@@ -191,16 +264,15 @@ pub async fn serve_store_secured(
     settings: ServerSettings,
     rate_limit_per_second: Option<u32>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let metrics = Arc::new(Metrics::new());
     let writer = WriterHandle::spawn(Arc::clone(&store), writer, Arc::clone(&metrics) as _)
-        .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        .map_err(NodeError::WriterThread)?;
     let auth = Arc::new(Authenticator::new(
         rate_limit_per_second.map(|per_second| RateLimit { per_second }),
     ));
     let app = Arc::new(App::new(store, writer, metrics).with_settings(auth, settings));
-    app.load_tokens()
-        .map_err(|e| format!("cannot read the tokens: {e}"))?;
+    app.load_tokens().map_err(NodeError::ReadTokens)?;
     let parts = NodeParts {
         store: Arc::clone(&app.store),
         writer: Arc::clone(&app.writer),
@@ -231,12 +303,12 @@ pub async fn serve_store_secured(
 
 /// Opens the store on tokio's blocking pool: recovery reads and writes the files (a journal
 /// replay, redb's repair after a crash) and must not hold an async worker while it does.
-async fn open_off_worker(data_dir: PathBuf, node_id: Option<String>) -> Result<Store, String> {
+async fn open_off_worker(data_dir: PathBuf, node_id: Option<String>) -> Result<Store, NodeError> {
     let opened = tokio::task::spawn_blocking(move || {
         Store::open_as(&data_dir, node_id.as_deref())
-            .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))
+            .map_err(|source| NodeError::OpenStore { data_dir, source })
     });
     opened
         .await
-        .map_err(|e| format!("opening the store panicked: {e}"))?
+        .map_err(|_| NodeError::Panicked("opening the store"))?
 }

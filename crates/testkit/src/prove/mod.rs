@@ -224,7 +224,7 @@ struct Running {
     /// A replicator token of this server (what a node sends to it as its hub).
     replicator: TokenSecret,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), String>>>,
+    task: Option<JoinHandle<Result<(), onceledger_server::node::NodeError>>>,
 }
 
 impl Running {
@@ -275,7 +275,8 @@ impl Running {
             tokio::time::timeout(STOP_TIMEOUT, task)
                 .await
                 .map_err(|_| format!("the {name} did not stop within {STOP_TIMEOUT:?}"))?
-                .map_err(|e| format!("the {name} task failed: {e}"))??;
+                .map_err(|e| format!("the {name} task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
         }
         let dir = self.dir.clone();
         let report = tokio::task::spawn_blocking(move || check::verify_stopped(&dir))
