@@ -47,32 +47,69 @@ pub struct RefusedEvent {
     pub attempts_max: u32,
 }
 
-/// Why a batch was refused as a whole (400): it is malformed, not merely unappliable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError(pub String);
+/// Why a batch (or an acknowledgement) was refused as a whole (400): it is malformed, not
+/// merely unappliable. `Display` is the problem's `detail`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WireError {
+    NotABatch(serde_json::Error),
+    Version(u32),
+    Origin,
+    EventCount,
+    FirstSeqZero,
+    NotConsecutive,
+    NotAnAck(serde_json::Error),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::NotABatch(e) => write!(f, "not an event batch: {e}"),
+            WireError::Version(version) => write!(
+                f,
+                "batch version {version} is not supported (this hub reads {WIRE_VERSION})"
+            ),
+            WireError::Origin => f.write_str("origin is not a valid node id"),
+            WireError::EventCount => {
+                write!(
+                    f,
+                    "a batch holds 1 to {REPLICATION_BATCH_EVENTS_MAX} events"
+                )
+            }
+            WireError::FirstSeqZero => f.write_str("sequence numbers start at 1"),
+            WireError::NotConsecutive => {
+                f.write_str("events must be consecutive, in sequence order")
+            }
+            WireError::NotAnAck(e) => write!(f, "not an acknowledgement: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WireError::NotABatch(e) | WireError::NotAnAck(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Decodes and validates a batch: known version, a valid origin id, 1 to
 /// `REPLICATION_BATCH_EVENTS_MAX` events numbered consecutively from at least 1.
 pub fn decode_batch(body: &[u8]) -> Result<EventBatch, WireError> {
-    let batch: EventBatch =
-        serde_json::from_slice(body).map_err(|e| WireError(format!("not an event batch: {e}")))?;
+    let batch: EventBatch = serde_json::from_slice(body).map_err(WireError::NotABatch)?;
     if batch.version != WIRE_VERSION {
-        return Err(WireError(format!(
-            "batch version {} is not supported (this hub reads {WIRE_VERSION})",
-            batch.version
-        )));
+        return Err(WireError::Version(batch.version));
     }
     if !is_valid_node_id(&batch.origin) {
-        return Err(WireError("origin is not a valid node id".into()));
+        return Err(WireError::Origin);
     }
     if batch.events.is_empty() || batch.events.len() > REPLICATION_BATCH_EVENTS_MAX {
-        return Err(WireError(format!(
-            "a batch holds 1 to {REPLICATION_BATCH_EVENTS_MAX} events"
-        )));
+        return Err(WireError::EventCount);
     }
     let first = batch.events[0].seq;
     if first == 0 {
-        return Err(WireError("sequence numbers start at 1".into()));
+        return Err(WireError::FirstSeqZero);
     }
     let consecutive = batch
         .events
@@ -80,9 +117,7 @@ pub fn decode_batch(body: &[u8]) -> Result<EventBatch, WireError> {
         .zip(first..)
         .all(|(event, expected)| event.seq == expected);
     if !consecutive {
-        return Err(WireError(
-            "events must be consecutive, in sequence order".into(),
-        ));
+        return Err(WireError::NotConsecutive);
     }
     Ok(batch)
 }
@@ -109,7 +144,7 @@ pub fn encode_events(origin: &str, events: &[Event]) -> Vec<u8> {
 }
 
 pub fn decode_ack(body: &[u8]) -> Result<Ack, WireError> {
-    serde_json::from_slice(body).map_err(|e| WireError(format!("not an acknowledgement: {e}")))
+    serde_json::from_slice(body).map_err(WireError::NotAnAck)
 }
 
 pub fn encode_ack(ack: &Ack) -> Vec<u8> {
@@ -134,7 +169,7 @@ mod tests {
     #[test]
     fn a_batch_round_trips() {
         let sent = batch(&[3, 4, 5]);
-        assert_eq!(decode_batch(&encode_batch(&sent)), Ok(sent));
+        assert_eq!(decode_batch(&encode_batch(&sent)).ok(), Some(sent));
     }
 
     #[test]

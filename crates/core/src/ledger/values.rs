@@ -10,15 +10,50 @@ use crate::limits::{
     METADATA_VALUE_CHARS_MAX,
 };
 
-/// Why a value was refused; the text is shown to the client in a 400's `detail`.
+/// Why a value was refused; its `Display` is shown to the client in a 400's `detail`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueError(pub String);
+#[non_exhaustive]
+pub enum ValueError {
+    AccountId,
+    Currency,
+    CurrencyNotAscii,
+    Amount,
+    MetadataPairs,
+    MetadataKey,
+    MetadataValue,
+}
 
 impl fmt::Display for ValueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ValueError::AccountId => write!(
+                f,
+                "account id must match ^[A-Za-z0-9_.:-]{{1,{ACCOUNT_ID_BYTES_MAX}}}$"
+            ),
+            ValueError::Currency => {
+                f.write_str("currency must be three upper-case letters, e.g. EUR")
+            }
+            ValueError::CurrencyNotAscii => f.write_str("currency is not ASCII"),
+            ValueError::Amount => write!(
+                f,
+                "amount must be an integer from 1 to {AMOUNT_MINOR_MAX} minor units"
+            ),
+            ValueError::MetadataPairs => {
+                write!(f, "metadata has at most {METADATA_PAIRS_MAX} pairs")
+            }
+            ValueError::MetadataKey => write!(
+                f,
+                "metadata keys have 1 to {METADATA_KEY_CHARS_MAX} characters"
+            ),
+            ValueError::MetadataValue => write!(
+                f,
+                "metadata values have at most {METADATA_VALUE_CHARS_MAX} characters"
+            ),
+        }
     }
 }
+
+impl std::error::Error for ValueError {}
 
 pub use crate::ids::TenantId;
 
@@ -31,9 +66,7 @@ impl AccountId {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
         if raw.is_empty() || raw.len() > ACCOUNT_ID_BYTES_MAX || !raw.bytes().all(allowed) {
-            return Err(ValueError(format!(
-                "account id must match ^[A-Za-z0-9_.:-]{{1,{ACCOUNT_ID_BYTES_MAX}}}$"
-            )));
+            return Err(ValueError::AccountId);
         }
         Ok(AccountId(raw.to_owned()))
     }
@@ -65,9 +98,7 @@ impl Currency {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         match raw.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Currency([a, b, c])),
-            _ => Err(ValueError(
-                "currency must be three upper-case letters, e.g. EUR".into(),
-            )),
+            _ => Err(ValueError::Currency),
         }
     }
 
@@ -91,9 +122,7 @@ pub struct Amount(u64);
 impl Amount {
     pub fn new(minor: u64) -> Result<Self, ValueError> {
         if minor == 0 || minor > AMOUNT_MINOR_MAX {
-            return Err(ValueError(format!(
-                "amount must be an integer from 1 to {AMOUNT_MINOR_MAX} minor units"
-            )));
+            return Err(ValueError::Amount);
         }
         Ok(Amount(minor))
     }
@@ -112,21 +141,15 @@ pub struct Metadata(BTreeMap<String, String>);
 impl Metadata {
     pub fn new(pairs: BTreeMap<String, String>) -> Result<Self, ValueError> {
         if pairs.len() > METADATA_PAIRS_MAX {
-            return Err(ValueError(format!(
-                "metadata has at most {METADATA_PAIRS_MAX} pairs"
-            )));
+            return Err(ValueError::MetadataPairs);
         }
         for (key, value) in &pairs {
             let key_chars = key.chars().count();
             if key_chars == 0 || key_chars > METADATA_KEY_CHARS_MAX {
-                return Err(ValueError(format!(
-                    "metadata keys have 1 to {METADATA_KEY_CHARS_MAX} characters"
-                )));
+                return Err(ValueError::MetadataKey);
             }
             if value.chars().count() > METADATA_VALUE_CHARS_MAX {
-                return Err(ValueError(format!(
-                    "metadata values have at most {METADATA_VALUE_CHARS_MAX} characters"
-                )));
+                return Err(ValueError::MetadataValue);
             }
         }
         Ok(Metadata(pairs))
@@ -149,9 +172,7 @@ impl TryFrom<String> for AccountId {
 impl TryFrom<[u8; 3]> for Currency {
     type Error = ValueError;
     fn try_from(raw: [u8; 3]) -> Result<Self, ValueError> {
-        Currency::parse(
-            std::str::from_utf8(&raw).map_err(|_| ValueError("currency is not ASCII".into()))?,
-        )
+        Currency::parse(std::str::from_utf8(&raw).map_err(|_| ValueError::CurrencyNotAscii)?)
     }
 }
 

@@ -331,7 +331,7 @@ fn replicate(headers: &HeaderMap, body: &[u8]) -> Result<EventBatch, Problem> {
             format!("the replication body limit is {REPLICATION_BODY_BYTES_MAX} bytes"),
         ));
     }
-    decode_batch(body).map_err(|e| Problem::new(ProblemKind::InvalidRequest, e.0))
+    decode_batch(body).map_err(|e| Problem::new(ProblemKind::InvalidRequest, e.to_string()))
 }
 
 /// A redrive takes no parameters: an empty body or `{}`.
@@ -440,8 +440,8 @@ fn parse_account_body(body: &[u8]) -> Result<Command, String> {
         ));
     }
     Ok(Command::CreateAccount(NewAccount {
-        id: AccountId::parse(&parsed.id).map_err(|e| e.0)?,
-        currency: Currency::parse(&parsed.currency).map_err(|e| e.0)?,
+        id: AccountId::parse(&parsed.id).map_err(|e| e.to_string())?,
+        currency: Currency::parse(&parsed.currency).map_err(|e| e.to_string())?,
         overdraft_limit: parsed.overdraft_limit,
     }))
 }
@@ -452,9 +452,9 @@ fn parse_charge_body(body: &[u8]) -> Result<Command, String> {
         source: AccountId::parse(&parsed.source).map_err(|e| format!("source: {e}"))?,
         destination: AccountId::parse(&parsed.destination)
             .map_err(|e| format!("destination: {e}"))?,
-        amount: Amount::new(parsed.amount).map_err(|e| e.0)?,
-        currency: Currency::parse(&parsed.currency).map_err(|e| e.0)?,
-        metadata: Metadata::new(parsed.metadata.unwrap_or_default()).map_err(|e| e.0)?,
+        amount: Amount::new(parsed.amount).map_err(|e| e.to_string())?,
+        currency: Currency::parse(&parsed.currency).map_err(|e| e.to_string())?,
+        metadata: Metadata::new(parsed.metadata.unwrap_or_default()).map_err(|e| e.to_string())?,
     };
     if charge.source == charge.destination {
         return Err("source and destination must be different accounts".into());

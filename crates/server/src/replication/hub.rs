@@ -197,7 +197,7 @@ impl fmt::Display for HubDeliveryError {
             HubDeliveryError::Refused { status, text } => {
                 write!(f, "hub answered {status}: {text}")
             }
-            HubDeliveryError::Ack(error) => f.write_str(&error.0),
+            HubDeliveryError::Ack(error) => write!(f, "{error}"),
         }
     }
 }
@@ -209,8 +209,8 @@ impl std::error::Error for HubDeliveryError {
             HubDeliveryError::Request(source) => Some(source),
             HubDeliveryError::Unreachable(source) => Some(source),
             HubDeliveryError::Unreadable(source) => Some(source.as_ref()),
-            // `WireError` is a message only (onceledger-core), not an `Error`.
-            HubDeliveryError::Refused { .. } | HubDeliveryError::Ack(_) => None,
+            HubDeliveryError::Ack(source) => Some(source),
+            HubDeliveryError::Refused { .. } => None,
         }
     }
 }
