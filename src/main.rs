@@ -254,7 +254,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => onceledger_testkit::bench::run(args),
         Command::Account(args) => onceledger_client::cli::run_account(args),
         Command::Charge(args) => onceledger_client::cli::run_charge(args),
-        Command::Prove(args) => onceledger_testkit::prove::run(args),
+        Command::Prove(args) => onceledger_testkit::prove::run(args).map_err(|e| e.to_string()),
         Command::Tenant(command) => tenant_command(command),
         Command::Token(command) => token_command(command),
     };
