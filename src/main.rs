@@ -251,14 +251,14 @@ fn main() -> ExitCode {
             serve(args.serve, Some(consume))
         }
         Command::Check { data_dir } => check_store(&data_dir),
-        Command::Bench(args) => onceledger_testkit::bench::run(args),
+        Command::Bench(args) => onceledger_testkit::bench::run(args).map_err(|e| e.to_string()),
         Command::Account(args) => {
             onceledger_client::cli::run_account(args).map_err(|e| e.to_string())
         }
         Command::Charge(args) => {
             onceledger_client::cli::run_charge(args).map_err(|e| e.to_string())
         }
-        Command::Prove(args) => onceledger_testkit::prove::run(args),
+        Command::Prove(args) => onceledger_testkit::prove::run(args).map_err(|e| e.to_string()),
         Command::Tenant(command) => tenant_command(command).map_err(|e| e.to_string()),
         Command::Token(command) => token_command(command).map_err(|e| e.to_string()),
     };

@@ -8,6 +8,7 @@
 //! 1 when the run could not be carried out.
 
 mod client;
+mod error;
 mod plan;
 pub(crate) mod prom;
 mod report;
@@ -22,11 +23,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+pub use error::{BenchError, MetricsError};
 pub use plan::Workload;
 pub use report::{Check, Latency, Report};
 
+use client::{Conn, Target};
 use plan::Plan;
-use prom::{CHARGES_APPLIED, ServerDelta, counter_delta, restarted};
+use prom::{CHARGES_APPLIED, Scrape, ServerDelta, counter_delta, restarted};
+use setup::MoneyTotals;
 use worker::{Budget, Kind, Shared, Stats, Worker};
 
 /// The measured phase's length when neither `--duration` nor `--count` is given.
@@ -101,15 +105,15 @@ pub(crate) fn share(text: &str) -> Result<f64, String> {
 }
 
 /// Runs the benchmark; `Ok` carries the exit status (0, or 3 when the money check failed).
-pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
+pub fn run(args: BenchArgs) -> Result<ExitCode, BenchError> {
     let retry_share = args
         .retry_share
         .unwrap_or_else(|| args.workload.default_retry_share());
     if retry_share + args.duplicate_share > 1.0 {
-        return Err(format!(
-            "--retry-share {retry_share} plus --duplicate-share {} exceed 1",
-            args.duplicate_share
-        ));
+        return Err(BenchError::Shares {
+            retry_share,
+            duplicate_share: args.duplicate_share,
+        });
     }
     let seed = args
         .seed
@@ -131,7 +135,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .map_err(BenchError::Runtime)?;
     let outcome = runtime.block_on(drive(&args, plan, seed));
     // Connection drivers may still be parked on their sockets; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -150,70 +154,168 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     })
 }
 
-async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<String>), String> {
+/// The phases of a run, in order; only the measured one is timed.
+async fn drive(
+    args: &BenchArgs,
+    plan: Plan,
+    seed: u64,
+) -> Result<(Report, Vec<String>), BenchError> {
     let timeout = Duration::from_secs(args.request_timeout);
-    let target = client::Target::resolve(&args.url, timeout).await?.secured(
-        &args.url,
-        args.credentials.token().map_err(|e| e.to_string())?,
-        args.credentials.ca_file.as_deref(),
-    )?;
+    let target = connect(args, timeout).await?;
     let connections = args.connections as usize;
     let partners = if plan.duplicate_share > 0.0 {
         connections
     } else {
         0
     };
+    let prepared = prepare(&target, &plan, connections, partners, timeout).await?;
+    let before = scrape(&target, timeout).await?;
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        target: target.clone(),
+        timeout,
+        budget: budget(args),
+        requests: AtomicU64::new(0),
+        fresh_charges: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let workers = measure(
+        &shared,
+        seed,
+        prepared.conns,
+        prepared.partner_conns,
+        started,
+    )
+    .await?;
+    let after_load = scrape(&target, timeout).await?;
+    let (measured, conns) = settle(workers, started).await?;
+    let totals = read_back(conns, connections, &target, timeout, &plan).await?;
+    let scrapes = Scrapes {
+        before,
+        after_load,
+        after_all: scrape(&target, timeout).await?,
+    };
+    let (server, check) = judge(plan.amount, &measured, totals, &scrapes)?;
+    let report = report(args, &plan, seed, prepared.setup, &measured, server, check)?;
+    Ok((report, measured.stats.anomaly_samples))
+}
 
-    // Setup (not measured).
-    let setup_started = Instant::now();
-    let conns = setup::open_connections(&target, connections, timeout).await?;
+/// The server at `--url`, resolved once, with the token and TLS of the command line.
+async fn connect(args: &BenchArgs, timeout: Duration) -> Result<Target, BenchError> {
+    let target = client::Target::resolve(&args.url, timeout)
+        .await
+        .map_err(BenchError::Target)?;
+    // Display, not the type: the client crate's token error is a String today.
+    let token = args
+        .credentials
+        .token()
+        .map_err(|e| BenchError::Target(e.to_string()))?;
+    target
+        .secured(&args.url, token, args.credentials.ca_file.as_deref())
+        .map_err(BenchError::Target)
+}
+
+/// What the unmeasured setup made.
+struct Prepared {
+    conns: Vec<Conn>,
+    /// The second connections of concurrent duplicates (none without `--duplicate-share`).
+    partner_conns: Vec<Conn>,
+    setup: Setup,
+}
+
+/// The setup's numbers for the report.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    accounts: u64,
+    partner_connections: u32,
+    seconds: f64,
+}
+
+/// Opens the connections and creates the run's accounts over them (not measured).
+async fn prepare(
+    target: &Target,
+    plan: &Plan,
+    connections: usize,
+    partners: usize,
+    timeout: Duration,
+) -> Result<Prepared, BenchError> {
+    let started = Instant::now();
+    let conns = setup::open_connections(target, connections, timeout)
+        .await
+        .map_err(BenchError::Connect)?;
     let accounts = u64::from(plan.customers) + u64::from(plan.merchants);
     eprintln!(
         "bench: run {}: creating {accounts} accounts over {connections} connections",
         plan.run_id
     );
-    let conns = setup::create_accounts(conns, &target, timeout, &plan).await?;
-    let mut partner_conns = setup::open_connections(&target, partners, timeout).await?;
-    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    let conns = setup::create_accounts(conns, target, timeout, plan)
+        .await
+        .map_err(BenchError::Accounts)?;
+    let partner_conns = setup::open_connections(target, partners, timeout)
+        .await
+        .map_err(BenchError::Connect)?;
+    Ok(Prepared {
+        conns,
+        partner_conns,
+        setup: Setup {
+            accounts,
+            partner_connections: partners as u32,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    })
+}
 
-    let before = setup::scrape(&target, timeout).await?;
-
-    // Measured phase.
-    let budget = match (args.count, args.duration) {
+/// How long the measured phase runs: `--count` requests, else `--duration` seconds.
+fn budget(args: &BenchArgs) -> Budget {
+    match (args.count, args.duration) {
         (Some(count), _) => Budget::Count(AtomicU64::new(count)),
         (None, duration) => Budget::Until(
             Instant::now() + Duration::from_secs(duration.unwrap_or(DURATION_DEFAULT_SECS)),
         ),
-    };
-    let shared = Arc::new(Shared {
-        plan: plan.clone(),
-        target: target.clone(),
-        timeout,
-        budget,
-        requests: AtomicU64::new(0),
-        fresh_charges: AtomicU64::new(0),
-    });
-    let started = Instant::now();
-    let stop_progress = spawn_progress(Arc::clone(&shared), started);
-    let mut tasks = Vec::with_capacity(connections);
+    }
+}
+
+/// The measured phase: one worker per connection until the budget is spent.
+async fn measure(
+    shared: &Arc<Shared>,
+    seed: u64,
+    conns: Vec<Conn>,
+    mut partner_conns: Vec<Conn>,
+    started: Instant,
+) -> Result<Vec<Worker>, BenchError> {
+    let stop_progress = spawn_progress(Arc::clone(shared), started);
+    let mut tasks = Vec::with_capacity(conns.len());
     for (index, conn) in conns.into_iter().enumerate() {
         let worker = Worker::new(
-            Arc::clone(&shared),
+            Arc::clone(shared),
             seed,
             index as u64,
             conn,
             partner_conns.pop(),
-        )?;
+        )
+        .map_err(BenchError::Histogram)?;
         tasks.push(tokio::spawn(worker.run()));
     }
     let mut workers = Vec::with_capacity(tasks.len());
     for task in tasks {
-        workers.push(task.await.map_err(|e| format!("a worker failed: {e}"))?);
+        workers.push(task.await.map_err(BenchError::Worker)?);
     }
     let _ = stop_progress.send(());
-    let after_load = setup::scrape(&target, timeout).await?;
+    Ok(workers)
+}
 
-    // Settle lost answers, then read the money back.
+/// What the workers counted, merged, and the measured phase's length in seconds.
+struct Measured {
+    stats: Stats,
+    elapsed: f64,
+}
+
+/// Settles lost answers (each worker re-sends its undecided keys), then merges the workers'
+/// counts; returns the connections that are still usable.
+async fn settle(
+    workers: Vec<Worker>,
+    started: Instant,
+) -> Result<(Measured, Vec<Conn>), BenchError> {
     let resolve_deadline = Instant::now() + RESOLVE_DEADLINE;
     let mut resolving = Vec::with_capacity(workers.len());
     for mut worker in workers {
@@ -222,31 +324,76 @@ async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<S
             worker.finish()
         }));
     }
-    let mut stats = Stats::new()?;
-    let mut conns = Vec::with_capacity(connections);
+    let mut stats = Stats::new().map_err(BenchError::Histogram)?;
+    let mut conns = Vec::with_capacity(resolving.len());
     for task in resolving {
-        let (worker_stats, conn) = task.await.map_err(|e| format!("a worker failed: {e}"))?;
-        stats.merge(&worker_stats)?;
+        let (worker_stats, conn) = task.await.map_err(BenchError::Worker)?;
+        stats
+            .merge(&worker_stats)
+            .map_err(BenchError::HistogramMerge)?;
         conns.extend(conn);
     }
     let elapsed = stats
         .measured_until
         .map_or(Duration::ZERO, |until| until.duration_since(started))
         .as_secs_f64();
+    Ok((Measured { stats, elapsed }, conns))
+}
+
+/// Reads every account of the run back, over `connections` connections.
+async fn read_back(
+    mut conns: Vec<Conn>,
+    connections: usize,
+    target: &Target,
+    timeout: Duration,
+    plan: &Plan,
+) -> Result<MoneyTotals, BenchError> {
     // A worker whose connection died in the last request gives none back; open what is missing.
     let missing = connections.saturating_sub(conns.len());
-    conns.extend(setup::open_connections(&target, missing, timeout).await?);
-    let (_, totals) = setup::read_totals(conns, &target, timeout, &plan).await?;
-    let after_all = setup::scrape(&target, timeout).await?;
+    let opened = setup::open_connections(target, missing, timeout)
+        .await
+        .map_err(BenchError::Connect)?;
+    conns.extend(opened);
+    let (_, totals) = setup::read_totals(conns, target, timeout, plan)
+        .await
+        .map_err(BenchError::Accounts)?;
+    Ok(totals)
+}
 
+async fn scrape(target: &Target, timeout: Duration) -> Result<Scrape, BenchError> {
+    setup::scrape(target, timeout)
+        .await
+        .map_err(BenchError::Scrape)
+}
+
+/// `/metrics` before the measured phase, after it, and after the money was read back.
+struct Scrapes {
+    before: Scrape,
+    after_load: Scrape,
+    after_all: Scrape,
+}
+
+/// The server's numbers of the measured phase and the money check.
+fn judge(
+    amount: u64,
+    measured: &Measured,
+    totals: MoneyTotals,
+    scrapes: &Scrapes,
+) -> Result<(Option<ServerDelta>, Check), BenchError> {
+    let Scrapes {
+        before,
+        after_load,
+        after_all,
+    } = scrapes;
     // A server killed and started again during the run (a crash test) counts from zero again:
     // its counters then say nothing about the run, and the money read back carries the check.
-    let server_restarted = restarted(&before, &after_all);
+    let server_restarted = restarted(before, after_all);
     let server = if server_restarted {
         None
     } else {
-        Some(ServerDelta::between(&before, &after_load, elapsed)?)
+        Some(ServerDelta::between(before, after_load, measured.elapsed)?)
     };
+    let stats = &measured.stats;
     let mut check = Check::measured(
         stats.logical_charges,
         totals.customer_debits,
@@ -256,18 +403,27 @@ async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<S
     check.charges_applied_delta = if server_restarted {
         None
     } else {
-        Some(counter_delta(&before, &after_all, CHARGES_APPLIED)?)
+        Some(counter_delta(before, after_all, CHARGES_APPLIED)?)
     };
     check.resolved_after_run = stats.resolved;
     check.unresolved = stats.unresolved;
     check.anomalies = stats.anomalies;
-    let check = check.judged(plan.amount);
+    Ok((server, check.judged(amount)))
+}
 
+fn report(
+    args: &BenchArgs,
+    plan: &Plan,
+    seed: u64,
+    setup: Setup,
+    measured: &Measured,
+    server: Option<ServerDelta>,
+    check: Check,
+) -> Result<Report, BenchError> {
+    let (stats, elapsed) = (&measured.stats, measured.elapsed);
     let mut overall = stats.latency_us[0].clone();
     for other in &stats.latency_us[1..] {
-        overall
-            .add(other)
-            .map_err(|e| format!("cannot merge latency histograms: {e:?}"))?;
+        overall.add(other).map_err(BenchError::HistogramMerge)?;
     }
     let per_second = |n: u64| {
         if elapsed > 0.0 {
@@ -276,20 +432,20 @@ async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<S
             0.0
         }
     };
-    let report = Report {
+    Ok(Report {
         run_id: plan.run_id.clone(),
         url: args.url.clone(),
         workload: plan.workload,
         connections: args.connections,
-        partner_connections: partners as u32,
+        partner_connections: setup.partner_connections,
         seed,
         amount: plan.amount,
         customers: plan.customers,
         merchants: plan.merchants,
         retry_share: plan.retry_share,
         duplicate_share: plan.duplicate_share,
-        setup_accounts: accounts,
-        setup_seconds,
+        setup_accounts: setup.accounts,
+        setup_seconds: setup.seconds,
         elapsed_seconds: elapsed,
         requests: stats.answered,
         requests_per_s: per_second(stats.answered),
@@ -315,8 +471,7 @@ async fn drive(args: &BenchArgs, plan: Plan, seed: u64) -> Result<(Report, Vec<S
         last_transport_error: stats.last_transport_error.clone(),
         server,
         check,
-    };
-    Ok((report, stats.anomaly_samples))
+    })
 }
 
 /// Prints a progress line to stderr about once per second until told to stop.

@@ -1,6 +1,7 @@
 //! The few server counters the load generator reads from `GET /metrics`, before and after a run.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use serde::Serialize;
 
@@ -53,6 +54,33 @@ impl Scrape {
     }
 }
 
+/// A counter the run's numbers need is missing, or went down between two scrapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsError {
+    Missing {
+        name: String,
+    },
+    /// A counter only grows within one process: it went down because the server restarted.
+    WentDown {
+        name: String,
+    },
+}
+
+impl fmt::Display for MetricsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricsError::Missing { name } => write!(f, "/metrics has no {name}"),
+            MetricsError::WentDown { name } => write!(
+                f,
+                "{name} went down during the run: was the server restarted?"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MetricsError {}
+
 /// Server-side numbers of the measured phase: differences between two scrapes.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ServerDelta {
@@ -63,18 +91,22 @@ pub struct ServerDelta {
 }
 
 impl ServerDelta {
-    pub fn between(before: &Scrape, after: &Scrape, seconds: f64) -> Result<ServerDelta, String> {
-        let delta = |name: &str| -> Result<u64, String> {
+    pub fn between(
+        before: &Scrape,
+        after: &Scrape,
+        seconds: f64,
+    ) -> Result<ServerDelta, MetricsError> {
+        let delta = |name: &str| -> Result<u64, MetricsError> {
             let value = |scrape: &Scrape| {
-                scrape
-                    .get(name)
-                    .ok_or_else(|| format!("/metrics has no {name}"))
+                scrape.get(name).ok_or_else(|| MetricsError::Missing {
+                    name: name.to_owned(),
+                })
             };
             let difference = value(after)? - value(before)?;
             if difference < 0.0 {
-                return Err(format!(
-                    "{name} went down during the run: was the server restarted?"
-                ));
+                return Err(MetricsError::WentDown {
+                    name: name.to_owned(),
+                });
             }
             // Counters are integers; the text format carries them as floats.
             Ok(difference.round() as u64)
@@ -110,17 +142,16 @@ pub fn restarted(before: &Scrape, after: &Scrape) -> bool {
 }
 
 /// `after - before` of one counter, or an error naming it.
-pub fn counter_delta(before: &Scrape, after: &Scrape, name: &str) -> Result<u64, String> {
-    let before = before
-        .get(name)
-        .ok_or_else(|| format!("/metrics has no {name}"))?;
-    let after = after
-        .get(name)
-        .ok_or_else(|| format!("/metrics has no {name}"))?;
+pub fn counter_delta(before: &Scrape, after: &Scrape, name: &str) -> Result<u64, MetricsError> {
+    let missing = || MetricsError::Missing {
+        name: name.to_owned(),
+    };
+    let before = before.get(name).ok_or_else(missing)?;
+    let after = after.get(name).ok_or_else(missing)?;
     if after < before {
-        return Err(format!(
-            "{name} went down during the run: was the server restarted?"
-        ));
+        return Err(MetricsError::WentDown {
+            name: name.to_owned(),
+        });
     }
     Ok((after - before).round() as u64)
 }

@@ -193,14 +193,23 @@ impl Report {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
+    /// The readable report: the run, its throughput and latency, the answers, the check.
     pub fn human(&self, anomaly_samples: &[String]) -> String {
         let mut out = String::new();
+        // The writers drop `writeln!`'s result: writing into a String cannot fail.
+        self.write_run(&mut out);
+        self.write_answers(&mut out);
+        self.write_check(&mut out, anomaly_samples);
+        out
+    }
+
+    /// What ran against what, how long setup took, and the measured phase's rates and latency.
+    fn write_run(&self, out: &mut String) {
         let partners = if self.partner_connections > 0 {
             format!(" (+{} for duplicates)", self.partner_connections)
         } else {
             String::new()
         };
-        // Writing into a String cannot fail.
         let _ = writeln!(
             out,
             "onceledger bench: {} workload against {}, {} connections{partners}, run {}, seed {}",
@@ -239,6 +248,10 @@ impl Report {
                 let _ = writeln!(out, "    {kind:<13} {}", latency.line());
             }
         }
+    }
+
+    /// The answers by status, transport errors, and the server's commit numbers.
+    fn write_answers(&self, out: &mut String) {
         let statuses: Vec<String> = self
             .statuses
             .iter()
@@ -266,6 +279,10 @@ impl Report {
                 "  server          restarted during the run (process_start_time_seconds changed): its counters started again from zero, so no commit figures and no counter check"
             ),
         };
+    }
+
+    /// The money check, its failures, and the anomaly samples.
+    fn write_check(&self, out: &mut String, anomaly_samples: &[String]) {
         let c = &self.check;
         let verdict = if c.ok { "OK" } else { "FAILED" };
         let _ = writeln!(
@@ -288,7 +305,6 @@ impl Report {
         for sample in anomaly_samples {
             let _ = writeln!(out, "    anomaly: {sample}");
         }
-        out
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use hdrhistogram::{AdditionError, CreationError};
 use http_body_util::Full;
 use uuid::Uuid;
 
@@ -150,11 +151,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new() -> Result<Stats, String> {
-        let histogram = || {
-            Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
-                .map_err(|e| format!("cannot make a latency histogram: {e}"))
-        };
+    pub fn new() -> Result<Stats, CreationError> {
+        let histogram = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3);
         Ok(Stats {
             latency_us: [histogram()?, histogram()?, histogram()?],
             statuses: BTreeMap::new(),
@@ -174,10 +172,9 @@ impl Stats {
         })
     }
 
-    pub fn merge(&mut self, other: &Stats) -> Result<(), String> {
+    pub fn merge(&mut self, other: &Stats) -> Result<(), AdditionError> {
         for (mine, theirs) in self.latency_us.iter_mut().zip(&other.latency_us) {
-            mine.add(theirs)
-                .map_err(|e| format!("cannot merge latency histograms: {e:?}"))?;
+            mine.add(theirs)?;
         }
         for (status, count) in &other.statuses {
             *self.statuses.entry(*status).or_default() += count;
@@ -239,7 +236,7 @@ impl Worker {
         index: u64,
         conn: Conn,
         partner: Option<Conn>,
-    ) -> Result<Worker, String> {
+    ) -> Result<Worker, CreationError> {
         Ok(Worker {
             shared,
             rng: Rng::new(seed, index),

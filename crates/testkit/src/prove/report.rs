@@ -4,6 +4,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+/// One row of the table: the name, the value, where the value comes from.
+type Row = (&'static str, String, &'static str);
+
 /// The numbers of one run. Server numbers are read from `/metrics` of the node and the hub (and
 /// the merchant's account on both), client numbers from the retrying client, fault numbers from
 /// the proxy.
@@ -101,9 +104,29 @@ impl Report {
         self.failures().is_empty()
     }
 
-    /// The table printed on stdout.
+    /// The table printed on stdout: a title, one row per number (name, value, where it comes
+    /// from), then the verdict.
     pub fn table(&self) -> String {
-        let rows: Vec<(&str, String, &str)> = vec![
+        let mut rows = self.traffic_rows();
+        rows.extend(self.outcome_rows());
+        let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "onceledger prove: seed {}, {} tasks, {:.1} s",
+            self.seed, self.tasks, self.seconds
+        );
+        for (name, value, source) in &rows {
+            let _ = writeln!(out, "{name:<name_width$}  {value:>value_width$}  {source}");
+        }
+        self.write_verdict(&mut out);
+        out
+    }
+
+    /// What was sent, and what the faults and the server's idempotency did to it.
+    fn traffic_rows(&self) -> Vec<Row> {
+        vec![
             (
                 "logical operations",
                 self.logical_operations.to_string(),
@@ -137,6 +160,12 @@ impl Report {
                 self.resent_after_giving_up.to_string(),
                 "client, same key",
             ),
+        ]
+    }
+
+    /// What the node and the hub applied, and what was left of the retry budget.
+    fn outcome_rows(&self) -> Vec<Row> {
+        vec![
             (
                 "charges applied on the node",
                 self.node_charges_applied.to_string(),
@@ -185,18 +214,11 @@ impl Report {
                 format!("{}/{}", self.retry_budget_left, self.retry_budget_capacity),
                 "client token bucket",
             ),
-        ];
-        let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "onceledger prove: seed {}, {} tasks, {:.1} s",
-            self.seed, self.tasks, self.seconds
-        );
-        for (name, value, source) in &rows {
-            let _ = writeln!(out, "{name:<name_width$}  {value:>value_width$}  {source}");
-        }
+        ]
+    }
+
+    /// The NOTE when the relay crash did not happen, then PASS or one FAIL line per failure.
+    fn write_verdict(&self, out: &mut String) {
         if self.relay_crashes == 0 {
             let _ = writeln!(
                 out,
@@ -217,6 +239,5 @@ impl Report {
                 let _ = writeln!(out, "FAIL: {failure}");
             }
         }
-        out
     }
 }

@@ -5,6 +5,8 @@ use serde::Serialize;
 
 use onceledger_client::rng::Rng;
 
+use super::RatesError;
+
 /// What the proxy does to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,21 +32,19 @@ pub struct FaultRates {
 }
 
 impl FaultRates {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RatesError> {
         for (name, rate) in [
             ("lost_response", self.lost_response),
             ("reset", self.reset),
             ("delay", self.delay),
         ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!(
-                    "fault rate {name} = {rate} is not a share from 0 to 1"
-                ));
+                return Err(RatesError::OutOfRange { name, rate });
             }
         }
         let sum = self.lost_response + self.reset + self.delay;
         if sum > 1.0 {
-            return Err(format!("fault rates add up to {sum}, more than 1"));
+            return Err(RatesError::SumOverOne { sum });
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! the proxy gets the `i`-th fault. With one request at a time the whole run repeats; with
 //! concurrent clients, which request is `i`-th depends on timing.
 
+mod error;
 mod fault;
 mod forward;
 
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use error::{ProxyError, RatesError};
 pub use fault::{Fault, FaultPlan, FaultRates};
 
 /// How long a delayed request is held when not configured.
@@ -96,14 +98,12 @@ pub struct Proxy {
 
 impl Proxy {
     /// Binds 127.0.0.1 on a free port and starts serving.
-    pub async fn start(config: ProxyConfig) -> Result<Proxy, String> {
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
         config.rates.validate()?;
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
-            .map_err(|e| format!("proxy cannot listen on 127.0.0.1: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("proxy has no local address: {e}"))?;
+            .map_err(ProxyError::Listen)?;
+        let addr = listener.local_addr().map_err(ProxyError::LocalAddr)?;
         let shared = Arc::new(Shared {
             plan: Mutex::new(FaultPlan::new(config.rates, config.seed)),
             upstream: forward::Upstream::new(config.upstream),
