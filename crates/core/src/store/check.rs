@@ -139,8 +139,58 @@ fn verify_snapshot(
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let mut violations: Vec<String> = Vec::new();
+    let accounts = verify_accounts(txn, accounts_overlay, &mut report, &mut violations)?;
+    let outbox = verify_outbox(txn, &mut report, &mut violations)?;
+    let charges = verify_charges(txn, &accounts, &outbox, &mut report, &mut violations)?;
+    verify_event_owners(txn, &outbox, &mut violations)?;
+    // Dead letters, read once: redrive answers and the hub's inbox rows refer to them.
+    let mut letters: BTreeMap<u64, DeadLetter> = BTreeMap::new();
+    for entry in txn.open_table(DEAD_LETTERS)?.iter()? {
+        let (id, bytes) = entry?;
+        letters.insert(id.value(), decode(bytes.value())?);
+    }
+    let seen = Seen {
+        accounts: &accounts,
+        outbox: &outbox,
+        charges: &charges,
+        letters: &letters,
+    };
+    verify_idempotency(txn, keys_overlay, &seen, &mut report, &mut violations)?;
+    verify_hub(txn, &letters, &mut report, &mut violations)?;
+    report.violations = violations;
+    Ok(report)
+}
 
-    // Accounts: invariant 5, and the per-currency sum of invariant 1.
+type AccountsByKey = HashMap<(u32, String), Account>;
+
+/// The held outbox: its events by seq, from the first held seq on.
+struct Outbox {
+    events: BTreeMap<u64, EventRecord>,
+    /// Events below this seq were deleted by retention: their absence is no violation.
+    first_held: u64,
+}
+
+impl Outbox {
+    fn held(&self, seq: u64) -> bool {
+        seq >= self.first_held
+    }
+}
+
+/// What the earlier steps read, for the idempotency records to be checked against.
+struct Seen<'a> {
+    accounts: &'a AccountsByKey,
+    outbox: &'a Outbox,
+    charges: &'a BTreeMap<u64, Charge>,
+    letters: &'a BTreeMap<u64, DeadLetter>,
+}
+
+/// Invariant 5, and the per-currency sum of invariant 1.
+fn verify_accounts(
+    txn: &redb::ReadTransaction,
+    accounts_overlay: AccountMap,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) -> Result<AccountsByKey, StoreError> {
     let mut accounts: HashMap<(u32, String), Account> = HashMap::new();
     // Balances newer than their rows (changed since the last account flush) count as stored.
     let mut overlay: HashMap<(u32, String), Account> = HashMap::new();
@@ -175,7 +225,15 @@ fn verify_snapshot(
         }
     }
 
-    // Outbox: invariant 3, dense from 1 up to the counter.
+    Ok(accounts)
+}
+
+/// Invariant 3: dense from the first held seq up to the counter.
+fn verify_outbox(
+    txn: &redb::ReadTransaction,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) -> Result<Outbox, StoreError> {
     let meta = txn.open_table(META)?;
     let counter =
         |name: &str| Ok::<_, StoreError>(read_counter_leniently(&meta, name)?.unwrap_or(1));
@@ -187,8 +245,6 @@ fn verify_snapshot(
     report.events = events.len() as u64;
     let first_held = counter(META_OUTBOX_FIRST_HELD)?;
     report.outbox_first_held = first_held;
-    // An event below the first held seq was deleted by retention: its absence is no violation.
-    let held = |seq: u64| seq >= first_held;
     for (expected, seq) in (first_held..).zip(events.keys()) {
         if *seq != expected {
             violations.push(format!(
@@ -205,8 +261,21 @@ fn verify_snapshot(
         ));
     }
 
-    // Charges: dense numbers, two postings each that match it, one event each; and the totals of
-    // every account recomputed from the postings.
+    Ok(Outbox { events, first_held })
+}
+
+/// Charges: dense numbers, two postings each that match it, one event each; and the totals of
+/// every account recomputed from the postings.
+fn verify_charges(
+    txn: &redb::ReadTransaction,
+    accounts: &AccountsByKey,
+    outbox: &Outbox,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) -> Result<BTreeMap<u64, Charge>, StoreError> {
+    let meta = txn.open_table(META)?;
+    let counter =
+        |name: &str| Ok::<_, StoreError>(read_counter_leniently(&meta, name)?.unwrap_or(1));
     let postings_table = txn.open_table(POSTINGS)?;
     // Postings name accounts within their charge's tenant.
     let charge_owners = super::auth::charge_owners(txn)?;
@@ -245,12 +314,12 @@ fn verify_snapshot(
                 other => violations.push(format!("charge {number} leg {leg}: posting {other:?}")),
             }
         }
-        match events.get(&charge.event_seq) {
+        match outbox.events.get(&charge.event_seq) {
             Some(EventRecord {
                 kind: EventKind::ChargeSucceeded { charge_number },
                 ..
             }) if *charge_number == number => {}
-            None if !held(charge.event_seq) => {}
+            None if !outbox.held(charge.event_seq) => {}
             other => violations.push(format!(
                 "charge {number}: event {} is {other:?}",
                 charge.event_seq
@@ -272,7 +341,7 @@ fn verify_snapshot(
             report.charges
         ));
     }
-    for ((tenant, id), account) in &accounts {
+    for ((tenant, id), account) in accounts {
         let (debits, credits) = recomputed
             .remove(&(*tenant, id.clone()))
             .unwrap_or_default();
@@ -288,10 +357,18 @@ fn verify_snapshot(
             "postings name account {id} of tenant {tenant}, which does not exist"
         ));
     }
-    // Every held event has exactly one owning tenant: its row, or below `default_rows_from`
-    // tenant 0 without one (a store from before the mark may still have tenant 0's row there).
+    Ok(charges)
+}
+
+/// Every held event has exactly one owning tenant: its row, or below `default_rows_from` tenant
+/// 0 without one (a store from before the mark may still have tenant 0's row there).
+fn verify_event_owners(
+    txn: &redb::ReadTransaction,
+    outbox: &Outbox,
+    violations: &mut Vec<String>,
+) -> Result<(), StoreError> {
     let (event_owners, default_rows_from) = super::auth::event_owners(txn)?;
-    for seq in events.keys() {
+    for seq in outbox.events.keys() {
         let owners = event_owners.get(seq).map_or(&[][..], Vec::as_slice);
         let owned_once = match owners {
             [_] if *seq >= default_rows_from => true,
@@ -305,14 +382,18 @@ fn verify_snapshot(
         }
     }
 
-    // Dead letters, read once: redrive answers below and the hub's inbox rows refer to them.
-    let mut letters: BTreeMap<u64, DeadLetter> = BTreeMap::new();
-    for entry in txn.open_table(DEAD_LETTERS)?.iter()? {
-        let (id, bytes) = entry?;
-        letters.insert(id.value(), decode(bytes.value())?);
-    }
+    Ok(())
+}
 
-    // Idempotency records: invariant 2, a 201 has exactly its effects, a decline has none.
+/// Invariant 2: a 201 has exactly its effects, a decline has none; every key names one answer
+/// and every answer one key.
+fn verify_idempotency(
+    txn: &redb::ReadTransaction,
+    keys_overlay: Vec<(u32, String, u64)>,
+    seen: &Seen<'_>,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) -> Result<(), StoreError> {
     let mut charges_claimed: HashMap<u64, u32> = HashMap::new();
     let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
     let mut answers_named: HashMap<u64, u32> = HashMap::new();
@@ -349,19 +430,22 @@ fn verify_snapshot(
             Effect::Administrative => matches!(record.status, 200 | 201),
             Effect::DeadLetterRedriven { id } => {
                 record.status == 200
-                    && letters
+                    && seen
+                        .letters
                         .get(id)
                         .is_some_and(|letter| letter.redriven_at_ms.is_some())
             }
             Effect::ChargeSucceeded { charge_number } => {
                 *charges_claimed.entry(*charge_number).or_default() += 1;
-                record.status == 201 && charges.contains_key(charge_number)
+                record.status == 201 && seen.charges.contains_key(charge_number)
             }
             Effect::AccountCreated { account, event_seq } => {
                 record.status == 201
-                    && accounts.contains_key(&(tenant, account.as_str().to_owned()))
-                    && (!held(*event_seq)
-                        || matches!(events.get(event_seq),
+                    && seen
+                        .accounts
+                        .contains_key(&(tenant, account.as_str().to_owned()))
+                    && (!seen.outbox.held(*event_seq)
+                        || matches!(seen.outbox.events.get(event_seq),
                         Some(EventRecord { kind: EventKind::AccountCreated { account: a }, .. }) if a.id == *account))
             }
         };
@@ -388,7 +472,7 @@ fn verify_snapshot(
     // violation above, and must not make this subtraction underflow (found by fuzzing).
     let claimed_existing = charges_claimed
         .keys()
-        .filter(|n| charges.contains_key(n))
+        .filter(|n| seen.charges.contains_key(n))
         .count() as u64;
     report.charges_without_record = report.charges.saturating_sub(claimed_existing);
     for (number, claims) in charges_claimed {
@@ -396,9 +480,7 @@ fn verify_snapshot(
             violations.push(format!("charge {number} is the answer of {claims} keys"));
         }
     }
-    verify_hub(txn, &letters, &mut report, &mut violations)?;
-    report.violations = violations;
-    Ok(report)
+    Ok(())
 }
 
 /// Invariant 4 and the mirrors: per origin, inbox rows are exactly 1..=applied_through, each
