@@ -323,6 +323,7 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(onceledger_core::limits::BLOCKING_THREADS_MAX)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime

@@ -21,6 +21,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; the accept loop waits for a free slot beyond this.
 pub const CONNECTIONS_MAX: usize = 4096;
+/// Threads of the server's blocking pool (store reads of GETs and lists, opening the store,
+/// joining the writer). Tokio's default is 512; reads beyond this wait in tokio's queue, which
+/// `CONNECTIONS_MAX` bounds (one request per connection at a time).
+pub const BLOCKING_THREADS_MAX: usize = 32;
 /// On SIGTERM, connections get this long to finish their requests before they are cut.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
