@@ -1,26 +1,158 @@
 //! The node-to-hub protocol: `POST /v1/replication/events` carries an [`EventBatch`] as JSON and
 //! the hub answers with an [`Ack`]. The decoder is pure (no I/O, no panics) and fuzzed.
 //!
-//! Events travel as the origin stored them (the same `Event` a dead letter keeps), so a hub can
-//! re-check every value: ids, currencies and amounts are validated again while decoding.
+//! The format has types of its own ([`WireEvent`] and what it holds), converted to and from the
+//! store's `Event` at this boundary, so that changing a stored record cannot silently change what
+//! goes over the network, nor the reverse. A hub re-checks every value while decoding: ids,
+//! currencies, amounts and metadata are validated again (`ValueError`).
+//!
+//! Version 1, as JSON: `{"version":1,"origin":"NODE","events":[EVENT...]}`, an event being
+//! `{"seq":N,"created_at_ms":MS,"body":{"account_created":ACCOUNT}}` or `{...,"body":
+//! {"charge_succeeded":CHARGE}}`; currencies travel as three byte values (`[69,85,82]`), the form
+//! version 1 has always had.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::is_valid_node_id;
+use crate::ledger::{Account, AccountId, Amount, Charge, Currency, Metadata, ValueError};
 use crate::limits::REPLICATION_BATCH_EVENTS_MAX;
-use crate::store::Event;
+use crate::store::{Event, EventBody};
 
 /// Bumped on any change a hub of the previous version could not read.
 pub const WIRE_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A decoded batch: its events validated and converted into the store's `Event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventBatch {
     pub version: u32,
     /// The sending node's id.
     pub origin: String,
     /// Consecutive events in sequence order.
     pub events: Vec<Event>,
+}
+
+/// A batch as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireBatch {
+    version: u32,
+    origin: String,
+    events: Vec<WireEvent>,
+}
+
+/// One outbox event as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    pub seq: u64,
+    pub created_at_ms: u64,
+    pub body: WireEventBody,
+}
+
+/// Externally tagged (`{"charge_succeeded": {...}}`), snake case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireEventBody {
+    AccountCreated(WireAccount),
+    ChargeSucceeded(WireCharge),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAccount {
+    pub id: String,
+    pub currency: [u8; 3],
+    pub overdraft_limit: Option<u64>,
+    pub debits_posted: u64,
+    pub credits_posted: u64,
+    pub debits_pending: u64,
+    pub credits_pending: u64,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCharge {
+    pub number: u64,
+    pub source: String,
+    pub destination: String,
+    pub amount: u64,
+    pub currency: [u8; 3],
+    pub metadata: BTreeMap<String, String>,
+    pub created_at_ms: u64,
+    pub event_seq: u64,
+}
+
+impl From<&Event> for WireEvent {
+    fn from(event: &Event) -> WireEvent {
+        let body = match &event.body {
+            EventBody::AccountCreated(a) => WireEventBody::AccountCreated(WireAccount {
+                id: a.id.as_str().to_owned(),
+                currency: currency_bytes(a.currency),
+                overdraft_limit: a.overdraft_limit,
+                debits_posted: a.debits_posted,
+                credits_posted: a.credits_posted,
+                debits_pending: a.debits_pending,
+                credits_pending: a.credits_pending,
+                created_at_ms: a.created_at_ms,
+            }),
+            EventBody::ChargeSucceeded(c) => WireEventBody::ChargeSucceeded(WireCharge {
+                number: c.number,
+                source: c.source.as_str().to_owned(),
+                destination: c.destination.as_str().to_owned(),
+                amount: c.amount.minor(),
+                currency: currency_bytes(c.currency),
+                metadata: c.metadata.pairs().clone(),
+                created_at_ms: c.created_at_ms,
+                event_seq: c.event_seq,
+            }),
+        };
+        WireEvent {
+            seq: event.seq,
+            created_at_ms: event.created_at_ms,
+            body,
+        }
+    }
+}
+
+impl TryFrom<WireEvent> for Event {
+    type Error = ValueError;
+
+    /// Validates every value again: a hub takes nothing on trust.
+    fn try_from(wire: WireEvent) -> Result<Event, ValueError> {
+        let body = match wire.body {
+            WireEventBody::AccountCreated(a) => EventBody::AccountCreated(Account {
+                id: AccountId::parse(&a.id)?,
+                currency: Currency::try_from(a.currency)?,
+                overdraft_limit: a.overdraft_limit,
+                debits_posted: a.debits_posted,
+                credits_posted: a.credits_posted,
+                debits_pending: a.debits_pending,
+                credits_pending: a.credits_pending,
+                created_at_ms: a.created_at_ms,
+            }),
+            WireEventBody::ChargeSucceeded(c) => EventBody::ChargeSucceeded(Charge {
+                number: c.number,
+                source: AccountId::parse(&c.source)?,
+                destination: AccountId::parse(&c.destination)?,
+                amount: Amount::new(c.amount)?,
+                currency: Currency::try_from(c.currency)?,
+                metadata: Metadata::new(c.metadata)?,
+                created_at_ms: c.created_at_ms,
+                event_seq: c.event_seq,
+            }),
+        };
+        Ok(Event {
+            seq: wire.seq,
+            created_at_ms: wire.created_at_ms,
+            body,
+        })
+    }
+}
+
+fn currency_bytes(currency: Currency) -> [u8; 3] {
+    let mut bytes = [0u8; 3];
+    bytes.copy_from_slice(currency.as_str().as_bytes());
+    bytes
 }
 
 /// The hub's answer. The sender moves its cursor to `applied_through` and resends from the event
@@ -58,6 +190,11 @@ pub enum WireError {
     EventCount,
     FirstSeqZero,
     NotConsecutive,
+    /// An event whose values a ledger would refuse (an invalid id, currency, amount, metadata).
+    InvalidEvent {
+        seq: u64,
+        source: ValueError,
+    },
     NotAnAck(serde_json::Error),
 }
 
@@ -80,6 +217,7 @@ impl std::fmt::Display for WireError {
             WireError::NotConsecutive => {
                 f.write_str("events must be consecutive, in sequence order")
             }
+            WireError::InvalidEvent { seq, source } => write!(f, "event {seq}: {source}"),
             WireError::NotAnAck(e) => write!(f, "not an acknowledgement: {e}"),
         }
     }
@@ -89,6 +227,7 @@ impl std::error::Error for WireError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WireError::NotABatch(e) | WireError::NotAnAck(e) => Some(e),
+            WireError::InvalidEvent { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -97,7 +236,7 @@ impl std::error::Error for WireError {
 /// Decodes and validates a batch: known version, a valid origin id, 1 to
 /// `REPLICATION_BATCH_EVENTS_MAX` events numbered consecutively from at least 1.
 pub fn decode_batch(body: &[u8]) -> Result<EventBatch, WireError> {
-    let batch: EventBatch = serde_json::from_slice(body).map_err(WireError::NotABatch)?;
+    let batch: WireBatch = serde_json::from_slice(body).map_err(WireError::NotABatch)?;
     if batch.version != WIRE_VERSION {
         return Err(WireError::Version(batch.version));
     }
@@ -119,26 +258,36 @@ pub fn decode_batch(body: &[u8]) -> Result<EventBatch, WireError> {
     if !consecutive {
         return Err(WireError::NotConsecutive);
     }
-    Ok(batch)
+    let events = (batch.events.into_iter())
+        .map(|wire| {
+            let seq = wire.seq;
+            Event::try_from(wire).map_err(|source| WireError::InvalidEvent { seq, source })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(EventBatch {
+        version: batch.version,
+        origin: batch.origin,
+        events,
+    })
 }
 
 pub fn encode_batch(batch: &EventBatch) -> Vec<u8> {
     encode_events(&batch.origin, &batch.events)
 }
 
-/// Encodes a batch from borrowed parts, as the sender has them (no copy of the events).
+/// Encodes a batch from the sender's events.
 pub fn encode_events(origin: &str, events: &[Event]) -> Vec<u8> {
     #[derive(Serialize)]
-    struct EventBatchRef<'a> {
+    struct WireBatchRef<'a> {
         version: u32,
         origin: &'a str,
-        events: &'a [Event],
+        events: Vec<WireEvent>,
     }
     // Plain structs with string keys: serialising into a Vec cannot fail.
-    serde_json::to_vec(&EventBatchRef {
+    serde_json::to_vec(&WireBatchRef {
         version: WIRE_VERSION,
         origin,
-        events,
+        events: events.iter().map(WireEvent::from).collect(),
     })
     .unwrap_or_default()
 }
@@ -170,6 +319,25 @@ mod tests {
     fn a_batch_round_trips() {
         let sent = batch(&[3, 4, 5]);
         assert_eq!(decode_batch(&encode_batch(&sent)).ok(), Some(sent));
+    }
+
+    /// Version 1's bytes, written out: a change to the stored records (or to the wire types)
+    /// that would change them fails here instead of reaching a hub of another build.
+    #[test]
+    fn version_1_bytes_are_fixed() {
+        let text = String::from_utf8(encode_batch(&batch(&[7]))).expect("utf-8");
+        let event = &text[text.find("\"events\"").expect("events")..];
+        assert!(
+            event.starts_with(
+                "\"events\":[{\"seq\":7,\"created_at_ms\":1,\"body\":{\"account_created\":\
+                 {\"id\":\"a7\",\"currency\":[69,85,82],\"overdraft_limit\":0,"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("{\"version\":1,\"origin\":\"n0123456789ab\","),
+            "{text}"
+        );
     }
 
     #[test]
