@@ -7,6 +7,7 @@ use crate::limits::IDEMPOTENCY_KEY_BYTES_MAX;
 pub struct IdempotencyKey(String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Empty, too long, a byte outside 0x21..=0x7E, or a broken sf-string.
     Malformed,

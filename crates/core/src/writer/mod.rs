@@ -91,6 +91,7 @@ pub enum WriteOutcome {
 }
 
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The commit queue is at `commit_queue_max`.
     Overloaded,

@@ -237,7 +237,8 @@ impl App {
                     "the commit queue is full; resend shortly",
                 ));
             }
-            Err(SubmitError::Unavailable) => return self.unavailable(),
+            // Unavailable, or a refusal this build does not know: nothing was queued.
+            Err(_) => return self.unavailable(),
         }
         match answer.await {
             Ok(InboundOutcome::Acknowledged(ack)) => json(StatusCode::OK, present::ack(&ack)),
@@ -385,7 +386,8 @@ impl App {
                     "the commit queue is full; retry shortly",
                 ));
             }
-            Err(SubmitError::Unavailable) => return self.unavailable(),
+            // Unavailable, or a refusal this build does not know: nothing was queued.
+            Err(_) => return self.unavailable(),
         }
         match answer.await {
             Ok(WriteOutcome::Executed(mut answer)) => {

@@ -27,7 +27,7 @@ use onceledger_core::limits::{
 };
 use onceledger_core::store::Event;
 use onceledger_core::wire::{EventBatch, WIRE_VERSION, decode_batch};
-use onceledger_core::writer::{InboundOutcome, InboundRequest, SubmitError};
+use onceledger_core::writer::{InboundOutcome, InboundRequest};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -157,7 +157,7 @@ async fn apply_and_ack(
         }) {
             Ok(()) => answers.push((origin.to_owned(), answer)),
             // Not taken: NAK everything of this origin by leaving it out of `applied`.
-            Err(SubmitError::Overloaded | SubmitError::Unavailable) => {}
+            Err(_) => {}
         }
     }
     let mut applied: BTreeMap<String, u64> = BTreeMap::new();
