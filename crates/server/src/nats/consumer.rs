@@ -149,15 +149,16 @@ async fn apply_and_ack(
             origin: origin.to_owned(),
             events,
         };
-        match node.writer.try_submit_inbound(InboundRequest {
+        let submitted = node.writer.try_submit_inbound(InboundRequest {
             // NATS has its own authentication; what the stream carries is the operator's.
             tenant: onceledger_core::ledger::TenantId::DEFAULT,
             batch,
             reply,
-        }) {
-            Ok(()) => answers.push((origin.to_owned(), answer)),
-            // Not taken: NAK everything of this origin by leaving it out of `applied`.
-            Err(_) => {}
+        });
+        // Not taken (overloaded, unavailable): NAK everything of this origin by leaving it out
+        // of `applied`.
+        if submitted.is_ok() {
+            answers.push((origin.to_owned(), answer));
         }
     }
     let mut applied: BTreeMap<String, u64> = BTreeMap::new();
