@@ -86,6 +86,20 @@ pub fn is_valid_tenant_name(name: &str) -> bool {
     is_valid_node_id(name)
 }
 
+/// Whether `key` has the form [`origin_key`] makes: a node id, or `TENANT_ID:NODE` with a
+/// tenant id of 1 to 10 digits (the OpenAPI document's pattern; a well-formed key that names no
+/// origin is simply not found). What a hub's origin paths accept.
+pub fn is_valid_origin_key(key: &str) -> bool {
+    match key.split_once(':') {
+        None => is_valid_node_id(key),
+        Some((tenant, node)) => {
+            (1..=10).contains(&tenant.len())
+                && tenant.bytes().all(|b| b.is_ascii_digit())
+                && is_valid_node_id(node)
+        }
+    }
+}
+
 /// The key a hub files a replicated origin under: the node id for the default tenant (so stores
 /// from before tenants keep their keys), `TENANT_ID:NODE` otherwise. `:` never occurs in a node
 /// id, so two tenants' nodes never share a key.

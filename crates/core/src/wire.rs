@@ -42,8 +42,10 @@ struct WireBatch {
     events: Vec<WireEvent>,
 }
 
-/// One outbox event as it travels.
+/// One outbox event as it travels. Every wire type refuses unknown fields: the decoder is as
+/// strict as the OpenAPI document says (`additionalProperties: false`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WireEvent {
     pub seq: u64,
     pub created_at_ms: u64,
@@ -59,9 +61,13 @@ pub enum WireEventBody {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WireAccount {
     pub id: String,
     pub currency: [u8; 3],
+    /// Required although it may be `null` (`deserialize_with` turns off serde's default of
+    /// reading a missing `Option` as `None`), as the document says.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub overdraft_limit: Option<u64>,
     pub debits_posted: u64,
     pub credits_posted: u64,
@@ -71,6 +77,7 @@ pub struct WireAccount {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WireCharge {
     pub number: u64,
     pub source: String,
@@ -117,8 +124,27 @@ impl From<&Event> for WireEvent {
 impl TryFrom<WireEvent> for Event {
     type Error = ValueError;
 
-    /// Validates every value again: a hub takes nothing on trust.
+    /// Validates every value again: a hub takes nothing on trust. Every number is an int64, as
+    /// in every JSON document of the API.
     fn try_from(wire: WireEvent) -> Result<Event, ValueError> {
+        let numbers: &[u64] = match &wire.body {
+            WireEventBody::AccountCreated(a) => &[
+                a.overdraft_limit.unwrap_or(0),
+                a.debits_posted,
+                a.credits_posted,
+                a.debits_pending,
+                a.credits_pending,
+                a.created_at_ms,
+            ],
+            WireEventBody::ChargeSucceeded(c) => &[c.number, c.created_at_ms, c.event_seq],
+        };
+        if [wire.seq, wire.created_at_ms]
+            .iter()
+            .chain(numbers)
+            .any(|n| *n > INT64_MAX)
+        {
+            return Err(ValueError::OutOfRange);
+        }
         let body = match wire.body {
             WireEventBody::AccountCreated(a) => EventBody::AccountCreated(Account {
                 id: AccountId::parse(&a.id)?,
@@ -148,6 +174,9 @@ impl TryFrom<WireEvent> for Event {
         })
     }
 }
+
+/// The largest number any JSON document of the API carries (JSON Schema's int64).
+const INT64_MAX: u64 = i64::MAX as u64;
 
 fn currency_bytes(currency: Currency) -> [u8; 3] {
     let mut bytes = [0u8; 3];

@@ -21,6 +21,8 @@ pub enum ValueError {
     MetadataPairs,
     MetadataKey,
     MetadataValue,
+    /// A number past int64, the range every JSON document of the API declares.
+    OutOfRange,
 }
 
 impl fmt::Display for ValueError {
@@ -45,6 +47,7 @@ impl fmt::Display for ValueError {
                 f,
                 "metadata keys have 1 to {METADATA_KEY_CHARS_MAX} characters"
             ),
+            ValueError::OutOfRange => f.write_str("a number is past 2^63-1"),
             ValueError::MetadataValue => write!(
                 f,
                 "metadata values have at most {METADATA_VALUE_CHARS_MAX} characters"

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::auth::{DEFAULT_TENANT_NAME, Role, is_valid_tenant_name};
 use onceledger_core::idempotency::{Fingerprint, IdempotencyKey, canonical_body};
+use onceledger_core::ids::is_valid_origin_key;
 use onceledger_core::ledger::{
     AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge,
 };
@@ -91,14 +92,15 @@ enum Route<'a> {
     Charge(&'a str),
     Events,
     DeadLetters,
-    Redrive(u64),
+    /// The raw id segment: a malformed one is the client's error (400), not an unknown route.
+    Redrive(&'a str),
     Origins,
     Inbox(&'a str),
     MirrorAccount(&'a str, &'a str),
     ReplicationEvents,
     Tenants,
     Tokens,
-    RevokeToken(u64),
+    RevokeToken(&'a str),
 }
 
 pub fn parse_request(
@@ -129,8 +131,8 @@ pub fn parse_request(
         Route::Readyz => get_only(ApiRequest::Readyz),
         Route::Metrics => get_only(ApiRequest::Metrics),
         Route::OpenApi => get_only(ApiRequest::OpenApi),
-        Route::Account(id) => get_only(ApiRequest::GetAccount(id.to_owned())),
-        Route::Charge(id) => get_only(ApiRequest::GetCharge(id.to_owned())),
+        Route::Account(id) => get_only(ApiRequest::GetAccount(segment(id))),
+        Route::Charge(id) => get_only(ApiRequest::GetCharge(segment(id))),
         Route::Events if is_get => {
             let (after, limit) = events_query(query)?;
             Ok(ApiRequest::ListEvents { after, limit })
@@ -143,22 +145,25 @@ pub fn parse_request(
         Route::DeadLetters => Err(not_allowed("GET")),
         Route::Origins => get_only(ApiRequest::ListOrigins),
         Route::Inbox(origin) if is_get => {
+            let origin = origin_in_path(origin)?;
             let (after, limit) = page_query(query, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
             Ok(ApiRequest::ListInbox {
-                origin: origin.to_owned(),
+                origin,
                 after,
                 limit,
             })
         }
         Route::Inbox(_) => Err(not_allowed("GET")),
-        Route::MirrorAccount(origin, id) => get_only(ApiRequest::GetMirrorAccount {
-            origin: origin.to_owned(),
-            id: id.to_owned(),
+        Route::MirrorAccount(_, _) if !is_get => Err(not_allowed("GET")),
+        Route::MirrorAccount(origin, id) => Ok(ApiRequest::GetMirrorAccount {
+            origin: origin_in_path(origin)?,
+            id: segment(id),
         }),
         Route::ReplicationEvents if !is_post => Err(not_allowed("POST")),
         Route::ReplicationEvents => replicate(headers, body).map(ApiRequest::Replicate),
         Route::Redrive(_) if !is_post => Err(not_allowed("POST")),
         Route::Redrive(id) => {
+            let id = id_in_path(id)?;
             write(headers, body, path, |body| parse_redrive_body(body, id)).map(ApiRequest::Write)
         }
         Route::Tenants if is_get => Ok(ApiRequest::ListTenants),
@@ -168,10 +173,13 @@ pub fn parse_request(
         Route::Tokens if !is_post => Err(not_allowed("GET, POST")),
         Route::Tokens => write(headers, body, path, parse_token_body).map(ApiRequest::Write),
         Route::RevokeToken(_) if !is_post => Err(not_allowed("POST")),
-        Route::RevokeToken(id) => write(headers, body, path, |body| {
-            parse_empty_body(body).map(|()| Command::RevokeToken { id })
-        })
-        .map(ApiRequest::Write),
+        Route::RevokeToken(id) => {
+            let id = id_in_path(id)?;
+            write(headers, body, path, |body| {
+                parse_empty_body(body).map(|()| Command::RevokeToken { id })
+            })
+            .map(ApiRequest::Write)
+        }
         Route::Accounts | Route::Charges if !is_post => Err(not_allowed("POST")),
         Route::Accounts => write(headers, body, path, parse_account_body).map(ApiRequest::Write),
         Route::Charges => write(headers, body, path, parse_charge_body).map(ApiRequest::Write),
@@ -199,9 +207,11 @@ fn route(path: &str) -> Option<Route<'_>> {
             } else if let Some(id) = path.strip_prefix("/v1/charges/") {
                 single_segment(id).then_some(Route::Charge(id))?
             } else if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
-                Route::Redrive(number_before(rest, "/redrive")?)
+                let id = rest.strip_suffix("/redrive")?;
+                single_segment(id).then_some(Route::Redrive(id))?
             } else if let Some(rest) = path.strip_prefix("/v1/tokens/") {
-                Route::RevokeToken(number_before(rest, "/revoke")?)
+                let id = rest.strip_suffix("/revoke")?;
+                single_segment(id).then_some(Route::RevokeToken(id))?
             } else if let Some(rest) = path.strip_prefix("/v1/replication/origins/") {
                 let (origin, rest) = rest.split_once('/')?;
                 if !single_segment(origin) {
@@ -220,11 +230,65 @@ fn route(path: &str) -> Option<Route<'_>> {
     })
 }
 
-/// `N` of `N{suffix}`, when N is 1 to 20 decimal digits.
-fn number_before(rest: &str, suffix: &str) -> Option<u64> {
-    let id = rest.strip_suffix(suffix)?;
-    let digits = !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit());
-    id.parse().ok().filter(|_| digits)
+/// A path segment with its percent-encoding undone (`0%3Atill` is `0:till`, RFC 3986). A segment
+/// that does not decode to UTF-8 is kept as it came: it then names nothing (404) or fails its
+/// pattern (400).
+fn segment(raw: &str) -> String {
+    if !raw.contains('%') {
+        return raw.to_owned();
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| Some((hex(*bytes.get(at + 1)?)?, hex(*bytes.get(at + 2)?)?)))
+            .flatten();
+        match escaped {
+            Some((high, low)) => {
+                decoded.push((high * 16 + low) as u8);
+                at += 3;
+            }
+            None => {
+                decoded.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).unwrap_or_else(|_| raw.to_owned())
+}
+
+/// A numeric id in a path (a dead letter, a token): 1 to 2^63-1 in decimal digits, as the
+/// OpenAPI document declares it; anything else is 400.
+fn id_in_path(raw: &str) -> Result<u64, Problem> {
+    let raw = segment(raw);
+    let digits = !raw.is_empty() && raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit());
+    raw.parse::<u64>()
+        .ok()
+        .filter(|id| digits && (1..=ID_IN_PATH_MAX).contains(id))
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemKind::InvalidRequest,
+                format!("the id in the path must be an integer from 1 to {ID_IN_PATH_MAX}"),
+            )
+        })
+}
+
+/// The largest id a path may carry: JSON Schema's int64, which the document declares.
+const ID_IN_PATH_MAX: u64 = i64::MAX as u64;
+
+/// An origin in a hub's path: what `origin_key` makes (a node id, or `TENANT:NODE`); else 400.
+fn origin_in_path(raw: &str) -> Result<String, Problem> {
+    let origin = segment(raw);
+    if is_valid_origin_key(&origin) {
+        Ok(origin)
+    } else {
+        Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            "the origin in the path must be a node id (1 to 64 of A-Z a-z 0-9 _ . -), or TENANT_ID:NODE",
+        ))
+    }
 }
 
 fn events_query(query: &str) -> Result<(u64, usize), Problem> {
@@ -254,13 +318,17 @@ fn page_query(
         if slot.is_some() {
             return Err(invalid(format!("query parameter {name} given twice")));
         }
+        // Bounded by JSON Schema's int64, the range the OpenAPI document declares.
         let number = if value.bytes().all(|b| b.is_ascii_digit()) {
-            value.parse::<u64>().ok()
+            value.parse::<u64>().ok().filter(|n| *n <= ID_IN_PATH_MAX)
         } else {
             None
         };
-        *slot =
-            Some(number.ok_or_else(|| invalid(format!("{name} must be a non-negative integer")))?);
+        *slot = Some(number.ok_or_else(|| {
+            invalid(format!(
+                "{name} must be an integer from 0 to {ID_IN_PATH_MAX}"
+            ))
+        })?);
     }
     let limit = limit.unwrap_or(limit_default as u64);
     if limit == 0 || limit > limit_max as u64 {
@@ -748,10 +816,68 @@ mod tests {
             )
             .is_ok()
         );
-        assert_eq!(kind(get("/v1/tokens/x/revoke")), ProblemKind::NotFound);
+        // A malformed id in the path is the client's error (issue 23), after the method check.
+        assert_eq!(
+            kind(get("/v1/tokens/x/revoke")),
+            ProblemKind::MethodNotAllowed
+        );
+        for id in ["x", "0", "-1", "9223372036854775808", "1e3"] {
+            let path = format!("/v1/tokens/{id}/revoke");
+            assert_eq!(
+                kind(post(&path, Some("k"), "")),
+                ProblemKind::InvalidRequest,
+                "{id}"
+            );
+            let path = format!("/v1/dead-letters/{id}/redrive");
+            assert_eq!(
+                kind(post(&path, Some("k"), "")),
+                ProblemKind::InvalidRequest,
+                "{id}"
+            );
+        }
+        assert!(post("/v1/tokens/9223372036854775807/revoke", Some("k"), "").is_ok());
         assert_eq!(
             kind(get("/v1/tokens/7/revoke")),
             ProblemKind::MethodNotAllowed
+        );
+    }
+
+    /// What the OpenAPI document declares, the parser enforces (issue 23): numbers past int64
+    /// and origins that no hub could have filed are 400, not echoed back.
+    #[test]
+    fn out_of_range_numbers_and_malformed_origins_are_400() {
+        let get = |target: &str| parse_request(&Method::GET, target, &HeaderMap::new(), b"");
+        let invalid = |target: &str| match get(target) {
+            Err(problem) => problem.kind == ProblemKind::InvalidRequest,
+            Ok(_) => false,
+        };
+        for target in [
+            "/v1/events?after=9223372036854775808",
+            "/v1/dead-letters?after=18446744073709551615",
+            "/v1/replication/origins/till-1/inbox?after=9223372036854775808",
+            "/v1/replication/origins/till%201/inbox",
+            "/v1/replication/origins/a:b/inbox",
+            "/v1/replication/origins/99999999999:till/inbox",
+            "/v1/replication/origins/%C2%84/accounts/alice",
+            "/v1/replication/origins/:till/accounts/alice",
+        ] {
+            assert!(invalid(target), "{target} accepted");
+        }
+        assert!(get("/v1/events?after=9223372036854775807").is_ok());
+        assert!(get("/v1/replication/origins/till-1/inbox").is_ok());
+        assert!(get("/v1/replication/origins/7:till-1/inbox").is_ok());
+        assert!(get("/v1/replication/origins/7:till-1/accounts/alice").is_ok());
+        assert_eq!(
+            get("/v1/replication/origins/7%3Atill-1/accounts/a%3Ab"),
+            Ok(ApiRequest::GetMirrorAccount {
+                origin: "7:till-1".into(),
+                id: "a:b".into()
+            }),
+            "percent-encoded segments mean the same"
+        );
+        assert_eq!(
+            get("/v1/accounts/%zz"),
+            Ok(ApiRequest::GetAccount("%zz".into()))
         );
     }
 

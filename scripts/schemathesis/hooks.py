@@ -1,0 +1,134 @@
+"""Schemathesis hooks for onceledger's contract run (scripts/schemathesis/run.sh).
+
+Each hook bends generated requests around one rule of the API that JSON Schema cannot state, so the
+run tests everything else; docs/CONTRACT-NOTES.md ("The OpenAPI run") lists them. A hook touches a
+request only where that rule applies, so a request the schema calls invalid stays invalid.
+"""
+
+import os
+import re
+import uuid
+
+import schemathesis
+
+# The server's rule for an Idempotency-Key (crates/core/src/idempotency/key.rs), the same pattern
+# as the document's.
+VALID_KEY = re.compile(r'^(?:[!#-~][!-~]{0,254}|"(?:[!#-\[\]-~]|\\["\\]){1,255}")$')
+INT64_MAX = 2**63 - 1
+# The token the run authenticates with: revoking it would turn the rest of the run into 401s.
+OWN_TOKEN_ID = int(os.environ.get("ONCELEDGER_TOKEN_ID", "1"))
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    operation = (case.operation.method.upper(), case.operation.path)
+    fresh_idempotency_key(case)
+    if isinstance(case.body, (dict, list)):
+        case.body = integers_as_integers(case.body)
+    if operation == ("POST", "/v1/accounts"):
+        unique_name(case.body, "id")
+    elif operation == ("POST", "/v1/tenants"):
+        unique_name(case.body, "name")
+    elif operation == ("POST", "/v1/charges"):
+        distinct_accounts(case.body)
+    elif operation == ("POST", "/v1/replication/events"):
+        consecutive_events(case.body)
+    elif operation == ("POST", "/v1/tokens/{id}/revoke"):
+        spare_own_token(case)
+
+
+# Answers the ledger decides (API.md: "Outcomes decided while executing against the ledger are
+# final: they are stored ... and replayed"): a schema-valid request may get them, and they are
+# not the parser refusing valid data. Only these, by problem type, are kept out of the
+# "schema-valid request rejected" check (ST202).
+LEDGER_DECLINES = {
+    "/problems/insufficient-funds",
+    "/problems/currency-mismatch",
+    "/problems/account-exists",
+    "/problems/tenant-exists",
+    "/problems/redrive-refused",
+}
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    if getattr(failure, "code", None) != "ST202":
+        return True
+    try:
+        kind = response.json().get("type")
+    except Exception:
+        return True
+    return kind not in LEDGER_DECLINES
+
+
+def integers_as_integers(value):
+    """JSON Schema counts `1250.0` as an integer; the server reads integers only in integer
+    notation (amounts are never floats, API.md), so such a number becomes `1250`. A number with a
+    fraction stays, and stays refused."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**64:
+        return int(value)
+    if isinstance(value, list):
+        return [integers_as_integers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: integers_as_integers(item) for key, item in value.items()}
+    return value
+
+
+def fresh_idempotency_key(case):
+    """One key per generated request. The same key with another body is 422 by contract (and the
+    generator reuses values); a client makes a key per logical operation. Invalid keys stay."""
+    headers = case.headers
+    if headers is None:
+        return
+    key = headers.get("Idempotency-Key")
+    if isinstance(key, str) and VALID_KEY.match(key):
+        headers["Idempotency-Key"] = f"st-{uuid.uuid4()}"
+
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def unique_name(body, field):
+    """A new account id or tenant name: taken ones are a stored 400 (account-exists,
+    tenant-exists), decided by the ledger, which a generator reusing its examples keeps hitting."""
+    if isinstance(body, dict):
+        name = body.get(field)
+        if isinstance(name, str) and NAME.match(name):
+            body[field] = f"{name[:40]}.{uuid.uuid4().hex[:16]}"
+
+
+def distinct_accounts(body):
+    """A charge's source and destination must differ (400 invalid-request otherwise)."""
+    if isinstance(body, dict):
+        source = body.get("source")
+        if isinstance(source, str) and source == body.get("destination"):
+            body["destination"] = (source[:63] + "x") if not source.endswith("x") else source[:63] + "y"
+
+
+def consecutive_events(body):
+    """A batch's events are consecutive, in seq order (400 invalid-request otherwise)."""
+    if not isinstance(body, dict):
+        return
+    events = body.get("events")
+    if not isinstance(events, list) or not events:
+        return
+    if not all(isinstance(e, dict) and type(e.get("seq")) is int for e in events):
+        return
+    first = events[0]["seq"]
+    if first < 1 or first + len(events) - 1 > INT64_MAX:
+        return
+    for offset, event in enumerate(events):
+        event["seq"] = first + offset
+
+
+def spare_own_token(case):
+    """Never revoke the token the run authenticates with (any spelling of its id)."""
+    parameters = case.path_parameters
+    if parameters is None or "id" not in parameters:
+        return
+    try:
+        own = int(str(parameters["id"]).strip()) == OWN_TOKEN_ID
+    except ValueError:
+        own = False
+    if own:
+        parameters["id"] = OWN_TOKEN_ID + 1_000_000
