@@ -47,6 +47,7 @@ LEDGER_DECLINES = {
     "/problems/account-exists",
     "/problems/tenant-exists",
     "/problems/redrive-refused",
+    "/problems/balance-overflow",
 }
 
 

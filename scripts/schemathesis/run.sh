@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${1:-target/release/onceledger}
 EXAMPLES=${2:-40}
+SEED=${SEED:-1}
 ST=${SCHEMATHESIS:-schemathesis}
 WORK=$(mktemp -d)
 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" > "$WORK/server.out" 2> "$WORK/server.log" &
@@ -20,11 +21,11 @@ done
 ADDR=$(sed -n 's/^listening on //p' "$WORK/server.out")
 [ -n "$ADDR" ] || { echo "the server did not start:"; cat "$WORK/server.log"; exit 1; }
 TOKEN=$(cat "$WORK/data/admin.token")
-echo "schemathesis $("$ST" --version | awk '{print $NF}') against http://$ADDR, seed 1, $EXAMPLES examples per operation"
+echo "schemathesis $("$ST" --version | awk '{print $NF}') against http://$ADDR, seed $SEED, $EXAMPLES examples per operation"
 status=0
 SCHEMATHESIS_HOOKS=scripts/schemathesis/hooks.py ONCELEDGER_TOKEN="$TOKEN" ONCELEDGER_TOKEN_ID=1 \
   "$ST" --config-file scripts/schemathesis/schemathesis.toml run "http://$ADDR/openapi.json" \
-    --checks all --seed 1 --max-examples "$EXAMPLES" --workers 1 \
+    --checks all --seed "$SEED" --max-examples "$EXAMPLES" --workers 1 \
     --generation-database none --no-color --request-timeout 10 \
     --report junit --report-dir "$WORK/report" || status=$?
 kill -TERM $SERVER; wait $SERVER || true

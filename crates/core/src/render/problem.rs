@@ -35,6 +35,41 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// Every kind, for the contract test that holds the OpenAPI document to them.
+    pub const ALL: [ProblemKind; 28] = {
+        use ProblemKind::*;
+        [
+            IdempotencyKeyMissing,
+            IdempotencyKeyInvalid,
+            InvalidRequest,
+            UnsupportedMediaType,
+            BodyTooLarge,
+            RequestTimeout,
+            IdempotencyKeyReused,
+            IdempotencyKeyInFlight,
+            Overloaded,
+            StorageUnavailable,
+            InsufficientFunds,
+            AccountNotFound,
+            CurrencyMismatch,
+            AccountExists,
+            BalanceOverflow,
+            ChargeNotFound,
+            DeadLetterNotFound,
+            RedriveRefused,
+            OriginNotFound,
+            Unauthorized,
+            Forbidden,
+            RateLimited,
+            TenantExists,
+            TenantNotFound,
+            TokenNotFound,
+            NotFound,
+            MethodNotAllowed,
+            Internal,
+        ]
+    };
+
     /// `(status, slug, title)`; `type` is `/problems/<slug>`.
     fn parts(self) -> (u16, &'static str, &'static str) {
         use ProblemKind::*;

@@ -4,6 +4,8 @@
 //! the idempotency layer, the store and the writer; `present` renders bodies; `server` owns
 //! sockets, connection limits, timeouts and graceful shutdown.
 
+#[cfg(test)]
+mod contract;
 mod handler;
 pub mod parse;
 mod server;
