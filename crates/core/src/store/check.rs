@@ -341,6 +341,53 @@ fn verify_charges(
             report.charges
         ));
     }
+    verify_account_totals(accounts, recomputed, violations);
+    Ok(charges)
+}
+
+/// Invariant 2 for one finished record: its status fits its effect, and the effect is in the
+/// store (the charge, the account and its event, the redriven letter). Counts each charge a
+/// record claims, for "no charge answers two keys".
+fn effect_is_consistent(
+    record: &IdempotencyRecord,
+    tenant: u32,
+    seen: &Seen<'_>,
+    charges_claimed: &mut HashMap<u64, u32>,
+) -> bool {
+    match &record.effect {
+        Effect::None => record.status != 201,
+        // Tenants and tokens live in their own tables; the cache reload checks them.
+        Effect::Administrative => matches!(record.status, 200 | 201),
+        Effect::DeadLetterRedriven { id } => {
+            record.status == 200
+                && seen
+                    .letters
+                    .get(id)
+                    .is_some_and(|letter| letter.redriven_at_ms.is_some())
+        }
+        Effect::ChargeSucceeded { charge_number } => {
+            *charges_claimed.entry(*charge_number).or_default() += 1;
+            record.status == 201 && seen.charges.contains_key(charge_number)
+        }
+        Effect::AccountCreated { account, event_seq } => {
+            record.status == 201
+                && seen
+                    .accounts
+                    .contains_key(&(tenant, account.as_str().to_owned()))
+                && (!seen.outbox.held(*event_seq)
+                    || matches!(seen.outbox.events.get(event_seq),
+                    Some(EventRecord { kind: EventKind::AccountCreated { account: a }, .. }) if a.id == *account))
+        }
+    }
+}
+
+/// Each account's stored totals are what its postings add up to, and every posting names an
+/// account that exists.
+fn verify_account_totals(
+    accounts: &AccountsByKey,
+    mut recomputed: HashMap<(u32, String), (u64, u64)>,
+    violations: &mut Vec<String>,
+) {
     for ((tenant, id), account) in accounts {
         let (debits, credits) = recomputed
             .remove(&(*tenant, id.clone()))
@@ -357,7 +404,6 @@ fn verify_charges(
             "postings name account {id} of tenant {tenant}, which does not exist"
         ));
     }
-    Ok(charges)
 }
 
 /// Every held event has exactly one owning tenant: its row, or below `default_rows_from` tenant
@@ -424,31 +470,7 @@ fn verify_idempotency(
         }
         let record: IdempotencyRecord = stored.record;
         report.idempotency_records += 1;
-        let consistent = match &record.effect {
-            Effect::None => record.status != 201,
-            // Tenants and tokens live in their own tables; the cache reload checks them.
-            Effect::Administrative => matches!(record.status, 200 | 201),
-            Effect::DeadLetterRedriven { id } => {
-                record.status == 200
-                    && seen
-                        .letters
-                        .get(id)
-                        .is_some_and(|letter| letter.redriven_at_ms.is_some())
-            }
-            Effect::ChargeSucceeded { charge_number } => {
-                *charges_claimed.entry(*charge_number).or_default() += 1;
-                record.status == 201 && seen.charges.contains_key(charge_number)
-            }
-            Effect::AccountCreated { account, event_seq } => {
-                record.status == 201
-                    && seen
-                        .accounts
-                        .contains_key(&(tenant, account.as_str().to_owned()))
-                    && (!seen.outbox.held(*event_seq)
-                        || matches!(seen.outbox.events.get(event_seq),
-                        Some(EventRecord { kind: EventKind::AccountCreated { account: a }, .. }) if a.id == *account))
-            }
-        };
+        let consistent = effect_is_consistent(&record, tenant, seen, &mut charges_claimed);
         if !consistent {
             violations.push(format!(
                 "key {key:?}: status {} with effect {:?}",
@@ -487,6 +509,18 @@ fn verify_idempotency(
 /// applied or dead-lettered once; mirrored totals are what the mirrored charges add up to, and
 /// every mirror balances to zero per currency.
 fn verify_hub(
+    txn: &redb::ReadTransaction,
+    letters: &BTreeMap<u64, DeadLetter>,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    verify_inboxes(txn, letters, report, violations)?;
+    verify_mirrors(txn, report, violations)
+}
+
+/// Per origin: inbox rows 1..=applied_through, each applied or parked in a dead letter that
+/// holds it; the origin's counters agree; every dead letter names a known origin.
+fn verify_inboxes(
     txn: &redb::ReadTransaction,
     letters: &BTreeMap<u64, DeadLetter>,
     report: &mut Report,
@@ -546,7 +580,17 @@ fn verify_hub(
             violations.push(format!("dead letter {} names unknown origin", letter.id));
         }
     }
-    // Mirrors: recompute totals from the mirrored charges, each of which needs an applied row.
+    Ok(())
+}
+
+/// Mirrors: totals recomputed from the mirrored charges, each of which needs an applied inbox
+/// row; no mirror below its overdraft limit; each origin's mirror balances to zero per currency.
+fn verify_mirrors(
+    txn: &redb::ReadTransaction,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let inbox = txn.open_table(INBOX)?;
     let mut recomputed: HashMap<(String, String), (u64, u64)> = HashMap::new();
     for entry in txn.open_table(REPLICA_CHARGES)?.iter()? {
         let (key, bytes) = entry?;
