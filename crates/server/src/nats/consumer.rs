@@ -106,7 +106,7 @@ async fn consume(
         if messages.is_empty() {
             continue;
         }
-        apply_and_ack(node, messages, commits).await?;
+        apply_and_ack(node, messages, commits).await;
     }
 }
 
@@ -116,25 +116,33 @@ struct Received {
     event: Option<(String, Event)>,
 }
 
-async fn apply_and_ack(
-    node: &NodeParts,
-    messages: Vec<Message>,
-    commits: &mut u64,
-) -> Result<(), String> {
-    let received: Vec<Received> = messages
-        .into_iter()
-        .map(|message| {
-            let event = decode_batch(&message.payload).ok().and_then(|batch| {
-                let EventBatch { origin, events, .. } = batch;
-                match <[Event; 1]>::try_from(events) {
-                    Ok([event]) => Some((origin, event)),
-                    Err(_) => None,
-                }
-            });
-            Received { message, event }
-        })
-        .collect();
-    // Per origin, in seq order: what the inbox expects.
+async fn apply_and_ack(node: &NodeParts, messages: Vec<Message>, commits: &mut u64) {
+    let received: Vec<Received> = messages.into_iter().map(Received::decode).collect();
+    let applied = apply(node, &received).await;
+    *commits += 1;
+    #[cfg(feature = "fault-injection")]
+    crate::fault::consumer_committed(*commits);
+    acknowledge(node, received, &applied).await;
+}
+
+impl Received {
+    /// A message holds one event of one origin; anything else is undecodable (`event: None`).
+    fn decode(message: Message) -> Received {
+        let event = decode_batch(&message.payload).ok().and_then(|batch| {
+            let EventBatch { origin, events, .. } = batch;
+            match <[Event; 1]>::try_from(events) {
+                Ok([event]) => Some((origin, event)),
+                Err(_) => None,
+            }
+        });
+        Received { message, event }
+    }
+}
+
+/// One inbound batch per origin, in seq order (what the inbox expects), through the writer.
+/// Returns how far each origin is applied; an origin the writer did not take is absent, so all
+/// its messages are NAKed.
+async fn apply(node: &NodeParts, received: &[Received]) -> BTreeMap<String, u64> {
     let mut per_origin: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
     for (origin, event) in received.iter().filter_map(|r| r.event.as_ref()) {
         per_origin.entry(origin).or_default().push(event.clone());
@@ -155,21 +163,22 @@ async fn apply_and_ack(
             batch,
             reply,
         });
-        // Not taken (overloaded, unavailable): NAK everything of this origin by leaving it out
-        // of `applied`.
         if submitted.is_ok() {
             answers.push((origin.to_owned(), answer));
         }
     }
-    let mut applied: BTreeMap<String, u64> = BTreeMap::new();
+    let mut applied = BTreeMap::new();
     for (origin, answer) in answers {
         if let Ok(InboundOutcome::Acknowledged(ack)) = answer.await {
             applied.insert(origin, ack.applied_through);
         }
     }
-    *commits += 1;
-    #[cfg(feature = "fault-injection")]
-    crate::fault::consumer_committed(*commits);
+    applied
+}
+
+/// After the commit: double-ack what the inbox holds, NAK the rest (a gap or a refusal: it comes
+/// again), terminate what no build can read.
+async fn acknowledge(node: &NodeParts, received: Vec<Received>, applied: &BTreeMap<String, u64>) {
     let counters = &node.metrics.nats_consumer;
     let mut acks = JoinSet::new();
     for Received { message, event } in received {
@@ -201,7 +210,6 @@ async fn apply_and_ack(
             tracing::warn!(%error, "acknowledgement not confirmed");
         }
     }
-    Ok(())
 }
 
 /// Shared so tests and `main` build the default durable name the same way.
