@@ -70,7 +70,9 @@ fn apply_to_fresh_hub(batch: EventBatch) {
             other => panic!("a fresh hub must take the batch: {other:?}"),
         }
     }
-    writer.shutdown();
+    writer
+        .shutdown()
+        .expect("a fresh hub on a healthy disk stops cleanly");
     let [once, twice] = <[_; 2]>::try_from(acks).expect("two acks");
     // A fresh hub expects seq 1: a batch that starts later is a gap and changes nothing.
     if first != 1 {

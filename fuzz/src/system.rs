@@ -220,6 +220,8 @@ impl Running {
     }
 
     fn stop(self) {
-        self.app.writer.shutdown();
+        // Injected storage faults make some stops unclean (`StopError`); what survives them is
+        // what the model checks after the next open, so the outcome itself is not asserted here.
+        let _ = self.app.writer.shutdown();
     }
 }

@@ -240,7 +240,9 @@ fn commit_batch(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new(keys.name(), n), &n, |b, &n| {
             b.iter_custom(|iters| (0..iters).map(|_| rig.one_batch(n)).sum())
         });
-        rig.writer.shutdown();
+        rig.writer
+            .shutdown()
+            .expect("a healthy store stops cleanly");
     }
     group.finish();
 }

@@ -32,7 +32,7 @@ use crate::limits::{
     OUTBOX_PRUNE_EVENTS_MAX, RETENTION_SWEEP_INTERVAL, RETENTION_SWEEP_RECORDS_MAX,
     WRITER_POLL_BEFORE_SLEEP,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::wire::{Ack, EventBatch};
 
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +133,7 @@ pub struct WriterHandle {
     sender: Sender<Message>,
     poisoned: Arc<AtomicBool>,
     outbox_appended: Arc<tokio::sync::Notify>,
-    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    thread: std::sync::Mutex<Option<JoinHandle<Result<(), StopError>>>>,
 }
 
 impl WriterHandle {
@@ -212,15 +212,55 @@ impl WriterHandle {
         self.sender.len()
     }
 
-    /// Lets the writer commit everything queued so far, then waits for its thread to end.
-    pub fn shutdown(&self) {
+    /// Lets the writer commit everything queued so far, then waits for its thread to end. `Err`
+    /// when the stop was not clean: the store refused writes (poisoned) or the final checkpoint
+    /// failed. Nothing acknowledged is lost either way (the journal holds it and the next start
+    /// replays it), but a process stopping on failing storage must not look like a clean stop.
+    /// A second call returns `Ok`: the first one reported.
+    pub fn shutdown(&self) -> Result<(), StopError> {
         // A blocking send: the queue may be full, and everything in it must still be committed.
         let _ = self.sender.send(Message::Shutdown);
         let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!("the writer thread panicked during shutdown");
+        match thread.map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(stopped)) => stopped,
+            Some(Err(_)) => Err(StopError::Panicked),
+        }
+    }
+}
+
+/// How a writer's stop was not clean.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StopError {
+    /// A write failed earlier (an fsync, a commit): the writer refused writes since.
+    Poisoned,
+    /// The checkpoint at shutdown failed; the next start replays the journal.
+    FinalCheckpoint(StoreError),
+    /// The writer thread panicked.
+    Panicked,
+}
+
+impl std::fmt::Display for StopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopError::Poisoned => f.write_str(
+                "the store refused writes after a storage failure; restart on healthy storage (nothing acknowledged is lost)",
+            ),
+            StopError::FinalCheckpoint(error) => write!(
+                f,
+                "the final checkpoint failed ({error}); the next start replays the journal"
+            ),
+            StopError::Panicked => f.write_str("the writer thread panicked"),
+        }
+    }
+}
+
+impl std::error::Error for StopError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StopError::FinalCheckpoint(error) => Some(error),
+            _ => None,
         }
     }
 }
@@ -268,7 +308,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self) {
+    fn run(mut self) -> Result<(), StopError> {
         let mut batch: Vec<Job> = Vec::with_capacity(self.config.batch_commands_max);
         let mut stopping = false;
         let mut last_batch_len = 0;
@@ -304,14 +344,18 @@ impl Writer {
                 job.fail();
             }
         }
+        if self.poisoned.is_poisoned() {
+            tracing::error!("writer stopped after a storage failure");
+            return Err(StopError::Poisoned);
+        }
         // A clean stop leaves current account rows and every journaled batch in the redb file, so
         // the next start re-applies no postings and replays no journal.
-        if !self.poisoned.is_poisoned()
-            && let Err(error) = self.store.checkpoint()
-        {
+        if let Err(error) = self.store.checkpoint() {
             tracing::error!(%error, "final checkpoint failed; the next start re-applies postings and replays the journal");
+            return Err(StopError::FinalCheckpoint(error));
         }
         tracing::info!("writer stopped");
+        Ok(())
     }
 
     /// After a commit of one command (light load), polls the queue for up to

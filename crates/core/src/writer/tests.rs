@@ -195,7 +195,10 @@ fn a_failed_commit_poisons_the_writer_and_reads_keep_working() {
 
     // After a restart on a healthy disk, exactly the acknowledged state is there.
     let dir_path = rig.dir.path().to_path_buf();
-    rig.writer.shutdown();
+    assert!(
+        matches!(rig.writer.shutdown(), Err(StopError::Poisoned)),
+        "a writer poisoned by a storage failure does not stop cleanly"
+    );
     let Rig {
         store, writer, dir, ..
     } = rig;
@@ -306,7 +309,8 @@ fn shutdown_commits_everything_already_queued() {
     std::thread::scope(|s| {
         let stopping = s.spawn(|| rig.writer.shutdown());
         drop(release);
-        stopping.join().expect("shutdown returns");
+        let stopped = stopping.join().expect("shutdown returns");
+        assert!(stopped.is_ok(), "{stopped:?}");
     });
     for answer in std::iter::once(first).chain(queued) {
         assert_eq!(
@@ -392,4 +396,31 @@ impl CommitObserver for CountingObserver {
     fn count_effect(&self, _effect: &crate::store::Effect) {}
     fn count_inbox(&self, _ack: &crate::wire::Ack) {}
     fn count_outbox_pruned(&self, _events: usize) {}
+}
+
+/// A stop whose final checkpoint fails is reported (the process then exits non-zero), and
+/// nothing acknowledged is lost: the journal brings it back at the next start.
+#[test]
+fn a_failed_final_checkpoint_is_reported_and_loses_nothing() {
+    let rig = rig(64, 8);
+    assert_eq!(status(&rig.run("f0", account("kept", None))), 201);
+    rig.switches.fail_syncs();
+    assert!(
+        matches!(rig.writer.shutdown(), Err(StopError::FinalCheckpoint(_))),
+        "the failed checkpoint is the stop's outcome"
+    );
+    let Rig {
+        store, writer, dir, ..
+    } = rig;
+    drop(writer);
+    drop(store);
+    let reopened = Store::open(dir.path()).expect("reopens");
+    let kept = AccountId::parse("kept").expect("id");
+    assert!(
+        reopened
+            .account(TenantId::DEFAULT, &kept)
+            .expect("read")
+            .is_some()
+    );
+    crate::store::check::assert_consistent(&reopened);
 }

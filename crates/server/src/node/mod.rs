@@ -19,7 +19,7 @@ use crate::nats::sink::JetStreamSink;
 use crate::replication::hub::HubSink;
 use crate::replication::{NodeParts, Replicator, ReplicatorConfig};
 use onceledger_core::store::{Store, StoreError};
-use onceledger_core::writer::{WriterConfig, WriterHandle};
+use onceledger_core::writer::{StopError, WriterConfig, WriterHandle};
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -93,6 +93,8 @@ pub enum NodeError {
     ReadTokens(StoreError),
     /// A task of the node's own panicked (opening the store).
     Panicked(&'static str),
+    /// The writer did not stop cleanly: storage failed while serving, or at the last checkpoint.
+    Stop(StopError),
 }
 
 impl std::fmt::Display for NodeError {
@@ -117,6 +119,7 @@ impl std::fmt::Display for NodeError {
             }
             NodeError::ReadTokens(source) => write!(f, "cannot read the tokens: {source}"),
             NodeError::Panicked(what) => write!(f, "{what} panicked"),
+            NodeError::Stop(error) => write!(f, "stopped uncleanly: {error}"),
         }
     }
 }
@@ -129,6 +132,7 @@ impl std::error::Error for NodeError {
             NodeError::OpenStore { source, .. } | NodeError::ReadTokens(source) => Some(source),
             NodeError::Listen { source, .. } | NodeError::WriterThread(source) => Some(source),
             NodeError::AdminToken(error) => Some(error),
+            NodeError::Stop(error) => Some(error),
             NodeError::Panicked(_) => None,
         }
     }
@@ -291,11 +295,13 @@ pub async fn serve_store_secured(
     }
     // Joining the writer thread blocks (its last batch and the final checkpoint's fsync).
     let writer = Arc::clone(&app.writer);
-    if tokio::task::spawn_blocking(move || writer.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::error!("the writer's shutdown panicked");
+    let stopped = tokio::task::spawn_blocking(move || writer.shutdown()).await;
+    // A stop on failing storage is no clean stop: the process exits non-zero (a supervisor must
+    // see it), although nothing acknowledged is lost (the journal replays it at the next start).
+    match stopped {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(NodeError::Stop(error)),
+        Err(_) => return Err(NodeError::Stop(StopError::Panicked)),
     }
     tracing::info!("stopped");
     Ok(())
