@@ -54,8 +54,9 @@ pub const REPLICATION_BATCH_EVENTS_MAX: usize = 1000;
 pub const REPLICATION_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Replication: how often a hub tries an event before it parks it as a dead letter, by default.
 pub const DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT: u32 = 5;
-/// Replication: events whose failed attempts a hub remembers at once (in memory; a restart
-/// forgets them, which only means a few more tries before an event is parked).
+/// Replication: events whose failed attempts a hub counts at once (in memory; a restart forgets
+/// them, which only means a few more tries before an event is parked). When it is full, a new
+/// refused event is not counted until a tracked one is parked or applied (`writer::inbound`).
 pub const REFUSED_EVENTS_TRACKED_MAX: usize = 4096;
 /// Replication: a sender waits this long for the sink's answer to one batch.
 pub const REPLICATION_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

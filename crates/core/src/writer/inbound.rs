@@ -9,25 +9,47 @@ use crate::limits::REFUSED_EVENTS_TRACKED_MAX;
 use crate::store::{ApplyRefusal, BatchTables, StoreError};
 use crate::wire::{Ack, EventBatch, RefusedEvent};
 
-/// Failed attempts per (origin, seq), in memory. Bounded: when full it starts over, which only
-/// grants the events it forgot a few more tries before they are parked.
-#[derive(Default)]
-pub(super) struct RefusedEvents(HashMap<(String, u64), u32>);
+/// Failed attempts per (origin, seq), in memory, for at most `REFUSED_EVENTS_TRACKED_MAX`
+/// events. When it is full, an event not tracked yet is refused without being counted until an
+/// entry frees up (parked or applied, which forgets it). First come, first counted: every tracked
+/// event reaches `dead_letter_after` and leaves, so with any number of stuck origins every one
+/// is parked in the end. (Clearing the table when full, as before, reset every count, and past
+/// the bound no event ever reached `dead_letter_after`.) Each origin has at most one refused event
+/// at a time, since a batch stops at the first refusal, so entries count stuck origins.
+pub(super) struct RefusedEvents {
+    attempts: HashMap<(String, u64), u32>,
+    capacity: usize,
+}
+
+impl Default for RefusedEvents {
+    fn default() -> Self {
+        RefusedEvents::with_capacity(REFUSED_EVENTS_TRACKED_MAX)
+    }
+}
 
 impl RefusedEvents {
+    fn with_capacity(capacity: usize) -> RefusedEvents {
+        RefusedEvents {
+            attempts: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Counts one more failed attempt and returns the count; 0 when the table is full and the
+    /// event is not tracked (an attempt not counted yet).
     fn attempt(&mut self, origin: &str, seq: u64) -> u32 {
         let key = (origin.to_owned(), seq);
-        if self.0.len() >= REFUSED_EVENTS_TRACKED_MAX && !self.0.contains_key(&key) {
-            self.0.clear();
+        if self.attempts.len() >= self.capacity && !self.attempts.contains_key(&key) {
+            return 0;
         }
-        let attempts = self.0.entry(key).or_insert(0);
+        let attempts = self.attempts.entry(key).or_insert(0);
         *attempts = attempts.saturating_add(1);
         *attempts
     }
 
     fn forget(&mut self, origin: &str, seq: u64) {
-        if !self.0.is_empty() {
-            self.0.remove(&(origin.to_owned(), seq));
+        if !self.attempts.is_empty() {
+            self.attempts.remove(&(origin.to_owned(), seq));
         }
     }
 }
@@ -91,4 +113,42 @@ pub(super) fn apply(
         ack.applied_through = event.seq;
     }
     Ok(ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More stuck origins than the table holds, each retrying in turn (as their senders do):
+    /// every one is parked after `dead_letter_after` counted attempts, within a bounded number
+    /// of rounds. With the old clear-when-full table none ever was.
+    #[test]
+    fn with_more_stuck_origins_than_the_bound_every_event_is_parked() {
+        let (capacity, origins, dead_letter_after) = (64, 200, 5u32);
+        let mut refused = RefusedEvents::with_capacity(capacity);
+        let mut parked = vec![false; origins];
+        let mut rounds = 0;
+        while parked.contains(&false) {
+            rounds += 1;
+            assert!(
+                rounds <= 100,
+                "stuck: {} parked",
+                parked.iter().filter(|p| **p).count()
+            );
+            for (origin, done) in parked.iter_mut().enumerate() {
+                if *done {
+                    continue;
+                }
+                let name = format!("till-{origin}");
+                if refused.attempt(&name, 1) >= dead_letter_after {
+                    refused.forget(&name, 1);
+                    *done = true;
+                }
+            }
+        }
+        // Each slot serves its event for `dead_letter_after` rounds: origins / capacity waves.
+        let waves = origins.div_ceil(capacity) as u32;
+        assert!(rounds <= dead_letter_after * waves, "{rounds} rounds");
+        assert!(refused.attempts.is_empty());
+    }
 }
