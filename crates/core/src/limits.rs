@@ -40,8 +40,11 @@ pub const METADATA_PAIRS_MAX: usize = 16;
 pub const METADATA_KEY_CHARS_MAX: usize = 40;
 /// Charge metadata: a value has at most this many characters.
 pub const METADATA_VALUE_CHARS_MAX: usize = 500;
+/// The largest integer any JSON document or query of the API carries: JSON Schema's int64, which
+/// the OpenAPI document declares for every number.
+pub const JSON_INTEGER_MAX: u64 = i64::MAX as u64;
 /// Amounts and posted totals are at most i64::MAX minor units, so balances fit an i64.
-pub const AMOUNT_MINOR_MAX: u64 = i64::MAX as u64;
+pub const AMOUNT_MINOR_MAX: u64 = JSON_INTEGER_MAX;
 
 /// `GET /v1/events`: page size when `limit` is absent.
 pub const EVENTS_PAGE_DEFAULT: usize = 100;

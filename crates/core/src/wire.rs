@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::is_valid_node_id;
 use crate::ledger::{Account, AccountId, Amount, Charge, Currency, Metadata, ValueError};
-use crate::limits::REPLICATION_BATCH_EVENTS_MAX;
+use crate::limits::{JSON_INTEGER_MAX, REPLICATION_BATCH_EVENTS_MAX};
 use crate::store::{Event, EventBody};
 
 /// Bumped on any change a hub of the previous version could not read.
@@ -141,7 +141,7 @@ impl TryFrom<WireEvent> for Event {
         if [wire.seq, wire.created_at_ms]
             .iter()
             .chain(numbers)
-            .any(|n| *n > INT64_MAX)
+            .any(|n| *n > JSON_INTEGER_MAX)
         {
             return Err(ValueError::OutOfRange);
         }
@@ -174,9 +174,6 @@ impl TryFrom<WireEvent> for Event {
         })
     }
 }
-
-/// The largest number any JSON document of the API carries (JSON Schema's int64).
-const INT64_MAX: u64 = i64::MAX as u64;
 
 fn currency_bytes(currency: Currency) -> [u8; 3] {
     let mut bytes = [0u8; 3];

@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::accounts::AccountMap;
 use super::answers::{AnswerPointer, answer};
 use super::codec::decode;
-use super::keys;
 use super::records::{
     DeadLetter, Effect, EventKind, EventRecord, IdempotencyRecord, InboxOutcome, InboxRecord,
     OriginState,
@@ -80,16 +79,7 @@ pub fn verify_stopped(data_dir: &Path) -> Result<Report, StoreError> {
         Err(error) => return Err(error),
     };
     let txn = stopped.db.begin_read()?;
-    let keys = stopped
-        .recovered
-        .keys
-        .snapshot()
-        .into_iter()
-        .map(|(name, number)| {
-            let (tenant, key) = keys::split_name(&name);
-            (tenant, key.to_owned(), number)
-        })
-        .collect();
+    let keys = stopped.recovered.keys.snapshot();
     verify_snapshot(&txn, stopped.recovered.accounts, keys)
 }
 

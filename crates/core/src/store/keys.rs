@@ -128,13 +128,16 @@ impl KeyOverlay {
         self.read().by_name.len()
     }
 
-    /// Every key in the overlay with its answer number (for the checker).
-    pub(super) fn snapshot(&self) -> Vec<(KeyName, u64)> {
+    /// Every key in the overlay as (tenant, key, answer number), for the checker.
+    pub(super) fn snapshot(&self) -> Vec<(u32, String, u64)> {
         let pending = self.read();
         pending
             .by_name
             .iter()
-            .map(|(name, number)| (name.clone(), *number))
+            .map(|(name, number)| {
+                let (tenant, key) = split_name(name);
+                (tenant, key.to_owned(), *number)
+            })
             .collect()
     }
 

@@ -425,14 +425,7 @@ impl Store {
 
     /// Finished keys not yet in the keyed table, as (tenant, key, answer number), for the checker.
     pub(crate) fn keys_overlay(&self) -> Vec<(u32, String, u64)> {
-        self.key_overlay
-            .snapshot()
-            .into_iter()
-            .map(|(name, number)| {
-                let (tenant, key) = keys::split_name(&name);
-                (tenant, key.to_owned(), number)
-            })
-            .collect()
+        self.key_overlay.snapshot()
     }
 
     /// Accounts whose committed state is newer than their row, for the checker.

@@ -18,8 +18,8 @@ use onceledger_core::ledger::{
     AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge,
 };
 use onceledger_core::limits::{
-    AMOUNT_MINOR_MAX, BODY_BYTES_MAX, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, LIST_PAGE_DEFAULT,
-    LIST_PAGE_MAX, REPLICATION_BODY_BYTES_MAX,
+    AMOUNT_MINOR_MAX, BODY_BYTES_MAX, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, JSON_INTEGER_MAX,
+    LIST_PAGE_DEFAULT, LIST_PAGE_MAX, REPLICATION_BODY_BYTES_MAX,
 };
 use onceledger_core::render::problem::{Problem, ProblemKind};
 use onceledger_core::wire::{EventBatch, decode_batch};
@@ -266,17 +266,14 @@ fn id_in_path(raw: &str) -> Result<u64, Problem> {
     let digits = !raw.is_empty() && raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit());
     raw.parse::<u64>()
         .ok()
-        .filter(|id| digits && (1..=ID_IN_PATH_MAX).contains(id))
+        .filter(|id| digits && (1..=JSON_INTEGER_MAX).contains(id))
         .ok_or_else(|| {
             Problem::new(
                 ProblemKind::InvalidRequest,
-                format!("the id in the path must be an integer from 1 to {ID_IN_PATH_MAX}"),
+                format!("the id in the path must be an integer from 1 to {JSON_INTEGER_MAX}"),
             )
         })
 }
-
-/// The largest id a path may carry: JSON Schema's int64, which the document declares.
-const ID_IN_PATH_MAX: u64 = i64::MAX as u64;
 
 /// An origin in a hub's path: what `origin_key` makes (a node id, or `TENANT:NODE`); else 400.
 fn origin_in_path(raw: &str) -> Result<String, Problem> {
@@ -320,13 +317,13 @@ fn page_query(
         }
         // Bounded by JSON Schema's int64, the range the OpenAPI document declares.
         let number = if value.bytes().all(|b| b.is_ascii_digit()) {
-            value.parse::<u64>().ok().filter(|n| *n <= ID_IN_PATH_MAX)
+            value.parse::<u64>().ok().filter(|n| *n <= JSON_INTEGER_MAX)
         } else {
             None
         };
         *slot = Some(number.ok_or_else(|| {
             invalid(format!(
-                "{name} must be an integer from 0 to {ID_IN_PATH_MAX}"
+                "{name} must be an integer from 0 to {JSON_INTEGER_MAX}"
             ))
         })?);
     }
