@@ -153,3 +153,69 @@ async fn bench_across_a_sigkill_checks_the_money_and_passes() {
     let summary = server.check().await;
     assert_eq!(summary["charges"], logical, "{summary}\n{context}");
 }
+
+/// The two files `onceledger check` must not change, read whole.
+fn store_files(data_dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let read = |name: &str| std::fs::read(data_dir.join(name)).expect("store file");
+    (read("onceledger.redb"), read("onceledger.journal"))
+}
+
+/// Runs the real `onceledger check` on `data_dir` and returns its JSON report; exit 0 required.
+async fn check_command(data_dir: &std::path::Path) -> Value {
+    let done = run_bounded(
+        Command::new(BIN)
+            .env_remove("ONCELEDGER_DATA_DIR")
+            .arg("check")
+            .arg("--data-dir")
+            .arg(data_dir),
+        crate::harness::CHECK_DEADLINE,
+    )
+    .await;
+    assert_eq!(done.status.code(), Some(0), "check failed: {}", done.stderr);
+    serde_json::from_str(done.stdout.trim()).expect("check prints its report as JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_writes_nothing_after_a_sigkill_or_a_clean_stop() {
+    // Guards README's promise for `onceledger check`: it verifies a stopped node and writes
+    // nothing. After SIGKILL (acknowledged charges only in the journal) it checks a recovered
+    // copy and still counts every acknowledged charge; after a clean stop it reads in place.
+    // Both files are byte for byte what they were, each time.
+    let mut server = Server::start().await;
+    create_accounts(&server.endpoint()).await;
+    let load = Load::start(&server.endpoint(), "check", WORKERS);
+    load.wait_for_acks(50).await;
+    server.kill_hard().await;
+    let acked = load
+        .finish()
+        .await
+        .iter()
+        .filter(|s| s.acked().is_some())
+        .count();
+
+    let before = store_files(server.data_dir());
+    let report = check_command(server.data_dir()).await;
+    assert_eq!(
+        before,
+        store_files(server.data_dir()),
+        "check changed a file"
+    );
+    assert_eq!(report["checked_a_recovered_copy"], true, "{report}");
+    let charges = report["charges"].as_u64().expect("charges");
+    assert!(
+        charges >= acked as u64,
+        "{charges} charges, {acked} acknowledged"
+    );
+
+    server.restart().await;
+    server.terminate().await;
+    let before = store_files(server.data_dir());
+    let report = check_command(server.data_dir()).await;
+    assert_eq!(
+        before,
+        store_files(server.data_dir()),
+        "check changed a file"
+    );
+    assert_eq!(report["checked_a_recovered_copy"], false, "{report}");
+    assert_eq!(report["charges"].as_u64(), Some(charges), "{report}");
+}
