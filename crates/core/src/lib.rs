@@ -10,6 +10,7 @@
 //! - `wire`: the replication format between a node and a hub, its own types.
 
 pub mod clock;
+pub mod durable_fs;
 pub mod idempotency;
 pub mod ids;
 pub mod ledger;

@@ -112,7 +112,10 @@ pub fn open_store(
     let switches = FaultSwitches::new();
     let backend = FaultyFileBackend::new(file, Arc::clone(&switches))?;
     let journal = FaultyJournalFile {
-        file: super::journal::open_file(dir).map_err(super::StoreError::Io)?,
+        file: match super::journal::open_existing(dir).map_err(super::StoreError::Io)? {
+            Some(file) => file,
+            None => super::journal::create_file(dir).map_err(super::StoreError::Io)?,
+        },
         switches: Arc::clone(&switches),
     };
     let store = super::Store::open_with_files(backend, Box::new(journal), dir)?;

@@ -25,6 +25,16 @@
 //! checkpoint are skipped, and the first newer one must be `through + 1` (else the file does not
 //! belong with this store: open refuses).
 //!
+//! **The file knows its store.** A header (`journal/header.rs`: magic, format, the store's
+//! identity, the batch the records continue from) is rewritten, in one of two slots, after every
+//! durable commit. An open refuses a journal that is missing, another store's, or older than the
+//! store file (and a store file older than its journal), because each would silently drop or
+//! invent acknowledged batches ([`JournalRefusal`]).
+//!
+//! File: two header slots (4 KiB each), then records from [`header::RECORDS_START`]. A store from
+//! before headers (no `meta.store_id`) has records from offset 0: its first open replays them and
+//! gives the store an identity and the file its header.
+//!
 //! Record: `len: u32 LE | seq: u64 LE | payload (len bytes) | blake3(len | seq | payload)`.
 //! Payload: ops, each `table: u8 | kind: u8 | key_len: u32 LE | key | [value_len: u32 LE | value]`
 //! (the value only for an insert), in the order the batch made them.
@@ -36,6 +46,8 @@ use std::ops::Deref;
 
 use redb::{AccessGuard, Key, Table, TableDefinition, TableHandle, Value, WriteTransaction};
 
+mod header;
+
 use super::StoreError;
 use super::schema::{
     ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META, ORIGINS,
@@ -43,11 +55,14 @@ use super::schema::{
 };
 use super::schema::{AUTH_COUNTERS, CHARGE_TENANTS, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS};
 use crate::limits::{JOURNAL_CHECKPOINT_BYTES, JOURNAL_CHECKPOINT_COMMITS, JOURNAL_FILE_BYTES};
+use header::{Header, RECORDS_START, Slots};
+pub use header::{JournalRefusal, StoreId};
 
 /// The journal's file inside the data directory, beside the redb file.
 pub const JOURNAL_FILE_NAME: &str = "onceledger.journal";
 
-const HEADER_BYTES: usize = 4 + 8;
+/// A record's own header: its payload's length and its batch number.
+const RECORD_HEADER_BYTES: usize = 4 + 8;
 const CHECKSUM_BYTES: usize = 32;
 const OP_INSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
@@ -82,27 +97,40 @@ impl JournalFile for std::fs::File {
     }
 }
 
-/// Opens (creating if needed) the journal file in `data_dir`; `Journal::recover` preallocates it.
-pub(super) fn open_file(data_dir: &std::path::Path) -> io::Result<std::fs::File> {
-    let path = data_dir.join(JOURNAL_FILE_NAME);
-    let created = !path.exists();
+/// The journal file in `data_dir`, or `None` when there is none: whether a missing journal may be
+/// created is the open's decision ([`Journal::recover`] knows whether the store had one).
+pub(super) fn open_existing(data_dir: &std::path::Path) -> io::Result<Option<std::fs::File>> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(data_dir.join(JOURNAL_FILE_NAME))
+    {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates the journal file of a store that has none yet (a fresh store, or one from before
+/// journals had headers whose file was never made).
+pub(super) fn create_file(data_dir: &std::path::Path) -> io::Result<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
-    if created {
-        // The new name must survive a crash as well as the records written under it.
-        std::fs::File::open(data_dir)?.sync_all()?;
-    }
+        .create_new(true)
+        .open(data_dir.join(JOURNAL_FILE_NAME))?;
+    // The new name must survive a power cut as well as the records written under it.
+    crate::durable_fs::sync_dir(data_dir)?;
     Ok(file)
 }
 
 /// The journal of one store: where the next record goes and which batch it is.
 pub(super) struct Journal {
     file: Box<dyn JournalFile>,
-    /// Where the next record is written: 0 after every checkpoint.
+    store_id: StoreId,
+    /// The header slot the next header is written to: never the one holding the newest.
+    next_header_slot: usize,
+    /// Where the next record is written, counted from `RECORDS_START`: 0 after every checkpoint.
     write_at: u64,
     /// The last batch recorded, in the journal or by a checkpoint.
     last_seq: u64,
@@ -127,19 +155,24 @@ impl Journal {
         file.sync_data()
     }
 
-    /// The batches the store's checkpoint `through` lacks, applied to `txn` in order. Returns the
-    /// journal, ready for the next batch, and how many records were replayed. The caller commits
-    /// `txn` durably with `meta.journal_through = journal.last_seq()` before any new record.
+    /// Checks that `file` is this store's journal (`store_id` is `meta.store_id`, `None` for a
+    /// fresh store or one from before headers) and applies to `txn`, in order, the batches the
+    /// store's checkpoint `through` lacks. Returns the journal, ready for the next batch, and
+    /// how many records were replayed. The caller records `journal.store_id()` and
+    /// `meta.journal_through = journal.last_seq()` in `txn`, commits it durably and then calls
+    /// [`Journal::write_header`] before any new record.
     pub(super) fn recover(
         mut file: Box<dyn JournalFile>,
         txn: &WriteTransaction,
         through: u64,
+        store_id: Option<StoreId>,
     ) -> Result<(Journal, u64), StoreError> {
         Self::preallocate(file.as_mut()).map_err(StoreError::Io)?;
-        let bytes = file.read_all().map_err(StoreError::Io)?;
+        let image = file.read_all().map_err(StoreError::Io)?;
+        let (store_id, records_image) = admit(&image, store_id, through)?;
         let mut last_seq = through;
         let mut replayed = 0u64;
-        for (seq, payload) in records(&bytes) {
+        for (seq, payload) in records(records_image) {
             if seq <= through {
                 continue;
             }
@@ -157,13 +190,36 @@ impl Journal {
             last_seq = seq;
             replayed += 1;
         }
+        let next_header_slot = Slots::read(&image).newest().map_or(0, |(slot, _)| 1 - slot);
         let journal = Journal {
             file,
+            store_id,
+            next_header_slot,
             write_at: 0,
             last_seq,
             commits_since_checkpoint: 0,
         };
         Ok((journal, replayed))
+    }
+
+    /// The identity this journal's headers carry, which `meta.store_id` must hold.
+    pub(super) fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    /// Writes and syncs the header for the records that follow: they continue from `last_seq`,
+    /// which a durable commit has just recorded as `meta.journal_through`. Must complete before
+    /// the next record overwrites the ones behind the previous header.
+    pub(super) fn write_header(&mut self) -> io::Result<()> {
+        let header = Header {
+            store_id: self.store_id,
+            continues_from: self.last_seq,
+        };
+        self.file
+            .write_all_at(&header.encode(), Header::offset(self.next_header_slot))?;
+        self.file.sync_data()?;
+        self.next_header_slot = 1 - self.next_header_slot;
+        Ok(())
     }
 
     /// Whether the next batch should be a checkpoint (a durable redb commit).
@@ -187,7 +243,8 @@ impl Journal {
     pub(super) fn append(&mut self, redo: Redo) -> io::Result<()> {
         let seq = self.last_seq + 1;
         let record = redo.into_record(seq);
-        self.file.write_all_at(&record, self.write_at)?;
+        self.file
+            .write_all_at(&record, RECORDS_START + self.write_at)?;
         self.file.sync_data()?;
         self.write_at += record.len() as u64;
         self.last_seq = seq;
@@ -195,11 +252,112 @@ impl Journal {
         Ok(())
     }
 
-    /// After a checkpoint's commit returned: it holds every journaled batch.
-    pub(super) fn checkpointed(&mut self) {
+    /// After a checkpoint's commit returned: it holds every journaled batch, so the records
+    /// start again behind a new header. On `Err` the header may be torn: the other slot and the
+    /// records behind it still describe the store (the next open accepts them), but this
+    /// process must take no more batches.
+    pub(super) fn checkpointed(&mut self) -> io::Result<()> {
         self.write_at = 0;
         self.commits_since_checkpoint = 0;
+        self.write_header()
     }
+}
+
+/// Checks a stopped store's journal without writing: what a writable open would refuse
+/// (`onceledger check` on a cleanly stopped store, which it opens read-only).
+pub(super) fn inspect(
+    data_dir: &std::path::Path,
+    store_id: Option<StoreId>,
+    through: u64,
+) -> Result<(), StoreError> {
+    match std::fs::read(data_dir.join(JOURNAL_FILE_NAME)) {
+        Ok(image) => admit(&image, store_id, through).map(|_| ()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => match store_id {
+            Some(store) => Err(refused(JournalRefusal::Missing { store, through })),
+            None => Ok(()),
+        },
+        Err(error) => Err(StoreError::Io(error)),
+    }
+}
+
+/// Whether the journal `image` may be replayed onto a store with identity `store_id` (`None`: a
+/// fresh store, or one from before headers) checkpointed through batch `through`. Returns the
+/// identity the journal keeps and the part of the image its records are in.
+fn admit(
+    image: &[u8],
+    store_id: Option<StoreId>,
+    through: u64,
+) -> Result<(StoreId, &[u8]), StoreError> {
+    let records_region = image.get(RECORDS_START as usize..).unwrap_or_default();
+    match (store_id, Slots::read(image).newest()) {
+        (Some(store), Some((_, header))) => {
+            check_header(store, header, through, records_region)?;
+            Ok((store, records_region))
+        }
+        (Some(store), None) => {
+            // Only one slot is ever written at a time, so no crash leaves both unreadable, except
+            // the one between the durable commit that gave the store its identity and the first
+            // header: then the file holds nothing newer than the store.
+            let newer = |image: &[u8]| records(image).filter(|(seq, _)| *seq > through).count();
+            let newer_records = newer(image).max(newer(records_region)) as u64;
+            if newer_records > 0 {
+                return Err(refused(JournalRefusal::HeaderUnreadable {
+                    through,
+                    newer_records,
+                }));
+            }
+            Ok((store, records_region))
+        }
+        (None, Some((_, header))) => Err(refused(JournalRefusal::StoreWithoutIdentity {
+            journal: header.store_id,
+        })),
+        // A fresh store (an empty file), or one from before headers: its records start at 0.
+        (None, None) => Ok((StoreId::random(), image)),
+    }
+}
+
+fn refused(refusal: JournalRefusal) -> StoreError {
+    StoreError::JournalRefused(refusal)
+}
+
+/// The newest header of a store's own journal against the store's checkpoint `through`.
+///
+/// `continues_from == through`: the normal case. `continues_from < through`: a durable commit
+/// (a checkpoint, or an open) landed and the process stopped before it rewrote the header; the
+/// records behind the old header then reach exactly `through`. Anything else is a copy of one
+/// of the two files from another moment.
+fn check_header(
+    store: StoreId,
+    header: Header,
+    through: u64,
+    records_region: &[u8],
+) -> Result<(), StoreError> {
+    if header.store_id != store {
+        return Err(refused(JournalRefusal::Foreign {
+            store,
+            journal: header.store_id,
+        }));
+    }
+    if header.continues_from > through {
+        return Err(refused(JournalRefusal::StoreOlderThanJournal {
+            store_through: through,
+            journal_continues_from: header.continues_from,
+        }));
+    }
+    if header.continues_from < through {
+        let reaches = records(records_region)
+            .map(|(seq, _)| seq)
+            .last()
+            .filter(|seq| *seq > header.continues_from)
+            .unwrap_or(header.continues_from);
+        if reaches < through {
+            return Err(refused(JournalRefusal::JournalOlderThanStore {
+                store_through: through,
+                journal_reaches: reaches,
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// The writes of one batch, in order, as they will be framed (the header's room comes first, so
@@ -213,7 +371,7 @@ impl Redo {
     pub(super) fn new(enabled: bool) -> Redo {
         let bytes = if enabled {
             let mut bytes = Vec::with_capacity(16 * 1024);
-            bytes.resize(HEADER_BYTES, 0);
+            bytes.resize(RECORD_HEADER_BYTES, 0);
             bytes
         } else {
             Vec::new()
@@ -239,10 +397,10 @@ impl Redo {
 
     fn into_record(self, seq: u64) -> Vec<u8> {
         let mut bytes = self.bytes.into_inner();
-        let payload_len = u32::try_from(bytes.len() - HEADER_BYTES)
+        let payload_len = u32::try_from(bytes.len() - RECORD_HEADER_BYTES)
             .expect("a batch's writes fit in 4 GiB: BATCH_COMMANDS_MAX bodies of BODY_BYTES_MAX");
         bytes[..4].copy_from_slice(&payload_len.to_le_bytes());
-        bytes[4..HEADER_BYTES].copy_from_slice(&seq.to_le_bytes());
+        bytes[4..RECORD_HEADER_BYTES].copy_from_slice(&seq.to_le_bytes());
         let checksum = blake3::hash(&bytes);
         bytes.extend_from_slice(checksum.as_bytes());
         bytes
@@ -420,10 +578,10 @@ fn records(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     let mut at = 0usize;
     let mut previous: Option<u64> = None;
     std::iter::from_fn(move || {
-        let header = bytes.get(at..at + HEADER_BYTES)?;
+        let header = bytes.get(at..at + RECORD_HEADER_BYTES)?;
         let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
         let seq = u64::from_le_bytes(header[4..].try_into().ok()?);
-        let end = (at + HEADER_BYTES).checked_add(len)?;
+        let end = (at + RECORD_HEADER_BYTES).checked_add(len)?;
         let checksum = bytes.get(end..end.checked_add(CHECKSUM_BYTES)?)?;
         if blake3::hash(&bytes[at..end]).as_bytes() != checksum {
             return None;
@@ -432,7 +590,7 @@ fn records(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
             return None;
         }
         previous = Some(seq);
-        let payload = &bytes[at + HEADER_BYTES..end];
+        let payload = &bytes[at + RECORD_HEADER_BYTES..end];
         at = end + CHECKSUM_BYTES;
         Some((seq, payload))
     })

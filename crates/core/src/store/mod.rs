@@ -27,6 +27,7 @@ pub mod codec;
 pub mod fault;
 mod journal;
 mod keys;
+mod publication;
 mod records;
 mod recovery;
 mod replication;
@@ -56,7 +57,7 @@ use crate::ledger::{Account, AccountId, Charge, TenantId};
 use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
 use journal::Redo;
-pub use journal::{JOURNAL_FILE_NAME, JournalFile};
+pub use journal::{JOURNAL_FILE_NAME, JournalFile, JournalRefusal, StoreId};
 use schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_JOURNAL_THROUGH,
     META_OUTBOX_FIRST_HELD, OUTBOX,
@@ -82,6 +83,9 @@ pub enum StoreError {
     NodeIdMismatch { stored: String, requested: String },
     /// A read-only open found a file that needs redb's repair, which only a writable open does.
     NeedsRepair,
+    /// The journal beside the store file is not the one it needs (missing, another store's, an
+    /// older copy): opening would lose or invent acknowledged batches.
+    JournalRefused(JournalRefusal),
 }
 
 impl fmt::Display for StoreError {
@@ -94,6 +98,7 @@ impl fmt::Display for StoreError {
                 f,
                 "this data directory belongs to node {stored}, not {requested}; a node id is set only on a fresh directory"
             ),
+            StoreError::JournalRefused(refusal) => write!(f, "journal refused: {refusal}"),
             StoreError::NeedsRepair => write!(
                 f,
                 "the store was not stopped cleanly and needs a repair that a read-only open does not make"
@@ -118,6 +123,11 @@ pub struct Store {
     overlay: accounts::AccountOverlay,
     /// Finished idempotency keys not yet in `idempotency_keys` (see `keys.rs`).
     key_overlay: keys::KeyOverlay,
+    /// Makes a commit and its overlay updates one step for readers (`publication.rs`).
+    publication: publication::Publication,
+    /// Runs between a batch's commit and its overlay updates (tests of that window).
+    #[cfg(test)]
+    after_commit: std::sync::Mutex<Option<Box<dyn Fn() + Send>>>,
     /// `None` on a custom backend: every batch commits durably in redb. Only the writer thread
     /// takes the lock (once per batch).
     journal: Option<std::sync::Mutex<journal::Journal>>,
@@ -153,7 +163,7 @@ impl StoppedStore {
                 redb::DatabaseError::RepairAborted => StoreError::NeedsRepair,
                 other => StoreError::from(other),
             })?;
-        let recovered = recovery::read_only(&db.begin_read()?)?;
+        let recovered = recovery::read_only(&db.begin_read()?, data_dir)?;
         Ok(StoppedStore { db, recovered })
     }
 }
@@ -174,8 +184,8 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create(&path)?;
-        let journal = journal::open_file(data_dir).map_err(StoreError::Io)?;
-        Self::init(db, path, node_id, Some(Box::new(journal)))
+        let journal = recovery::JournalSource::Dir(data_dir.to_path_buf());
+        Self::init(db, path, node_id, journal)
     }
 
     /// Opens a store on custom redb and journal files (fault injection in tests and benches).
@@ -187,7 +197,12 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create_with_backend(backend)?;
-        Self::init(db, label.to_path_buf(), None, Some(journal))
+        Self::init(
+            db,
+            label.to_path_buf(),
+            None,
+            recovery::JournalSource::File(journal),
+        )
     }
 
     /// Opens a store on a custom redb backend, without a journal (the fuzzers).
@@ -198,7 +213,7 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create_with_backend(backend)?;
-        Self::init(db, label.to_path_buf(), None, None)
+        Self::init(db, label.to_path_buf(), None, recovery::JournalSource::None)
     }
 
     /// Runs recovery (`recovery.rs`: every step, in its documented order) in one write
@@ -207,13 +222,17 @@ impl Store {
         db: Database,
         path: PathBuf,
         requested: Option<&str>,
-        journal_file: Option<Box<dyn JournalFile>>,
+        journal_source: recovery::JournalSource,
     ) -> Result<Store, StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let key_overlay = keys::KeyOverlay::default();
-        let recovered = recovery::run(&txn, journal_file, requested, &key_overlay)?;
+        let mut recovered = recovery::run(&txn, journal_source, requested, &key_overlay)?;
         txn.commit()?;
+        if let Some(journal) = recovered.journal.as_mut() {
+            // The commit made `journal_through` durable; the records that follow continue from it.
+            journal.write_header().map_err(StoreError::Io)?;
+        }
         let node_id = recovered.node_id;
         if let Some(requested) = requested.filter(|r| *r != node_id) {
             return Err(StoreError::NodeIdMismatch {
@@ -227,6 +246,9 @@ impl Store {
             path,
             overlay: accounts::AccountOverlay::default(),
             key_overlay,
+            publication: publication::Publication::default(),
+            #[cfg(test)]
+            after_commit: std::sync::Mutex::new(None),
             journal: recovered.journal.map(std::sync::Mutex::new),
             checkpoints: AtomicU64::new(0),
             journal_bytes: AtomicU64::new(0),
@@ -255,30 +277,35 @@ impl Store {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         // The overlay first, then a snapshot begun after looking: the writer takes a key out of
         // the overlay only after the commit that put it in the table returned.
-        let in_overlay =
-            keys::with_key_name(tenant.0, key.as_str(), |name| self.key_overlay.get(name));
-        let txn = self.db.begin_read()?;
-        let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
-        match in_overlay {
-            // `None`: deleted by retention since the overlay was read.
-            Some(number) => answers::answer_of(&answers, number, tenant, key.as_str()),
-            None => {
-                let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
-                answers::get(&keys, &answers, tenant, key.as_str())
+        self.publication.read(|| {
+            let in_overlay =
+                keys::with_key_name(tenant.0, key.as_str(), |name| self.key_overlay.get(name));
+            let txn = self.db.begin_read()?;
+            let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+            match in_overlay {
+                // `None`: deleted by retention since the overlay was read.
+                Some(number) => answers::answer_of(&answers, number, tenant, key.as_str()),
+                None => {
+                    let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
+                    answers::get(&keys, &answers, tenant, key.as_str())
+                }
             }
-        }
+        })
     }
 
     pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {
         // The overlay first: a row read after a miss is current, because the checkpoint that
-        // empties the overlay commits the rows before it does.
-        if let Some(account) = self.overlay.get(tenant, id) {
-            return Ok(Some(account));
-        }
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ACCOUNTS)?;
-        let found = table.get((tenant.0, id.as_str()))?;
-        found.map(|bytes| decode(bytes.value())).transpose()
+        // empties the overlay commits the rows before it does. Between two publications, so no
+        // commit is visible whose balances the overlay does not hold yet.
+        self.publication.read(|| {
+            if let Some(account) = self.overlay.get(tenant, id) {
+                return Ok(Some(account));
+            }
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(ACCOUNTS)?;
+            let found = table.get((tenant.0, id.as_str()))?;
+            found.map(|bytes| decode(bytes.value())).transpose()
+        })
     }
 
     pub fn charge(&self, number: u64) -> Result<Option<Charge>, StoreError> {
@@ -391,16 +418,17 @@ impl Store {
             }
             None => {}
         }
+        // From the commit until the overlays hold the batch, readers of both wait.
+        let publishing = self.publication.begin();
         txn.commit()?;
-        if !journaled {
-            self.checkpoints.fetch_add(1, Ordering::Relaxed);
-            if let Some(journal) = journal.as_deref_mut() {
-                journal.checkpointed();
-            }
-        }
-        if let Some(journal) = journal.as_deref() {
-            self.journal_bytes
-                .store(journal.bytes_since_checkpoint(), Ordering::Relaxed);
+        #[cfg(test)]
+        if let Some(hook) = self
+            .after_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            hook();
         }
         self.key_overlay.apply(key_changes);
         // Only now are the batch's balances committed, so only now may readers see them.
@@ -408,6 +436,17 @@ impl Store {
             self.overlay.clear();
         } else {
             self.overlay.merge(accounts);
+        }
+        drop(publishing);
+        if !journaled {
+            self.checkpoints.fetch_add(1, Ordering::Relaxed);
+            if let Some(journal) = journal.as_deref_mut() {
+                journal.checkpointed().map_err(StoreError::Io)?;
+            }
+        }
+        if let Some(journal) = journal.as_deref() {
+            self.journal_bytes
+                .store(journal.bytes_since_checkpoint(), Ordering::Relaxed);
         }
         Ok(result)
     }

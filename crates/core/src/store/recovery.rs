@@ -30,9 +30,9 @@ use super::keys::{self, KeyOverlay};
 use super::schema::{
     self, ACCOUNTS, CHARGE_TENANTS, IDEMPOTENCY_ANSWERS, META, META_ACCOUNTS_THROUGH_CHARGE,
     META_JOURNAL_THROUGH, META_KEYS_THROUGH_ANSWER, META_NEXT_CHARGE_NUMBER, META_NODE_ID,
-    POSTINGS,
+    META_STORE_ID, POSTINGS,
 };
-use super::{StoreError, new_node_id};
+use super::{JournalRefusal, StoreError, StoreId, new_node_id};
 
 /// One step of opening a store, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,16 @@ impl RecoveryReport {
     }
 }
 
+/// Where an open finds the store's journal.
+pub(super) enum JournalSource {
+    /// None at all: a store on a custom redb backend (the fuzzers), every batch a durable commit.
+    None,
+    /// The journal file of this data directory, which may be missing.
+    Dir(std::path::PathBuf),
+    /// A journal file handed in (the fault-injecting files of tests and fuzzers).
+    File(Box<dyn JournalFile>),
+}
+
 /// What a writable open hands the store.
 pub(super) struct Recovered {
     pub node_id: String,
@@ -106,7 +116,7 @@ impl<'txn> Recovery<'txn> {
 /// the keys read back; `requested` is the node id a fresh store takes.
 pub(super) fn run(
     txn: &WriteTransaction,
-    journal_file: Option<Box<dyn JournalFile>>,
+    journal_source: JournalSource,
     requested: Option<&str>,
     key_overlay: &KeyOverlay,
 ) -> Result<Recovered, StoreError> {
@@ -118,7 +128,7 @@ pub(super) fn run(
         schema::create_all(txn).map(|()| ((), 0))
     })?;
     let journal = recovery.step(RecoveryStep::ReplayJournal, |txn| {
-        replay_journal(txn, journal_file)
+        replay_journal(txn, journal_source)
     })?;
     recovery.step(RecoveryStep::DropLegacyTables, |txn| {
         schema::drop_legacy(txn).map(|dropped| ((), u64::from(dropped)))
@@ -144,20 +154,57 @@ pub(super) fn run(
     })
 }
 
-/// Step 2: applies the journal's batches after `meta.journal_through` and moves the mark to the
-/// last of them. A store without a journal (a custom backend) has nothing to replay.
+/// Step 2: checks that the journal is this store's and applies its batches after
+/// `meta.journal_through`, then moves the mark to the last of them and records the store's
+/// identity (made here for a fresh store or one from before journal headers). A store without a
+/// journal (a custom backend) has nothing to replay.
 fn replay_journal(
     txn: &WriteTransaction,
-    file: Option<Box<dyn JournalFile>>,
+    source: JournalSource,
 ) -> Result<(Option<journal::Journal>, u64), StoreError> {
-    let Some(file) = file else {
-        return Ok((None, 0));
+    // Closed before the replay, which writes `meta` too.
+    let (through, store_id) = {
+        let meta = txn.open_table(META)?;
+        let through = schema::read_counter(&meta, META_JOURNAL_THROUGH)?.unwrap_or(0);
+        (through, read_store_id(&meta)?)
     };
-    let through = schema::read_counter(&txn.open_table(META)?, META_JOURNAL_THROUGH)?.unwrap_or(0);
-    let (recovered, replayed) = journal::Journal::recover(file, txn, through)?;
+    let file: Box<dyn JournalFile> = match source {
+        JournalSource::None => return Ok((None, 0)),
+        JournalSource::File(file) => file,
+        JournalSource::Dir(dir) => match journal::open_existing(&dir).map_err(StoreError::Io)? {
+            Some(file) => Box::new(file),
+            None => match store_id {
+                // The store has had a journal (it has an identity), so the batches acknowledged
+                // after `through` are in a file that is gone: never start a new one over them.
+                Some(store) => {
+                    return Err(StoreError::JournalRefused(JournalRefusal::Missing {
+                        store,
+                        through,
+                    }));
+                }
+                None => Box::new(journal::create_file(&dir).map_err(StoreError::Io)?),
+            },
+        },
+    };
+    let (recovered, replayed) = journal::Journal::recover(file, txn, through, store_id)?;
     let mut meta = txn.open_table(META)?;
     schema::write_counter(&mut meta, META_JOURNAL_THROUGH, recovered.last_seq())?;
+    meta.insert(META_STORE_ID, recovered.store_id().0.as_slice())?;
     Ok((Some(recovered), replayed))
+}
+
+/// `meta.store_id`: `None` on a fresh store or one from before journal headers.
+pub(super) fn read_store_id(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<StoreId>, StoreError> {
+    let Some(bytes) = meta.get(META_STORE_ID)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 16] = bytes.value().try_into().map_err(|_| StoreError::Corrupt {
+        record: "store id",
+        detail: "not 16 bytes".into(),
+    })?;
+    Ok(Some(StoreId(bytes)))
 }
 
 /// Step 7: the stored node id, or `requested` (else a random one) on a fresh store.
@@ -224,10 +271,17 @@ pub(super) struct ReadOnlyRecovery {
 }
 
 /// The read-only counterpart of steps 5 and 6 on a cleanly stopped store: nothing is written.
-/// No journal step: redb opens read-only only a file whose last commit was durable, and a clean
-/// close makes every commit durable, so the file already holds every journaled batch.
-pub(super) fn read_only(txn: &ReadTransaction) -> Result<ReadOnlyRecovery, StoreError> {
+/// No replay: redb opens read-only only a file whose last commit was durable, and a clean close
+/// makes every commit durable, so the file already holds every journaled batch. The journal is
+/// only checked to be the store's own.
+pub(super) fn read_only(
+    txn: &ReadTransaction,
+    data_dir: &std::path::Path,
+) -> Result<ReadOnlyRecovery, StoreError> {
     let meta = txn.open_table(META)?;
+    // What the next writable open would refuse, `check` reports now.
+    let through = schema::read_counter(&meta, META_JOURNAL_THROUGH)?.unwrap_or(0);
+    journal::inspect(data_dir, read_store_id(&meta)?, through)?;
     let keys = KeyOverlay::default();
     if let Some(through) = schema::read_counter(&meta, META_KEYS_THROUGH_ANSWER)? {
         keys::read_back(&txn.open_table(IDEMPOTENCY_ANSWERS)?, through, &keys)?;

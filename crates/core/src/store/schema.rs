@@ -116,6 +116,9 @@ pub const META_ACCOUNTS_THROUGH_CHARGE: &str = "accounts_through_charge";
 /// The last journaled batch the redb file holds (see `store/journal.rs`): written by every
 /// durable commit of a store with a journal.
 pub const META_JOURNAL_THROUGH: &str = "journal_through";
+/// The store's identity (16 bytes, `journal::StoreId`), which its journal's header must carry.
+/// Absent on a store from before journals had headers, until its next open.
+pub const META_STORE_ID: &str = "store_id";
 /// Every answer numbered up to this has its key in `idempotency_keys` (see `store/keys.rs`).
 pub const META_KEYS_THROUGH_ANSWER: &str = "keys_through_answer";
 

@@ -7,7 +7,6 @@
 //! and the commands say so instead of waiting. On a running node the admin
 //! endpoints do the same through the server, which also updates its in-memory token table at once.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::auth::{DEFAULT_TENANT_NAME, Role, TokenSecret, is_valid_tenant_name};
@@ -126,25 +125,16 @@ pub fn ensure_admin_token(
     Ok(Some((secret, path)))
 }
 
-/// Writes `secret` and a newline to `path`, readable by the owner only. Written to a temporary
-/// file and renamed, so the file is never seen half written or with wider permissions.
+/// Writes `secret` and a newline to `path`, readable by the owner only, durably: a power cut
+/// cannot keep the token's row in the store while losing its file.
 fn write_secret_file(path: &Path, secret: &str) -> Result<(), TokenCommandError> {
-    let temporary = path.with_extension("token.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&temporary).and_then(|mut file| {
-        file.write_all(secret.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()
-    });
-    written
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(|source| TokenCommandError::TokenFile {
+    let line = format!("{secret}\n");
+    onceledger_core::durable_fs::replace_private_file(path, line.as_bytes()).map_err(|source| {
+        TokenCommandError::TokenFile {
             path: path.to_path_buf(),
             source,
-        })
+        }
+    })
 }
 
 fn create_token(
