@@ -43,6 +43,14 @@ enum Command {
         #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
         data_dir: PathBuf,
     },
+    /// Discard a stopped node's journal on purpose (docs/RUNBOOK.md, "The journal is refused"):
+    /// the journal is moved aside and a new one continues from the store file's last
+    /// checkpoint. Batches acknowledged after it and held only by the old journal are lost.
+    ResetJournal {
+        /// Data directory of the stopped node.
+        #[arg(long, env = "ONCELEDGER_DATA_DIR", default_value = "./onceledger-data")]
+        data_dir: PathBuf,
+    },
     /// Run a hub fed by a NATS JetStream stream: `serve` plus a durable pull consumer that
     /// applies the stream's events through the inbox (each once) and acknowledges after commit.
     Consume(ConsumeArgs),
@@ -251,6 +259,7 @@ fn main() -> ExitCode {
             serve(args.serve, Some(consume))
         }
         Command::Check { data_dir } => check_store(&data_dir),
+        Command::ResetJournal { data_dir } => reset_journal(&data_dir),
         Command::Bench(args) => onceledger_testkit::bench::run(args).map_err(|e| e.to_string()),
         Command::Account(args) => {
             onceledger_client::cli::run_account(args).map_err(|e| e.to_string())
@@ -389,6 +398,19 @@ fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
         eprintln!("violation: {violation}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+fn reset_journal(data_dir: &std::path::Path) -> Result<ExitCode, String> {
+    let reset = onceledger_core::store::Store::reset_journal(data_dir)
+        .map_err(|e| format!("cannot reset the journal: {e}"))?;
+    if let Some(aside) = &reset.moved_aside {
+        eprintln!("the old journal was moved to {}", aside.display());
+    }
+    eprintln!(
+        "store {} now continues from batch {}: batches acknowledged after it and held only by the old journal are lost",
+        reset.store_id, reset.continues_from
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn tenant_command(command: TenantCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {

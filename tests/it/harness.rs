@@ -695,6 +695,17 @@ impl Server {
     /// Sends SIGTERM (through the `kill` command) and asserts that the server exits with
     /// status 0 within the deadline.
     pub async fn terminate(&mut self) {
+        let status = self.terminate_with_status().await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "after SIGTERM the server must exit with status 0, got {status}; log:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Sends SIGTERM and returns the exit status, which must come within the deadline.
+    pub async fn terminate_with_status(&mut self) -> ExitStatus {
         let Some(mut child) = self.child.take() else {
             panic!("terminate: the server is not running");
         };
@@ -706,12 +717,7 @@ impl Server {
             sent.stderr
         );
         match wait_exit(&mut child, EXIT_DEADLINE).await {
-            Some(status) => assert_eq!(
-                status.code(),
-                Some(0),
-                "after SIGTERM the server must exit with status 0, got {status}; log:\n{}",
-                self.log_tail()
-            ),
+            Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();

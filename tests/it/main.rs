@@ -16,6 +16,7 @@ mod concurrency;
 mod crash;
 mod declines;
 mod disconnect;
+mod durability;
 mod events;
 mod idempotency;
 mod nats;

@@ -123,6 +123,10 @@ pub const JOURNAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 /// Journal: ... or once this many batches were journaled since the last one (light load writes
 /// small records; redb keeps every non-durable commit's freed pages until a durable one).
 pub const JOURNAL_CHECKPOINT_COMMITS: u64 = 1024;
+/// A batch stops taking commands once its journal record holds this many bytes (a command is
+/// never split: one inbound replication batch of `REPLICATION_BODY_BYTES_MAX` may pass it alone);
+/// the rest wait for the next batch. Bounds a record by bytes as `batch_commands_max` does by count.
+pub const BATCH_RECORD_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Journal: the file is filled with zeros to this size once, so records overwrite allocated
 /// blocks and their `fdatasync` writes no file metadata. A record past it extends the file.
 pub const JOURNAL_FILE_BYTES: u64 = 2 * JOURNAL_CHECKPOINT_BYTES;

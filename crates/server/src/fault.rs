@@ -1,7 +1,7 @@
 //! Process-level fault points, compiled only with the `fault-injection` feature (the integration
 //! tests turn it on; the release binary has none of this). Each is an environment variable that
 //! makes the process abort at one chosen point, so a test can check what a real crash there
-//! leaves behind.
+//! leaves behind, or makes one step fail as failing storage would.
 
 use std::sync::OnceLock;
 
@@ -17,6 +17,15 @@ pub fn relay_delivered(deliveries: u64) {
 pub fn consumer_committed(commits: u64) {
     static AFTER: OnceLock<Option<u64>> = OnceLock::new();
     abort_at(&AFTER, "ONCELEDGER_FAULT_CONSUMER_CRASH_AFTER", commits);
+}
+
+/// `ONCELEDGER_FAULT_FINAL_CHECKPOINT_FAILS=1`: the checkpoint of a clean stop fails, as on a disk
+/// going away, so the stop must be reported as unclean (a non-zero exit).
+pub fn before_final_checkpoint(store: &onceledger_core::store::Store) {
+    if std::env::var_os("ONCELEDGER_FAULT_FINAL_CHECKPOINT_FAILS").is_some() {
+        tracing::error!("fault point: the final checkpoint will fail");
+        store.fail_checkpoints();
+    }
 }
 
 fn abort_at(after: &OnceLock<Option<u64>>, variable: &str, count: u64) {

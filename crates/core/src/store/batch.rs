@@ -26,6 +26,7 @@ use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
 
 pub struct BatchTables<'txn> {
+    redo: &'txn Redo,
     accounts: Logged<'txn, (u32, &'static str), &'static [u8]>,
     idempotency: Logged<'txn, (u32, &'static str), &'static [u8]>,
     answers: Logged<'txn, u64, &'static [u8]>,
@@ -83,6 +84,7 @@ impl<'txn> BatchTables<'txn> {
         let accounts_through_charge =
             accounts::through_charge(&*meta)?.unwrap_or(next_charge_number - 1);
         Ok(BatchTables {
+            redo,
             accounts: Logged::open(txn, redo, ACCOUNTS)?,
             idempotency: Logged::open(txn, redo, IDEMPOTENCY_KEYS)?,
             answers: Logged::open(txn, redo, IDEMPOTENCY_ANSWERS)?,
@@ -103,6 +105,12 @@ impl<'txn> BatchTables<'txn> {
             next_event_seq,
             next_charge_number,
         })
+    }
+
+    /// The bytes this batch's journal record holds so far: the writer stops adding commands to
+    /// a batch past `BATCH_RECORD_BYTES_MAX`.
+    pub fn record_bytes(&self) -> usize {
+        self.redo.size()
     }
 
     /// Sees records written earlier in this same batch too.

@@ -124,6 +124,21 @@ pub(super) fn create_file(data_dir: &std::path::Path) -> io::Result<std::fs::Fil
     Ok(file)
 }
 
+/// Makes `file` (new and empty) the journal of store `store_id` checkpointed through
+/// `continues_from`: its first header, synced. What `onceledger reset-journal` writes.
+pub(super) fn start_empty(
+    file: &mut dyn JournalFile,
+    store_id: StoreId,
+    continues_from: u64,
+) -> io::Result<()> {
+    let header = Header {
+        store_id,
+        continues_from,
+    };
+    file.write_all_at(&header.encode(), Header::offset(0))?;
+    file.sync_data()
+}
+
 /// The journal of one store: where the next record goes and which batch it is.
 pub(super) struct Journal {
     file: Box<dyn JournalFile>,
@@ -242,7 +257,7 @@ impl Journal {
     /// batches (the writer poisons itself).
     pub(super) fn append(&mut self, redo: Redo) -> io::Result<()> {
         let seq = self.last_seq + 1;
-        let record = redo.into_record(seq);
+        let record = redo.into_record(seq)?;
         self.file
             .write_all_at(&record, RECORDS_START + self.write_at)?;
         self.file.sync_data()?;
@@ -365,6 +380,8 @@ fn check_header(
 pub struct Redo {
     bytes: RefCell<Vec<u8>>,
     enabled: bool,
+    /// Bytes the batch's ops take (counted even when disabled): what the writer bounds a batch by.
+    size: std::cell::Cell<usize>,
 }
 
 impl Redo {
@@ -379,10 +396,18 @@ impl Redo {
         Redo {
             bytes: RefCell::new(bytes),
             enabled,
+            size: std::cell::Cell::new(0),
         }
     }
 
+    /// The bytes of the ops recorded so far (the size of the record this batch would make).
+    pub(super) fn size(&self) -> usize {
+        self.size.get()
+    }
+
     fn record_op(&self, table: u8, kind: u8, key: &[u8], value: Option<&[u8]>) {
+        let op_bytes = 2 + 4 + key.len() + value.map_or(0, |value| 4 + value.len());
+        self.size.set(self.size.get() + op_bytes);
         if !self.enabled {
             return;
         }
@@ -395,15 +420,21 @@ impl Redo {
         }
     }
 
-    fn into_record(self, seq: u64) -> Vec<u8> {
+    /// The framed record, or an error for a payload past the 4 GiB a record's length can say
+    /// (the writer bounds a batch's record far below that: `BATCH_RECORD_BYTES_MAX`).
+    fn into_record(self, seq: u64) -> io::Result<Vec<u8>> {
         let mut bytes = self.bytes.into_inner();
-        let payload_len = u32::try_from(bytes.len() - RECORD_HEADER_BYTES)
-            .expect("a batch's writes fit in 4 GiB: BATCH_COMMANDS_MAX bodies of BODY_BYTES_MAX");
+        let payload_len = u32::try_from(bytes.len() - RECORD_HEADER_BYTES).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a batch's journal record would pass 4 GiB",
+            )
+        })?;
         bytes[..4].copy_from_slice(&payload_len.to_le_bytes());
         bytes[4..RECORD_HEADER_BYTES].copy_from_slice(&seq.to_le_bytes());
         let checksum = blake3::hash(&bytes);
         bytes.extend_from_slice(checksum.as_bytes());
-        bytes
+        Ok(bytes)
     }
 }
 

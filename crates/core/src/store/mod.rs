@@ -115,6 +115,16 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
     }
 }
 
+/// What [`Store::reset_journal`] did.
+#[derive(Debug)]
+pub struct JournalReset {
+    pub store_id: StoreId,
+    /// The store file's last checkpoint: batches acknowledged after it are gone.
+    pub continues_from: u64,
+    /// Where the discarded journal was moved, if there was one.
+    pub moved_aside: Option<PathBuf>,
+}
+
 pub struct Store {
     db: Database,
     node_id: String,
@@ -125,6 +135,9 @@ pub struct Store {
     key_overlay: keys::KeyOverlay,
     /// Makes a commit and its overlay updates one step for readers (`publication.rs`).
     publication: publication::Publication,
+    /// Set by a fault point: every later checkpoint fails as on a failing disk.
+    #[cfg(feature = "fault-injection")]
+    checkpoints_fail: std::sync::atomic::AtomicBool,
     /// Runs between a batch's commit and its overlay updates (tests of that window).
     #[cfg(test)]
     after_commit: std::sync::Mutex<Option<Box<dyn Fn() + Send>>>,
@@ -216,6 +229,54 @@ impl Store {
         Self::init(db, label.to_path_buf(), None, recovery::JournalSource::None)
     }
 
+    /// Discards the journal of a stopped node on purpose (`onceledger reset-journal`): moves any
+    /// journal file aside (`onceledger.journal.discarded-UNIXTIME`) and starts an empty one that
+    /// continues from the store file's last checkpoint. Every batch acknowledged after that
+    /// checkpoint and held only by the discarded journal is lost: the runbook says when to do it.
+    pub fn reset_journal(data_dir: &Path) -> Result<JournalReset, StoreError> {
+        let path = data_dir.join(STORE_FILE_NAME);
+        if !path.exists() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no store at {}", path.display()),
+            )));
+        }
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&path)?;
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(true);
+        let (store_id, continues_from) = {
+            let mut meta = txn.open_table(META)?;
+            let through = schema::read_counter(&meta, META_JOURNAL_THROUGH)?.unwrap_or(0);
+            let store_id = recovery::read_store_id(&meta)?.unwrap_or_else(StoreId::random);
+            meta.insert(schema::META_STORE_ID, store_id.0.as_slice())?;
+            (store_id, through)
+        };
+        txn.commit()?;
+        drop(db);
+        let journal_path = data_dir.join(JOURNAL_FILE_NAME);
+        let moved_aside = if journal_path.exists() {
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let aside = data_dir.join(format!("{JOURNAL_FILE_NAME}.discarded-{since_epoch}"));
+            std::fs::rename(&journal_path, &aside).map_err(StoreError::Io)?;
+            Some(aside)
+        } else {
+            None
+        };
+        // Creating it syncs the directory, which makes the rename above durable too.
+        let mut file = journal::create_file(data_dir).map_err(StoreError::Io)?;
+        journal::start_empty(&mut file, store_id, continues_from).map_err(StoreError::Io)?;
+        Ok(JournalReset {
+            store_id,
+            continues_from,
+            moved_aside,
+        })
+    }
+
     /// Runs recovery (`recovery.rs`: every step, in its documented order) in one write
     /// transaction, commits it durably, and only then hands out the store.
     fn init(
@@ -247,6 +308,8 @@ impl Store {
             overlay: accounts::AccountOverlay::default(),
             key_overlay,
             publication: publication::Publication::default(),
+            #[cfg(feature = "fault-injection")]
+            checkpoints_fail: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             after_commit: std::sync::Mutex::new(None),
             journal: recovered.journal.map(std::sync::Mutex::new),
@@ -360,11 +423,24 @@ impl Store {
     /// also flushes every account changed since the last account flush (the writer calls it when
     /// it stops, so a clean restart re-applies no postings and replays no journal).
     pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
+        #[cfg(feature = "fault-injection")]
+        if self.checkpoints_fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(std::io::Error::other(
+                "fault point: the checkpoint's disk fails",
+            )));
+        }
         // Every charge changes two accounts: an empty overlay means none since the last one.
         if self.overlay.len() == 0 && self.journal_bytes() == 0 {
             return Ok(());
         }
         self.write_batch_with(AccountFlush::Now, |_| Ok(()))
+    }
+
+    /// Makes every later [`Store::checkpoint`] fail as on a disk going away (process-level tests
+    /// of a stop on failing storage).
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_checkpoints(&self) {
+        self.checkpoints_fail.store(true, Ordering::SeqCst);
     }
 
     /// Durable redb commits made by batches since open.

@@ -29,8 +29,8 @@ use crate::clock::now_ms;
 use crate::idempotency::{Claim, Fingerprint, IdempotencyKey};
 use crate::ledger::{Command, TenantId};
 use crate::limits::{
-    OUTBOX_PRUNE_EVENTS_MAX, RETENTION_SWEEP_INTERVAL, RETENTION_SWEEP_RECORDS_MAX,
-    WRITER_POLL_BEFORE_SLEEP,
+    BATCH_RECORD_BYTES_MAX, OUTBOX_PRUNE_EVENTS_MAX, RETENTION_SWEEP_INTERVAL,
+    RETENTION_SWEEP_RECORDS_MAX, WRITER_POLL_BEFORE_SLEEP,
 };
 use crate::store::{Store, StoreError};
 use crate::wire::{Ack, EventBatch};
@@ -316,11 +316,14 @@ impl Writer {
             if last_batch_len == 1 {
                 self.wait_briefly_for_work();
             }
-            match self.receiver.recv_timeout(RETENTION_SWEEP_INTERVAL) {
-                Ok(Message::Shutdown) => stopping = true,
-                Ok(message) => batch.extend(Job::of(message)),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            // Commands left over from a batch cut at its byte bound go first, without waiting.
+            if batch.is_empty() {
+                match self.receiver.recv_timeout(RETENTION_SWEEP_INTERVAL) {
+                    Ok(Message::Shutdown) => stopping = true,
+                    Ok(message) => batch.extend(Job::of(message)),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => stopping = true,
+                }
             }
             // Group commit: take whatever else is already waiting, without waiting for more.
             while !stopping && batch.len() < self.config.batch_commands_max {
@@ -331,7 +334,9 @@ impl Writer {
                 }
             }
             last_batch_len = batch.len();
-            if !batch.is_empty() {
+            // A batch cut at its byte bound leaves the rest in `batch`: commit until it is empty,
+            // so a shutdown still commits everything queued before it.
+            while !batch.is_empty() {
                 self.commit(&mut batch);
             }
             if self.last_sweep.elapsed() >= RETENTION_SWEEP_INTERVAL {
@@ -383,9 +388,13 @@ impl Writer {
         let refused = &mut self.refused;
         let result = self.store.commit_batch(|tables| {
             let outbox_before = tables.next_event_seq();
-            let outcomes = batch
-                .iter()
-                .map(|job| match job {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for job in batch.iter() {
+                // Past the byte bound the batch ends here; the rest form the next one.
+                if !outcomes.is_empty() && tables.record_bytes() >= BATCH_RECORD_BYTES_MAX {
+                    break;
+                }
+                outcomes.push(match job {
                     Job::Write(request) => {
                         apply::apply(tables, request, now).map(JobOutcome::Write)
                     }
@@ -405,18 +414,22 @@ impl Writer {
                         .replication()
                         .advance_cursor(sink, *through)
                         .map(|()| JobOutcome::Cursor),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+                }?);
+            }
             Ok((outcomes, tables.next_event_seq() > outbox_before))
         });
-        self.metrics.observe_commit(batch.len(), started.elapsed());
+        let committed = match &result {
+            Ok((outcomes, _)) => outcomes.len(),
+            Err(_) => batch.len(),
+        };
+        self.metrics.observe_commit(committed, started.elapsed());
         self.metrics.observe_checkpoints(self.store.checkpoints());
         match result {
             Ok((outcomes, appended)) => {
                 if appended {
                     self.outbox_appended.notify_one();
                 }
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                for (job, outcome) in batch.drain(..outcomes.len()).zip(outcomes) {
                     match (job, outcome) {
                         (Job::Write(request), JobOutcome::Write((outcome, effect))) => {
                             if let Some(effect) = &effect {

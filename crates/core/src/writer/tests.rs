@@ -385,12 +385,15 @@ fn outbox_retention_deletes_only_what_every_sink_acknowledged_and_never_reuses_n
 struct CountingObserver {
     commits: AtomicU64,
     commands: AtomicU64,
+    /// The most commands one commit held.
+    largest: AtomicU64,
 }
 
 impl CommitObserver for CountingObserver {
     fn observe_commit(&self, commands: usize, _duration: std::time::Duration) {
         self.commits.fetch_add(1, Ordering::SeqCst);
         self.commands.fetch_add(commands as u64, Ordering::SeqCst);
+        self.largest.fetch_max(commands as u64, Ordering::SeqCst);
     }
     fn observe_checkpoints(&self, _total: u64) {}
     fn count_effect(&self, _effect: &crate::store::Effect) {}
@@ -423,4 +426,68 @@ fn a_failed_final_checkpoint_is_reported_and_loses_nothing() {
             .is_some()
     );
     crate::store::check::assert_consistent(&reopened);
+}
+
+/// A charge of 1 from `bank` to `shop` carrying the most metadata a request may: ~8.6 KB that its
+/// charge record and its stored answer each hold.
+fn charge_with_full_metadata(n: usize) -> Command {
+    let pairs = (0..crate::limits::METADATA_PAIRS_MAX)
+        .map(|i| {
+            let key = format!(
+                "{i:02}{}",
+                "k".repeat(crate::limits::METADATA_KEY_CHARS_MAX - 2)
+            );
+            let value = format!(
+                "{n:08}{}",
+                "v".repeat(crate::limits::METADATA_VALUE_CHARS_MAX - 8)
+            );
+            (key, value)
+        })
+        .collect();
+    Command::CreateCharge(NewCharge {
+        source: AccountId::parse("bank").expect("id"),
+        destination: AccountId::parse("shop").expect("id"),
+        amount: Amount::new(1).expect("amount"),
+        currency: Currency::parse("EUR").expect("currency"),
+        metadata: Metadata::new(pairs).expect("at the limits"),
+    })
+}
+
+/// A batch is bounded by its journal record's bytes as well as by its count of commands: queued
+/// commands whose records together pass `BATCH_RECORD_BYTES_MAX` are committed in several
+/// batches, in order, each answered; none is refused and nothing panics.
+#[test]
+fn a_batch_whose_record_would_pass_its_byte_bound_is_split() {
+    const CHARGES: usize = 600; // ~18 KB of record each: ~10 MB, more than two batches' bound
+    let rig = rig(2 * CHARGES, 2 * CHARGES);
+    assert_eq!(status(&rig.run("a1", account("bank", None))), 201);
+    assert_eq!(status(&rig.run("a2", account("shop", Some(0)))), 201);
+    let (entered, release) = rig.switches.hold_syncs();
+    let warm_up = rig.submit("a3", account("other", Some(0)));
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer reached its fsync");
+    let answers: Vec<_> = (0..CHARGES)
+        .map(|n| rig.submit(&format!("big{n}"), charge_with_full_metadata(n)))
+        .collect();
+    drop(release);
+    assert_eq!(status(&warm_up.blocking_recv().expect("answered")), 201);
+    for answer in answers {
+        assert_eq!(status(&answer.blocking_recv().expect("answered")), 201);
+    }
+    assert_eq!(rig.balance("shop"), CHARGES as i64);
+    let (commits, commands) = rig.commits_and_commands();
+    assert_eq!(commands, 3 + CHARGES as u64);
+    assert!(
+        commits >= 3 + 3,
+        "the queued charges took at least three batches, not one: {commits} commits"
+    );
+    let largest = rig.metrics.largest.load(Ordering::SeqCst);
+    assert!(
+        largest < CHARGES as u64 / 2,
+        "no batch held more than its byte bound allows: {largest} commands"
+    );
+    crate::store::check::verify(&rig.store)
+        .map(|report| assert!(report.violations.is_empty(), "{:?}", report.violations))
+        .expect("checkable");
 }

@@ -293,6 +293,8 @@ pub async fn serve_store_secured(
     for replicator in replicators {
         replicator.abort();
     }
+    #[cfg(feature = "fault-injection")]
+    crate::fault::before_final_checkpoint(&app.store);
     // Joining the writer thread blocks (its last batch and the final checkpoint's fsync).
     let writer = Arc::clone(&app.writer);
     let stopped = tokio::task::spawn_blocking(move || writer.shutdown()).await;

@@ -11,7 +11,7 @@ use redb::ReadableDatabase;
 fn frame(seq: u64, payload: &[u8]) -> Vec<u8> {
     let redo = Redo::new(true);
     redo.bytes.borrow_mut().extend_from_slice(payload);
-    redo.into_record(seq)
+    redo.into_record(seq).expect("framed")
 }
 
 fn seqs(image: &[u8]) -> Vec<u64> {
@@ -45,7 +45,7 @@ fn ops_round_trip_and_a_cut_op_is_corruption() {
     let redo = Redo::new(true);
     redo.record_op(7, OP_INSERT, b"key", Some(b"value"));
     redo.record_op(3, OP_REMOVE, b"k2", None);
-    let record = redo.into_record(1);
+    let record = redo.into_record(1).expect("framed");
     let (_, payload) = records(&record).next().expect("one record");
     let read: Vec<Op<'_>> = ops(payload).collect::<Result<_, _>>().expect("well formed");
     assert_eq!(
@@ -360,4 +360,34 @@ fn a_store_from_before_headers_replays_its_journal_and_gets_an_identity() {
     crash_image(store, &again);
     std::fs::remove_file(journal_of(&again)).expect("remove");
     assert!(matches!(refusal(&again), JournalRefusal::Missing { .. }));
+}
+
+/// `onceledger reset-journal`: on purpose, an operator discards a lost or foreign journal. The
+/// store then opens at its last checkpoint (the journaled charges are gone, as the runbook warns),
+/// a journal that was there is kept aside, and the store is protected again from then on.
+#[test]
+fn a_reset_journal_opens_at_the_last_checkpoint_and_keeps_the_old_one_aside() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ours = crashed_store(dir.path(), "ours", 4);
+    let theirs = crashed_store(dir.path(), "theirs", 1);
+    std::fs::copy(journal_of(&theirs), journal_of(&ours)).expect("a foreign journal");
+    assert!(matches!(refusal(&ours), JournalRefusal::Foreign { .. }));
+    let reset = Store::reset_journal(&ours).expect("reset");
+    let aside = reset.moved_aside.expect("the foreign journal was kept");
+    assert_eq!(
+        std::fs::read(&aside).expect("kept"),
+        std::fs::read(journal_of(&theirs)).expect("theirs")
+    );
+    let store = Store::open(&ours).expect("opens after the reset");
+    assert_eq!(
+        balance(&store, "b"),
+        0,
+        "only the checkpointed state is left"
+    );
+    charge(&store, 2);
+    check::assert_consistent(&store);
+    let again = dir.path().join("again");
+    crash_image(store, &again);
+    let store = Store::open(&again).expect("reopens with the new journal");
+    assert_eq!(balance(&store, "b"), 2);
 }
