@@ -162,13 +162,7 @@ struct StoppedStore {
 
 impl StoppedStore {
     fn open(data_dir: &Path) -> Result<StoppedStore, StoreError> {
-        let path = data_dir.join(STORE_FILE_NAME);
-        if !path.exists() {
-            return Err(StoreError::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no store at {}", path.display()),
-            )));
-        }
+        let path = existing_store_file(data_dir)?;
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .open_read_only(&path)
@@ -234,13 +228,7 @@ impl Store {
     /// continues from the store file's last checkpoint. Every batch acknowledged after that
     /// checkpoint and held only by the discarded journal is lost: the runbook says when to do it.
     pub fn reset_journal(data_dir: &Path) -> Result<JournalReset, StoreError> {
-        let path = data_dir.join(STORE_FILE_NAME);
-        if !path.exists() {
-            return Err(StoreError::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no store at {}", path.display()),
-            )));
-        }
+        let path = existing_store_file(data_dir)?;
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create(&path)?;
@@ -593,6 +581,18 @@ fn join_event(
         created_at_ms: record.created_at_ms,
         body,
     })
+}
+
+/// The store file of `data_dir`, which must exist: the commands on a stopped node never create one.
+fn existing_store_file(data_dir: &Path) -> Result<PathBuf, StoreError> {
+    let path = data_dir.join(STORE_FILE_NAME);
+    if !path.exists() {
+        return Err(StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no store at {}", path.display()),
+        )));
+    }
+    Ok(path)
 }
 
 /// `n` and 12 hex digits: short enough to read in logs, random enough for a fleet, and free of
