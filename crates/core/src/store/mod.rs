@@ -327,21 +327,22 @@ impl Store {
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         // The overlay first, then a snapshot begun after looking: the writer takes a key out of
-        // the overlay only after the commit that put it in the table returned.
-        self.publication.read(|| {
-            let in_overlay =
-                keys::with_key_name(tenant.0, key.as_str(), |name| self.key_overlay.get(name));
-            let txn = self.db.begin_read()?;
-            let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
-            match in_overlay {
-                // `None`: deleted by retention since the overlay was read.
-                Some(number) => answers::answer_of(&answers, number, tenant, key.as_str()),
-                None => {
-                    let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
-                    answers::get(&keys, &answers, tenant, key.as_str())
-                }
+        // the overlay only after the commit that put it in the table returned. Not under the
+        // publication: a lookup that misses a key the batch being published finished goes to
+        // the writer, which finds it inside its transaction and replays it (the POST path's
+        // lookup is only a shortcut), so no client sees the difference, and a POST never waits.
+        let in_overlay =
+            keys::with_key_name(tenant.0, key.as_str(), |name| self.key_overlay.get(name));
+        let txn = self.db.begin_read()?;
+        let answers = txn.open_table(IDEMPOTENCY_ANSWERS)?;
+        match in_overlay {
+            // `None`: deleted by retention since the overlay was read.
+            Some(number) => answers::answer_of(&answers, number, tenant, key.as_str()),
+            None => {
+                let keys = txn.open_table(IDEMPOTENCY_KEYS)?;
+                answers::get(&keys, &answers, tenant, key.as_str())
             }
-        })
+        }
     }
 
     pub fn account(&self, tenant: TenantId, id: &AccountId) -> Result<Option<Account>, StoreError> {

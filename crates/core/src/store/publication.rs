@@ -8,32 +8,47 @@
 //!
 //! A sequence lock: the writer makes the version odd before the commit and even again after the
 //! overlays moved; a reader retries while the version is odd or changed under it. Readers never
-//! block the writer, and they wait only for the length of one commit.
+//! block the writer. A reader that finds a publication under way sleeps on the writer's
+//! publication mutex instead of spinning: spinning readers took the cores the writer's commit
+//! needed (the uniform load lost ~30 % on 2 cores when every idempotency lookup spun).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
 pub(super) struct Publication {
     /// Odd while a batch is being published.
     version: AtomicU64,
+    /// Held by the writer while it publishes; a reader that must wait blocks on it.
+    publishing: Mutex<()>,
     /// Reads that found a publication under way and had to wait (a test observes it).
     waits: AtomicU64,
 }
 
 /// Ends the publication even when the commit fails or panics: readers must not wait for ever.
-pub(super) struct Publishing<'a>(&'a Publication);
+pub(super) struct Publishing<'a> {
+    publication: &'a Publication,
+    _held: MutexGuard<'a, ()>,
+}
 
 impl Drop for Publishing<'_> {
     fn drop(&mut self) {
-        self.0.version.fetch_add(1, Ordering::SeqCst);
+        // Even again before the mutex is released (the field drops after this body).
+        self.publication.version.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 impl Publication {
     /// Starts publishing a batch: from now until the guard drops, readers wait.
     pub(super) fn begin(&self) -> Publishing<'_> {
+        // Poisoned only by a panic in an earlier publication, whose guard already evened the
+        // version: the lock protects no data.
+        let held = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         self.version.fetch_add(1, Ordering::SeqCst);
-        Publishing(self)
+        Publishing {
+            publication: self,
+            _held: held,
+        }
     }
 
     /// Runs `read` until it ran entirely between two publications.
@@ -42,7 +57,7 @@ impl Publication {
             let before = self.version.load(Ordering::SeqCst);
             if before % 2 == 1 {
                 self.waits.fetch_add(1, Ordering::Relaxed);
-                std::thread::yield_now();
+                drop(self.publishing.lock().unwrap_or_else(|e| e.into_inner()));
                 continue;
             }
             let value = read()?;
