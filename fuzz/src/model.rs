@@ -35,16 +35,21 @@ use onceledger_server::api::{ApiRequest, WriteIntent, parse_request};
 use serde_json::{Value, json};
 
 use crate::backend::FaultKind;
-use crate::system::{Answer, Stop, System};
+use crate::system::{Answer, Crossings, Stop, System};
 
-/// Operations per input at most: enough for a few accounts, charges, retries and two restarts.
-pub const OPS_MAX: usize = 32;
+/// Operations per input at most: enough for a few accounts, charges, retries and restarts, and,
+/// with the store's small marks (`Marks::SMALL`), for several checkpoints, account flushes and key
+/// merges with crashes between them (32 reached a checkpoint or two, rarely a flush twice).
+pub const OPS_MAX: usize = 64;
 /// Requests sent together in one burst at most (the writer's batch holds more).
 pub const BURST_MAX: usize = 4;
 /// Account ids; "x.y:z-9_" uses every punctuation character the pattern allows.
 pub const ACCOUNT_IDS: [&str; 4] = ["alice", "bank", "shop", "x.y:z-9_"];
-/// Idempotency keys k0..k5: few enough that retries and reuse are common.
-pub const KEYS_COUNT: u8 = 6;
+/// Idempotency keys k0..k15: few enough that retries and reuse are common, enough that an input
+/// finishes keys past the key merge's mark and charges past the account flush's more than once
+/// (each finished key is one commit; six kept an input below most marks). A divisor of 128, so
+/// the quoted form of a selector (its high bit) names the same key.
+pub const KEYS_COUNT: u8 = 16;
 /// Amounts by selector: small ones, the largest valid ones, and two the parser refuses.
 pub const AMOUNTS: [u64; 10] = [
     1,
@@ -952,6 +957,12 @@ fn trace(line: impl FnOnce() -> String) {
 
 /// The ledger_model target.
 pub fn check(data: &[u8]) {
+    run(data);
+}
+
+/// Runs an input through the model and says which of the store's rare moments it crossed, and
+/// how many of its power losses came right after one (`tests/marks.rs` sums them over inputs).
+pub fn run(data: &[u8]) -> Crossings {
     let ops = Op::decode_all(data);
     let mut run = Run {
         system: System::start(),
@@ -1028,4 +1039,5 @@ pub fn check(data: &[u8]) {
     }
     // Whatever happened, a power loss now must keep everything acknowledged.
     run.restart(Stop::PowerLoss);
+    run.system.crossings()
 }

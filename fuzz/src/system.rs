@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use onceledger_core::store::Store;
+use onceledger_core::store::{Marks, MarksCrossed, Store};
 use onceledger_core::writer::{WriterConfig, WriterHandle};
 use onceledger_server::api::WriteIntent;
 use onceledger_server::metrics::Metrics;
@@ -43,6 +43,45 @@ pub struct System {
     dir: tempfile::TempDir,
     pub disk: CrashDisk,
     running: Option<Running>,
+    /// What the stores opened so far crossed, up to the current one's open.
+    crossings: Crossings,
+    /// The current store's count before the last `post`.
+    before_last_post: MarksCrossed,
+}
+
+/// The store's rare moments a run crossed (`Marks::SMALL` makes them every few commits), summed
+/// over every open, and the power losses that came right after a `post` that crossed one: a
+/// checkpoint, an account flush or a key merge, and then the unsynced writes are gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Crossings {
+    pub crossed: MarksCrossed,
+    pub power_losses: u64,
+    pub power_losses_right_after: MarksCrossed,
+}
+
+/// `after - before`, field by field.
+fn crossed_between(before: MarksCrossed, after: MarksCrossed) -> MarksCrossed {
+    MarksCrossed {
+        checkpoints: after.checkpoints - before.checkpoints,
+        account_flushes: after.account_flushes - before.account_flushes,
+        key_merges: after.key_merges - before.key_merges,
+    }
+}
+
+impl Crossings {
+    fn add(&mut self, crossed: MarksCrossed) {
+        self.crossed.checkpoints += crossed.checkpoints;
+        self.crossed.account_flushes += crossed.account_flushes;
+        self.crossed.key_merges += crossed.key_merges;
+    }
+
+    fn power_loss_after(&mut self, last_post: MarksCrossed) {
+        self.power_losses += 1;
+        let right_after = &mut self.power_losses_right_after;
+        right_after.checkpoints += u64::from(last_post.checkpoints > 0);
+        right_after.account_flushes += u64::from(last_post.account_flushes > 0);
+        right_after.key_merges += u64::from(last_post.key_merges > 0);
+    }
 }
 
 /// Everything that a restart throws away.
@@ -71,6 +110,8 @@ impl System {
             dir,
             disk,
             running: None,
+            crossings: Crossings::default(),
+            before_last_post: MarksCrossed::default(),
         };
         system.open();
         system
@@ -85,10 +126,15 @@ impl System {
             Ok(journal) => journal,
             Err(error) => panic!("cannot open the journal: {error}"),
         };
-        let store = match Store::open_with_files(backend, Box::new(journal), self.dir.path()) {
-            Ok(store) => Arc::new(store),
+        let mut store = match Store::open_with_files(backend, Box::new(journal), self.dir.path()) {
+            Ok(store) => store,
             Err(error) => panic!("the store does not open after a restart: {error}"),
         };
+        // Checkpoints, account flushes and key merges every few commits, so that an input of a
+        // few dozen operations crosses each, and its crashes and faults land on them.
+        store.set_marks(Marks::SMALL);
+        let store = Arc::new(store);
+        self.before_last_post = MarksCrossed::default();
         let metrics = Arc::new(Metrics::new());
         let config = WriterConfig {
             batch_commands_max: BATCH_COMMANDS_MAX,
@@ -121,12 +167,30 @@ impl System {
 
     /// Sends POSTs as concurrent clients would: all of them before any answer is awaited, so the
     /// writer may take them as one batch. Answers come back in the order given.
-    pub fn post(&self, intents: Vec<WriteIntent>) -> Vec<Answer> {
+    pub fn post(&mut self, intents: Vec<WriteIntent>) -> Vec<Answer> {
+        self.before_last_post = self.store().marks_crossed();
         self.running().post(intents)
+    }
+
+    /// What the run crossed so far, the current store included.
+    pub fn crossings(&self) -> Crossings {
+        let mut crossings = self.crossings;
+        if let Some(running) = &self.running {
+            crossings.add(running.store().marks_crossed());
+        }
+        crossings
     }
 
     /// Stops the store as `how` says and opens it again on what the disk then holds.
     pub fn restart(&mut self, how: Stop) {
+        if let Some(running) = &self.running {
+            let crossed = running.store().marks_crossed();
+            self.crossings.add(crossed);
+            if how == Stop::PowerLoss {
+                let last_post = crossed_between(self.before_last_post, crossed);
+                self.crossings.power_loss_after(last_post);
+            }
+        }
         if how != Stop::Clean {
             // Before anything is dropped: a dead process or machine writes nothing on its way out.
             self.disk.cut_power();

@@ -161,7 +161,7 @@ fn store_files(data_dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Runs the real `onceledger check` on `data_dir` and returns its JSON report; exit 0 required.
-async fn check_command(data_dir: &std::path::Path) -> Value {
+pub(crate) async fn check_command(data_dir: &std::path::Path) -> Value {
     let done = run_bounded(
         Command::new(BIN)
             .env_remove("ONCELEDGER_DATA_DIR")

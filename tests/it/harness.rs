@@ -522,6 +522,12 @@ impl Server {
         Server::launch(serve_args, false).await
     }
 
+    /// Like `start_with`, with extra environment variables for the child (fault points, the
+    /// store's test marks), kept for restarts.
+    pub async fn start_with_env(serve_args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch_full("serve", serve_args, false, "127.0.0.1:0", env).await
+    }
+
     /// Like `start`, but the listen address and data directory reach the server through
     /// ONCELEDGER_LISTEN and ONCELEDGER_DATA_DIR instead of flags.
     pub async fn start_by_env() -> Server {

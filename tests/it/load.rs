@@ -163,16 +163,21 @@ impl Load {
     /// Tells the workers to stop and collects everything they sent.
     pub async fn finish(self) -> Vec<Sent> {
         self.stop.store(true, Ordering::Release);
-        let mut all = Vec::new();
-        for worker in self.workers {
-            match tokio::time::timeout(STOP_DEADLINE, worker).await {
-                Ok(Ok(sent)) => all.extend(sent),
-                Ok(Err(e)) => panic!("a load worker panicked: {e}"),
-                Err(_) => panic!("a load worker did not stop within {STOP_DEADLINE:?}"),
-            }
-        }
-        all
+        join_workers(self.workers).await
     }
+}
+
+/// Everything the workers sent, once each has stopped (each within `STOP_DEADLINE`).
+pub async fn join_workers<T>(workers: Vec<JoinHandle<Vec<T>>>) -> Vec<T> {
+    let mut all = Vec::new();
+    for worker in workers {
+        match tokio::time::timeout(STOP_DEADLINE, worker).await {
+            Ok(Ok(sent)) => all.extend(sent),
+            Ok(Err(e)) => panic!("a load worker panicked: {e}"),
+            Err(_) => panic!("a load worker did not stop within {STOP_DEADLINE:?}"),
+        }
+    }
+    all
 }
 
 /// Every acknowledged charge is still there (GET) and its key replays the same bytes.

@@ -23,5 +23,6 @@ mod nats;
 mod ops;
 mod parser;
 mod prove;
+mod rare_moments;
 mod replication;
 mod shutdown;

@@ -261,7 +261,7 @@ impl CommitObserver for CommitCounter {
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
-    fn observe_checkpoints(&self, _total: u64) {}
+    fn observe_marks_crossed(&self, _totals: onceledger_core::store::MarksCrossed) {}
     fn count_effect(&self, _effect: &onceledger_core::store::Effect) {}
     fn count_inbox(&self, _ack: &onceledger_core::wire::Ack) {}
     fn count_outbox_pruned(&self, _events: usize) {}

@@ -1,9 +1,28 @@
 //! Process-level fault points, compiled only with the `fault-injection` feature (the integration
 //! tests turn it on; the release binary has none of this). Each is an environment variable that
 //! makes the process abort at one chosen point, so a test can check what a real crash there
-//! leaves behind, or makes one step fail as failing storage would.
+//! leaves behind, or makes one step fail as failing storage would; and one that moves the store's
+//! rare moments:
+//!
+//! - `ONCELEDGER_FAULT_MARKS=journal=3,accounts=3,keys=4,key_slice=1`: the store checkpoints
+//!   after every 3 journaled batches, flushes its account overlay every 3 charges, and merges
+//!   finished keys into their table once 4 wait, at least 1 a commit (`Marks` in the core's
+//!   `store/marks.rs`; a mark left out keeps its limit). Read once, when the store opens; a
+//!   value that does not parse stops the node. The crash tests (`tests/it/rare_moments.rs`) run
+//!   with it so that a SIGKILL lands on a checkpoint, a flush or a merge, not once in 65,536.
+//! - The others: below.
 
 use std::sync::OnceLock;
+
+use onceledger_core::store::{Marks, MarksError};
+
+/// The marks `ONCELEDGER_FAULT_MARKS` sets, if it is set.
+pub fn store_marks() -> Result<Option<Marks>, MarksError> {
+    std::env::var("ONCELEDGER_FAULT_MARKS")
+        .ok()
+        .map(|text| text.parse())
+        .transpose()
+}
 
 /// `ONCELEDGER_FAULT_RELAY_CRASH_AFTER=N`: abort right after the N-th delivery a sink
 /// acknowledged, before the replicator moves its cursor.

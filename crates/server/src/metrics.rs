@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use onceledger_core::store::Effect;
+use onceledger_core::store::{Effect, MarksCrossed};
 use onceledger_core::wire::Ack;
 use onceledger_core::writer::CommitObserver;
 
@@ -44,6 +44,8 @@ pub struct Metrics {
     pub idempotency_keys_in_memory: Gauge,
     pub journal_bytes: Gauge,
     store_checkpoints: Counter,
+    store_account_flushes: Counter,
+    store_key_merges: Counter,
     /// Per sink kind (`hub`, `nats`); no series without a sink.
     pub outbox_lag_events: Family<Labels, Gauge>,
     pub outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge>,
@@ -101,6 +103,8 @@ impl Metrics {
             idempotency_keys_in_memory,
             journal_bytes,
             store_checkpoints,
+            store_account_flushes,
+            store_key_merges,
         } = Backlogs::register(&mut registry);
         let OutboxAndInbox {
             outbox_lag_events,
@@ -130,6 +134,8 @@ impl Metrics {
             idempotency_keys_in_memory,
             journal_bytes,
             store_checkpoints,
+            store_account_flushes,
+            store_key_merges,
             outbox_lag_events,
             outbox_oldest_unpublished_age_seconds,
             inbox_applied,
@@ -298,13 +304,16 @@ impl Timings {
 }
 
 /// What waits: requests in flight, the commit queue, keys not yet merged, journal bytes not yet
-/// checkpointed; and the checkpoints that drain the journal.
+/// checkpointed; and the moments that drain them: checkpoints (the journal), account flushes
+/// (the account overlay), key merges (the keys in memory).
 struct Backlogs {
     inflight_keys: Gauge,
     commit_queue_commands: Gauge,
     idempotency_keys_in_memory: Gauge,
     journal_bytes: Gauge,
     store_checkpoints: Counter,
+    store_account_flushes: Counter,
+    store_key_merges: Counter,
 }
 
 impl Backlogs {
@@ -338,6 +347,18 @@ impl Backlogs {
                 registry,
                 "onceledger_store_checkpoints",
                 "Durable redb commits (checkpoints); the other commits are made durable by the journal",
+                Counter::default(),
+            ),
+            store_account_flushes: registered(
+                registry,
+                "onceledger_store_account_flushes",
+                "Commits that wrote the accounts changed since the last flush back to their rows",
+                Counter::default(),
+            ),
+            store_key_merges: registered(
+                registry,
+                "onceledger_store_key_merges",
+                "Commits that moved finished idempotency keys from memory into their table",
                 Counter::default(),
             ),
         }
@@ -458,11 +479,17 @@ impl Default for Metrics {
 
 /// The writer reports each committed batch here (one thread calls it: no race).
 impl CommitObserver for Metrics {
-    /// The writer's view of the store's checkpoint count, after each commit (one thread: no race).
-    fn observe_checkpoints(&self, total: u64) {
-        let seen = self.store_checkpoints.get();
-        if total > seen {
-            self.store_checkpoints.inc_by(total - seen);
+    /// The writer's view of the store's running counts, after each commit (one thread: no race).
+    fn observe_marks_crossed(&self, totals: MarksCrossed) {
+        for (counter, total) in [
+            (&self.store_checkpoints, totals.checkpoints),
+            (&self.store_account_flushes, totals.account_flushes),
+            (&self.store_key_merges, totals.key_merges),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
         }
     }
 

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -31,17 +32,47 @@ use super::schema::{
     ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS, read_counter, write_counter,
 };
 use crate::ledger::{Account, AccountId, Posting, PostingSide, TenantId};
+use crate::limits::ACCOUNT_FLUSH_CHARGES;
 
 pub(super) type AccountMap = HashMap<TenantId, HashMap<AccountId, Account>>;
 
 /// Accounts changed by commits since the last flush, as committed. Only the writer changes
 /// it, and only after a commit returned `Ok`, so readers never see an uncommitted balance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct AccountOverlay {
     accounts: RwLock<AccountMap>,
+    /// `ACCOUNT_FLUSH_CHARGES`, unless lowered by `Store::set_marks` (tests only).
+    flush_charges: u64,
+    /// Flushes since open (`clear` counts them), for `/metrics`.
+    flushes: AtomicU64,
+}
+
+impl Default for AccountOverlay {
+    fn default() -> Self {
+        AccountOverlay {
+            accounts: RwLock::default(),
+            flush_charges: ACCOUNT_FLUSH_CHARGES,
+            flushes: AtomicU64::new(0),
+        }
+    }
 }
 
 impl AccountOverlay {
+    /// Charges between two flushes.
+    pub(super) fn flush_charges(&self) -> u64 {
+        self.flush_charges
+    }
+
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(super) fn set_flush_charges(&mut self, charges: u64) {
+        self.flush_charges = charges;
+    }
+
+    /// Flushes since open.
+    pub(super) fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
     pub(super) fn get(&self, tenant: TenantId, id: &AccountId) -> Option<Account> {
         let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
         accounts.get(&tenant).and_then(|m| m.get(id)).cloned()
@@ -74,6 +105,7 @@ impl AccountOverlay {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -353,7 +353,7 @@ impl BatchTables<'_> {
             AccountFlush::Now | AccountFlush::Written => true,
             AccountFlush::WhenDue => {
                 last_charge.saturating_sub(self.accounts_through_charge)
-                    >= crate::limits::ACCOUNT_FLUSH_CHARGES
+                    >= self.overlay.flush_charges()
                     || self.overlay.len() >= crate::limits::ACCOUNT_OVERLAY_ACCOUNTS_MAX
             }
         };

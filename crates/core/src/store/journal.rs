@@ -150,6 +150,8 @@ pub(super) struct Journal {
     /// The last batch recorded, in the journal or by a checkpoint.
     last_seq: u64,
     commits_since_checkpoint: u64,
+    /// `JOURNAL_CHECKPOINT_COMMITS`, unless lowered by `Store::set_marks` (tests only).
+    checkpoint_commits: u64,
 }
 
 impl Journal {
@@ -213,6 +215,7 @@ impl Journal {
             write_at: 0,
             last_seq,
             commits_since_checkpoint: 0,
+            checkpoint_commits: JOURNAL_CHECKPOINT_COMMITS,
         };
         Ok((journal, replayed))
     }
@@ -240,7 +243,13 @@ impl Journal {
     /// Whether the next batch should be a checkpoint (a durable redb commit).
     pub(super) fn checkpoint_due(&self) -> bool {
         self.write_at >= JOURNAL_CHECKPOINT_BYTES
-            || self.commits_since_checkpoint >= JOURNAL_CHECKPOINT_COMMITS
+            || self.commits_since_checkpoint >= self.checkpoint_commits
+    }
+
+    /// Checkpoints after `commits` journaled batches instead (`store/marks.rs`).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(super) fn set_checkpoint_commits(&mut self, commits: u64) {
+        self.checkpoint_commits = commits;
     }
 
     pub(super) fn last_seq(&self) -> u64 {

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -78,6 +78,10 @@ pub(super) struct KeyOverlay {
     pending: RwLock<Pending>,
     /// `KEY_OVERLAY_MERGE_FROM`, lowered by tests to see merges without 65,536 commands.
     merge_from: AtomicUsize,
+    /// `KEY_MERGE_SLICE_MIN`, unless lowered by `Store::set_marks` (tests only).
+    slice_min: usize,
+    /// Commits that merged keys since open (`apply` counts them), for `/metrics`.
+    merges: AtomicU64,
 }
 
 impl Default for KeyOverlay {
@@ -85,6 +89,8 @@ impl Default for KeyOverlay {
         KeyOverlay {
             pending: RwLock::default(),
             merge_from: AtomicUsize::new(KEY_OVERLAY_MERGE_FROM),
+            slice_min: KEY_MERGE_SLICE_MIN,
+            merges: AtomicU64::new(0),
         }
     }
 }
@@ -122,6 +128,18 @@ impl KeyOverlay {
     #[cfg(test)]
     pub(super) fn set_merge_from(&self, keys: usize) {
         self.merge_from.store(keys, Ordering::Relaxed);
+    }
+
+    /// Merges from `merge_from` keys on, `slice_min` or more a commit (`store/marks.rs`).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(super) fn set_marks(&mut self, merge_from: usize, slice_min: usize) {
+        *self.merge_from.get_mut() = merge_from;
+        self.slice_min = slice_min;
+    }
+
+    /// Commits that merged keys since open.
+    pub(super) fn merges(&self) -> u64 {
+        self.merges.load(Ordering::Relaxed)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -193,6 +211,7 @@ impl KeyOverlay {
         }
         if let Some((last, _)) = changes.merged.last() {
             pending.cursor = last.clone();
+            self.merges.fetch_add(1, Ordering::Relaxed);
         }
         for (name, number) in &changes.merged {
             // Only if still the same answer: a merged key is never finished again while it
@@ -229,7 +248,7 @@ pub(super) fn merge_slice(
     next_answer_number: u64,
 ) -> Result<(), StoreError> {
     if overlay.len() + changes.added.len() >= overlay.merge_from.load(Ordering::Relaxed) {
-        let count = KEY_MERGE_SLICE_MIN.max(2 * changes.added.len());
+        let count = overlay.slice_min.max(2 * changes.added.len());
         changes.merged = overlay.next_slice(count, &changes.swept);
         for (name, number) in &changes.merged {
             let pointer = AnswerPointer { answer: *number };

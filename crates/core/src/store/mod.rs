@@ -27,6 +27,7 @@ pub mod codec;
 pub mod fault;
 mod journal;
 mod keys;
+mod marks;
 mod publication;
 mod records;
 mod recovery;
@@ -58,6 +59,7 @@ use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
 use journal::Redo;
 pub use journal::{JOURNAL_FILE_NAME, JournalFile, JournalRefusal, StoreId};
+pub use marks::{Marks, MarksCrossed, MarksError};
 use schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_JOURNAL_THROUGH,
     META_OUTBOX_FIRST_HELD, OUTBOX,
@@ -514,6 +516,29 @@ impl Store {
                 .store(journal.bytes_since_checkpoint(), Ordering::Relaxed);
         }
         Ok(result)
+    }
+
+    /// Moves the store's marks (`marks.rs`): its checkpoints, account flushes and key merges come
+    /// when these say instead of at the limits. Test builds only, and only before the store is
+    /// shared (`&mut self`), so a batch never sees them change.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn set_marks(&mut self, marks: Marks) {
+        if let Some(journal) = self.journal.as_mut() {
+            let journal = journal.get_mut().unwrap_or_else(|e| e.into_inner());
+            journal.set_checkpoint_commits(marks.journal_checkpoint_commits);
+        }
+        self.overlay.set_flush_charges(marks.account_flush_charges);
+        self.key_overlay
+            .set_marks(marks.key_merge_from, marks.key_merge_slice_min);
+    }
+
+    /// How many times this store crossed each of its marks since it opened.
+    pub fn marks_crossed(&self) -> MarksCrossed {
+        MarksCrossed {
+            checkpoints: self.checkpoints(),
+            account_flushes: self.overlay.flushes(),
+            key_merges: self.key_overlay.merges(),
+        }
     }
 
     /// Merging keys into the keyed table starts at `keys` in memory instead of the limit.

@@ -1,8 +1,9 @@
 //! Store-level test helpers: two accounts and charges between them, written as the writer does.
 
-use super::Store;
+use super::{BatchTables, Store, StoreError};
 use crate::ledger::{
-    Account, AccountId, Amount, Currency, Metadata, NewAccount, NewCharge, TenantId, post_charge,
+    Account, AccountId, Amount, Charge, Currency, Metadata, NewAccount, NewCharge, TenantId,
+    post_charge,
 };
 
 pub(super) fn id(text: &str) -> AccountId {
@@ -33,23 +34,29 @@ pub(super) fn charge(store: &Store, amount: u64) {
 
 pub(super) fn charge_in(store: &Store, tenant: TenantId, amount: u64) {
     store
-        .commit_batch(|tables| {
-            let mut source = tables.account(tenant, &id("a"))?.expect("a exists");
-            let mut destination = tables.account(tenant, &id("b"))?.expect("b exists");
-            let charge = NewCharge {
-                source: id("a"),
-                destination: id("b"),
-                amount: Amount::new(amount).expect("amount"),
-                currency: Currency::parse("EUR").expect("currency"),
-                metadata: Metadata::default(),
-            };
-            let postings = post_charge(&charge, &mut source, &mut destination).expect("accepted");
-            tables.stage_account(tenant, source);
-            tables.stage_account(tenant, destination);
-            tables.record_charge(tenant, &charge, &postings, 1)?;
-            Ok(())
-        })
+        .commit_batch(|tables| stage_charge(tables, tenant, amount))
         .expect("committed");
+}
+
+/// Charges `amount` from `a` to `b` of `tenant` in a batch being written; returns the charge.
+pub(super) fn stage_charge(
+    tables: &mut BatchTables<'_>,
+    tenant: TenantId,
+    amount: u64,
+) -> Result<Charge, StoreError> {
+    let mut source = tables.account(tenant, &id("a"))?.expect("a exists");
+    let mut destination = tables.account(tenant, &id("b"))?.expect("b exists");
+    let charge = NewCharge {
+        source: id("a"),
+        destination: id("b"),
+        amount: Amount::new(amount).expect("amount"),
+        currency: Currency::parse("EUR").expect("currency"),
+        metadata: Metadata::default(),
+    };
+    let postings = post_charge(&charge, &mut source, &mut destination).expect("accepted");
+    tables.stage_account(tenant, source);
+    tables.stage_account(tenant, destination);
+    tables.record_charge(tenant, &charge, &postings, 1)
 }
 
 pub(super) fn balance(store: &Store, account: &str) -> i64 {

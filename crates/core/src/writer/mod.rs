@@ -423,7 +423,8 @@ impl Writer {
             Err(_) => batch.len(),
         };
         self.metrics.observe_commit(committed, started.elapsed());
-        self.metrics.observe_checkpoints(self.store.checkpoints());
+        self.metrics
+            .observe_marks_crossed(self.store.marks_crossed());
         match result {
             Ok((outcomes, appended)) => {
                 if appended {

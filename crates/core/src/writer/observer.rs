@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use crate::store::Effect;
+use crate::store::{Effect, MarksCrossed};
 use crate::wire::Ack;
 
 pub trait CommitObserver: Send + Sync + 'static {
     /// A batch of `commands` committed in `duration` (journal sync and redb commit included).
     fn observe_commit(&self, commands: usize, duration: Duration);
-    /// The store's running count of durable checkpoint commits, after a batch.
-    fn observe_checkpoints(&self, total: u64);
+    /// The store's running counts of checkpoints, account flushes and key merges, after a batch.
+    fn observe_marks_crossed(&self, totals: MarksCrossed);
     /// The effect of one finished command of a committed batch.
     fn count_effect(&self, effect: &Effect);
     /// A committed inbound (replicated) batch's acknowledgement.
@@ -25,7 +25,7 @@ pub struct Unobserved;
 
 impl CommitObserver for Unobserved {
     fn observe_commit(&self, _commands: usize, _duration: Duration) {}
-    fn observe_checkpoints(&self, _total: u64) {}
+    fn observe_marks_crossed(&self, _totals: MarksCrossed) {}
     fn count_effect(&self, _effect: &Effect) {}
     fn count_inbox(&self, _ack: &Ack) {}
     fn count_outbox_pruned(&self, _events: usize) {}

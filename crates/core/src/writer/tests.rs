@@ -395,7 +395,7 @@ impl CommitObserver for CountingObserver {
         self.commands.fetch_add(commands as u64, Ordering::SeqCst);
         self.largest.fetch_max(commands as u64, Ordering::SeqCst);
     }
-    fn observe_checkpoints(&self, _total: u64) {}
+    fn observe_marks_crossed(&self, _totals: crate::store::MarksCrossed) {}
     fn count_effect(&self, _effect: &crate::store::Effect) {}
     fn count_inbox(&self, _ack: &crate::wire::Ack) {}
     fn count_outbox_pruned(&self, _events: usize) {}

@@ -95,6 +95,9 @@ pub enum NodeError {
     Panicked(&'static str),
     /// The writer did not stop cleanly: storage failed while serving, or at the last checkpoint.
     Stop(StopError),
+    /// `ONCELEDGER_FAULT_MARKS` does not parse (test builds only: `crate::fault`).
+    #[cfg(feature = "fault-injection")]
+    FaultMarks(onceledger_core::store::MarksError),
 }
 
 impl std::fmt::Display for NodeError {
@@ -120,6 +123,8 @@ impl std::fmt::Display for NodeError {
             NodeError::ReadTokens(source) => write!(f, "cannot read the tokens: {source}"),
             NodeError::Panicked(what) => write!(f, "{what} panicked"),
             NodeError::Stop(error) => write!(f, "stopped uncleanly: {error}"),
+            #[cfg(feature = "fault-injection")]
+            NodeError::FaultMarks(error) => write!(f, "ONCELEDGER_FAULT_MARKS: {error}"),
         }
     }
 }
@@ -133,6 +138,8 @@ impl std::error::Error for NodeError {
             NodeError::Listen { source, .. } | NodeError::WriterThread(source) => Some(source),
             NodeError::AdminToken(error) => Some(error),
             NodeError::Stop(error) => Some(error),
+            #[cfg(feature = "fault-injection")]
+            NodeError::FaultMarks(error) => Some(error),
             NodeError::Panicked(_) => None,
         }
     }
@@ -316,7 +323,15 @@ async fn open_off_worker(data_dir: PathBuf, node_id: Option<String>) -> Result<S
         Store::open_as(&data_dir, node_id.as_deref())
             .map_err(|source| NodeError::OpenStore { data_dir, source })
     });
-    opened
+    #[allow(unused_mut)] // Changed only by the test builds' marks.
+    let mut store = opened
         .await
-        .map_err(|_| NodeError::Panicked("opening the store"))?
+        .map_err(|_| NodeError::Panicked("opening the store"))??;
+    // Before the store is shared, once: a test build's small marks (`crate::fault`).
+    #[cfg(feature = "fault-injection")]
+    if let Some(marks) = crate::fault::store_marks().map_err(NodeError::FaultMarks)? {
+        tracing::warn!(%marks, "test build: the store's marks moved by ONCELEDGER_FAULT_MARKS");
+        store.set_marks(marks);
+    }
+    Ok(store)
 }
