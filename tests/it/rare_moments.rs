@@ -25,8 +25,8 @@ use tokio::sync::watch;
 
 use crate::crash::check_command;
 use crate::harness::{
-    Endpoint, Resp, Server, account, account_body, all_events, assert_dense, assert_replay_of,
-    charge_body, eventually, metric, metrics, new_client,
+    BIN, Endpoint, Resp, STARTUP_DEADLINE, Server, account, account_body, all_events, assert_dense,
+    assert_replay_of, charge_body, eventually, metric, metrics, new_client, run_bounded,
 };
 use crate::load::{CURRENCIES, all_accounts, create_accounts, funding, join_workers, shop};
 
@@ -128,6 +128,30 @@ async fn sigkill_at_checkpoints_flushes_and_merges_loses_nothing_and_doubles_not
         all_accounts().len() + book.answered.len(),
         "one record per setup account and per key sent: {summary}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_marks_variable_stops_the_node() {
+    // Guards the knob itself: a typo in ONCELEDGER_FAULT_MARKS must stop the test build's node,
+    // not let a crash test run at the production marks, where it would cross nothing.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let done = run_bounded(
+        std::process::Command::new(BIN)
+            .env("ONCELEDGER_FAULT_MARKS", "journal=0")
+            .env_remove("ONCELEDGER_DATA_DIR")
+            .env_remove("ONCELEDGER_LISTEN")
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data")),
+        STARTUP_DEADLINE,
+    )
+    .await;
+    assert!(!done.status.success(), "it started: {}", done.stdout);
+    assert!(
+        done.stderr.contains("ONCELEDGER_FAULT_MARKS") && done.stderr.contains("journal=0"),
+        "{}",
+        done.stderr
+    );
+    assert!(!done.stdout.contains("listening on"), "{}", done.stdout);
 }
 
 fn env_number(name: &str) -> Option<u64> {
