@@ -546,4 +546,6 @@ impl Job {
 }
 
 #[cfg(test)]
+mod charge_id_tests;
+#[cfg(test)]
 mod tests;
