@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use onceledger_core::idempotency::{Fingerprint, IdempotencyKey};
-use onceledger_core::ledger::{AccountId, Command, TenantId};
+use onceledger_core::ledger::{AccountId, ChargeIds, Command, TenantId};
 use onceledger_core::limits::AMOUNT_MINOR_MAX;
 use onceledger_core::store::{EventBody, check};
 use onceledger_server::api::{ApiRequest, WriteIntent, parse_request};
@@ -571,8 +571,15 @@ fn json_body(body: &[u8]) -> Value {
     }
 }
 
-/// The body of a new answer says what the model decided.
-fn check_new_body(model: &Model, intent: &WriteIntent, decision: &Decision, body: &[u8]) {
+/// The body of a new answer says what the model decided. A charge is named by the id the
+/// store's `ChargeIds` give its number, and that id leads back to the number.
+fn check_new_body(
+    model: &Model,
+    ids: &ChargeIds,
+    intent: &WriteIntent,
+    decision: &Decision,
+    body: &[u8],
+) {
     let body = json_body(body);
     match (&intent.command, decision) {
         (Command::CreateAccount(new), Decision::AccountCreated) => {
@@ -596,8 +603,14 @@ fn check_new_body(model: &Model, intent: &WriteIntent, decision: &Decision, body
                 .iter()
                 .map(|(k, v)| (k.clone(), json!(v)))
                 .collect();
+            let id = ids.id_of(*number);
+            assert_eq!(
+                ids.number_of(&id),
+                Some(*number),
+                "{id} names charge {number}"
+            );
             for (field, expected) in [
-                ("id", json!(format!("ch_{number:016x}"))),
+                ("id", json!(id)),
                 ("status", json!("succeeded")),
                 ("source", json!(charge.source.as_str())),
                 ("destination", json!(charge.destination.as_str())),
@@ -858,7 +871,8 @@ impl Run {
                 assert!(!poisoned_before, "a poisoned writer answered {}", context());
                 assert!(!answer.replayed, "a new key is not a replay: {}", context());
                 assert_eq!(answer.status, decision.status(), "{}", context());
-                check_new_body(&self.model, intent, &decision, &answer.body);
+                let ids = self.system.store().charge_ids();
+                check_new_body(&self.model, ids, intent, &decision, &answer.body);
                 self.model.apply(intent, &decision, answer);
             }
         }
@@ -913,7 +927,8 @@ impl Run {
                 unreachable!("an uncertain key was not finished");
             };
             assert_eq!(record.status, decision.status(), "{intent:?}");
-            check_new_body(&self.model, &intent, &decision, &record.body);
+            let ids = self.system.store().charge_ids();
+            check_new_body(&self.model, ids, &intent, &decision, &record.body);
             let answer = Answer {
                 status: record.status,
                 body: Bytes::from(record.body),

@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Server, account, assert_created, assert_problem, assert_replay_of, charge_body, charge_ok,
-    create_account, is_rfc3339_utc, key,
+    Endpoint, Resp, Server, account, all_events, assert_created, assert_problem, assert_replay_of,
+    charge_body, charge_ok, create_account, is_rfc3339_utc, key, make_token,
 };
 
 #[track_caller]
@@ -148,5 +148,125 @@ async fn largest_amount_and_balance_overflow() {
     assert_replay_of(&replay, &declined);
     assert_eq!(account(&ep, "rich").await["balance"], max);
     assert_eq!(account(&ep, "mint-b").await["balance"], 0);
+    server.check().await;
+}
+
+/// A charge id in the opaque form: `ch_` and 26 digits of lower-case base32 (RFC 4648), never the
+/// legacy `ch_` and 16 hex digits that spelled out the node's charge number.
+fn is_opaque_charge_id(id: &str) -> bool {
+    id.strip_prefix("ch_").is_some_and(|digits| {
+        digits.len() == 26
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    })
+}
+
+/// One tenant's charge: its key, body and first answer.
+struct Made {
+    tenant: usize,
+    key: String,
+    body: String,
+    first: Resp,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charge_ids_are_opaque_and_reach_only_their_tenant() {
+    // Guards issue 21's opaque ids end to end: two tenants charge in turns on one node, so each
+    // sees every other charge number go by. Every id is in the opaque form and unique, and their
+    // sorted order is not the order the charges were made in; no legacy-form guess names a
+    // charge. GET by id finds a charge for its tenant and is 404 charge-not-found for the other
+    // (and for the operator's own tenant); a retry of a charge's key answers the byte-identical
+    // body, id included; the events show the same ids; and after a restart the same ids find the
+    // same charges.
+    let mut server = Server::start().await;
+    let admin = server.endpoint();
+    let mut tokens = Vec::new();
+    for tenant in ["ids-a", "ids-b"] {
+        tokens.push(make_token(&admin, tenant, "client").await);
+    }
+    let tenants: Vec<Endpoint> = tokens.iter().map(|t| admin.with_token(Some(t))).collect();
+    for ep in &tenants {
+        create_account(ep, "bank", "EUR", None).await;
+        create_account(ep, "shop", "EUR", Some(0)).await;
+    }
+    let mut made: Vec<Made> = Vec::new();
+    for round in 1..=10 {
+        for (tenant, ep) in tenants.iter().enumerate() {
+            let (key, body) = (key("pay"), charge_body("bank", "shop", round, "EUR"));
+            let first = ep.post("/v1/charges", Some(&key), &body).await;
+            assert_created(&first);
+            made.push(Made {
+                tenant,
+                key,
+                body,
+                first,
+            });
+        }
+    }
+    let ids: Vec<String> = made
+        .iter()
+        .map(|m| m.first.json()["id"].as_str().expect("id").to_owned())
+        .collect();
+    for id in &ids {
+        assert!(is_opaque_charge_id(id), "{id}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "ids are unique: {ids:?}");
+    assert_ne!(
+        sorted, ids,
+        "the ids' order gives the charges' order away: {ids:?}"
+    );
+
+    for (m, id) in made.iter().zip(&ids) {
+        let own = &tenants[m.tenant];
+        let got = own.get(&format!("/v1/charges/{id}")).await;
+        assert_eq!(got.status, 200, "{got}");
+        assert_eq!(
+            got.body, m.first.body,
+            "GET shows the 201's charge, byte for byte"
+        );
+        let other = &tenants[1 - m.tenant];
+        for outsider in [other, &admin] {
+            let refused = outsider.get(&format!("/v1/charges/{id}")).await;
+            assert_problem(&refused, 404, "charge-not-found");
+        }
+        let replay = own.post("/v1/charges", Some(&m.key), &m.body).await;
+        assert_replay_of(&replay, &m.first);
+    }
+    // The old form of every number handed out so far names nothing, for anyone.
+    for number in 1..=ids.len() {
+        for ep in tenants.iter().chain([&admin]) {
+            let guess = ep.get(&format!("/v1/charges/ch_{number:016x}")).await;
+            assert_problem(&guess, 404, "charge-not-found");
+        }
+    }
+    // Each tenant's events name its charges by the same ids.
+    for (tenant, ep) in tenants.iter().enumerate() {
+        let in_events: Vec<String> = all_events(ep, 100)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "charge.succeeded")
+            .map(|e| e["data"]["charge"]["id"].as_str().expect("id").to_owned())
+            .collect();
+        let own: Vec<String> = (made.iter().zip(&ids))
+            .filter(|(m, _)| m.tenant == tenant)
+            .map(|(_, id)| id.clone())
+            .collect();
+        assert_eq!(in_events, own, "tenant {tenant}'s events");
+    }
+
+    server.restart().await;
+    let admin = server.endpoint();
+    for (m, id) in made.iter().zip(&ids) {
+        let got = admin
+            .with_token(Some(&tokens[m.tenant]))
+            .get(&format!("/v1/charges/{id}"))
+            .await;
+        assert_eq!(got.status, 200, "{id} after a restart: {got}");
+        assert_eq!(got.body, m.first.body, "{id} after a restart");
+    }
     server.check().await;
 }

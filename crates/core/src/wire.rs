@@ -79,6 +79,8 @@ pub struct WireAccount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireCharge {
+    /// The origin's charge number, not the id its clients know: that id is the number encrypted
+    /// with the origin's own key (`ledger::ChargeIds`), which no hub has.
     pub number: u64,
     pub source: String,
     pub destination: String,

@@ -17,7 +17,8 @@ pub struct NewCharge {
     pub metadata: Metadata,
 }
 
-/// A succeeded charge as stored. `number` is dense per node and gives the charge its id.
+/// A succeeded charge as stored. `number` is dense per node; clients never see it, only the id
+/// the store's `ChargeIds` makes of it (`charge_id.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charge {
     pub number: u64,
@@ -28,32 +29,6 @@ pub struct Charge {
     pub metadata: Metadata,
     pub created_at_ms: u64,
     pub event_seq: u64,
-}
-
-impl Charge {
-    const ID_PREFIX: &'static str = "ch_";
-
-    /// The public id: opaque to clients, `ch_` and 16 hex digits of the charge number.
-    pub fn id(&self) -> String {
-        Self::id_of(self.number)
-    }
-
-    pub fn id_of(number: u64) -> String {
-        format!("{}{number:016x}", Self::ID_PREFIX)
-    }
-
-    /// The charge number behind a public id, or `None` for anything this server never issued.
-    pub fn number_of(id: &str) -> Option<u64> {
-        let hex = id.strip_prefix(Self::ID_PREFIX)?;
-        if hex.len() != 16
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return None;
-        }
-        u64::from_str_radix(hex, 16).ok()
-    }
 }
 
 /// One leg of a charge: which account, which side, how much.
@@ -275,20 +250,5 @@ mod tests {
         let declined = post_charge(&charge(1, "EUR"), &mut src, &mut dst);
         assert!(matches!(declined, Err(Decline::BalanceOverflow { .. })));
         assert_eq!(src.balance(), -i64::MAX);
-    }
-
-    #[test]
-    fn charge_ids_round_trip_and_reject_foreign_ids() {
-        assert_eq!(Charge::number_of(&Charge::id_of(42)), Some(42));
-        assert_eq!(Charge::number_of(&Charge::id_of(u64::MAX)), Some(u64::MAX));
-        for foreign in [
-            "ch_",
-            "ch_2a",
-            "ch_000000000000002A",
-            "xx_000000000000002a",
-            "ch_+00000000000002a",
-        ] {
-            assert_eq!(Charge::number_of(foreign), None, "{foreign}");
-        }
     }
 }

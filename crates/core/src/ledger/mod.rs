@@ -5,10 +5,12 @@
 
 mod account;
 mod charge;
+mod charge_id;
 mod values;
 
 pub use account::{Account, NewAccount};
 pub use charge::{Charge, Decline, NewCharge, Posting, PostingSide, post_charge};
+pub use charge_id::{CHARGE_ID_KEY_BYTES, ChargeIds};
 /// A write the ledger can execute: what a POST asks for, once parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Command {

@@ -9,7 +9,7 @@ use serde::Serialize;
 pub mod problem;
 
 use crate::clock::rfc3339_ms;
-use crate::ledger::{Account, Charge, Decline};
+use crate::ledger::{Account, Charge, ChargeIds, Decline};
 use crate::store::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
 pub use problem::{Problem, ProblemKind};
 
@@ -57,10 +57,11 @@ struct ChargeView<'a> {
     event_seq: u64,
 }
 
-impl<'a> From<&'a Charge> for ChargeView<'a> {
-    fn from(c: &'a Charge) -> Self {
+impl<'a> ChargeView<'a> {
+    /// `ids` are the charge's own store's: the id is rendered, never stored with the charge.
+    fn of(c: &'a Charge, ids: &ChargeIds) -> Self {
         ChargeView {
-            id: c.id(),
+            id: ids.id_of(c.number),
             status: "succeeded",
             source: c.source.as_str(),
             destination: c.destination.as_str(),
@@ -165,17 +166,25 @@ pub fn account(account: &Account) -> Vec<u8> {
     to_json(&AccountView::from(account))
 }
 
-pub fn charge(charge: &Charge) -> Vec<u8> {
-    to_json(&ChargeView::from(charge))
+/// A charge as its 201 answer and `GET /v1/charges/{id}` show it, named by its store's `ids`.
+pub fn charge(charge: &Charge, ids: &ChargeIds) -> Vec<u8> {
+    to_json(&ChargeView::of(charge, ids))
 }
 
-pub fn events_page(node_id: &str, events: &[Event], after: u64, held: (u64, u64)) -> Vec<u8> {
+/// This node's own events (`ids` are its store's): a hub's mirrored charges never come here.
+pub fn events_page(
+    node_id: &str,
+    events: &[Event],
+    after: u64,
+    held: (u64, u64),
+    ids: &ChargeIds,
+) -> Vec<u8> {
     let views = events
         .iter()
         .map(|event| {
             let data = match &event.body {
                 EventBody::AccountCreated(a) => EventData::Account(a.into()),
-                EventBody::ChargeSucceeded(c) => EventData::Charge(c.into()),
+                EventBody::ChargeSucceeded(c) => EventData::Charge(ChargeView::of(c, ids)),
             };
             EventView {
                 seq: event.seq,

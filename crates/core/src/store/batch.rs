@@ -23,7 +23,7 @@ use super::schema::{
 };
 use super::schema::{read_counter, write_counter};
 use crate::idempotency::IdempotencyKey;
-use crate::ledger::{Account, AccountId, Charge, NewCharge, Posting, TenantId};
+use crate::ledger::{Account, AccountId, Charge, ChargeIds, NewCharge, Posting, TenantId};
 
 pub struct BatchTables<'txn> {
     redo: &'txn Redo,
@@ -53,6 +53,7 @@ pub struct BatchTables<'txn> {
     account_flush: AccountFlush,
     next_event_seq: u64,
     next_charge_number: u64,
+    charge_ids: &'txn ChargeIds,
 }
 
 /// Whether a commit flushes the account overlay into the `accounts` rows (`accounts.rs`). Not
@@ -75,6 +76,7 @@ impl<'txn> BatchTables<'txn> {
         redo: &'txn Redo,
         overlay: &'txn AccountOverlay,
         key_overlay: &'txn KeyOverlay,
+        charge_ids: &'txn ChargeIds,
         account_flush: AccountFlush,
     ) -> Result<Self, StoreError> {
         let meta = Logged::open(txn, redo, META)?;
@@ -104,6 +106,7 @@ impl<'txn> BatchTables<'txn> {
             account_flush,
             next_event_seq,
             next_charge_number,
+            charge_ids,
         })
     }
 
@@ -111,6 +114,11 @@ impl<'txn> BatchTables<'txn> {
     /// a batch past `BATCH_RECORD_BYTES_MAX`.
     pub fn record_bytes(&self) -> usize {
         self.redo.size()
+    }
+
+    /// The store's charge ids, for the answers this batch renders (`render::charge`).
+    pub fn charge_ids(&self) -> &ChargeIds {
+        self.charge_ids
     }
 
     /// Sees records written earlier in this same batch too.

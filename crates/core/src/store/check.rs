@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::accounts::AccountMap;
 use super::answers::{AnswerPointer, answer};
@@ -24,7 +24,7 @@ use super::schema::{
     POSTINGS, REPLICA_ACCOUNTS, REPLICA_CHARGES,
 };
 use super::{JOURNAL_FILE_NAME, STORE_FILE_NAME, StoppedStore, Store, StoreError};
-use crate::ledger::{Account, Charge, Posting, PostingSide};
+use crate::ledger::{Account, Charge, ChargeIds, Posting, PostingSide};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -139,7 +139,11 @@ fn verify_snapshot(
         let (id, bytes) = entry?;
         letters.insert(id.value(), decode(bytes.value())?);
     }
+    // A store no build with opaque ids has opened yet is read as it is: legacy ids only.
+    let charge_ids =
+        super::charge_ids::read(&txn.open_table(META)?)?.unwrap_or_else(ChargeIds::legacy);
     let seen = Seen {
+        charge_ids: &charge_ids,
         accounts: &accounts,
         outbox: &outbox,
         charges: &charges,
@@ -168,6 +172,7 @@ impl Outbox {
 
 /// What the earlier steps read, for the idempotency records to be checked against.
 struct Seen<'a> {
+    charge_ids: &'a ChargeIds,
     accounts: &'a AccountsByKey,
     outbox: &'a Outbox,
     charges: &'a BTreeMap<u64, Charge>,
@@ -371,6 +376,30 @@ fn effect_is_consistent(
     }
 }
 
+/// A charge's stored answer names its charge by the id that finds it: what `ChargeIds` makes of
+/// its number (legacy below an upgraded store's mark, opaque from it on). A replay returns the
+/// stored body, so an answer whose id the store no longer resolves would send its client to a 404.
+fn charge_answer_misnamed(record: &IdempotencyRecord, ids: &ChargeIds) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        id: String,
+    }
+    let Effect::ChargeSucceeded { charge_number } = record.effect else {
+        return None;
+    };
+    let expected = ids.id_of(charge_number);
+    match serde_json::from_slice::<Named>(&record.body) {
+        Ok(named) if named.id == expected => None,
+        Ok(named) => Some(format!(
+            "the answer calls charge {charge_number} {}, its id is {expected}",
+            named.id
+        )),
+        Err(error) => Some(format!(
+            "the answer of charge {charge_number} names no id: {error}"
+        )),
+    }
+}
+
 /// Each account's stored totals are what its postings add up to, and every posting names an
 /// account that exists.
 fn verify_account_totals(
@@ -466,6 +495,9 @@ fn verify_idempotency(
                 "key {key:?}: status {} with effect {:?}",
                 record.status, record.effect
             ));
+        }
+        if let Some(mismatch) = charge_answer_misnamed(&record, seen.charge_ids) {
+            violations.push(format!("key {key:?}: {mismatch}"));
         }
     }
     if answers.len()? != report.idempotency_records {

@@ -20,6 +20,7 @@ mod accounts;
 mod answers;
 mod auth;
 mod batch;
+mod charge_ids;
 pub mod check;
 /// Public so that the record_codec fuzz target drives the real codec.
 pub mod codec;
@@ -54,7 +55,7 @@ pub use recovery::{RECOVERY_ORDER, RecoveryReport, RecoveryStep};
 pub use replication::{ApplyRefusal, Redrive, ReplicationTables};
 
 use crate::idempotency::IdempotencyKey;
-use crate::ledger::{Account, AccountId, Charge, TenantId};
+use crate::ledger::{Account, AccountId, Charge, ChargeIds, TenantId};
 use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
 use journal::Redo;
@@ -130,6 +131,8 @@ pub struct JournalReset {
 pub struct Store {
     db: Database,
     node_id: String,
+    /// How charge numbers become public ids (`ledger::ChargeIds`): fixed at open.
+    charge_ids: ChargeIds,
     path: PathBuf,
     /// Accounts changed since the last account flush (see `accounts.rs`).
     overlay: accounts::AccountOverlay,
@@ -294,6 +297,7 @@ impl Store {
         Ok(Store {
             db,
             node_id,
+            charge_ids: recovered.charge_ids,
             path,
             overlay: accounts::AccountOverlay::default(),
             key_overlay,
@@ -317,6 +321,11 @@ impl Store {
     /// This node's stable identity: made at first start, kept in the store.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// This store's charge ids: what a charge number is called, and which number an id names.
+    pub fn charge_ids(&self) -> &ChargeIds {
+        &self.charge_ids
     }
 
     pub fn path(&self) -> &Path {
@@ -466,8 +475,14 @@ impl Store {
         })?;
         txn.set_quick_repair(true);
         let (result, (accounts, flushed), key_changes) = {
-            let mut tables =
-                BatchTables::open(&txn, &redo, &self.overlay, &self.key_overlay, account_flush)?;
+            let mut tables = BatchTables::open(
+                &txn,
+                &redo,
+                &self.overlay,
+                &self.key_overlay,
+                &self.charge_ids,
+                account_flush,
+            )?;
             let result = apply(&mut tables)?;
             tables.flush()?;
             (

@@ -16,7 +16,9 @@
 //!    into memory (`keys.rs`).
 //! 6. **Bring the accounts up to date**: the postings after `meta.accounts_through_charge`
 //!    re-applied to the account rows (`accounts.rs`). After the migration, before the node id.
-//! 7. **Node id**: read, or made on a fresh store.
+//! 7. **Node id** and the **charge-id key**: read, or made on a fresh store; the key also on a
+//!    store from before opaque ids, marked to start after its last charge (`charge_ids.rs`). Last,
+//!    so that the mark counts the charges the journal replay brought back.
 //!
 //! The order is asserted, not assumed: [`Recovery::step`] panics on a step run out of order, and
 //! the store keeps what each step did ([`RecoveryReport`]) for the log and the tests.
@@ -25,6 +27,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::accounts::{self, AccountMap};
 use super::answers;
+use super::charge_ids;
 use super::journal::{self, JournalFile};
 use super::keys::{self, KeyOverlay};
 use super::schema::{
@@ -33,6 +36,7 @@ use super::schema::{
     META_STORE_ID, POSTINGS,
 };
 use super::{JournalRefusal, StoreError, StoreId, new_node_id};
+use crate::ledger::ChargeIds;
 
 /// One step of opening a store, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,7 @@ pub(super) enum JournalSource {
 /// What a writable open hands the store.
 pub(super) struct Recovered {
     pub node_id: String,
+    pub charge_ids: ChargeIds,
     pub journal: Option<journal::Journal>,
     pub report: RecoveryReport,
 }
@@ -143,12 +148,13 @@ pub(super) fn run(
         let last_charge = last_charge_number(&txn.open_table(META)?)?;
         accounts::recover(txn, last_charge).map(|postings| ((), postings))
     })?;
-    let node_id = recovery.step(RecoveryStep::NodeId, |txn| {
-        node_id(txn, requested).map(|id| (id, 0))
+    let (node_id, charge_ids) = recovery.step(RecoveryStep::NodeId, |txn| {
+        Ok(((node_id(txn, requested)?, charge_ids::recover(txn)?), 0))
     })?;
     log(&recovery.report);
     Ok(Recovered {
         node_id,
+        charge_ids,
         journal,
         report: recovery.report,
     })

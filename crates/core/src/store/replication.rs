@@ -143,6 +143,9 @@ impl<'txn> ReplicationTables<'txn> {
         }
     }
 
+    /// A refusal calls it "the charge": the dead letter names its origin and event seq. Not its
+    /// id: only the origin's key makes that from the number the wire carries, and an id this hub
+    /// rendered with its own key would name another charge, or none.
     fn apply_charge(
         &mut self,
         origin: &str,
@@ -151,16 +154,14 @@ impl<'txn> ReplicationTables<'txn> {
     ) -> Result<Result<(), ApplyRefusal>, StoreError> {
         if charge.event_seq != seq {
             return Ok(Err(ApplyRefusal(format!(
-                "charge {} names event {}, it came as event {seq}",
-                charge.id(),
+                "the charge names event {}, it came as event {seq}",
                 charge.event_seq
             ))));
         }
         if charge.source == charge.destination {
-            return Ok(Err(ApplyRefusal(format!(
-                "charge {} has the same source and destination",
-                charge.id()
-            ))));
+            return Ok(Err(ApplyRefusal(
+                "the charge has the same source and destination".into(),
+            )));
         }
         if self.charges.get((origin, seq))?.is_some() {
             return Ok(Err(ApplyRefusal(format!("event {seq} was applied before"))));
@@ -187,10 +188,7 @@ impl<'txn> ReplicationTables<'txn> {
             metadata: charge.metadata.clone(),
         };
         if let Err(decline) = post_charge(&new, &mut source, &mut destination) {
-            return Ok(Err(ApplyRefusal(format!(
-                "charge {}: {decline}",
-                charge.id()
-            ))));
+            return Ok(Err(ApplyRefusal(format!("the charge: {decline}"))));
         }
         for account in [source, destination] {
             self.staged_accounts

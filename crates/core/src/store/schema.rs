@@ -121,6 +121,12 @@ pub const META_JOURNAL_THROUGH: &str = "journal_through";
 pub const META_STORE_ID: &str = "store_id";
 /// Every answer numbered up to this has its key in `idempotency_keys` (see `store/keys.rs`).
 pub const META_KEYS_THROUGH_ANSWER: &str = "keys_through_answer";
+/// The key charge ids are encrypted with (`ledger::ChargeIds`): 32 random bytes, made at the
+/// store's first open by a build with opaque ids, together with the next counter.
+pub const META_CHARGE_ID_KEY: &str = "charge_id_key";
+/// The first charge number with an opaque id: 1 on a store made with opaque ids; on an older
+/// store, its next charge number when the key was made (the charges before keep their ids).
+pub const META_CHARGE_IDS_OPAQUE_FROM: &str = "charge_ids_opaque_from";
 
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ACCOUNTS)?;

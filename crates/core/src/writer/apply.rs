@@ -134,7 +134,11 @@ fn create_charge(
     let effect = Effect::ChargeSucceeded {
         charge_number: stored.number,
     };
-    Ok(Ok((201, present::charge(&stored), effect)))
+    Ok(Ok((
+        201,
+        present::charge(&stored, tables.charge_ids()),
+        effect,
+    )))
 }
 
 fn redrive(tables: &mut BatchTables<'_>, id: u64, now_ms: u64) -> Execution {

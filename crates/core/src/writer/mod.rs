@@ -547,4 +547,6 @@ impl Job {
 }
 
 #[cfg(test)]
+mod charge_id_tests;
+#[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use super::server::ServerSettings;
 use crate::auth::{Authenticator, Principal, Role, TokenSecret};
 use crate::metrics::{KeyOutcome, Metrics};
 use onceledger_core::idempotency::InFlightIndex;
-use onceledger_core::ledger::{AccountId, Charge, Command, TenantId};
+use onceledger_core::ledger::{AccountId, Command, TenantId};
 use onceledger_core::render as present;
 use onceledger_core::render::problem::{Problem, ProblemKind};
 use onceledger_core::store::{Store, TokenRecord};
@@ -174,6 +174,7 @@ impl App {
                         &events,
                         after,
                         held,
+                        self.store.charge_ids(),
                     ))
                 }))
             }
@@ -271,7 +272,8 @@ impl App {
                 format!("no charge {}", shorten(raw_id)),
             ))
         };
-        let Some(number) = Charge::number_of(raw_id) else {
+        // Decrypting the id is the lookup's first half: no index maps ids to numbers.
+        let Some(number) = self.store.charge_ids().number_of(raw_id) else {
             return not_found();
         };
         let read = self
@@ -279,9 +281,10 @@ impl App {
             .charge_tenant(number)
             .and_then(|owner| Ok((owner, self.store.charge(number)?)));
         match read {
-            Ok((owner, Some(charge))) if owner == tenant => {
-                json(StatusCode::OK, present::charge(&charge))
-            }
+            Ok((owner, Some(charge))) if owner == tenant => json(
+                StatusCode::OK,
+                present::charge(&charge, self.store.charge_ids()),
+            ),
             Ok(_) => not_found(),
             Err(error) => storage_failure(&error),
         }
