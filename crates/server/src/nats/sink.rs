@@ -8,6 +8,7 @@ use async_nats::jetstream::Context;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use bytes::Bytes;
 
+use super::partition::subject_of;
 use super::{StreamError, StreamSettings, connect};
 use crate::replication::{Delivered, Sink, SinkError};
 use onceledger_core::store::Event;
@@ -16,16 +17,23 @@ use onceledger_core::wire::encode_events;
 #[derive(Clone)]
 pub struct JetStreamSink {
     settings: StreamSettings,
+    /// `--nats-partitions`: the subject names this node's partition among them.
+    partitions: u32,
     name: String,
     /// Connected lazily, so a node whose NATS is down at start still starts and takes payments.
     context: Option<Context>,
 }
 
 impl JetStreamSink {
-    pub fn new(settings: StreamSettings) -> Self {
+    /// `partitions`: how many partitions the fleet's hubs split the origins into (1 or more).
+    pub fn new(settings: StreamSettings, partitions: u32) -> Self {
+        assert!(partitions >= 1, "a fleet has at least one partition");
+        // Not the partition count: a node restarted with another one keeps its cursor (its
+        // events are in the stream already, on the subject of the count they were sent with).
         let name = format!("nats:{}/{}", settings.url, settings.stream);
         JetStreamSink {
             settings,
+            partitions,
             name,
             context: None,
         }
@@ -59,7 +67,7 @@ impl Sink for JetStreamSink {
                 context
             }
         };
-        let subject = format!("{}.{origin}", self.settings.subject_prefix);
+        let subject = subject_of(&self.settings.subject_prefix, origin, self.partitions);
         let mut pending: Vec<(u64, PublishAckFuture)> = Vec::with_capacity(events.len());
         let mut failure = None;
         for event in events {
