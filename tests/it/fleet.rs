@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::harness::{Endpoint, Server, create_accounts_and_fund, eventually, metric, metrics};
 use crate::nats::{
-    Nats, STREAM, assert_delivered_once, inbox_count, publish_event, start_consumer,
-    start_publisher,
+    Nats, STREAM, assert_delivered_once, inbox_count, publish_event, publisher_args,
+    start_consumer, start_publisher,
 };
 use crate::replication::{
     account_event, assert_mirrors_match, assert_once_in_order, inbox, last_seq, take_charges,
@@ -357,7 +357,7 @@ async fn a_terminal_with_another_partition_count_is_parked_on_the_hub_that_recei
     // --nats-partitions 3, on the subject of a hub that does not own it under N = 2. That hub
     // applies none of its events: each is parked as a dead letter whose reason names the
     // partitions, the terminal's real hub never sees it, and a well configured terminal of the
-    // same hub is applied as usual.
+    // same hub is applied as usual. Then the runbook's fix completes the terminal's own hub.
     let nats = Nats::start().await;
     let hubs = start_hubs(&nats, 2).await;
     let misrouted = (0..)
@@ -366,7 +366,7 @@ async fn a_terminal_with_another_partition_count_is_parked_on_the_hub_that_recei
         .expect("some id");
     let wrong_hub = &hubs[partition_of(&misrouted, 3) as usize];
     let right_hub = &hubs[partition_of(&misrouted, 2) as usize];
-    let stray = Terminal::start(&nats, &misrouted, 3).await;
+    let mut stray = Terminal::start(&nats, &misrouted, 3).await;
     let neighbour_id = (0..)
         .map(|n| format!("till-{n}"))
         .find(|id| partition_of(id, 2) == partition_of(&misrouted, 3))
@@ -413,6 +413,34 @@ async fn a_terminal_with_another_partition_count_is_parked_on_the_hub_that_recei
         &neighbour.merchant,
     )
     .await;
+
+    // The runbook's fix: the terminal restarts with the hubs' N, and delivers what it published
+    // before to its own hub over HTTP; that hub ends with every event once, in order.
+    let token = crate::harness::make_token(&right_hub.endpoint(), "default", "replicator").await;
+    let token_file = stray.server.data_dir().with_file_name("right-hub.token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("write the token file");
+    let mut args = publisher_args(&nats);
+    let upstream = format!("http://{}", right_hub.addr());
+    args.extend(["--nats-partitions", "2", "--node-id", &misrouted].map(str::to_owned));
+    args.extend(["--upstream", &upstream, "--upstream-token-file"].map(str::to_owned));
+    args.push(token_file.display().to_string());
+    stray
+        .server
+        .set_args(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    stray.server.restart().await;
+    charge_all(std::slice::from_ref(&stray), 10).await;
+    let (ep, hub) = (stray.server.endpoint(), right_hub.endpoint());
+    assert_delivered_once(&hub, &ep, &stray.customers, &stray.merchant).await;
+    let page = eventually(
+        "the right hub clears its report",
+        FLEET_DEADLINE,
+        || async {
+            let page = origins_page(&hub).await;
+            (page["missing_from_stream"] == serde_json::json!([])).then_some(page)
+        },
+    )
+    .await;
+    assert!(has_origin(&page, &misrouted), "{page}");
     stray.server.check().await;
     neighbour.server.check().await;
     for hub in hubs {

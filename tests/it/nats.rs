@@ -113,7 +113,7 @@ impl Drop for Nats {
     }
 }
 
-fn publisher_args(nats: &Nats) -> Vec<String> {
+pub(crate) fn publisher_args(nats: &Nats) -> Vec<String> {
     [
         "--nats",
         &nats.url(),
