@@ -398,6 +398,19 @@ async fn a_terminal_with_another_partition_count_is_parked_on_the_hub_that_recei
             "{reason}"
         );
     }
+    // The terminal itself warns: the hubs' consumers say they split the fleet in 2.
+    eventually(
+        "the terminal warns of the hubs' N",
+        FLEET_DEADLINE,
+        || async {
+            let lines = stray.server.log_lines();
+            lines
+                .iter()
+                .any(|l| l.contains("another number of partitions"))
+                .then_some(())
+        },
+    )
+    .await;
     let text = metrics(&wrong_hub.endpoint()).await;
     assert_eq!(inbox_count(&text, "dead_lettered"), last as f64);
     assert_eq!(consumer_messages(&text, "outside_partition"), last as f64);

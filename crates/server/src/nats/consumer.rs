@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use super::feed::FeedStatus;
 use super::gaps::{Gaps, Lookup};
-use super::partition::Partition;
+use super::partition::{Partition, hub_description};
 use super::{StreamError, StreamSettings, connect};
 use crate::replication::NodeParts;
 use onceledger_client::backoff::Backoff;
@@ -176,10 +176,7 @@ impl Hub<'_> {
                 durable,
                 pull::Config {
                     durable_name: Some(durable.clone()),
-                    description: Some(format!(
-                        "onceledger hub, partition {}",
-                        self.config.partition
-                    )),
+                    description: Some(hub_description(self.config.partition)),
                     filter_subject: filter_subject.clone(),
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::Explicit,

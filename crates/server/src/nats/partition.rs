@@ -88,6 +88,41 @@ impl Partition {
     }
 }
 
+/// The description a hub gives its durable consumer, so that terminals (and `nats consumer ls`)
+/// can tell which partition, of which N, a consumer applies.
+pub fn hub_description(partition: Partition) -> String {
+    format!("{HUB_DESCRIPTION_PREFIX}{partition}")
+}
+
+/// The partition a consumer's description names, if a hub of this build wrote it.
+pub fn partition_in_description(description: &str) -> Option<Partition> {
+    description
+        .strip_prefix(HUB_DESCRIPTION_PREFIX)?
+        .parse()
+        .ok()
+}
+
+const HUB_DESCRIPTION_PREFIX: &str = "onceledger hub, partition ";
+
+/// Whether a JetStream filter subject takes `subject`: tokens are separated by `.`, `*` stands
+/// for one token and a final `>` for one or more; an empty filter takes every subject.
+pub fn filter_takes(filter: &str, subject: &str) -> bool {
+    if filter.is_empty() {
+        return true;
+    }
+    let mut subject_tokens = subject.split('.');
+    for token in filter.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (literal, Some(actual)) if literal == actual => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
 impl fmt::Display for Partition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
@@ -196,6 +231,34 @@ mod tests {
             "0/1025".parse::<Partition>(),
             Err(PartitionError::Count(1025))
         );
+    }
+
+    #[test]
+    fn a_filter_takes_the_subjects_its_wildcards_match() {
+        let subject = "onceledger.events.1.till.7";
+        assert!(filter_takes("", subject));
+        assert!(filter_takes("onceledger.events.>", subject));
+        assert!(filter_takes("onceledger.events.1.>", subject));
+        assert!(filter_takes("onceledger.*.1.till.*", subject));
+        assert!(filter_takes(subject, subject));
+        assert!(!filter_takes("onceledger.events.0.>", subject));
+        assert!(
+            !filter_takes("onceledger.events.1.*", subject),
+            "* is one token"
+        );
+        assert!(
+            !filter_takes("onceledger.events.1.till.7.>", subject),
+            "> needs a token"
+        );
+        assert!(!filter_takes("onceledger.events.1", subject));
+    }
+
+    #[test]
+    fn a_hubs_description_names_its_partition() {
+        let partition = Partition::new(3, 8).expect("valid");
+        let description = hub_description(partition);
+        assert_eq!(partition_in_description(&description), Some(partition));
+        assert_eq!(partition_in_description("someone else's consumer"), None);
     }
 
     #[test]
