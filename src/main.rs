@@ -17,8 +17,11 @@ use onceledger_core::store::check;
 use onceledger_core::writer::WriterConfig;
 use onceledger_server::auth::Role;
 use onceledger_server::nats::StreamSettings;
+use onceledger_server::nats::partition::{PARTITIONS_MAX, Partition, partition_of};
 use onceledger_server::node::tokens;
-use onceledger_server::node::{self, NodeConfig, ReplicationConfig, SecurityConfig};
+use onceledger_server::node::{
+    self, ConsumeSettings, NodeConfig, PublishSettings, ReplicationConfig, SecurityConfig,
+};
 use onceledger_server::replication::ReplicatorConfig;
 use onceledger_server::replication::hub::HubAuth;
 
@@ -52,8 +55,20 @@ enum Command {
         data_dir: PathBuf,
     },
     /// Run a hub fed by a NATS JetStream stream: `serve` plus a durable pull consumer that
-    /// applies the stream's events through the inbox (each once) and acknowledges after commit.
+    /// applies one partition of the fleet's terminals (--partition K/N) through the inbox, each
+    /// event once and in order, and acknowledges after commit. GET /v1/replication/origins names
+    /// the partition and lists origins whose next event the stream no longer holds.
     Consume(ConsumeArgs),
+    /// Print the partition of each node id among N (`NODE K` per line): which hub of a fleet
+    /// started with `consume --partition K/N` applies that terminal's events.
+    PartitionOf {
+        /// N, the fleet's partition count (--nats-partitions of its terminals).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=PARTITIONS_MAX as i64))]
+        partitions: u32,
+        /// Node ids (1 to 64 of A-Z a-z 0-9 _ . -).
+        #[arg(required = true, value_parser = parse_node_id)]
+        node_ids: Vec<String>,
+    },
     /// Drive a running server with charges over HTTP/1.1 keep-alive, report throughput and latency,
     /// and check that the money moved equals the logical operations (exit 3 if not).
     Bench(onceledger_testkit::bench::BenchArgs),
@@ -164,13 +179,20 @@ struct ServeArgs {
     /// Publish the outbox to this JetStream stream (created if missing, file storage).
     #[arg(long, env = "ONCELEDGER_NATS_STREAM")]
     nats_stream: Option<String>,
-    /// Subject prefix: each node publishes on PREFIX.<node id>; the stream takes PREFIX.>
+    /// Subject prefix: each node publishes on PREFIX.<partition>.<node id>; the stream takes
+    /// PREFIX.>
     #[arg(
         long,
         env = "ONCELEDGER_NATS_SUBJECT",
         default_value = "onceledger.events"
     )]
     nats_subject: String,
+    /// How many partitions the fleet's hubs split the terminals into (each hub runs
+    /// `consume --partition K/N`): this node publishes on the subject of its partition, the first
+    /// 8 bytes of blake3(node id), big endian, modulo N. Every terminal and hub of a stream must
+    /// use the same N; a hub parks the events of a terminal with another one as dead letters.
+    #[arg(long, env = "ONCELEDGER_NATS_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=PARTITIONS_MAX as i64))]
+    nats_partitions: u32,
     /// JetStream duplicate window of a stream this node creates (drops a re-published event id).
     #[arg(long, env = "ONCELEDGER_NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = parse_duration)]
     nats_duplicate_window: Duration,
@@ -220,7 +242,16 @@ struct ConsumeArgs {
     /// The JetStream stream to consume (created if missing, on subjects `--nats-subject`.>).
     #[arg(long, env = "ONCELEDGER_CONSUME_STREAM")]
     stream: String,
-    /// The durable consumer's name (default: onceledger-NODE_ID).
+    /// The partition of the fleet this hub applies, K/N (0 <= K < N): it consumes only the
+    /// subjects of partition K (a JetStream filter subject), so it never receives another hub's
+    /// terminals, and parks as dead letters the events of a terminal whose partition under N is
+    /// not K (a terminal with another --nats-partitions). Run one hub per partition; a second one
+    /// with another --durable is a replica that also applies all of it. Default 0/1: one hub
+    /// applies every terminal.
+    #[arg(long, env = "ONCELEDGER_CONSUME_PARTITION", default_value = "0/1")]
+    partition: Partition,
+    /// The durable consumer's name (default: onceledger-NODE_ID-pK-of-N). Hubs with the same
+    /// name share one position in the stream: give each hub its own (a replica too).
     #[arg(long, env = "ONCELEDGER_CONSUME_DURABLE")]
     durable: Option<String>,
 }
@@ -255,11 +286,24 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve(args, None),
         Command::Consume(args) => {
-            let consume = (args.stream, args.durable);
+            let consume = Consume {
+                stream: args.stream,
+                partition: args.partition,
+                durable: args.durable,
+            };
             serve(args.serve, Some(consume))
         }
         Command::Check { data_dir } => check_store(&data_dir),
         Command::ResetJournal { data_dir } => reset_journal(&data_dir),
+        Command::PartitionOf {
+            partitions,
+            node_ids,
+        } => {
+            for node_id in node_ids {
+                println!("{node_id} {}", partition_of(&node_id, partitions));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => onceledger_testkit::bench::run(args).map_err(|e| e.to_string()),
         Command::Account(args) => {
             onceledger_client::cli::run_account(args).map_err(|e| e.to_string())
@@ -280,8 +324,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// `consume`: the stream to consume and the durable name, for `onceledger consume`.
-fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<ExitCode, String> {
+/// What `onceledger consume` adds to `serve`.
+struct Consume {
+    stream: String,
+    partition: Partition,
+    durable: Option<String>,
+}
+
+fn serve(args: ServeArgs, consume: Option<Consume>) -> Result<ExitCode, String> {
     let stream_settings = |stream: String| StreamSettings {
         url: args.nats.clone().unwrap_or_default(),
         stream,
@@ -294,8 +344,15 @@ fn serve(args: ServeArgs, consume: Option<(String, Option<String>)>) -> Result<E
     if args.nats.is_some() && args.nats_stream.is_none() && consume.is_none() {
         return Err("--nats needs --nats-stream NAME to publish the outbox".into());
     }
-    let nats = args.nats_stream.clone().map(stream_settings);
-    let consume = consume.map(|(stream, durable)| (stream_settings(stream), durable));
+    let nats = args.nats_stream.clone().map(|stream| PublishSettings {
+        stream: stream_settings(stream),
+        partitions: args.nats_partitions,
+    });
+    let consume = consume.map(|consume| ConsumeSettings {
+        stream: stream_settings(consume.stream),
+        partition: consume.partition,
+        durable: consume.durable,
+    });
     let config = NodeConfig {
         listen: args.listen,
         data_dir: args.data_dir,

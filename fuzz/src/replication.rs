@@ -61,6 +61,7 @@ fn apply_to_fresh_hub(batch: EventBatch) {
             .try_submit_inbound(InboundRequest {
                 tenant: onceledger_core::ledger::TenantId::DEFAULT,
                 batch: batch.clone(),
+                park_reason: None,
                 reply,
             })
             .map_err(|e| format!("{e:?}"))

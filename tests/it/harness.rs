@@ -608,6 +608,11 @@ impl Server {
             .collect();
     }
 
+    /// Replaces the extra flags for the next restart (an operator fixing a node's configuration).
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.serve_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// Waits (bounded) for a server that is meant to crash by itself (a fault point) to exit.
     pub async fn wait_crashed(&mut self, deadline: Duration) -> ExitStatus {
         let Some(mut child) = self.child.take() else {

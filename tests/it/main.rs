@@ -18,6 +18,7 @@ mod declines;
 mod disconnect;
 mod durability;
 mod events;
+mod fleet;
 mod idempotency;
 mod nats;
 mod ops;

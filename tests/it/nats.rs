@@ -15,12 +15,12 @@ use crate::replication::{
     wait_applied_through,
 };
 
-const STREAM: &str = "ONCELEDGER";
+pub(crate) const STREAM: &str = "ONCELEDGER";
 const NATS_START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A nats-server child process with JetStream on a fixed loopback port, restartable on the same
 /// port and store directory.
-struct Nats {
+pub(crate) struct Nats {
     addr: SocketAddr,
     store: tempfile::TempDir,
     child: Option<Child>,
@@ -49,17 +49,17 @@ impl Nats {
         }
     }
 
-    async fn start() -> Nats {
+    pub(crate) async fn start() -> Nats {
         let mut nats = Nats::planned();
         nats.up().await;
         nats
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://{}", self.addr)
     }
 
-    async fn up(&mut self) {
+    pub(crate) async fn up(&mut self) {
         assert!(self.child.is_none(), "nats-server already runs");
         let child = Command::new(Nats::binary())
             .args(["-js", "-a", "127.0.0.1", "-p"])
@@ -86,7 +86,7 @@ impl Nats {
     }
 
     /// SIGTERM, then a bounded wait for the exit.
-    async fn down(&mut self) {
+    pub(crate) async fn down(&mut self) {
         let mut child = self.child.take().expect("nats-server runs");
         let pid = child.id().to_string();
         let _ =
@@ -113,7 +113,7 @@ impl Drop for Nats {
     }
 }
 
-fn publisher_args(nats: &Nats) -> Vec<String> {
+pub(crate) fn publisher_args(nats: &Nats) -> Vec<String> {
     [
         "--nats",
         &nats.url(),
@@ -126,7 +126,7 @@ fn publisher_args(nats: &Nats) -> Vec<String> {
     .to_vec()
 }
 
-async fn start_publisher(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> Server {
+pub(crate) async fn start_publisher(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = publisher_args(nats);
     args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -134,7 +134,7 @@ async fn start_publisher(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> S
 }
 
 /// `onceledger consume` on the stream: a hub fed by JetStream.
-async fn start_consumer(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> Server {
+pub(crate) async fn start_consumer(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let url = nats.url();
     let mut args = vec![
         "--nats",
@@ -148,11 +148,31 @@ async fn start_consumer(nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> Se
     Server::start_command_at("consume", free_loopback_addr(), &args, env).await
 }
 
-fn inbox_count(text: &str, result: &str) -> f64 {
+/// Publishes one event of `origin` on `subject` as a terminal would (one event per message,
+/// `Nats-Msg-Id: <origin>:<seq>`) and waits for JetStream's acknowledgement.
+pub(crate) async fn publish_event(
+    jetstream: &async_nats::jetstream::Context,
+    subject: &str,
+    origin: &str,
+    event: serde_json::Value,
+) {
+    let seq = event["seq"].as_u64().expect("seq");
+    let body = serde_json::json!({"version": 1, "origin": origin, "events": [event]});
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("{origin}:{seq}").as_str());
+    jetstream
+        .publish_with_headers(subject.to_owned(), headers, body.to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("publish acknowledged");
+}
+
+pub(crate) fn inbox_count(text: &str, result: &str) -> f64 {
     metric(text, "onceledger_inbox_events_total", &[("result", result)])
 }
 
-async fn assert_delivered_once(
+pub(crate) async fn assert_delivered_once(
     hub: &Endpoint,
     node: &Endpoint,
     customers: &[String],
@@ -343,20 +363,14 @@ async fn an_event_the_hub_cannot_apply_is_dead_lettered_after_n_deliveries() {
     let poison = crate::replication::charge_event(1, 1, "ghost", "shop", 5);
     let account = crate::replication::account_event(2, "shop");
     for event in [poison, account] {
-        let seq = event["seq"].as_u64().expect("seq");
-        let body = serde_json::json!({"version": 1, "origin": origin, "events": [event]});
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{origin}:{seq}").as_str());
-        jetstream
-            .publish_with_headers(
-                format!("onceledger.events.{origin}"),
-                headers,
-                body.to_string().into(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("publish acknowledged");
+        // The subject of builds before partitions: a hub of one partition takes every subject.
+        publish_event(
+            &jetstream,
+            &format!("onceledger.events.{origin}"),
+            origin,
+            event,
+        )
+        .await;
     }
     let state = crate::replication::wait_applied_through(&hub.endpoint(), origin, 2).await;
     assert_eq!(state["events_parked"], 1, "{state}");

@@ -78,6 +78,32 @@ pub const NATS_CONSUMER_FETCH_WAIT: Duration = Duration::from_millis(500);
 pub const NATS_CONSUMER_ACK_WAIT: Duration = Duration::from_secs(5);
 /// NATS consumer: a message the hub could not take yet (a gap, a refusal) comes again after this.
 pub const NATS_CONSUMER_NAK_DELAY: Duration = Duration::from_millis(200);
+/// NATS consumer: messages delivered and not yet acknowledged at most (JetStream's
+/// `max_ack_pending`). Messages waiting behind a gap count here while they are NAKed, and a
+/// consumer at the limit gets no new message at all, so it is well above one fetch: a few origins
+/// that wait for a missing event (`NATS_CONSUMER_GAP_LOOKUP_AFTER`) do not stall the partition.
+pub const NATS_CONSUMER_ACK_PENDING_MAX: i64 = 20_000;
+const _: () = assert!(NATS_CONSUMER_ACK_PENDING_MAX >= 10 * NATS_CONSUMER_FETCH_MAX as i64);
+/// NATS consumer: an origin whose next event has not come for this long is looked up in the
+/// stream: is the event still held there (it will come), or gone (retention)? Longer than a
+/// redelivery (`NATS_CONSUMER_NAK_DELAY`), so an event merely re-published late is not looked up.
+pub const NATS_CONSUMER_GAP_LOOKUP_AFTER: Duration = Duration::from_secs(2);
+/// NATS consumer: the same origin is looked up again at most this often while it waits.
+pub const NATS_CONSUMER_GAP_LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
+/// NATS consumer: stream lookups per fetch at most, so many waiting origins cannot stall it.
+pub const NATS_CONSUMER_GAP_LOOKUPS_PER_FETCH_MAX: usize = 16;
+/// NATS consumer: origins waiting for an event tracked at once; more wait unreported until one
+/// moves on (the report is for the operator; applying never depends on it).
+pub const NATS_CONSUMER_GAPS_TRACKED_MAX: usize = 4096;
+/// NATS consumer: a message of an origin whose next event the stream no longer holds comes again
+/// after this, not after `NATS_CONSUMER_NAK_DELAY`: only the operator can close that gap, and
+/// redelivering its messages five times a second would only load the hub and the server.
+pub const NATS_CONSUMER_MISSING_NAK_DELAY: Duration = Duration::from_secs(10);
+const _: () = assert!(
+    NATS_CONSUMER_NAK_DELAY.as_millis() < NATS_CONSUMER_GAP_LOOKUP_AFTER.as_millis()
+        && NATS_CONSUMER_GAP_LOOKUP_AFTER.as_millis()
+            < NATS_CONSUMER_GAP_LOOKUP_INTERVAL.as_millis()
+);
 /// NATS sink: JetStream's duplicate window, by default (it drops a re-published `Nats-Msg-Id`).
 pub const NATS_DUPLICATE_WINDOW_DEFAULT: Duration = Duration::from_secs(120);
 

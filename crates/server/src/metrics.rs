@@ -65,6 +65,12 @@ pub struct NatsConsumerCounters {
     pub acknowledged: Counter,
     pub redelivered: Counter,
     pub terminated: Counter,
+    /// Messages of an origin outside the hub's partition: parked as dead letters, then
+    /// acknowledged (counted here, not in `acknowledged`).
+    pub outside_partition: Counter,
+    /// Origins whose next event the stream no longer holds (GET /v1/replication/origins lists
+    /// them under `missing_from_stream`).
+    pub origins_missing_from_stream: Gauge,
 }
 
 /// The sending side of replication, per sink kind.
@@ -459,7 +465,7 @@ impl NatsConsumerCounters {
         let nats_messages: Family<Labels, Counter> = registered(
             registry,
             "onceledger_nats_consumer_messages",
-            "JetStream messages a consuming hub handled: acknowledged after commit, NAKed to come again, or terminated (undecodable)",
+            "JetStream messages a consuming hub handled: acknowledged after commit, NAKed to come again, terminated (undecodable), or of an origin outside its partition (parked, then acknowledged)",
             Family::default(),
         );
         let nats_result = |result| nats_messages.get_or_create_owned(&[("result", result)]);
@@ -467,6 +473,13 @@ impl NatsConsumerCounters {
             acknowledged: nats_result("acknowledged"),
             redelivered: nats_result("nacked"),
             terminated: nats_result("terminated"),
+            outside_partition: nats_result("outside_partition"),
+            origins_missing_from_stream: registered(
+                registry,
+                "onceledger_nats_consumer_origins_missing_from_stream",
+                "Origins whose next event the consumed stream no longer holds (retention): the hub cannot go on with them",
+                Gauge::default(),
+            ),
         }
     }
 }

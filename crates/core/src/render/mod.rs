@@ -222,7 +222,42 @@ pub fn dead_letters_page(letters: &[DeadLetter], after: u64) -> Vec<u8> {
     })
 }
 
-pub fn origins(origins: &[(String, OriginState)]) -> Vec<u8> {
+/// What a hub fed by a JetStream stream (`onceledger consume`) adds to its origins page: the
+/// partition of the fleet it applies, and the origins it cannot go on with because the stream no
+/// longer holds their next event. Plain values: the server's consumer keeps them up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HubFeed {
+    pub partition: FeedPartition,
+    pub missing_from_stream: Vec<MissingFromStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeedPartition {
+    /// `K` of `--partition K/N`.
+    pub index: u32,
+    /// `N` of `--partition K/N`.
+    pub count: u32,
+    pub stream: String,
+    pub durable: String,
+    /// The consumer's JetStream filter subject; empty with one partition (every subject).
+    pub filter_subject: String,
+}
+
+/// One origin whose next event (`needed_seq`) the stream does not hold: its first held event on
+/// this partition's subject is `first_held_seq`. Retention removed the events between, or they
+/// were published on another partition's subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingFromStream {
+    pub node: String,
+    pub needed_seq: u64,
+    pub first_held_seq: u64,
+    /// RFC 3339: when the consumer found it.
+    pub since: String,
+}
+
+/// `GET /v1/replication/origins`. `feed` is `None` on a hub fed over HTTP only (`partition` is
+/// then `null`).
+pub fn origins(origins: &[(String, OriginState)], feed: Option<&HubFeed>) -> Vec<u8> {
     #[derive(Serialize)]
     struct OriginView<'a> {
         node: &'a str,
@@ -234,8 +269,12 @@ pub fn origins(origins: &[(String, OriginState)]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Page<'a> {
         origins: Vec<OriginView<'a>>,
+        partition: Option<&'a FeedPartition>,
+        missing_from_stream: &'a [MissingFromStream],
     }
     to_json(&Page {
+        partition: feed.map(|f| &f.partition),
+        missing_from_stream: feed.map_or(&[], |f| &f.missing_from_stream),
         origins: origins
             .iter()
             .map(|(node, state)| OriginView {

@@ -54,6 +54,15 @@ impl RefusedEvents {
     }
 }
 
+/// When a refused event is parked.
+pub(super) struct Parking<'a> {
+    /// After this many failed attempts (`--dead-letter-after`).
+    pub after_attempts: u32,
+    /// `Some`: every new event is parked at its first attempt with this reason, never applied
+    /// (`InboundRequest::park_reason`).
+    pub at_once_because: Option<&'a str>,
+}
+
 /// `origin` is the batch's origin node as the hub files it: qualified by the sender's tenant
 /// (`crate::ids::origin_key`).
 pub(super) fn apply(
@@ -62,7 +71,7 @@ pub(super) fn apply(
     batch: &EventBatch,
     now_ms: u64,
     refused: &mut RefusedEvents,
-    dead_letter_after: u32,
+    parking: Parking<'_>,
 ) -> Result<Ack, StoreError> {
     let replication = tables.replication();
     let mut ack = Ack {
@@ -81,20 +90,27 @@ pub(super) fn apply(
             // A gap: the acknowledgement tells the sender where to resend from.
             break;
         }
-        match replication.apply_event(origin, event)? {
+        let outcome = match parking.at_once_because {
+            Some(reason) => Err(ApplyRefusal(reason.to_owned())),
+            None => replication.apply_event(origin, event)?,
+        };
+        match outcome {
             Ok(()) => {
                 replication.record_applied(origin, event.seq, now_ms)?;
                 refused.forget(origin, event.seq);
                 ack.applied += 1;
             }
             Err(ApplyRefusal(reason)) => {
-                let attempts = refused.attempt(origin, event.seq);
-                if attempts < dead_letter_after {
+                let attempts = match parking.at_once_because {
+                    Some(_) => 1,
+                    None => refused.attempt(origin, event.seq),
+                };
+                if parking.at_once_because.is_none() && attempts < parking.after_attempts {
                     ack.refused = Some(RefusedEvent {
                         seq: event.seq,
                         reason,
                         attempts,
-                        attempts_max: dead_letter_after,
+                        attempts_max: parking.after_attempts,
                     });
                     break;
                 }

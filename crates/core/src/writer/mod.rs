@@ -105,6 +105,10 @@ pub struct InboundRequest {
     /// (tenant, origin), so two tenants' nodes never share a mirror or an inbox.
     pub tenant: TenantId,
     pub batch: EventBatch,
+    /// `Some`: this node must not apply the batch's origin at all (a `consume` hub received an
+    /// origin of another partition), so each new event is parked as a dead letter with this
+    /// reason at its first attempt, never applied. `None`: applied as usual.
+    pub park_reason: Option<String>,
     pub reply: oneshot::Sender<InboundOutcome>,
 }
 
@@ -406,7 +410,10 @@ impl Writer {
                             &request.batch,
                             now,
                             refused,
-                            dead_letter_after,
+                            inbound::Parking {
+                                after_attempts: dead_letter_after,
+                                at_once_because: request.park_reason.as_deref(),
+                            },
                         )
                         .map(JobOutcome::Inbound)
                     }

@@ -13,6 +13,7 @@ use super::parse::{ApiRequest, WriteIntent};
 use super::server::ServerSettings;
 use crate::auth::{Authenticator, Principal, Role, TokenSecret};
 use crate::metrics::{KeyOutcome, Metrics};
+use crate::nats::feed::FeedStatus;
 use onceledger_core::idempotency::InFlightIndex;
 use onceledger_core::ledger::{AccountId, Command, TenantId};
 use onceledger_core::render as present;
@@ -37,6 +38,9 @@ pub struct App {
     pub auth: Arc<Authenticator>,
     /// Sockets, timeouts, TLS and whether `/metrics` needs a token.
     pub server: ServerSettings,
+    /// A hub fed by JetStream (`onceledger consume`): its partition and the origins its stream
+    /// cannot complete, for `GET /v1/replication/origins`.
+    pub hub_feed: Option<Arc<FeedStatus>>,
     request_ids: RequestIds,
 }
 
@@ -51,8 +55,14 @@ impl App {
             metrics,
             auth: Arc::new(Authenticator::new(None)),
             server: ServerSettings::default(),
+            hub_feed: None,
             request_ids: RequestIds::new(),
         }
+    }
+
+    pub fn with_hub_feed(mut self, hub_feed: Option<Arc<FeedStatus>>) -> Self {
+        self.hub_feed = hub_feed;
+        self
     }
 
     pub fn with_settings(mut self, auth: Arc<Authenticator>, server: ServerSettings) -> Self {
@@ -182,7 +192,10 @@ impl App {
                 (self.store.dead_letters_after(after, limit))
                     .map(|letters| present::dead_letters_page(&letters, after)),
             ),
-            ApiRequest::ListOrigins => answer(self.store.origins().map(|o| present::origins(&o))),
+            ApiRequest::ListOrigins => {
+                let feed = self.hub_feed.as_ref().map(|feed| feed.view());
+                answer((self.store.origins()).map(|o| present::origins(&o, feed.as_ref())))
+            }
             ApiRequest::ListInbox {
                 origin,
                 after,
@@ -228,6 +241,7 @@ impl App {
         match self.writer.try_submit_inbound(InboundRequest {
             tenant,
             batch,
+            park_reason: None,
             reply,
         }) {
             Ok(()) => {}

@@ -1,12 +1,18 @@
 //! NATS JetStream: the only code that imports async-nats.
 //!
 //! `sink`: a replicator sink that publishes each outbox event as one message on
-//! `PREFIX.<node>` with `Nats-Msg-Id: <node>:<seq>`, so JetStream's duplicate window drops a
-//! re-publish; the cursor moves only over events whose publish acknowledgement came back.
-//! `consumer`: `onceledger consume` applies the stream's events through the same inbox as the HTTP
-//! receiver, and acknowledges a message (double ack) only after its transaction committed.
+//! `PREFIX.<k>.<node>` (`k`: the node's partition, `partition`) with `Nats-Msg-Id: <node>:<seq>`,
+//! so JetStream's duplicate window drops a re-publish; the cursor moves only over events whose
+//! publish acknowledgement came back.
+//! `consumer`: `onceledger consume` applies one partition's events (a filter subject) through the
+//! same inbox as the HTTP receiver, and acknowledges a message (double ack) only after its
+//! transaction committed. `gaps` and `feed`: what it reports when the stream no longer holds an
+//! origin's next event, and what `GET /v1/replication/origins` shows of its feed.
 
 pub mod consumer;
+pub mod feed;
+mod gaps;
+pub mod partition;
 pub mod sink;
 
 use std::fmt;
@@ -20,7 +26,7 @@ pub struct StreamSettings {
     /// `nats://host:port` (or `host:port`).
     pub url: String,
     pub stream: String,
-    /// Subjects are `PREFIX.<node>`; the stream takes `PREFIX.>`.
+    /// Subjects are `PREFIX.<partition>.<node>`; the stream takes `PREFIX.>`.
     pub subject_prefix: String,
     /// JetStream drops a message whose `Nats-Msg-Id` it saw within this window.
     pub duplicate_window: Duration,

@@ -1,5 +1,6 @@
 //! The JetStream sink of the replicator.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::future::IntoFuture;
 
@@ -7,8 +8,10 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use bytes::Bytes;
+use futures_util::StreamExt;
 
-use super::{StreamError, StreamSettings, connect};
+use super::partition::{filter_takes, partition_in_description, subject_of};
+use super::{NATS_REQUEST_TIMEOUT, StreamError, StreamSettings, connect};
 use crate::replication::{Delivered, Sink, SinkError};
 use onceledger_core::store::Event;
 use onceledger_core::wire::encode_events;
@@ -16,16 +19,23 @@ use onceledger_core::wire::encode_events;
 #[derive(Clone)]
 pub struct JetStreamSink {
     settings: StreamSettings,
+    /// `--nats-partitions`: the subject names this node's partition among them.
+    partitions: u32,
     name: String,
     /// Connected lazily, so a node whose NATS is down at start still starts and takes payments.
     context: Option<Context>,
 }
 
 impl JetStreamSink {
-    pub fn new(settings: StreamSettings) -> Self {
+    /// `partitions`: how many partitions the fleet's hubs split the origins into (1 or more).
+    pub fn new(settings: StreamSettings, partitions: u32) -> Self {
+        assert!(partitions >= 1, "a fleet has at least one partition");
+        // Not the partition count: a node restarted with another one keeps its cursor (its
+        // events are in the stream already, on the subject of the count they were sent with).
         let name = format!("nats:{}/{}", settings.url, settings.stream);
         JetStreamSink {
             settings,
+            partitions,
             name,
             context: None,
         }
@@ -56,10 +66,19 @@ impl Sink for JetStreamSink {
                     .await
                     .map_err(JetStreamDeliveryError::Stream)?;
                 self.context = Some(context.clone());
+                let subject = subject_of(&self.settings.subject_prefix, origin, self.partitions);
+                let stream = self.settings.stream.clone();
+                // Advice only, once per connection: it must not hold the delivery up.
+                tokio::spawn(look_for_hubs(
+                    context.clone(),
+                    stream,
+                    subject,
+                    self.partitions,
+                ));
                 context
             }
         };
-        let subject = format!("{}.{origin}", self.settings.subject_prefix);
+        let subject = subject_of(&self.settings.subject_prefix, origin, self.partitions);
         let mut pending: Vec<(u64, PublishAckFuture)> = Vec::with_capacity(events.len());
         let mut failure = None;
         for event in events {
@@ -106,6 +125,53 @@ impl Sink for JetStreamSink {
         }
     }
 }
+
+/// Warns when no consumer of the stream takes this node's `subject`, or when hubs run with
+/// another partition count than this node's: its events would then wait in the stream with no
+/// hub to apply them, or be parked as dead letters on a hub that does not own this node. Looks
+/// at `HUB_CONSUMERS_LOOKED_AT_MAX` consumers at most; a failure to list them is only logged.
+async fn look_for_hubs(context: Context, stream: String, subject: String, partitions: u32) {
+    let listed = async {
+        let stream = context.get_stream(&stream).await?;
+        let mut consumers = stream.consumers().take(HUB_CONSUMERS_LOOKED_AT_MAX);
+        let (mut taken, mut other_counts) = (false, BTreeSet::new());
+        while let Some(info) = consumers.next().await {
+            let config = info?.config;
+            taken |= filter_takes(&config.filter_subject, &subject);
+            let hub = config
+                .description
+                .as_deref()
+                .and_then(partition_in_description);
+            other_counts.extend(hub.map(|p| p.count()).filter(|&count| count != partitions));
+        }
+        Ok::<_, async_nats::Error>((taken, other_counts))
+    };
+    match tokio::time::timeout(NATS_REQUEST_TIMEOUT, listed).await {
+        Ok(Ok((taken, other_counts))) => {
+            if !other_counts.is_empty() {
+                tracing::warn!(
+                    partitions,
+                    hubs_partitions = ?other_counts,
+                    "hubs of the stream split the fleet into another number of partitions than \
+                     this node's --nats-partitions: its events may be parked on a hub that does \
+                     not own it (RUNBOOK: \"Dead letters outside the hub's partition\")"
+                );
+            }
+            if !taken {
+                tracing::warn!(
+                    subject,
+                    "no consumer of the stream takes this node's subject (yet): no hub applies \
+                     its events until one runs `consume --partition K/N` for its partition"
+                );
+            }
+        }
+        Ok(Err(error)) => tracing::debug!(%error, "cannot list the stream's consumers"),
+        Err(_) => tracing::debug!("listing the stream's consumers timed out"),
+    }
+}
+
+/// Consumers `look_for_hubs` reads at most (hubs and their replicas; a stream has few).
+const HUB_CONSUMERS_LOOKED_AT_MAX: usize = 1000;
 
 /// Why a delivery to JetStream got no acknowledgement. The replicator logs it and sends again.
 #[derive(Debug)]

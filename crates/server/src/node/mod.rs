@@ -15,6 +15,7 @@ use crate::auth::{Authenticator, RateLimit};
 use crate::metrics::Metrics;
 use crate::nats::StreamSettings;
 use crate::nats::consumer::{ConsumerConfig, default_durable};
+use crate::nats::partition::Partition;
 use crate::nats::sink::JetStreamSink;
 use crate::replication::hub::HubSink;
 use crate::replication::{NodeParts, Replicator, ReplicatorConfig};
@@ -64,11 +65,28 @@ pub struct ReplicationConfig {
     /// How this node reaches its hub: the replicator token and, for https, the CA file.
     pub upstream_auth: crate::replication::hub::HubAuth,
     /// A JetStream stream to publish the outbox to (`--nats`, `--nats-stream`).
-    pub nats: Option<StreamSettings>,
-    /// A JetStream stream to consume into the inbox (`onceledger consume`), and the durable name
-    /// (default: derived from the node id).
-    pub consume: Option<(StreamSettings, Option<String>)>,
+    pub nats: Option<PublishSettings>,
+    /// A JetStream stream to consume into the inbox (`onceledger consume`).
+    pub consume: Option<ConsumeSettings>,
     pub replicator: ReplicatorConfig,
+}
+
+/// Where a terminal publishes its outbox.
+#[derive(Debug, Clone)]
+pub struct PublishSettings {
+    pub stream: StreamSettings,
+    /// `--nats-partitions`: the fleet's partition count, which the subject's partition is of.
+    pub partitions: u32,
+}
+
+/// What a hub fed by JetStream consumes (`onceledger consume`).
+#[derive(Debug, Clone)]
+pub struct ConsumeSettings {
+    pub stream: StreamSettings,
+    /// `--partition K/N`: the origins this hub applies.
+    pub partition: Partition,
+    /// `--durable` (default: derived from the node id and the partition).
+    pub durable: Option<String>,
 }
 
 /// Why a node could not start (or stop cleanly). The messages are one sentence for the operator.
@@ -186,18 +204,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(file = %path.display(), "first admin token made");
     }
     println!("listening on {bound}");
-    let consumer = config
-        .replication
-        .consume
-        .map(|(stream, durable)| ConsumerConfig {
-            durable: durable.unwrap_or_else(|| default_durable(store.node_id())),
-            stream,
-            backoff_cap: config.replication.replicator.backoff_cap,
-        });
+    let consumer = config.replication.consume.map(|consume| ConsumerConfig {
+        durable: (consume.durable)
+            .unwrap_or_else(|| default_durable(store.node_id(), consume.partition)),
+        stream: consume.stream,
+        partition: consume.partition,
+        backoff_cap: config.replication.replicator.backoff_cap,
+    });
     let replicator = config.replication.replicator;
     let hub = upstream.map(|hub| Replicator::new(hub, replicator));
-    let nats = (config.replication.nats)
-        .map(|settings| Replicator::new(JetStreamSink::new(settings), replicator));
+    let nats = (config.replication.nats).map(|publish| {
+        let sink = JetStreamSink::new(publish.stream, publish.partitions);
+        Replicator::new(sink, replicator)
+    });
     let sinks = Sinks {
         replicators: hub.into_iter().chain(nats).collect(),
         consumer,
@@ -282,7 +301,13 @@ pub async fn serve_store_secured(
     let auth = Arc::new(Authenticator::new(
         rate_limit_per_second.map(|per_second| RateLimit { per_second }),
     ));
-    let app = Arc::new(App::new(store, writer, metrics).with_settings(auth, settings));
+    // What `GET /v1/replication/origins` shows of the consumer: its partition, and the origins
+    // the stream cannot complete (the consumer task keeps that up to date).
+    let hub_feed = (sinks.consumer.as_ref()).map(|consumer| Arc::new(consumer.feed_status()));
+    let app = App::new(store, writer, metrics)
+        .with_settings(auth, settings)
+        .with_hub_feed(hub_feed.clone());
+    let app = Arc::new(app);
     app.load_tokens().map_err(NodeError::ReadTokens)?;
     let parts = NodeParts {
         store: Arc::clone(&app.store),
@@ -292,8 +317,8 @@ pub async fn serve_store_secured(
     let mut replicators: Vec<_> = (sinks.replicators.into_iter())
         .map(|replicator| replicator.spawn(parts.clone()))
         .collect();
-    if let Some(consumer) = sinks.consumer {
-        replicators.push(consumer.spawn(parts));
+    if let Some((consumer, feed)) = sinks.consumer.zip(hub_feed) {
+        replicators.push(consumer.spawn(parts, feed));
     }
     serve(listener, Arc::clone(&app), shutdown).await;
     // Safe at any point: a cursor only ever moves to what its sink acknowledged.
