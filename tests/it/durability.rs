@@ -129,9 +129,28 @@ async fn new_and_renamed_files_have_their_directory_synced() {
         }
     });
     let ready = ready_rx.recv_timeout(START_DEADLINE);
-    // strace's tracee is its child: stop it through the traced process, then wait for strace.
-    let _ = child.kill();
-    let _ = child.wait();
+    // Stop the traced server itself (killing strace would leave it running, detached): its pid
+    // opens the trace. strace exits when it does.
+    let first_line = std::fs::read_to_string(&trace).unwrap_or_default();
+    let server_pid = first_line
+        .split_whitespace()
+        .next()
+        .filter(|pid| pid.parse::<u32>().is_ok())
+        .map(str::to_owned);
+    if let Some(pid) = &server_pid {
+        let _ = run_bounded(Command::new("kill").args(["-TERM", pid]), START_DEADLINE).await;
+    }
+    if crate::harness::wait_exit(&mut child, START_DEADLINE)
+        .await
+        .is_none()
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(pid) = &server_pid {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        panic!("the traced server did not stop within {START_DEADLINE:?}");
+    }
     ready.expect("the traced server started");
 
     let text = std::fs::read_to_string(&trace).expect("trace");

@@ -411,7 +411,7 @@ fn drain_lines(pipe: impl Read + Send + 'static, mut each: impl FnMut(String) + 
 }
 
 /// Polls `try_wait` until the child exits or the deadline passes.
-async fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+pub async fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     loop {
         match child.try_wait() {

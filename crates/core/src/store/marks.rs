@@ -196,7 +196,12 @@ mod tests {
                         let record = IdempotencyRecord {
                             fingerprint: Fingerprint([*keys as u8; 32]),
                             status: 201,
-                            body: format!("{{\"charge\":{}}}", charge.number).into_bytes(),
+                            // The shape `check` reads of a charge's answer: its public id.
+                            body: format!(
+                                "{{\"id\":\"{}\"}}",
+                                tables.charge_ids().id_of(charge.number)
+                            )
+                            .into_bytes(),
                             finished_at_ms: 1,
                             effect: Effect::ChargeSucceeded {
                                 charge_number: charge.number,
