@@ -199,6 +199,10 @@ struct ServeArgs {
     /// Delete outbox events acknowledged by every sink once older than this (e.g. 7d, 12h).
     #[arg(long, env = "ONCELEDGER_OUTBOX_RETENTION", default_value = "7d", value_parser = parse_duration)]
     outbox_retention: Duration,
+    /// How long an authorization (a charge with "capture": false) holds its amount when the
+    /// request names no expires_in; then the server expires it and releases the hold.
+    #[arg(long, env = "ONCELEDGER_AUTHORIZATION_TTL", default_value = "7d", value_parser = parse_authorization_ttl)]
+    authorization_ttl: Duration,
     /// A replicator token of the upstream hub (sent as Authorization: Bearer).
     #[arg(
         long,
@@ -254,6 +258,18 @@ struct ConsumeArgs {
     /// name share one position in the stream: give each hub its own (a replica too).
     #[arg(long, env = "ONCELEDGER_CONSUME_DURABLE")]
     durable: Option<String>,
+}
+
+/// A duration within what `expires_in` allows (one minute to 30 days).
+fn parse_authorization_ttl(raw: &str) -> Result<Duration, String> {
+    use onceledger_core::limits::{AUTHORIZATION_EXPIRES_IN_S_MAX, AUTHORIZATION_EXPIRES_IN_S_MIN};
+    let ttl = parse_duration(raw).map_err(|e| e.to_string())?;
+    if !(AUTHORIZATION_EXPIRES_IN_S_MIN..=AUTHORIZATION_EXPIRES_IN_S_MAX).contains(&ttl.as_secs()) {
+        return Err(format!(
+            "the authorization TTL must be from {AUTHORIZATION_EXPIRES_IN_S_MIN}s to {AUTHORIZATION_EXPIRES_IN_S_MAX}s"
+        ));
+    }
+    Ok(ttl)
 }
 
 fn parse_node_id(text: &str) -> Result<String, String> {
@@ -363,6 +379,7 @@ fn serve(args: ServeArgs, consume: Option<Consume>) -> Result<ExitCode, String> 
             idempotency_retention: args.idempotency_retention,
             outbox_retention: args.outbox_retention,
             dead_letter_after: args.dead_letter_after,
+            authorization_ttl: args.authorization_ttl,
         },
         security: SecurityConfig {
             tls: args.tls_cert.zip(args.tls_key),

@@ -119,6 +119,16 @@ pub const LIST_PAGE_MAX: usize = 1000;
 pub const COMMIT_QUEUE_COMMANDS_DEFAULT: usize = 16 * 1024;
 /// Commands committed in one write transaction (group commit) at most.
 pub const BATCH_COMMANDS_DEFAULT: usize = 1024;
+/// Authorizations the writer expires in one commit: a backlog of expiries (a node that was down
+/// past many `expires_at`) drains over several commits instead of making one huge one.
+pub const EXPIRIES_PER_COMMIT_MAX: usize = 256;
+/// Legs of one transfer.
+pub const TRANSFER_LEGS_MAX: usize = 16;
+/// `expires_in` of an authorization, in seconds: one minute to 30 days.
+pub const AUTHORIZATION_EXPIRES_IN_S_MIN: u64 = 60;
+pub const AUTHORIZATION_EXPIRES_IN_S_MAX: u64 = 30 * 24 * 3600;
+/// `--authorization-ttl`'s default: 7 days.
+pub const AUTHORIZATION_TTL_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long an idempotency record is kept after it finished, by default (API.md: 30 days).
 pub const IDEMPOTENCY_RETENTION_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Expired idempotency records deleted per sweep transaction, so a sweep never stalls charges.
@@ -171,4 +181,10 @@ const _: () = assert!(BATCH_COMMANDS_DEFAULT <= COMMIT_QUEUE_COMMANDS_DEFAULT);
 const _: () = assert!(IDEMPOTENCY_KEY_BYTES_MAX < HEADER_BYTES_MAX);
 const _: () = assert!(
     METADATA_PAIRS_MAX * (METADATA_KEY_CHARS_MAX + METADATA_VALUE_CHARS_MAX) * 4 < BODY_BYTES_MAX
+);
+// A transfer's postings are numbered by a `u8` leg in `postings`.
+const _: () = assert!(2 * TRANSFER_LEGS_MAX <= u8::MAX as usize);
+const _: () = assert!(
+    AUTHORIZATION_TTL_DEFAULT.as_secs() >= AUTHORIZATION_EXPIRES_IN_S_MIN
+        && AUTHORIZATION_TTL_DEFAULT.as_secs() <= AUTHORIZATION_EXPIRES_IN_S_MAX
 );

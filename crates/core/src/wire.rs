@@ -114,6 +114,11 @@ impl From<&Event> for WireEvent {
                 created_at_ms: c.created_at_ms,
                 event_seq: c.event_seq,
             }),
+            // TEMPORARY (issue 19, in progress on a branch): the wire form of lifecycle events.
+            other => todo!(
+                "wire form of {} events",
+                crate::render::event_type_name(other)
+            ),
         };
         WireEvent {
             seq: event.seq,

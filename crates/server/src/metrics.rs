@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use onceledger_core::ledger::ChargeStatus;
 use onceledger_core::store::{Effect, MarksCrossed};
 use onceledger_core::wire::Ack;
 use onceledger_core::writer::CommitObserver;
@@ -33,6 +34,7 @@ pub struct Metrics {
     key_outcomes: [Counter; 6],
     charges_applied: Counter,
     accounts_created: Counter,
+    lifecycle: LifecycleCounters,
     write_rejected_overloaded: Counter,
     write_rejected_unavailable: Counter,
     commits: Counter,
@@ -93,6 +95,7 @@ impl Metrics {
         let WriteOutcomes {
             charges_applied,
             accounts_created,
+            lifecycle,
             write_rejected_overloaded,
             write_rejected_unavailable,
             auth_refusals,
@@ -129,6 +132,7 @@ impl Metrics {
             key_outcomes,
             charges_applied,
             accounts_created,
+            lifecycle,
             write_rejected_overloaded,
             write_rejected_unavailable,
             commits,
@@ -228,6 +232,7 @@ fn register_process_start_time(registry: &mut Registry) {
 struct WriteOutcomes {
     charges_applied: Counter,
     accounts_created: Counter,
+    lifecycle: LifecycleCounters,
     write_rejected_overloaded: Counter,
     write_rejected_unavailable: Counter,
     auth_refusals: Family<Labels, Counter>,
@@ -247,6 +252,21 @@ impl WriteOutcomes {
             "Accounts committed",
             Counter::default(),
         );
+        let operations: Family<Labels, Counter> = registered(
+            registry,
+            "onceledger_lifecycle_operations",
+            "Lifecycle operations committed, by what they did: authorized, captured, canceled, expired (by the server's clock), refunded, transferred",
+            Family::default(),
+        );
+        let operation = |name: &'static str| operations.get_or_create_owned(&[("operation", name)]);
+        let lifecycle = LifecycleCounters {
+            authorized: operation("authorized"),
+            captured: operation("captured"),
+            canceled: operation("canceled"),
+            expired: operation("expired"),
+            refunded: operation("refunded"),
+            transferred: operation("transferred"),
+        };
         let rejected: Family<Labels, Counter> = registered(
             registry,
             "onceledger_write_rejections",
@@ -262,12 +282,23 @@ impl WriteOutcomes {
         WriteOutcomes {
             charges_applied,
             accounts_created,
+            lifecycle,
             write_rejected_overloaded: rejected.get_or_create_owned(&[("reason", "overloaded")]),
             write_rejected_unavailable: rejected
                 .get_or_create_owned(&[("reason", "storage_unavailable")]),
             auth_refusals,
         }
     }
+}
+
+/// `onceledger_lifecycle_operations_total`, one counter per operation, resolved once.
+struct LifecycleCounters {
+    authorized: Counter,
+    captured: Counter,
+    canceled: Counter,
+    expired: Counter,
+    refunded: Counter,
+    transferred: Counter,
 }
 
 /// Commits and how long the work takes: a batch's commit, a request from head to response.
@@ -525,7 +556,26 @@ impl CommitObserver for Metrics {
             Effect::DeadLetterRedriven { .. } => {
                 self.inbox_applied.inc();
             }
+            Effect::ChargeAuthorized { .. } => {
+                self.lifecycle.authorized.inc();
+            }
+            Effect::ChargeSettled { status, .. } => {
+                match status {
+                    ChargeStatus::Succeeded => self.lifecycle.captured.inc(),
+                    _ => self.lifecycle.canceled.inc(),
+                };
+            }
+            Effect::RefundSucceeded { .. } => {
+                self.lifecycle.refunded.inc();
+            }
+            Effect::TransferSucceeded { .. } => {
+                self.lifecycle.transferred.inc();
+            }
         }
+    }
+
+    fn count_expired_authorizations(&self, authorizations: usize) {
+        self.lifecycle.expired.inc_by(authorizations as u64);
     }
 
     /// A hub's inbox results for one replicated batch, counted after its commit returned.

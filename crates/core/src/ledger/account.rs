@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::charge::{Posting, PostingKind, PostingSide};
 use super::values::{AccountId, Currency};
+use crate::limits::AMOUNT_MINOR_MAX;
 
 /// A request to open an account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -14,7 +16,18 @@ pub struct NewAccount {
     pub overdraft_limit: Option<u64>,
 }
 
-/// An account's state. Totals only ever grow; the balance is derived, never stored, so it cannot
+/// Why a posting does not fit an account's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalsError {
+    /// A total would pass 2^63-1 (the largest amount, so every balance fits an i64).
+    Overflow,
+    /// A release of more than the account holds pending: never made by the rules, so a store
+    /// that holds one is corrupt.
+    ReleaseExceedsHold,
+}
+
+/// An account's state. Posted totals only ever grow, pending ones go up with a hold and down with
+/// its release; the balance is derived, never stored, so it cannot
 /// drift from the postings that make it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -52,6 +65,33 @@ impl Account {
     pub fn available(&self) -> i64 {
         let available = i128::from(self.balance()) - i128::from(self.debits_pending);
         i64::try_from(available).unwrap_or(i64::MIN)
+    }
+
+    /// Applies one posting to the totals. Checks only their range: the overdraft limit is the
+    /// caller's to check once all of an entry's postings to the account are applied.
+    pub fn apply(&mut self, posting: &Posting) -> Result<(), TotalsError> {
+        debug_assert_eq!(posting.account, self.id);
+        let amount = posting.amount.minor();
+        let total = match (posting.kind, posting.side) {
+            (PostingKind::Posted, PostingSide::Debit) => &mut self.debits_posted,
+            (PostingKind::Posted, PostingSide::Credit) => &mut self.credits_posted,
+            (PostingKind::Hold | PostingKind::Release, PostingSide::Debit) => {
+                &mut self.debits_pending
+            }
+            (PostingKind::Hold | PostingKind::Release, PostingSide::Credit) => {
+                &mut self.credits_pending
+            }
+        };
+        *total = match posting.kind {
+            PostingKind::Release => total
+                .checked_sub(amount)
+                .ok_or(TotalsError::ReleaseExceedsHold)?,
+            PostingKind::Posted | PostingKind::Hold => total
+                .checked_add(amount)
+                .filter(|t| *t <= AMOUNT_MINOR_MAX)
+                .ok_or(TotalsError::Overflow)?,
+        };
+        Ok(())
     }
 
     /// Invariant 5 of DESIGN.md: no account is below `-overdraft_limit`.

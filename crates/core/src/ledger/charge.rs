@@ -38,11 +38,41 @@ pub enum PostingSide {
     Credit,
 }
 
+/// What a posting changes: the posted totals, or the pending ones (a hold adds to them, a
+/// release takes a hold back out). Every change of an account's totals is exactly one posting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PostingKind {
+    Posted,
+    Hold,
+    Release,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Posting {
     pub account: AccountId,
     pub side: PostingSide,
     pub amount: Amount,
+    pub kind: PostingKind,
+}
+
+impl Posting {
+    pub fn posted(account: &AccountId, side: PostingSide, amount: Amount) -> Posting {
+        Posting::new(account, side, amount, PostingKind::Posted)
+    }
+
+    pub fn new(
+        account: &AccountId,
+        side: PostingSide,
+        amount: Amount,
+        kind: PostingKind,
+    ) -> Posting {
+        Posting {
+            account: account.clone(),
+            side,
+            amount,
+            kind,
+        }
+    }
 }
 
 /// Why a charge was declined. A decline is a final answer: it is stored with the idempotency key
@@ -81,6 +111,34 @@ pub enum Decline {
     TenantExists {
         name: String,
     },
+    /// A capture, void or refund named a charge this tenant does not have.
+    ChargeNotFound {
+        id: String,
+    },
+    /// A capture or void of a charge that is not `authorized`, or a refund of one that is not
+    /// `succeeded`.
+    ChargeStateInvalid {
+        status: super::ChargeStatus,
+    },
+    CaptureExceedsAuthorization {
+        authorized: u64,
+        requested: u64,
+    },
+    /// A refund of more than is left to refund (captured minus refunded).
+    RefundExceedsCharge {
+        refundable: u64,
+        requested: u64,
+    },
+    /// Leg `leg` (from 0) of a transfer was declined, so none was posted.
+    TransferLeg {
+        leg: usize,
+        decline: Box<Decline>,
+    },
+    /// A release of more than an account holds pending: the store is inconsistent. Never made by
+    /// the rules; reported rather than posted.
+    HoldInconsistent {
+        account: AccountId,
+    },
     /// A token was asked for a tenant that does not exist.
     TenantNotFound {
         name: String,
@@ -116,6 +174,31 @@ impl std::fmt::Display for Decline {
             }
             Decline::TenantExists { name } => write!(f, "tenant {name} already exists"),
             Decline::TenantNotFound { name } => write!(f, "no tenant {name}"),
+            Decline::ChargeNotFound { id } => write!(f, "no charge {id}"),
+            Decline::ChargeStateInvalid { status } => {
+                write!(f, "the charge is {}", status.as_str())
+            }
+            Decline::CaptureExceedsAuthorization {
+                authorized,
+                requested,
+            } => write!(
+                f,
+                "a capture of {requested} is more than the {authorized} authorized"
+            ),
+            Decline::RefundExceedsCharge {
+                refundable,
+                requested,
+            } => write!(
+                f,
+                "{refundable} is left to refund of this charge, {requested} was asked"
+            ),
+            Decline::TransferLeg { leg, decline } => write!(f, "leg {leg}: {decline}"),
+            Decline::HoldInconsistent { account } => {
+                write!(
+                    f,
+                    "account {account} holds less pending than a release takes back"
+                )
+            }
             Decline::TokenNotFound { id } => write!(f, "no token {id}"),
         }
     }
@@ -164,16 +247,8 @@ pub fn post_charge(
     destination.credits_posted = credits_after;
     debug_assert!(source.within_overdraft_limit());
     Ok([
-        Posting {
-            account: charge.source.clone(),
-            side: PostingSide::Debit,
-            amount: charge.amount,
-        },
-        Posting {
-            account: charge.destination.clone(),
-            side: PostingSide::Credit,
-            amount: charge.amount,
-        },
+        Posting::posted(&charge.source, PostingSide::Debit, charge.amount),
+        Posting::posted(&charge.destination, PostingSide::Credit, charge.amount),
     ])
 }
 

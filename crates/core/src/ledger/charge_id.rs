@@ -24,7 +24,24 @@ use std::fmt;
 /// Bytes of the key an id is encrypted with.
 pub const CHARGE_ID_KEY_BYTES: usize = 32;
 
-const PREFIX: &str = "ch_";
+/// The public id's prefix of each kind of ledger entry with an id. All share one entry counter
+/// and one key, so no two ids of a store decrypt to the same number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Charge,
+    Refund,
+    Transfer,
+}
+
+impl EntryKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            EntryKind::Charge => "ch_",
+            EntryKind::Refund => "re_",
+            EntryKind::Transfer => "tr_",
+        }
+    }
+}
 /// The legacy form: the number in lower-case hex, zero-padded.
 const LEGACY_DIGITS: usize = 16;
 /// The opaque form: the 128-bit block in base32 (RFC 4648, lower case, no padding): 25 digits of
@@ -80,9 +97,16 @@ impl ChargeIds {
 
     /// The public id of charge `number`.
     pub fn id_of(&self, number: u64) -> String {
+        self.entry_id(EntryKind::Charge, number)
+    }
+
+    /// The public id of entry `number` of `kind`. Refunds and transfers came after opaque ids,
+    /// so theirs are always opaque on a store that has a key.
+    pub fn entry_id(&self, kind: EntryKind, number: u64) -> String {
+        let prefix = kind.prefix();
         match self.key.as_ref().filter(|_| number >= self.opaque_from) {
-            Some(key) => format!("{PREFIX}{}", base32(encrypt(key, number))),
-            None => format!("{PREFIX}{number:0width$x}", width = LEGACY_DIGITS),
+            Some(key) => format!("{prefix}{}", base32(encrypt(key, number))),
+            None => format!("{prefix}{number:0width$x}", width = LEGACY_DIGITS),
         }
     }
 
@@ -90,7 +114,12 @@ impl ChargeIds {
     /// number has exactly one id, so the legacy form of a number with an opaque id (which would
     /// give the count away again) is refused like any other unknown id.
     pub fn number_of(&self, id: &str) -> Option<u64> {
-        let digits = id.strip_prefix(PREFIX)?;
+        self.entry_number(EntryKind::Charge, id)
+    }
+
+    /// The entry number behind an id of `kind`, as [`ChargeIds::number_of`] for charges.
+    pub fn entry_number(&self, kind: EntryKind, id: &str) -> Option<u64> {
+        let digits = id.strip_prefix(kind.prefix())?;
         match digits.len() {
             LEGACY_DIGITS => legacy_number(digits).filter(|n| *n < self.opaque_from),
             OPAQUE_DIGITS => {
@@ -202,7 +231,11 @@ mod tests {
         let mut seen = std::collections::HashMap::new();
         for number in samples {
             let id = ids.id_of(number);
-            assert_eq!(id.len(), PREFIX.len() + OPAQUE_DIGITS, "{id}");
+            assert_eq!(
+                id.len(),
+                EntryKind::Charge.prefix().len() + OPAQUE_DIGITS,
+                "{id}"
+            );
             assert_eq!(ids.number_of(&id), Some(number), "{id}");
             if let Some(other) = seen.insert(id.clone(), number) {
                 assert_eq!(other, number, "{id} names two numbers");
@@ -232,7 +265,7 @@ mod tests {
             sorted, issued,
             "sorting the ids gives back the number order"
         );
-        let digits = |id: &String| id.as_bytes()[PREFIX.len()..].to_vec();
+        let digits = |id: &String| id.as_bytes()[EntryKind::Charge.prefix().len()..].to_vec();
         let first = digits(&issued[0]);
         // The last digit carries 3 bits only; every other position takes many values.
         for position in 0..OPAQUE_DIGITS - 1 {
@@ -279,14 +312,17 @@ mod tests {
         assert_eq!(ids.id_of(42), "ch_000000000000002a");
         assert_eq!(ids.number_of("ch_000000000000002a"), Some(42));
         let opaque = ids.id_of(43);
-        assert_eq!(opaque.len(), PREFIX.len() + OPAQUE_DIGITS);
+        assert_eq!(
+            opaque.len(),
+            EntryKind::Charge.prefix().len() + OPAQUE_DIGITS
+        );
         assert_eq!(ids.number_of(&opaque), Some(43));
         assert_eq!(
             ids.number_of("ch_000000000000002b"),
             None,
             "43's legacy form would give its number away"
         );
-        let opaque_42 = format!("{PREFIX}{}", base32(encrypt(&ids.key.expect("key"), 42)));
+        let opaque_42 = format!("ch_{}", base32(encrypt(&ids.key.expect("key"), 42)));
         assert_eq!(ids.number_of(&opaque_42), None, "42 has its legacy id only");
         let legacy = ChargeIds::legacy();
         assert_eq!(

@@ -6,16 +6,32 @@
 mod account;
 mod charge;
 mod charge_id;
+mod lifecycle;
 mod values;
 
+pub use account::TotalsError;
 pub use account::{Account, NewAccount};
-pub use charge::{Charge, Decline, NewCharge, Posting, PostingSide, post_charge};
-pub use charge_id::{CHARGE_ID_KEY_BYTES, ChargeIds};
+pub use charge::{Charge, Decline, NewCharge, Posting, PostingKind, PostingSide, post_charge};
+pub use charge_id::{CHARGE_ID_KEY_BYTES, ChargeIds, EntryKind};
+pub use lifecycle::{
+    ChargeProgress, ChargeStatus, NewAuthorization, NewRefund, NewTransfer, Refund, Settle,
+    Settlement, Transfer, TransferLeg, authorize, post_leg, refund, settle,
+};
 /// A write the ledger can execute: what a POST asks for, once parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Command {
     CreateAccount(NewAccount),
     CreateCharge(NewCharge),
+    /// A charge with `"capture": false`.
+    Authorize(NewAuthorization),
+    /// Capture (`Settle::Capture`) or void (`Settle::Void`) the charge with this public id.
+    /// Expiry is the writer's own, never a client's command.
+    SettleCharge {
+        charge: String,
+        how: Settle,
+    },
+    CreateRefund(NewRefund),
+    CreateTransfer(NewTransfer),
     /// Try a parked replicated event again (a hub's dead letter).
     RedriveDeadLetter {
         id: u64,

@@ -9,7 +9,10 @@ use serde::Serialize;
 pub mod problem;
 
 use crate::clock::rfc3339_ms;
-use crate::ledger::{Account, Charge, ChargeIds, Decline};
+use crate::ledger::{
+    Account, Charge, ChargeIds, ChargeProgress, ChargeStatus, Decline, EntryKind, Refund, Transfer,
+    TransferLeg,
+};
 use crate::store::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
 pub use problem::{Problem, ProblemKind};
 
@@ -51,25 +54,107 @@ struct ChargeView<'a> {
     source: &'a str,
     destination: &'a str,
     amount: u64,
+    amount_captured: u64,
+    amount_refunded: u64,
+    refunded: bool,
     currency: &'a str,
     metadata: &'a BTreeMap<String, String>,
     created_at: String,
+    /// Authorizations only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
     event_seq: u64,
 }
 
 impl<'a> ChargeView<'a> {
     /// `ids` are the charge's own store's: the id is rendered, never stored with the charge.
-    fn of(c: &'a Charge, ids: &ChargeIds) -> Self {
+    fn of(c: &'a Charge, progress: &ChargeProgress, ids: &ChargeIds) -> Self {
         ChargeView {
             id: ids.id_of(c.number),
-            status: "succeeded",
+            status: progress.status.as_str(),
             source: c.source.as_str(),
             destination: c.destination.as_str(),
             amount: c.amount.minor(),
+            amount_captured: progress.amount_captured,
+            amount_refunded: progress.amount_refunded,
+            // Stripe's meaning: refunded in full.
+            refunded: progress.amount_refunded > 0
+                && progress.amount_refunded == progress.amount_captured,
             currency: c.currency.as_str(),
             metadata: c.metadata.pairs(),
             created_at: rfc3339_ms(c.created_at_ms),
+            expires_at: progress.expires_at_ms.map(rfc3339_ms),
             event_seq: c.event_seq,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RefundView<'a> {
+    id: String,
+    charge: String,
+    amount: u64,
+    currency: &'a str,
+    status: &'static str,
+    metadata: &'a BTreeMap<String, String>,
+    created_at: String,
+    event_seq: u64,
+}
+
+impl<'a> RefundView<'a> {
+    fn of(r: &'a Refund, charge: &Charge, ids: &ChargeIds) -> Self {
+        debug_assert_eq!(r.charge_number, charge.number);
+        RefundView {
+            id: ids.entry_id(EntryKind::Refund, r.number),
+            charge: ids.id_of(charge.number),
+            amount: r.amount.minor(),
+            currency: r.currency.as_str(),
+            status: "succeeded",
+            metadata: r.metadata.pairs(),
+            created_at: rfc3339_ms(r.created_at_ms),
+            event_seq: r.event_seq,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LegView<'a> {
+    source: &'a str,
+    destination: &'a str,
+    amount: u64,
+}
+
+impl<'a> From<&'a TransferLeg> for LegView<'a> {
+    fn from(leg: &'a TransferLeg) -> Self {
+        LegView {
+            source: leg.source.as_str(),
+            destination: leg.destination.as_str(),
+            amount: leg.amount.minor(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TransferView<'a> {
+    id: String,
+    status: &'static str,
+    currency: &'a str,
+    legs: Vec<LegView<'a>>,
+    metadata: &'a BTreeMap<String, String>,
+    created_at: String,
+    event_seq: u64,
+}
+
+impl<'a> TransferView<'a> {
+    fn of(t: &'a Transfer, ids: &ChargeIds) -> Self {
+        TransferView {
+            id: ids.entry_id(EntryKind::Transfer, t.number),
+            status: "succeeded",
+            currency: t.currency.as_str(),
+            legs: t.legs.iter().map(LegView::from).collect(),
+            metadata: t.metadata.pairs(),
+            created_at: rfc3339_ms(t.created_at_ms),
+            event_seq: t.event_seq,
         }
     }
 }
@@ -79,6 +164,8 @@ impl<'a> ChargeView<'a> {
 enum EventData<'a> {
     Account(AccountView<'a>),
     Charge(ChargeView<'a>),
+    Refund(RefundView<'a>),
+    Transfer(TransferView<'a>),
 }
 
 #[derive(Serialize)]
@@ -141,10 +228,61 @@ impl<'a> From<&'a DeadLetter> for DeadLetterView<'a> {
     }
 }
 
+/// The event's `type`, as `/v1/events` and dead letters show it.
+pub fn event_type_name(body: &EventBody) -> &'static str {
+    event_type(body)
+}
+
 fn event_type(body: &EventBody) -> &'static str {
     match body {
         EventBody::AccountCreated(_) => "account.created",
         EventBody::ChargeSucceeded(_) => "charge.succeeded",
+        EventBody::ChargeAuthorized { .. } => "charge.authorized",
+        EventBody::ChargeSettled { status, .. } => match status {
+            ChargeStatus::Succeeded => "charge.captured",
+            ChargeStatus::Canceled => "charge.canceled",
+            // An authorization never settles into `authorized`; shown as what it would mean.
+            ChargeStatus::Expired | ChargeStatus::Authorized => "charge.expired",
+        },
+        EventBody::RefundSucceeded { .. } => "refund.succeeded",
+        EventBody::TransferSucceeded(_) => "transfer.succeeded",
+    }
+}
+
+/// An event's data, with the entry as it was at the event: a charge's later capture or refunds
+/// do not change what its `charge.authorized` showed.
+fn event_data<'a>(body: &'a EventBody, ids: &ChargeIds) -> EventData<'a> {
+    match body {
+        EventBody::AccountCreated(a) => EventData::Account(a.into()),
+        EventBody::ChargeSucceeded(c) => {
+            EventData::Charge(ChargeView::of(c, &ChargeProgress::immediate(c), ids))
+        }
+        EventBody::ChargeAuthorized {
+            charge,
+            expires_at_ms,
+        } => EventData::Charge(ChargeView::of(
+            charge,
+            &ChargeProgress::authorized(*expires_at_ms),
+            ids,
+        )),
+        EventBody::ChargeSettled {
+            charge,
+            status,
+            amount_captured,
+        } => {
+            let progress = ChargeProgress {
+                status: *status,
+                amount_captured: *amount_captured,
+                amount_refunded: 0,
+                expires_at_ms: None,
+                settled: None,
+            };
+            EventData::Charge(ChargeView::of(charge, &progress, ids))
+        }
+        EventBody::RefundSucceeded { refund, charge } => {
+            EventData::Refund(RefundView::of(refund, charge, ids))
+        }
+        EventBody::TransferSucceeded(t) => EventData::Transfer(TransferView::of(t, ids)),
     }
 }
 
@@ -155,6 +293,9 @@ struct ProblemView<'a> {
     title: &'a str,
     status: u16,
     detail: &'a str,
+    /// A declined transfer's failing leg, from 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leg: Option<usize>,
 }
 
 /// Serialising these plain structs into a Vec cannot fail: every map key is a string.
@@ -166,9 +307,17 @@ pub fn account(account: &Account) -> Vec<u8> {
     to_json(&AccountView::from(account))
 }
 
-/// A charge as its 201 answer and `GET /v1/charges/{id}` show it, named by its store's `ids`.
-pub fn charge(charge: &Charge, ids: &ChargeIds) -> Vec<u8> {
-    to_json(&ChargeView::of(charge, ids))
+/// A charge as its answers and `GET /v1/charges/{id}` show it, named by its store's `ids`.
+pub fn charge(charge: &Charge, progress: &ChargeProgress, ids: &ChargeIds) -> Vec<u8> {
+    to_json(&ChargeView::of(charge, progress, ids))
+}
+
+pub fn refund(refund: &Refund, charge: &Charge, ids: &ChargeIds) -> Vec<u8> {
+    to_json(&RefundView::of(refund, charge, ids))
+}
+
+pub fn transfer(transfer: &Transfer, ids: &ChargeIds) -> Vec<u8> {
+    to_json(&TransferView::of(transfer, ids))
 }
 
 /// This node's own events (`ids` are its store's): a hub's mirrored charges never come here.
@@ -182,10 +331,7 @@ pub fn events_page(
     let views = events
         .iter()
         .map(|event| {
-            let data = match &event.body {
-                EventBody::AccountCreated(a) => EventData::Account(a.into()),
-                EventBody::ChargeSucceeded(c) => EventData::Charge(ChargeView::of(c, ids)),
-            };
+            let data = event_data(&event.body, ids);
             EventView {
                 seq: event.seq,
                 id: format!("{node_id}:{}", event.seq),
@@ -343,17 +489,34 @@ pub fn ack(ack: &crate::wire::Ack) -> Vec<u8> {
 }
 
 pub fn problem(problem: &Problem) -> Vec<u8> {
+    problem_with_leg(problem, None)
+}
+
+fn problem_with_leg(problem: &Problem, leg: Option<usize>) -> Vec<u8> {
     to_json(&ProblemView {
         kind: problem.kind.type_uri(),
         title: problem.kind.title(),
         status: problem.kind.status(),
         detail: &problem.detail,
+        leg,
     })
 }
 
-/// A decline as the stored answer: status and problem body.
+/// A decline as the stored answer: status and problem body. A transfer's names its leg.
 pub fn decline(decline: &Decline) -> (u16, Vec<u8>) {
-    let problem = match decline {
+    let (problem, leg) = match decline {
+        Decline::TransferLeg { leg, decline } => {
+            let mut problem = decline_problem(decline);
+            problem.detail = format!("leg {leg}: {}", problem.detail);
+            (problem, Some(*leg))
+        }
+        other => (decline_problem(other), None),
+    };
+    (problem.kind.status(), problem_with_leg(&problem, leg))
+}
+
+fn decline_problem(decline: &Decline) -> Problem {
+    match decline {
         Decline::InsufficientFunds { account } => Problem::new(
             ProblemKind::InsufficientFunds,
             format!(
@@ -397,8 +560,27 @@ pub fn decline(decline: &Decline) -> (u16, Vec<u8>) {
         Decline::TokenNotFound { .. } => {
             Problem::new(ProblemKind::TokenNotFound, decline.to_string())
         }
-    };
-    (problem.kind.status(), self::problem(&problem))
+        Decline::ChargeNotFound { .. } => {
+            Problem::new(ProblemKind::ChargeNotFound, decline.to_string())
+        }
+        Decline::ChargeStateInvalid { status } => Problem::new(
+            ProblemKind::ChargeStateInvalid,
+            format!("the charge is {}", status.as_str()),
+        ),
+        Decline::CaptureExceedsAuthorization { .. } => Problem::new(
+            ProblemKind::CaptureExceedsAuthorization,
+            decline.to_string(),
+        ),
+        Decline::RefundExceedsCharge { .. } => {
+            Problem::new(ProblemKind::RefundExceedsCharge, decline.to_string())
+        }
+        // Nested legs do not happen (a leg is never a transfer); shown plainly if they did.
+        Decline::TransferLeg { decline, .. } => decline_problem(decline),
+        // The writer turns it into a storage error before anything is stored.
+        Decline::HoldInconsistent { .. } => {
+            Problem::new(ProblemKind::Internal, decline.to_string())
+        }
+    }
 }
 
 pub fn tenant(tenant: &crate::store::TenantRecord) -> Vec<u8> {

@@ -32,11 +32,16 @@ pub enum ProblemKind {
     NotFound,
     MethodNotAllowed,
     Internal,
+    ChargeStateInvalid,
+    CaptureExceedsAuthorization,
+    RefundExceedsCharge,
+    RefundNotFound,
+    TransferNotFound,
 }
 
 impl ProblemKind {
     /// Every kind, for the contract test that holds the OpenAPI document to them.
-    pub const ALL: [ProblemKind; 28] = {
+    pub const ALL: [ProblemKind; 33] = {
         use ProblemKind::*;
         [
             IdempotencyKeyMissing,
@@ -67,6 +72,11 @@ impl ProblemKind {
             NotFound,
             MethodNotAllowed,
             Internal,
+            ChargeStateInvalid,
+            CaptureExceedsAuthorization,
+            RefundExceedsCharge,
+            RefundNotFound,
+            TransferNotFound,
         ]
     };
 
@@ -122,6 +132,23 @@ impl ProblemKind {
             NotFound => (404, "not-found", "Not found"),
             MethodNotAllowed => (405, "method-not-allowed", "Method not allowed"),
             Internal => (500, "internal", "Internal error"),
+            ChargeStateInvalid => (
+                400,
+                "charge-state-invalid",
+                "The charge's state does not allow this",
+            ),
+            CaptureExceedsAuthorization => (
+                400,
+                "capture-exceeds-authorization",
+                "Capture exceeds the authorized amount",
+            ),
+            RefundExceedsCharge => (
+                400,
+                "refund-exceeds-charge",
+                "Refund exceeds what is left to refund",
+            ),
+            RefundNotFound => (404, "refund-not-found", "Refund not found"),
+            TransferNotFound => (404, "transfer-not-found", "Transfer not found"),
         }
     }
 

@@ -17,11 +17,12 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Record, decode, encode};
+use super::entries::EntryTables;
 use super::journal::{Logged, Redo};
 use super::schema::{
-    AUTH_COUNTERS, CHARGE_TENANTS, CHARGES, OUTBOX, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS,
+    AUTH_COUNTERS, CHARGE_TENANTS, OUTBOX, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS,
 };
-use super::{Event, Store, StoreError, events_in_range, join_event};
+use super::{Event, Store, StoreError};
 use crate::ids::{DEFAULT_TENANT_NAME, Role, TenantId, TokenDigest};
 
 /// One stored token, as the cache needs it (no secret: the store has none).
@@ -241,8 +242,16 @@ impl<'txn> AuthTables<'txn> {
         Ok(())
     }
 
-    /// Records that `tenant` owns charge `number` (nothing to write for tenant 0).
-    pub fn own_charge(&mut self, tenant: TenantId, number: u64) -> Result<(), StoreError> {
+    /// The tenant that owns ledger entry `number` (a charge, settlement, refund or transfer).
+    pub fn entry_tenant(&self, number: u64) -> Result<TenantId, StoreError> {
+        Ok(TenantId(
+            self.charge_tenants.get(number)?.map_or(0, |t| t.value()),
+        ))
+    }
+
+    /// Records that `tenant` owns ledger entry `number` (nothing to write for tenant 0). Account
+    /// recovery reads it to find the tenant of each posting.
+    pub fn own_entry(&mut self, tenant: TenantId, number: u64) -> Result<(), StoreError> {
         if tenant != TenantId::DEFAULT {
             self.charge_tenants.insert(number, tenant.0)?;
         }
@@ -353,14 +362,14 @@ impl Store {
         let txn = self.db.begin_read()?;
         let owned = txn.open_table(TENANT_EVENTS)?;
         let outbox = txn.open_table(OUTBOX)?;
-        let charges = txn.open_table(CHARGES)?;
+        let entries = EntryTables::open(&txn)?;
         let mut events = Vec::with_capacity(limit.min(256));
         let mut start = after.saturating_add(1);
         if tenant == TenantId::DEFAULT {
             // Below the mark every event is tenant 0's and has no row: the outbox is the list.
             let rows_from = default_rows_from(&txn.open_table(AUTH_COUNTERS)?)?;
             if start < rows_from {
-                events = events_in_range(&outbox, &charges, start..rows_from, limit)?;
+                events = entries.events_in_range(&outbox, start..rows_from, limit)?;
                 start = rows_from;
             }
         }
@@ -371,7 +380,7 @@ impl Store {
             let seq = entry?.0.value().1;
             // An owned event the outbox no longer holds was deleted by retention: skipped.
             if let Some(bytes) = outbox.get(seq)? {
-                events.push(join_event(&charges, seq, bytes.value())?);
+                events.push(entries.join_event(seq, bytes.value())?);
             }
         }
         Ok(events)

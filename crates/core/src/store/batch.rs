@@ -19,11 +19,14 @@ use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
 use super::schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_ANSWER_NUMBER,
-    META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
+    META_NEXT_ENTRY_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
 };
+use super::schema::{AUTHORIZATION_EXPIRY, CHARGE_PROGRESS, REFUNDS, TRANSFERS};
 use super::schema::{read_counter, write_counter};
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, ChargeIds, NewCharge, Posting, TenantId};
+
+mod lifecycle;
 
 pub struct BatchTables<'txn> {
     redo: &'txn Redo,
@@ -39,6 +42,10 @@ pub struct BatchTables<'txn> {
     keys_finished_in_batch: HashMap<KeyName, u64>,
     charges: Logged<'txn, u64, &'static [u8]>,
     postings: Logged<'txn, (u64, u8), &'static [u8]>,
+    progress: Logged<'txn, u64, &'static [u8]>,
+    expiry: Logged<'txn, (u64, u64), ()>,
+    refunds: Logged<'txn, u64, &'static [u8]>,
+    transfers: Logged<'txn, u64, &'static [u8]>,
     outbox: Logged<'txn, u64, &'static [u8]>,
     meta: Logged<'txn, &'static str, &'static [u8]>,
     replication: ReplicationTables<'txn>,
@@ -52,7 +59,7 @@ pub struct BatchTables<'txn> {
     /// Set by `flush_accounts` when this commit writes every changed account.
     account_flush: AccountFlush,
     next_event_seq: u64,
-    next_charge_number: u64,
+    next_entry_number: u64,
     charge_ids: &'txn ChargeIds,
 }
 
@@ -82,9 +89,9 @@ impl<'txn> BatchTables<'txn> {
         let meta = Logged::open(txn, redo, META)?;
         let counter = |name: &str| Ok::<_, StoreError>(read_counter(&*meta, name)?.unwrap_or(1));
         let next_event_seq = counter(META_NEXT_EVENT_SEQ)?;
-        let next_charge_number = counter(META_NEXT_CHARGE_NUMBER)?;
+        let next_entry_number = counter(META_NEXT_ENTRY_NUMBER)?;
         let accounts_through_charge =
-            accounts::through_charge(&*meta)?.unwrap_or(next_charge_number - 1);
+            accounts::through_charge(&*meta)?.unwrap_or(next_entry_number - 1);
         Ok(BatchTables {
             redo,
             accounts: Logged::open(txn, redo, ACCOUNTS)?,
@@ -96,6 +103,10 @@ impl<'txn> BatchTables<'txn> {
             keys_finished_in_batch: HashMap::new(),
             charges: Logged::open(txn, redo, CHARGES)?,
             postings: Logged::open(txn, redo, POSTINGS)?,
+            progress: Logged::open(txn, redo, CHARGE_PROGRESS)?,
+            expiry: Logged::open(txn, redo, AUTHORIZATION_EXPIRY)?,
+            refunds: Logged::open(txn, redo, REFUNDS)?,
+            transfers: Logged::open(txn, redo, TRANSFERS)?,
             outbox: Logged::open(txn, redo, OUTBOX)?,
             meta,
             replication: ReplicationTables::open(txn, redo)?,
@@ -105,7 +116,7 @@ impl<'txn> BatchTables<'txn> {
             accounts_through_charge,
             account_flush,
             next_event_seq,
-            next_charge_number,
+            next_entry_number,
             charge_ids,
         })
     }
@@ -206,8 +217,22 @@ impl<'txn> BatchTables<'txn> {
         postings: &[Posting; 2],
         now_ms: u64,
     ) -> Result<Charge, StoreError> {
-        let number = self.next_charge_number;
-        self.next_charge_number += 1;
+        self.insert_charge(tenant, charge, postings, now_ms, |charge_number| {
+            EventKind::ChargeSucceeded { charge_number }
+        })
+    }
+
+    /// A charge of either kind: its entry, postings, event (made by `event` of its number) and
+    /// owners.
+    fn insert_charge(
+        &mut self,
+        tenant: TenantId,
+        charge: &NewCharge,
+        postings: &[Posting; 2],
+        now_ms: u64,
+        event: impl FnOnce(u64) -> EventKind,
+    ) -> Result<Charge, StoreError> {
+        let number = self.take_entry_number(tenant)?;
         let stored = Charge {
             number,
             source: charge.source.clone(),
@@ -219,20 +244,41 @@ impl<'txn> BatchTables<'txn> {
             event_seq: self.next_event_seq,
         };
         self.charges.insert(number, encode(&stored).as_slice())?;
+        self.put_postings(number, postings)?;
+        let seq = self.append_owned_event(tenant, event(number), now_ms)?;
+        debug_assert_eq!(seq, stored.event_seq);
+        Ok(stored)
+    }
+
+    /// The next ledger entry number, owned by `tenant` (account recovery finds each posting's
+    /// tenant by its entry).
+    fn take_entry_number(&mut self, tenant: TenantId) -> Result<u64, StoreError> {
+        let number = self.next_entry_number;
+        self.next_entry_number += 1;
+        self.auth.own_entry(tenant, number)?;
+        Ok(number)
+    }
+
+    /// An entry's postings, legs numbered from 0 in the order given.
+    fn put_postings(&mut self, entry: u64, postings: &[Posting]) -> Result<(), StoreError> {
         for (leg, posting) in (0u8..).zip(postings) {
             self.postings
-                .insert((number, leg), encode(posting).as_slice())?;
+                .insert((entry, leg), encode(posting).as_slice())?;
         }
-        let seq = self.append_event(
-            EventKind::ChargeSucceeded {
-                charge_number: number,
-            },
-            now_ms,
-        )?;
-        debug_assert_eq!(seq, stored.event_seq);
+        debug_assert!(postings.len() <= usize::from(u8::MAX));
+        Ok(())
+    }
+
+    /// Appends an event and records its owner, together, so no caller can forget the owner.
+    fn append_owned_event(
+        &mut self,
+        tenant: TenantId,
+        kind: EventKind,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let seq = self.append_event(kind, now_ms)?;
         self.auth.own_event(tenant, seq)?;
-        self.auth.own_charge(tenant, number)?;
-        Ok(stored)
+        Ok(seq)
     }
 
     /// The only place a sequence number is taken: taken and used together, so they stay dense.
@@ -346,8 +392,8 @@ impl<'txn> BatchTables<'txn> {
         )?;
         write_counter(
             &mut self.meta,
-            META_NEXT_CHARGE_NUMBER,
-            self.next_charge_number,
+            META_NEXT_ENTRY_NUMBER,
+            self.next_entry_number,
         )
     }
 }
@@ -356,7 +402,7 @@ impl BatchTables<'_> {
     /// Writes every account changed since the last flush when one is due; otherwise leaves
     /// the batch's accounts for the overlay (their postings are what makes them durable).
     fn flush_accounts(&mut self) -> Result<(), StoreError> {
-        let last_charge = self.next_charge_number - 1;
+        let last_charge = self.next_entry_number - 1;
         let due = match self.account_flush {
             AccountFlush::Now | AccountFlush::Written => true,
             AccountFlush::WhenDue => {

@@ -5,7 +5,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::schema::{
-    self, META, META_CHARGE_ID_KEY, META_CHARGE_IDS_OPAQUE_FROM, META_NEXT_CHARGE_NUMBER,
+    self, META, META_CHARGE_ID_KEY, META_CHARGE_IDS_OPAQUE_FROM, META_NEXT_ENTRY_NUMBER,
 };
 use crate::ledger::{CHARGE_ID_KEY_BYTES, ChargeIds};
 
@@ -41,7 +41,7 @@ pub(super) fn recover(txn: &WriteTransaction) -> Result<ChargeIds, StoreError> {
         return Ok(stored);
     }
     let key = new_key();
-    let opaque_from = schema::read_counter(&meta, META_NEXT_CHARGE_NUMBER)?.unwrap_or(1);
+    let opaque_from = schema::read_counter(&meta, META_NEXT_ENTRY_NUMBER)?.unwrap_or(1);
     meta.insert(META_CHARGE_ID_KEY, key.as_slice())?;
     schema::write_counter(&mut meta, META_CHARGE_IDS_OPAQUE_FROM, opaque_from)?;
     Ok(ChargeIds::new(key, opaque_from))

@@ -19,17 +19,23 @@ use super::records::{
 };
 use super::schema::read_counter_leniently;
 use super::schema::{
-    ACCOUNTS, CHARGES, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META,
-    META_NEXT_CHARGE_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX,
-    POSTINGS, REPLICA_ACCOUNTS, REPLICA_CHARGES,
+    ACCOUNTS, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META,
+    META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX, REPLICA_ACCOUNTS,
+    REPLICA_CHARGES,
 };
 use super::{JOURNAL_FILE_NAME, STORE_FILE_NAME, StoppedStore, Store, StoreError};
-use crate::ledger::{Account, Charge, ChargeIds, Posting, PostingSide};
+use crate::ledger::{Account, ChargeIds, ChargeStatus, EntryKind};
+
+mod entries;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub accounts: u64,
     pub charges: u64,
+    /// Authorizations not captured, voided or expired yet.
+    pub authorizations_open: u64,
+    pub refunds: u64,
+    pub transfers: u64,
     pub events: u64,
     pub idempotency_records: u64,
     /// Charges no idempotency record answers for. 0 unless records were swept by retention.
@@ -43,6 +49,8 @@ pub struct Report {
     pub dead_letters_parked: u64,
     /// Invariant 1: every value must be 0.
     pub balance_sum_by_currency: BTreeMap<String, i128>,
+    /// Invariant 6: per currency, pending credits minus pending debits; every value must be 0.
+    pub pending_sum_by_currency: BTreeMap<String, i128>,
     /// `verify_stopped` found a store that was not stopped cleanly and verified a recovered copy
     /// of it (the data directory itself is never written).
     pub checked_a_recovered_copy: bool,
@@ -131,7 +139,7 @@ fn verify_snapshot(
     let mut violations: Vec<String> = Vec::new();
     let accounts = verify_accounts(txn, accounts_overlay, &mut report, &mut violations)?;
     let outbox = verify_outbox(txn, &mut report, &mut violations)?;
-    let charges = verify_charges(txn, &accounts, &outbox, &mut report, &mut violations)?;
+    let entries = entries::verify_entries(txn, &accounts, &outbox, &mut report, &mut violations)?;
     verify_event_owners(txn, &outbox, &mut violations)?;
     // Dead letters, read once: redrive answers and the hub's inbox rows refer to them.
     let mut letters: BTreeMap<u64, DeadLetter> = BTreeMap::new();
@@ -146,7 +154,7 @@ fn verify_snapshot(
         charge_ids: &charge_ids,
         accounts: &accounts,
         outbox: &outbox,
-        charges: &charges,
+        entries: &entries,
         letters: &letters,
     };
     verify_idempotency(txn, keys_overlay, &seen, &mut report, &mut violations)?;
@@ -175,7 +183,7 @@ struct Seen<'a> {
     charge_ids: &'a ChargeIds,
     accounts: &'a AccountsByKey,
     outbox: &'a Outbox,
-    charges: &'a BTreeMap<u64, Charge>,
+    entries: &'a entries::Entries,
     letters: &'a BTreeMap<u64, DeadLetter>,
 }
 
@@ -211,12 +219,22 @@ fn verify_accounts(
             .balance_sum_by_currency
             .entry(account.currency.to_string())
             .or_default() += i128::from(account.balance());
+        *report
+            .pending_sum_by_currency
+            .entry(account.currency.to_string())
+            .or_default() +=
+            i128::from(account.credits_pending) - i128::from(account.debits_pending);
         accounts.insert((tenant, id.to_owned()), account);
         report.accounts += 1;
     }
     for (currency, sum) in &report.balance_sum_by_currency {
         if *sum != 0 {
             violations.push(format!("balances in {currency} sum to {sum}, not 0"));
+        }
+    }
+    for (currency, sum) in &report.pending_sum_by_currency {
+        if *sum != 0 {
+            violations.push(format!("pending totals in {currency} sum to {sum}, not 0"));
         }
     }
 
@@ -259,87 +277,6 @@ fn verify_outbox(
     Ok(Outbox { events, first_held })
 }
 
-/// Charges: dense numbers, two postings each that match it, one event each; and the totals of
-/// every account recomputed from the postings.
-fn verify_charges(
-    txn: &redb::ReadTransaction,
-    accounts: &AccountsByKey,
-    outbox: &Outbox,
-    report: &mut Report,
-    violations: &mut Vec<String>,
-) -> Result<BTreeMap<u64, Charge>, StoreError> {
-    let meta = txn.open_table(META)?;
-    let counter =
-        |name: &str| Ok::<_, StoreError>(read_counter_leniently(&meta, name)?.unwrap_or(1));
-    let postings_table = txn.open_table(POSTINGS)?;
-    // Postings name accounts within their charge's tenant.
-    let charge_owners = super::auth::charge_owners(txn)?;
-    let mut recomputed: HashMap<(u32, String), (u64, u64)> = HashMap::new();
-    let mut charges: BTreeMap<u64, Charge> = BTreeMap::new();
-    for entry in txn.open_table(CHARGES)?.iter()? {
-        let (number, bytes) = entry?;
-        let charge: Charge = decode(bytes.value())?;
-        let number = number.value();
-        report.charges += 1;
-        if number != report.charges || charge.number != number {
-            violations.push(format!(
-                "charge {number} out of place (expected {})",
-                report.charges
-            ));
-        }
-        for (leg, side, account) in [
-            (0u8, PostingSide::Debit, &charge.source),
-            (1, PostingSide::Credit, &charge.destination),
-        ] {
-            let posting: Option<Posting> = postings_table
-                .get((number, leg))?
-                .map(|b| decode(b.value()))
-                .transpose()?;
-            match posting {
-                Some(p) if p.side == side && &p.account == account && p.amount == charge.amount => {
-                    let tenant = charge_owners.get(&number).copied().unwrap_or(0);
-                    let totals = recomputed
-                        .entry((tenant, p.account.as_str().to_owned()))
-                        .or_default();
-                    match side {
-                        PostingSide::Debit => totals.0 += p.amount.minor(),
-                        PostingSide::Credit => totals.1 += p.amount.minor(),
-                    }
-                }
-                other => violations.push(format!("charge {number} leg {leg}: posting {other:?}")),
-            }
-        }
-        match outbox.events.get(&charge.event_seq) {
-            Some(EventRecord {
-                kind: EventKind::ChargeSucceeded { charge_number },
-                ..
-            }) if *charge_number == number => {}
-            None if !outbox.held(charge.event_seq) => {}
-            other => violations.push(format!(
-                "charge {number}: event {} is {other:?}",
-                charge.event_seq
-            )),
-        }
-        charges.insert(number, charge);
-    }
-    if postings_table.len()? != 2 * report.charges {
-        violations.push(format!(
-            "{} postings for {} charges",
-            postings_table.len()?,
-            report.charges
-        ));
-    }
-    let next_charge = counter(META_NEXT_CHARGE_NUMBER)?;
-    if next_charge != report.charges + 1 {
-        violations.push(format!(
-            "next charge number is {next_charge} with {} charges",
-            report.charges
-        ));
-    }
-    verify_account_totals(accounts, recomputed, violations);
-    Ok(charges)
-}
-
 /// Invariant 2 for one finished record: its status fits its effect, and the effect is in the
 /// store (the charge, the account and its event, the redriven letter). Counts each charge a
 /// record claims, for "no charge answers two keys".
@@ -362,7 +299,43 @@ fn effect_is_consistent(
         }
         Effect::ChargeSucceeded { charge_number } => {
             *charges_claimed.entry(*charge_number).or_default() += 1;
-            record.status == 201 && seen.charges.contains_key(charge_number)
+            record.status == 201
+                && seen
+                    .entries
+                    .charges
+                    .get(charge_number)
+                    .is_some_and(|(_, p)| p.expires_at_ms.is_none())
+        }
+        Effect::ChargeAuthorized { charge_number } => {
+            *charges_claimed.entry(*charge_number).or_default() += 1;
+            record.status == 201
+                && seen
+                    .entries
+                    .charges
+                    .get(charge_number)
+                    .is_some_and(|(_, p)| p.expires_at_ms.is_some())
+        }
+        // At most one key ends an authorization: its state changes once (the checker's
+        // "ended twice" looks at the events), so this asks only that it did end.
+        Effect::ChargeSettled {
+            charge_number,
+            status,
+        } => {
+            record.status == 200
+                && matches!(status, ChargeStatus::Succeeded | ChargeStatus::Canceled)
+                && seen
+                    .entries
+                    .charges
+                    .get(charge_number)
+                    .is_some_and(|(_, p)| p.settled.is_some() && p.status == *status)
+        }
+        Effect::RefundSucceeded { refund_number } => {
+            *charges_claimed.entry(*refund_number).or_default() += 1;
+            record.status == 201 && seen.entries.refunds.contains_key(refund_number)
+        }
+        Effect::TransferSucceeded { transfer_number } => {
+            *charges_claimed.entry(*transfer_number).or_default() += 1;
+            record.status == 201 && seen.entries.transfers.contains_key(transfer_number)
         }
         Effect::AccountCreated { account, event_seq } => {
             record.status == 201
@@ -376,18 +349,23 @@ fn effect_is_consistent(
     }
 }
 
-/// A charge's stored answer names its charge by the id that finds it: what `ChargeIds` makes of
-/// its number (legacy below an upgraded store's mark, opaque from it on). A replay returns the
+/// An entry's stored answer names it by the id that finds it: what `ChargeIds` makes of its
+/// number (legacy below an upgraded store's mark, opaque from it on). A replay returns the
 /// stored body, so an answer whose id the store no longer resolves would send its client to a 404.
 fn charge_answer_misnamed(record: &IdempotencyRecord, ids: &ChargeIds) -> Option<String> {
     #[derive(Deserialize)]
     struct Named {
         id: String,
     }
-    let Effect::ChargeSucceeded { charge_number } = record.effect else {
-        return None;
+    let (kind, charge_number) = match record.effect {
+        Effect::ChargeSucceeded { charge_number }
+        | Effect::ChargeAuthorized { charge_number }
+        | Effect::ChargeSettled { charge_number, .. } => (EntryKind::Charge, charge_number),
+        Effect::RefundSucceeded { refund_number } => (EntryKind::Refund, refund_number),
+        Effect::TransferSucceeded { transfer_number } => (EntryKind::Transfer, transfer_number),
+        _ => return None,
     };
-    let expected = ids.id_of(charge_number);
+    let expected = ids.entry_id(kind, charge_number);
     match serde_json::from_slice::<Named>(&record.body) {
         Ok(named) if named.id == expected => None,
         Ok(named) => Some(format!(
@@ -397,31 +375,6 @@ fn charge_answer_misnamed(record: &IdempotencyRecord, ids: &ChargeIds) -> Option
         Err(error) => Some(format!(
             "the answer of charge {charge_number} names no id: {error}"
         )),
-    }
-}
-
-/// Each account's stored totals are what its postings add up to, and every posting names an
-/// account that exists.
-fn verify_account_totals(
-    accounts: &AccountsByKey,
-    mut recomputed: HashMap<(u32, String), (u64, u64)>,
-    violations: &mut Vec<String>,
-) {
-    for ((tenant, id), account) in accounts {
-        let (debits, credits) = recomputed
-            .remove(&(*tenant, id.clone()))
-            .unwrap_or_default();
-        if (debits, credits) != (account.debits_posted, account.credits_posted) {
-            violations.push(format!(
-                "account {id}: stored totals {}/{} but postings give {debits}/{credits}",
-                account.debits_posted, account.credits_posted
-            ));
-        }
-    }
-    for (tenant, id) in recomputed.keys() {
-        violations.push(format!(
-            "postings name account {id} of tenant {tenant}, which does not exist"
-        ));
     }
 }
 
@@ -516,12 +469,12 @@ fn verify_idempotency(
     // violation above, and must not make this subtraction underflow (found by fuzzing).
     let claimed_existing = charges_claimed
         .keys()
-        .filter(|n| seen.charges.contains_key(n))
+        .filter(|n| seen.entries.charges.contains_key(n))
         .count() as u64;
     report.charges_without_record = report.charges.saturating_sub(claimed_existing);
     for (number, claims) in charges_claimed {
         if claims != 1 {
-            violations.push(format!("charge {number} is the answer of {claims} keys"));
+            violations.push(format!("entry {number} is the answer of {claims} keys"));
         }
     }
     Ok(())

@@ -54,6 +54,7 @@ use super::schema::{
     OUTBOX, POSTINGS, REPLICA_ACCOUNTS, REPLICA_CHARGES, REPLICATION_COUNTERS, SINK_CURSORS,
 };
 use super::schema::{AUTH_COUNTERS, CHARGE_TENANTS, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS};
+use super::schema::{AUTHORIZATION_EXPIRY, CHARGE_PROGRESS, REFUNDS, TRANSFERS};
 use crate::limits::{JOURNAL_CHECKPOINT_BYTES, JOURNAL_CHECKPOINT_COMMITS, JOURNAL_FILE_BYTES};
 use header::{Header, RECORDS_START, Slots};
 pub use header::{JournalRefusal, StoreId};
@@ -589,6 +590,10 @@ journaled_tables! {
     18 => TENANT_EVENTS,
     19 => CHARGE_TENANTS,
     20 => AUTH_COUNTERS,
+    21 => CHARGE_PROGRESS,
+    22 => AUTHORIZATION_EXPIRY,
+    23 => REFUNDS,
+    24 => TRANSFERS,
 }
 
 fn replay_in<K: Key + 'static, V: Value + 'static>(

@@ -24,6 +24,7 @@ mod charge_ids;
 pub mod check;
 /// Public so that the record_codec fuzz target drives the real codec.
 pub mod codec;
+mod entries;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 mod journal;
@@ -55,14 +56,14 @@ pub use recovery::{RECOVERY_ORDER, RecoveryReport, RecoveryStep};
 pub use replication::{ApplyRefusal, Redrive, ReplicationTables};
 
 use crate::idempotency::IdempotencyKey;
-use crate::ledger::{Account, AccountId, Charge, ChargeIds, TenantId};
+use crate::ledger::{Account, AccountId, ChargeIds, TenantId};
 use crate::limits::STORE_CACHE_BYTES;
 use codec::decode;
 use journal::Redo;
 pub use journal::{JOURNAL_FILE_NAME, JournalFile, JournalRefusal, StoreId};
 pub use marks::{Marks, MarksCrossed, MarksError};
 use schema::{
-    ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_JOURNAL_THROUGH,
+    ACCOUNTS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_JOURNAL_THROUGH,
     META_OUTBOX_FIRST_HELD, OUTBOX,
 };
 
@@ -371,19 +372,12 @@ impl Store {
         })
     }
 
-    pub fn charge(&self, number: u64) -> Result<Option<Charge>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CHARGES)?;
-        let found = table.get(number)?;
-        found.map(|bytes| decode(bytes.value())).transpose()
-    }
-
-    /// Up to `limit` events with `seq > after`, in sequence order, charges joined in.
+    /// Up to `limit` events with `seq > after`, in sequence order, their entries joined in.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let txn = self.db.begin_read()?;
         let outbox = txn.open_table(OUTBOX)?;
-        let charges = txn.open_table(CHARGES)?;
-        events_in_range(&outbox, &charges, after.saturating_add(1).., limit)
+        let entries = entries::EntryTables::open(&txn)?;
+        entries.events_in_range(&outbox, after.saturating_add(1).., limit)
     }
 
     /// The outbox range still held: (first held seq, last seq). `last < first` when none is held;
@@ -581,47 +575,6 @@ impl Store {
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
-}
-
-/// Up to `limit` held events with seqs in `seqs`, in sequence order, charges joined in.
-fn events_in_range(
-    outbox: &redb::ReadOnlyTable<u64, &'static [u8]>,
-    charges: &redb::ReadOnlyTable<u64, &'static [u8]>,
-    seqs: impl std::ops::RangeBounds<u64> + 'static,
-    limit: usize,
-) -> Result<Vec<Event>, StoreError> {
-    let mut events = Vec::with_capacity(limit.min(256));
-    for entry in outbox.range(seqs)?.take(limit) {
-        let (seq, bytes) = entry?;
-        events.push(join_event(charges, seq.value(), bytes.value())?);
-    }
-    Ok(events)
-}
-
-/// An outbox record as shown and sent: a charge event gets its charge joined in.
-fn join_event(
-    charges: &redb::ReadOnlyTable<u64, &[u8]>,
-    seq: u64,
-    bytes: &[u8],
-) -> Result<Event, StoreError> {
-    let record: records::EventRecord = decode(bytes)?;
-    let body = match record.kind {
-        EventKind::AccountCreated { account } => EventBody::AccountCreated(account),
-        EventKind::ChargeSucceeded { charge_number } => {
-            let bytes = charges
-                .get(charge_number)?
-                .ok_or_else(|| StoreError::Corrupt {
-                    record: "outbox event",
-                    detail: format!("event {seq} names missing charge {charge_number}"),
-                })?;
-            EventBody::ChargeSucceeded(decode(bytes.value())?)
-        }
-    };
-    Ok(Event {
-        seq,
-        created_at_ms: record.created_at_ms,
-        body,
-    })
 }
 
 /// The store file of `data_dir`, which must exist: the commands on a stopped node never create one.

@@ -2,9 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::Record;
+use super::codec::{Record, decode_body_strictly};
 use crate::idempotency::Fingerprint;
-use crate::ledger::{Account, AccountId, Charge, Posting};
+use crate::ledger::{
+    Account, AccountId, Amount, Charge, ChargeProgress, ChargeStatus, Posting, PostingKind,
+    PostingSide, Refund, Transfer,
+};
 
 impl Record for Account {
     const VERSION: u8 = 1;
@@ -17,8 +20,43 @@ impl Record for Charge {
 }
 
 impl Record for Posting {
-    const VERSION: u8 = 1;
+    /// 2: `kind` (holds and releases); a version 1 posting is a posted one.
+    const VERSION: u8 = 2;
     const NAME: &'static str = "posting";
+
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, String> {
+        #[derive(Serialize, Deserialize)]
+        struct PostingV1 {
+            account: AccountId,
+            side: PostingSide,
+            amount: Amount,
+        }
+        if version != 1 {
+            return Err(format!("unknown version {version}"));
+        }
+        let old: PostingV1 = decode_body_strictly(body)?;
+        Ok(Posting::new(
+            &old.account,
+            old.side,
+            old.amount,
+            PostingKind::Posted,
+        ))
+    }
+}
+
+impl Record for ChargeProgress {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "charge progress";
+}
+
+impl Record for Refund {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "refund";
+}
+
+impl Record for Transfer {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "transfer";
 }
 
 /// A finished request: its fingerprint and the exact answer to replay.
@@ -55,6 +93,21 @@ pub enum Effect {
     },
     /// A tenant or token was created or revoked (no ledger effect).
     Administrative,
+    ChargeAuthorized {
+        charge_number: u64,
+    },
+    /// A capture (`Succeeded`) or void (`Canceled`) ended this authorization (the answer is
+    /// the charge, 200).
+    ChargeSettled {
+        charge_number: u64,
+        status: ChargeStatus,
+    },
+    RefundSucceeded {
+        refund_number: u64,
+    },
+    TransferSucceeded {
+        transfer_number: u64,
+    },
 }
 
 /// An outbox event as stored. Charge events refer to the charge (stored once, in `charges`);
@@ -67,8 +120,28 @@ pub struct EventRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
-    AccountCreated { account: Account },
-    ChargeSucceeded { charge_number: u64 },
+    AccountCreated {
+        account: Account,
+    },
+    ChargeSucceeded {
+        charge_number: u64,
+    },
+    ChargeAuthorized {
+        charge_number: u64,
+    },
+    /// The authorization's capture, void or expiry: its progress row says which, and `status`
+    /// keeps what this event showed (a later refund changes the row, not the event).
+    ChargeSettled {
+        charge_number: u64,
+        status: ChargeStatus,
+        amount_captured: u64,
+    },
+    RefundSucceeded {
+        refund_number: u64,
+    },
+    TransferSucceeded {
+        transfer_number: u64,
+    },
 }
 
 impl Record for EventRecord {
@@ -92,6 +165,23 @@ pub struct Event {
 pub enum EventBody {
     AccountCreated(Account),
     ChargeSucceeded(Charge),
+    // New kinds go at the end: dead letters stored by older builds keep decoding.
+    ChargeAuthorized {
+        charge: Charge,
+        expires_at_ms: u64,
+    },
+    /// `status` is `succeeded` (captured), `canceled` or `expired`.
+    ChargeSettled {
+        charge: Charge,
+        status: ChargeStatus,
+        amount_captured: u64,
+    },
+    RefundSucceeded {
+        refund: Refund,
+        /// The refunded charge as created, so a hub finds its mirror and its accounts.
+        charge: Charge,
+    },
+    TransferSucceeded(Transfer),
 }
 
 /// A hub's view of one origin node: how far its events are applied. `applied_through` is the highest
@@ -172,7 +262,7 @@ impl Event {
 mod tests {
     use super::super::codec::{decode, encode};
     use super::*;
-    use crate::ledger::{Amount, Currency, Metadata, NewAccount, PostingSide};
+    use crate::ledger::{Currency, Metadata, NewAccount};
     use std::collections::BTreeMap;
 
     fn round_trip<R: Record + PartialEq + std::fmt::Debug>(record: R) {
@@ -213,11 +303,17 @@ mod tests {
         };
         round_trip(account.clone());
         round_trip(charge);
-        round_trip(Posting {
-            account: id.clone(),
-            side: PostingSide::Credit,
-            amount: Amount::new(5).expect("valid"),
-        });
+        round_trip(Posting::posted(
+            &id,
+            PostingSide::Credit,
+            Amount::new(5).expect("valid"),
+        ));
+        round_trip(Posting::new(
+            &id,
+            PostingSide::Debit,
+            Amount::new(6).expect("valid"),
+            PostingKind::Release,
+        ));
         round_trip(IdempotencyRecord {
             fingerprint: Fingerprint([7; 32]),
             status: 402,
@@ -233,5 +329,24 @@ mod tests {
             created_at_ms: 6,
             kind: EventKind::ChargeSucceeded { charge_number: 9 },
         });
+    }
+
+    /// Postings stored before holds existed (version 1) read as posted ones, strictly.
+    #[test]
+    fn a_version_1_posting_reads_as_posted() {
+        let id = AccountId::parse("alice").expect("valid");
+        let amount = Amount::new(300).expect("valid");
+        // Version byte, then postcard: the id (length, bytes), the side (variant 1: credit), the
+        // amount (varint 300 = 0xac 0x02).
+        let mut v1 = vec![1u8, 5];
+        v1.extend_from_slice(b"alice");
+        v1.extend_from_slice(&[1, 0xac, 0x02]);
+        let read: Posting = super::super::codec::decode(&v1).expect("a version 1 posting");
+        assert_eq!(read, Posting::posted(&id, PostingSide::Credit, amount));
+        let mut long = v1.clone();
+        long.push(0);
+        assert!(super::super::codec::decode::<Posting>(&long).is_err());
+        let over_long = [&v1[..7], &[0x81, 0x00, 0xac, 0x02][..]].concat();
+        assert!(super::super::codec::decode::<Posting>(&over_long).is_err());
     }
 }

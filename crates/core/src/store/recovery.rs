@@ -32,7 +32,7 @@ use super::journal::{self, JournalFile};
 use super::keys::{self, KeyOverlay};
 use super::schema::{
     self, ACCOUNTS, CHARGE_TENANTS, IDEMPOTENCY_ANSWERS, META, META_ACCOUNTS_THROUGH_CHARGE,
-    META_JOURNAL_THROUGH, META_KEYS_THROUGH_ANSWER, META_NEXT_CHARGE_NUMBER, META_NODE_ID,
+    META_JOURNAL_THROUGH, META_KEYS_THROUGH_ANSWER, META_NEXT_ENTRY_NUMBER, META_NODE_ID,
     META_STORE_ID, POSTINGS,
 };
 use super::{JournalRefusal, StoreError, StoreId, new_node_id};
@@ -234,7 +234,7 @@ fn node_id(txn: &WriteTransaction, requested: Option<&str>) -> Result<String, St
 fn last_charge_number(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<u64, StoreError> {
-    let next = schema::read_counter(meta, META_NEXT_CHARGE_NUMBER)?.unwrap_or(1);
+    let next = schema::read_counter(meta, META_NEXT_ENTRY_NUMBER)?.unwrap_or(1);
     Ok(next.saturating_sub(1))
 }
 

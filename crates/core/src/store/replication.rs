@@ -140,6 +140,11 @@ impl<'txn> ReplicationTables<'txn> {
                 Ok(Ok(()))
             }
             EventBody::ChargeSucceeded(charge) => self.apply_charge(origin, event.seq, charge),
+            // TEMPORARY (issue 19, in progress on a branch): mirrors of lifecycle entries.
+            other => Ok(Err(ApplyRefusal(format!(
+                "this hub cannot apply {} events yet",
+                crate::render::event_type_name(other)
+            )))),
         }
     }
 

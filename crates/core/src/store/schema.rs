@@ -60,10 +60,26 @@ pub const IDEMPOTENCY_ANSWERS: TableDefinition<u64, &[u8]> =
 /// (finished at ms, tenant, key) → (). Only dropped on open.
 pub const IDEMPOTENCY_EXPIRY_LEGACY: TableDefinition<(u64, u32, &str), ()> =
     TableDefinition::new("idempotency_expiry");
-/// charge number → Charge. Numbers are dense per node, so inserts append.
+/// entry number → Charge, for the entries that created a charge. Every ledger entry (a charge,
+/// the capture, void or expiry of an authorization, a refund, a transfer) takes the next number
+/// of one dense counter (`META_NEXT_ENTRY_NUMBER`), so inserts append, and charges keep their
+/// numbers from before other entries existed.
 pub const CHARGES: TableDefinition<u64, &[u8]> = TableDefinition::new("charges");
-/// (charge number, leg: 0 debit, 1 credit) → Posting.
+/// (entry number, leg) → Posting: every change of an account's totals, in entry order. A charge
+/// has legs 0 (debit) and 1 (credit); a capture 0-1 (the releases) and 2-3 (the posted amount);
+/// a transfer two per leg.
 pub const POSTINGS: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("postings");
+/// charge number → ChargeProgress, for authorizations and refunded charges (a plain immediate
+/// charge has none: it is succeeded, captured whole, not refunded).
+pub const CHARGE_PROGRESS: TableDefinition<u64, &[u8]> = TableDefinition::new("charge_progress");
+/// (expires at ms, charge number) → (): the open authorizations by expiry, so the writer's expiry
+/// is a seek to the first row, not a scan. A row is removed when its authorization ends.
+pub const AUTHORIZATION_EXPIRY: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("authorization_expiry");
+/// entry number → Refund.
+pub const REFUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("refunds");
+/// entry number → Transfer.
+pub const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
 /// event sequence number → EventRecord. Dense from 1.
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// sink name → highest event seq the sink acknowledged (the replicator's cursor).
@@ -100,14 +116,17 @@ pub const TENANT_NAMES: TableDefinition<&str, u32> = TableDefinition::new("tenan
 pub const TOKENS: TableDefinition<u64, &[u8]> = TableDefinition::new("tokens");
 /// (tenant, event seq) → (): the events each tenant owns, in seq order.
 pub const TENANT_EVENTS: TableDefinition<(u32, u64), ()> = TableDefinition::new("tenant_events");
-/// charge number → tenant, for charges of tenants other than 0.
+/// entry number → tenant, for the entries (charges, settlements, refunds, transfers) of tenants
+/// other than 0. Named for what it held first.
 pub const CHARGE_TENANTS: TableDefinition<u64, u32> = TableDefinition::new("charge_tenants");
 /// name → value: the next tenant id and token id.
 pub const AUTH_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("auth_counters");
 
 pub const META_NODE_ID: &str = "node_id";
 pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
-pub const META_NEXT_CHARGE_NUMBER: &str = "next_charge_number";
+/// The next ledger entry number. Named for what it counted before other entries than charges
+/// existed: a charge's number is its entry number.
+pub const META_NEXT_ENTRY_NUMBER: &str = "next_charge_number";
 /// The lowest outbox seq still held (1 until outbox retention deletes events; never goes back).
 pub const META_OUTBOX_FIRST_HELD: &str = "outbox_first_held";
 pub const META_NEXT_ANSWER_NUMBER: &str = "next_answer_number";
@@ -134,6 +153,10 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(IDEMPOTENCY_ANSWERS)?;
     txn.open_table(CHARGES)?;
     txn.open_table(POSTINGS)?;
+    txn.open_table(CHARGE_PROGRESS)?;
+    txn.open_table(AUTHORIZATION_EXPIRY)?;
+    txn.open_table(REFUNDS)?;
+    txn.open_table(TRANSFERS)?;
     txn.open_table(OUTBOX)?;
     txn.open_table(META)?;
     txn.open_table(SINK_CURSORS)?;

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::lifecycle;
 use super::{StoredAnswer, WriteOutcome, WriteRequest};
 use crate::ids::{Role, TokenDigest};
 use crate::ledger::{Account, Command, Decline, NewAccount, NewCharge, TenantId, post_charge};
@@ -14,8 +15,9 @@ use crate::store::{BatchTables, Effect, IdempotencyRecord, Redrive, StoreError};
 pub(super) fn apply(
     tables: &mut BatchTables<'_>,
     request: &WriteRequest,
-    now_ms: u64,
+    context: &Context,
 ) -> Result<(WriteOutcome, Option<Effect>), StoreError> {
+    let now_ms = context.now_ms;
     // The in-flight index already refused concurrent duplicates; this check inside the write
     // transaction is what makes "at most once" independent of that index's timing.
     if let Some(record) = tables.idempotency_record(request.tenant, &request.key)? {
@@ -29,7 +31,7 @@ pub(super) fn apply(
         };
         return Ok((outcome, None));
     }
-    let (status, body, effect) = match execute(tables, request, now_ms)? {
+    let (status, body, effect) = match execute(tables, request, context)? {
         Ok((status, body, effect)) => (status, body, effect),
         Err(decline) => {
             let (status, body) = present::decline(&decline);
@@ -53,18 +55,33 @@ pub(super) fn apply(
     ))
 }
 
-type Executed = (u16, Vec<u8>, Effect);
+pub(super) type Executed = (u16, Vec<u8>, Effect);
 /// What a command comes to: executed (status, stored body, effect), or declined (a final answer
 /// too), or a storage failure that fails the batch.
-type Execution = Result<Result<Executed, Decline>, StoreError>;
+pub(super) type Execution = Result<Result<Executed, Decline>, StoreError>;
+
+/// What every command of a commit shares.
+pub(super) struct Context {
+    /// The commit's clock: every command of a batch sees the same instant.
+    pub now_ms: u64,
+    /// An authorization's lifetime when the request names none (`--authorization-ttl`).
+    pub authorization_ttl_ms: u64,
+}
 
 /// One function per command; each reads what it needs through the batch's tables, so it sees the
 /// balances the earlier commands of the batch left.
-fn execute(tables: &mut BatchTables<'_>, request: &WriteRequest, now_ms: u64) -> Execution {
+fn execute(tables: &mut BatchTables<'_>, request: &WriteRequest, context: &Context) -> Execution {
     let tenant = request.tenant;
+    let now_ms = context.now_ms;
     match &request.command {
         Command::CreateAccount(new) => create_account(tables, tenant, new, now_ms),
         Command::CreateCharge(charge) => create_charge(tables, tenant, charge, now_ms),
+        Command::Authorize(new) => lifecycle::authorize(tables, tenant, new, context),
+        Command::SettleCharge { charge, how } => {
+            lifecycle::settle_charge(tables, tenant, charge, *how, now_ms)
+        }
+        Command::CreateRefund(new) => lifecycle::create_refund(tables, tenant, new, now_ms),
+        Command::CreateTransfer(new) => lifecycle::create_transfer(tables, tenant, new, now_ms),
         Command::RedriveDeadLetter { id } => redrive(tables, *id, now_ms),
         Command::CreateTenant { name } => Ok(match tables.auth().create_tenant(name, now_ms)? {
             Some(record) => Ok((201, present::tenant(&record), Effect::Administrative)),
@@ -134,9 +151,10 @@ fn create_charge(
     let effect = Effect::ChargeSucceeded {
         charge_number: stored.number,
     };
+    let progress = crate::ledger::ChargeProgress::immediate(&stored);
     Ok(Ok((
         201,
-        present::charge(&stored, tables.charge_ids()),
+        present::charge(&stored, &progress, tables.charge_ids()),
         effect,
     )))
 }

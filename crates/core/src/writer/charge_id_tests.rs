@@ -76,13 +76,11 @@ impl Node {
     /// What `GET /v1/charges/{id}` answers for the default tenant (`api::handler::get_charge`).
     fn get(&self, id: &str) -> Option<Vec<u8>> {
         let ids = self.store.charge_ids();
-        let number = ids.number_of(id)?;
-        assert_eq!(
-            self.store.charge_tenant(number).expect("readable"),
-            TenantId::DEFAULT
-        );
-        let charge = self.store.charge(number).expect("readable")?;
-        Some(render::charge(&charge, ids))
+        let (charge, progress) = self
+            .store
+            .charge(TenantId::DEFAULT, id)
+            .expect("readable")?;
+        Some(render::charge(&charge, &progress, ids))
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod apply;
 mod inbound;
+mod lifecycle;
 mod observer;
 
 pub use observer::{CommitObserver, Unobserved};
@@ -29,8 +30,8 @@ use crate::clock::now_ms;
 use crate::idempotency::{Claim, Fingerprint, IdempotencyKey};
 use crate::ledger::{Command, TenantId};
 use crate::limits::{
-    BATCH_RECORD_BYTES_MAX, OUTBOX_PRUNE_EVENTS_MAX, RETENTION_SWEEP_INTERVAL,
-    RETENTION_SWEEP_RECORDS_MAX, WRITER_POLL_BEFORE_SLEEP,
+    BATCH_RECORD_BYTES_MAX, EXPIRIES_PER_COMMIT_MAX, OUTBOX_PRUNE_EVENTS_MAX,
+    RETENTION_SWEEP_INTERVAL, RETENTION_SWEEP_RECORDS_MAX, WRITER_POLL_BEFORE_SLEEP,
 };
 use crate::store::{Store, StoreError};
 use crate::wire::{Ack, EventBatch};
@@ -44,6 +45,8 @@ pub struct WriterConfig {
     pub outbox_retention: Duration,
     /// A hub parks a replicated event as a dead letter after this many failed attempts.
     pub dead_letter_after: u32,
+    /// How long an authorization lives when its request names no `expires_in`.
+    pub authorization_ttl: Duration,
 }
 
 impl Default for WriterConfig {
@@ -55,6 +58,7 @@ impl Default for WriterConfig {
             idempotency_retention: crate::limits::IDEMPOTENCY_RETENTION_DEFAULT,
             outbox_retention: crate::limits::OUTBOX_RETENTION_DEFAULT,
             dead_letter_after: crate::limits::DEAD_LETTER_AFTER_ATTEMPTS_DEFAULT,
+            authorization_ttl: crate::limits::AUTHORIZATION_TTL_DEFAULT,
         }
     }
 }
@@ -150,7 +154,10 @@ impl WriterHandle {
         let (sender, receiver) = crossbeam_channel::bounded(config.commit_queue_max);
         let poisoned = Arc::new(AtomicBool::new(false));
         let outbox_appended = Arc::new(tokio::sync::Notify::new());
+        // Where the expiry index starts; unreadable: look at once (the first commit reads it).
+        let next_expiry_ms = store.next_authorization_expiry_ms().unwrap_or(Some(0));
         let writer = Writer {
+            next_expiry_ms,
             outbox_appended: Arc::clone(&outbox_appended),
             refused: inbound::RefusedEvents::default(),
             store,
@@ -300,6 +307,9 @@ fn answer(request: WriteRequest, outcome: WriteOutcome) {
 }
 
 struct Writer {
+    /// When the earliest open authorization expires, as of the last commit: the writer wakes
+    /// for it when idle, so an expiry happens within moments of `expires_at`.
+    next_expiry_ms: Option<u64>,
     outbox_appended: Arc<tokio::sync::Notify>,
     /// Failed attempts per replicated event, until it is applied or parked.
     refused: inbound::RefusedEvents,
@@ -322,7 +332,7 @@ impl Writer {
             }
             // Commands left over from a batch cut at its byte bound go first, without waiting.
             if batch.is_empty() {
-                match self.receiver.recv_timeout(RETENTION_SWEEP_INTERVAL) {
+                match self.receiver.recv_timeout(self.idle_wait()) {
                     Ok(Message::Shutdown) => stopping = true,
                     Ok(message) => batch.extend(Job::of(message)),
                     Err(RecvTimeoutError::Timeout) => {}
@@ -341,6 +351,10 @@ impl Writer {
             // A batch cut at its byte bound leaves the rest in `batch`: commit until it is empty,
             // so a shutdown still commits everything queued before it.
             while !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            // Nothing came, and an authorization is due: a commit of no commands expires it.
+            if self.expiry_due() {
                 self.commit(&mut batch);
             }
             if self.last_sweep.elapsed() >= RETENTION_SWEEP_INTERVAL {
@@ -381,6 +395,18 @@ impl Writer {
         }
     }
 
+    /// How long the idle writer may sleep: until the next sweep, or the next expiry if sooner.
+    fn idle_wait(&self) -> Duration {
+        let until_expiry = self.next_expiry_ms.map_or(RETENTION_SWEEP_INTERVAL, |at| {
+            Duration::from_millis(at.saturating_sub(now_ms()))
+        });
+        until_expiry.min(RETENTION_SWEEP_INTERVAL)
+    }
+
+    fn expiry_due(&self) -> bool {
+        !self.poisoned.is_poisoned() && self.next_expiry_ms.is_some_and(|at| at <= now_ms())
+    }
+
     fn commit(&mut self, batch: &mut Vec<Job>) {
         if self.poisoned.is_poisoned() {
             batch.drain(..).for_each(Job::fail);
@@ -388,10 +414,23 @@ impl Writer {
         }
         let started = Instant::now();
         let now = now_ms();
+        let context = apply::Context {
+            now_ms: now,
+            authorization_ttl_ms: u64::try_from(self.config.authorization_ttl.as_millis())
+                .unwrap_or(u64::MAX),
+        };
         let dead_letter_after = self.config.dead_letter_after;
         let refused = &mut self.refused;
+        let expiry_due = self.next_expiry_ms.is_some_and(|at| at <= now);
         let result = self.store.commit_batch(|tables| {
             let outbox_before = tables.next_event_seq();
+            // Expiries first: a capture in this batch of an authorization that expired before it
+            // finds it expired (and would expire it itself otherwise, see `lifecycle`).
+            let expired = if expiry_due {
+                lifecycle::expire_due(tables, now, EXPIRIES_PER_COMMIT_MAX)?
+            } else {
+                0
+            };
             let mut outcomes = Vec::with_capacity(batch.len());
             for job in batch.iter() {
                 // Past the byte bound the batch ends here; the rest form the next one.
@@ -400,7 +439,7 @@ impl Writer {
                 }
                 outcomes.push(match job {
                     Job::Write(request) => {
-                        apply::apply(tables, request, now).map(JobOutcome::Write)
+                        apply::apply(tables, request, &context).map(JobOutcome::Write)
                     }
                     Job::Inbound(request) => {
                         let origin = crate::ids::origin_key(request.tenant, &request.batch.origin);
@@ -423,17 +462,23 @@ impl Writer {
                         .map(|()| JobOutcome::Cursor),
                 }?);
             }
-            Ok((outcomes, tables.next_event_seq() > outbox_before))
+            let next_expiry_ms = tables.next_expiry_ms()?;
+            let appended = tables.next_event_seq() > outbox_before;
+            Ok((outcomes, appended, (expired, next_expiry_ms)))
         });
         let committed = match &result {
-            Ok((outcomes, _)) => outcomes.len(),
+            Ok((outcomes, _, _)) => outcomes.len(),
             Err(_) => batch.len(),
         };
         self.metrics.observe_commit(committed, started.elapsed());
         self.metrics
             .observe_marks_crossed(self.store.marks_crossed());
         match result {
-            Ok((outcomes, appended)) => {
+            Ok((outcomes, appended, (expired, next_expiry_ms))) => {
+                self.next_expiry_ms = next_expiry_ms;
+                if expired > 0 {
+                    self.metrics.count_expired_authorizations(expired);
+                }
                 if appended {
                     self.outbox_appended.notify_one();
                 }

@@ -18,6 +18,8 @@ pub trait CommitObserver: Send + Sync + 'static {
     fn count_inbox(&self, ack: &Ack);
     /// Outbox events deleted by retention in a committed batch.
     fn count_outbox_pruned(&self, events: usize);
+    /// Authorizations the writer expired in a committed batch (its own, not a command's).
+    fn count_expired_authorizations(&self, authorizations: usize);
 }
 
 /// An observer that looks at nothing: for an embedding without metrics, and for benches.
@@ -29,4 +31,5 @@ impl CommitObserver for Unobserved {
     fn count_effect(&self, _effect: &Effect) {}
     fn count_inbox(&self, _ack: &Ack) {}
     fn count_outbox_pruned(&self, _events: usize) {}
+    fn count_expired_authorizations(&self, _authorizations: usize) {}
 }

@@ -399,6 +399,7 @@ impl CommitObserver for CountingObserver {
     fn count_effect(&self, _effect: &crate::store::Effect) {}
     fn count_inbox(&self, _ack: &crate::wire::Ack) {}
     fn count_outbox_pruned(&self, _events: usize) {}
+    fn count_expired_authorizations(&self, _authorizations: usize) {}
 }
 
 /// A stop whose final checkpoint fails is reported (the process then exits non-zero), and

@@ -286,20 +286,12 @@ impl App {
                 format!("no charge {}", shorten(raw_id)),
             ))
         };
-        // Decrypting the id is the lookup's first half: no index maps ids to numbers.
-        let Some(number) = self.store.charge_ids().number_of(raw_id) else {
-            return not_found();
-        };
-        let read = self
-            .store
-            .charge_tenant(number)
-            .and_then(|owner| Ok((owner, self.store.charge(number)?)));
-        match read {
-            Ok((owner, Some(charge))) if owner == tenant => json(
+        match self.store.charge(tenant, raw_id) {
+            Ok(Some((charge, progress))) => json(
                 StatusCode::OK,
-                present::charge(&charge, self.store.charge_ids()),
+                present::charge(&charge, &progress, self.store.charge_ids()),
             ),
-            Ok(_) => not_found(),
+            Ok(None) => not_found(),
             Err(error) => storage_failure(&error),
         }
     }
