@@ -31,6 +31,11 @@ def before_call(context, case, kwargs):
         unique_name(case.body, "name")
     elif operation == ("POST", "/v1/charges"):
         distinct_accounts(case.body)
+        expiry_only_on_authorizations(case.body)
+    elif operation == ("POST", "/v1/transfers"):
+        if isinstance(case.body, dict) and isinstance(case.body.get("legs"), list):
+            for leg in case.body["legs"]:
+                distinct_accounts(leg)
     elif operation == ("POST", "/v1/replication/events"):
         consecutive_events(case.body)
     elif operation == ("POST", "/v1/tokens/{id}/revoke"):
@@ -48,6 +53,9 @@ LEDGER_DECLINES = {
     "/problems/tenant-exists",
     "/problems/redrive-refused",
     "/problems/balance-overflow",
+    "/problems/charge-state-invalid",
+    "/problems/capture-exceeds-authorization",
+    "/problems/refund-exceeds-charge",
 }
 
 
@@ -104,6 +112,13 @@ def distinct_accounts(body):
         source = body.get("source")
         if isinstance(source, str) and source == body.get("destination"):
             body["destination"] = (source[:63] + "x") if not source.endswith("x") else source[:63] + "y"
+
+
+def expiry_only_on_authorizations(body):
+    """`expires_in` belongs to an authorization (`"capture": false`); with an immediate charge it
+    is 400 invalid-request. A body that has it becomes an authorization."""
+    if isinstance(body, dict) and "expires_in" in body and body.get("capture") is not False:
+        body["capture"] = False
 
 
 def consecutive_events(body):
