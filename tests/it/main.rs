@@ -21,6 +21,7 @@ mod events;
 mod fleet;
 mod idempotency;
 mod lifecycle;
+mod lifecycle_crash;
 mod nats;
 mod ops;
 mod parser;
