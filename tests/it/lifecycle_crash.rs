@@ -55,7 +55,9 @@ enum Plan {
 
 fn plan(w: usize, i: usize) -> Plan {
     match (w * 7 + i) % 6 {
-        0 | 1 => Plan::CaptureWhole { refund: i % 2 == 0 },
+        0 | 1 => Plan::CaptureWhole {
+            refund: i.is_multiple_of(2),
+        },
         2 => Plan::CapturePart,
         3 => Plan::Void,
         4 => Plan::Expire,
@@ -169,7 +171,7 @@ async fn worker(
             )
             .await;
         }
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             let transfer = json!({"currency": "EUR", "legs": [
                 {"source": source, "destination": destination, "amount": 5},
                 {"source": destination, "destination": "platform", "amount": 1}]});

@@ -265,4 +265,5 @@ impl CommitObserver for CommitCounter {
     fn count_effect(&self, _effect: &onceledger_core::store::Effect) {}
     fn count_inbox(&self, _ack: &onceledger_core::wire::Ack) {}
     fn count_outbox_pruned(&self, _events: usize) {}
+    fn count_expired_authorizations(&self, _authorizations: usize) {}
 }

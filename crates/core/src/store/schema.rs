@@ -35,6 +35,20 @@ pub fn read_counter(
     }
 }
 
+/// A table of a read transaction, or `None` when the store was written by a build before the
+/// table existed. Only a read-only open (`onceledger check` of a store an older build stopped)
+/// can see that: every writable open creates all tables first.
+pub fn open_if_present<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(table) {
+        Ok(opened) => Ok(Some(opened)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// Writes a counter in `meta` in the form `read_counter` reads.
 pub fn write_counter(
     meta: &mut impl PutInto<&'static str, &'static [u8]>,

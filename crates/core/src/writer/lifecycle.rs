@@ -294,19 +294,19 @@ fn leg_account(
 /// How long an authorization's second lasts: 1000 ms, except in a test build told otherwise, so
 /// that a test can watch an authorization of the shortest allowed life (60 s) expire in 0.6 s.
 pub mod test_clock {
-    #[cfg(any(test, feature = "fault-injection"))]
+    #[cfg(feature = "fault-injection")]
     static SECOND_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
 
     pub(crate) fn authorization_second_ms() -> u64 {
-        #[cfg(any(test, feature = "fault-injection"))]
+        #[cfg(feature = "fault-injection")]
         return SECOND_MS.load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(any(test, feature = "fault-injection")))]
+        #[cfg(not(feature = "fault-injection"))]
         1000
     }
 
     /// Test builds only: an authorization's `expires_in` (and the default TTL) counts seconds of
     /// `ms` milliseconds from now on, process-wide.
-    #[cfg(any(test, feature = "fault-injection"))]
+    #[cfg(feature = "fault-injection")]
     pub fn set_authorization_second_ms(ms: u64) {
         SECOND_MS.store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
     }

@@ -203,3 +203,129 @@ impl BatchTables<'_> {
         Ok(self.expiry.first()?.map(|(key, _)| key.value().0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::test_support::{id, open_accounts};
+    use super::*;
+    use crate::ledger::{Currency, Settle, authorize, settle};
+    use crate::store::Store;
+    use crate::store::check::verify;
+
+    /// Authorizes `amount` from `a` to `b` expiring at `expires_at_ms`; returns the charge.
+    fn hold(store: &Store, amount: u64, expires_at_ms: u64) -> Charge {
+        store
+            .commit_batch(|tables| {
+                let tenant = TenantId::DEFAULT;
+                let mut source = tables.account(tenant, &id("a"))?.expect("a");
+                let mut destination = tables.account(tenant, &id("b"))?.expect("b");
+                let new = NewCharge {
+                    source: id("a"),
+                    destination: id("b"),
+                    amount: Amount::new(amount).expect("amount"),
+                    currency: Currency::parse("EUR").expect("currency"),
+                    metadata: Metadata::default(),
+                };
+                let postings = authorize(&new, &mut source, &mut destination).expect("holds");
+                tables.stage_account(tenant, source);
+                tables.stage_account(tenant, destination);
+                Ok(tables
+                    .record_authorization(tenant, &new, &postings, expires_at_ms, 1)?
+                    .0)
+            })
+            .expect("committed")
+    }
+
+    fn violations(store: &Store) -> Vec<String> {
+        verify(store).expect("readable").violations
+    }
+
+    /// Guards the expiry index and the checker's hold invariants: an authorization is found due
+    /// exactly from its expiry on, its settlement leaves no index row and no pending total, and
+    /// a planted disagreement (an open authorization without its index row, a settled one whose
+    /// hold was not released) is reported.
+    #[test]
+    fn the_expiry_index_finds_due_holds_and_check_catches_broken_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        open_accounts(&store, TenantId::DEFAULT);
+        let early = hold(&store, 30, 1_000);
+        let late = hold(&store, 20, 2_000);
+        assert_eq!(violations(&store), Vec::<String>::new());
+        let (due_before, due_at, next) = store
+            .commit_batch(|tables| {
+                Ok((
+                    tables.due_authorizations(999, 10)?.len(),
+                    tables.due_authorizations(1_000, 10)?,
+                    tables.next_expiry_ms()?,
+                ))
+            })
+            .expect("read");
+        assert_eq!(due_before, 0);
+        assert_eq!(due_at.len(), 1);
+        assert_eq!(due_at[0].0.number, early.number);
+        assert_eq!(next, Some(1_000));
+
+        store
+            .commit_batch(|tables| {
+                let (charge, tenant, progress) = tables.due_authorizations(1_000, 1)?.remove(0);
+                let mut source = tables.account(tenant, &charge.source)?.expect("a");
+                let mut destination = tables.account(tenant, &charge.destination)?.expect("b");
+                let (after, postings) = settle(
+                    &charge,
+                    &progress,
+                    Settle::Expire,
+                    &mut source,
+                    &mut destination,
+                )
+                .expect("releases");
+                tables.stage_account(tenant, source);
+                tables.stage_account(tenant, destination);
+                tables.record_settlement(tenant, &charge, after, &postings, 1_000)?;
+                assert_eq!(tables.next_expiry_ms()?, Some(2_000));
+                Ok(())
+            })
+            .expect("expired");
+        assert_eq!(violations(&store), Vec::<String>::new());
+        let a = store
+            .account(TenantId::DEFAULT, &id("a"))
+            .expect("read")
+            .expect("a");
+        assert_eq!(
+            (a.debits_pending, a.debits_posted),
+            (20, 0),
+            "only the late hold is left"
+        );
+
+        // Planted: the late authorization loses its index row (it would never expire).
+        store
+            .commit_batch(|tables| {
+                tables.expiry.remove((2_000, late.number))?;
+                Ok(())
+            })
+            .expect("planted");
+        let found = violations(&store);
+        assert!(
+            found
+                .iter()
+                .any(|v| v.contains(&format!("charge {}", late.number)) && v.contains("expiry")),
+            "{found:?}"
+        );
+        // Planted: it is marked canceled without releasing its hold.
+        store
+            .commit_batch(|tables| {
+                let mut progress = tables.charge_progress(&late)?;
+                progress.status = crate::ledger::ChargeStatus::Canceled;
+                tables
+                    .progress
+                    .insert(late.number, encode(&progress).as_slice())?;
+                Ok(())
+            })
+            .expect("planted");
+        let found = violations(&store);
+        assert!(
+            found.iter().any(|v| v.contains("open authorizations hold")),
+            "{found:?}"
+        );
+    }
+}

@@ -19,7 +19,7 @@ use crate::store::codec::decode;
 use crate::store::records::{EventKind, EventRecord};
 use crate::store::schema::{
     AUTHORIZATION_EXPIRY, CHARGE_PROGRESS, CHARGES, META, META_NEXT_ENTRY_NUMBER, POSTINGS,
-    REFUNDS, TRANSFERS, read_counter_leniently,
+    REFUNDS, TRANSFERS, open_if_present, read_counter_leniently,
 };
 
 /// What the entries are, for the idempotency records to be checked against.
@@ -27,6 +27,8 @@ pub(super) struct Entries {
     pub charges: BTreeMap<u64, (Charge, ChargeProgress)>,
     pub refunds: BTreeMap<u64, Refund>,
     pub transfers: BTreeMap<u64, Transfer>,
+    /// Progress rows whose charge does not exist.
+    orphan_progress: Vec<u64>,
 }
 
 /// Totals recomputed from postings, per (tenant, account): an account of zero totals that each
@@ -41,6 +43,9 @@ pub(super) fn verify_entries(
     violations: &mut Vec<String>,
 ) -> Result<Entries, StoreError> {
     let entries = read_entries(txn)?;
+    for number in &entries.orphan_progress {
+        violations.push(format!("progress row {number} names no charge"));
+    }
     let owners = super::super::auth::charge_owners(txn)?;
     let tenant_of = |number: u64| owners.get(&number).copied().unwrap_or(0);
     // Every entry's expected postings and event, by entry number.
@@ -151,33 +156,40 @@ impl Expected {
     }
 }
 
+/// Every row of a table of records by number; none if the table predates this store.
+fn records<R: crate::store::codec::Record>(
+    txn: &redb::ReadTransaction,
+    table: redb::TableDefinition<u64, &[u8]>,
+) -> Result<BTreeMap<u64, R>, StoreError> {
+    let mut rows = BTreeMap::new();
+    if let Some(table) = open_if_present(txn, table)? {
+        for entry in table.iter()? {
+            let (number, bytes) = entry?;
+            rows.insert(number.value(), decode(bytes.value())?);
+        }
+    }
+    Ok(rows)
+}
+
 fn read_entries(txn: &redb::ReadTransaction) -> Result<Entries, StoreError> {
-    let progress = txn.open_table(CHARGE_PROGRESS)?;
-    let mut charges = BTreeMap::new();
-    for entry in txn.open_table(CHARGES)?.iter()? {
-        let (number, bytes) = entry?;
-        let charge: Charge = decode(bytes.value())?;
-        let stored = progress.get(number.value())?;
-        let progress = match stored {
-            Some(bytes) => decode(bytes.value())?,
-            None => ChargeProgress::immediate(&charge),
-        };
-        charges.insert(number.value(), (charge, progress));
-    }
-    let mut refunds = BTreeMap::new();
-    for entry in txn.open_table(REFUNDS)?.iter()? {
-        let (number, bytes) = entry?;
-        refunds.insert(number.value(), decode(bytes.value())?);
-    }
-    let mut transfers = BTreeMap::new();
-    for entry in txn.open_table(TRANSFERS)?.iter()? {
-        let (number, bytes) = entry?;
-        transfers.insert(number.value(), decode(bytes.value())?);
-    }
+    let mut progress: BTreeMap<u64, ChargeProgress> = records(txn, CHARGE_PROGRESS)?;
+    let charges = records::<Charge>(txn, CHARGES)?
+        .into_iter()
+        .map(|(number, charge)| {
+            let progress = progress
+                .remove(&number)
+                .unwrap_or_else(|| ChargeProgress::immediate(&charge));
+            (number, (charge, progress))
+        })
+        .collect();
+    let refunds = records(txn, REFUNDS)?;
+    let transfers = records(txn, TRANSFERS)?;
+    let orphan_progress = progress.into_keys().collect();
     Ok(Entries {
         charges,
         refunds,
         transfers,
+        orphan_progress,
     })
 }
 
@@ -411,12 +423,12 @@ fn verify_events(
 fn verify_settled_once(outbox: &Outbox, violations: &mut Vec<String>) {
     let mut settled: HashMap<u64, u64> = HashMap::new();
     for (seq, event) in &outbox.events {
-        if let EventKind::ChargeSettled { charge_number, .. } = event.kind {
-            if let Some(first) = settled.insert(charge_number, *seq) {
-                violations.push(format!(
-                    "charge {charge_number} ended twice: events {first} and {seq}"
-                ));
-            }
+        if let EventKind::ChargeSettled { charge_number, .. } = event.kind
+            && let Some(first) = settled.insert(charge_number, *seq)
+        {
+            violations.push(format!(
+                "charge {charge_number} ended twice: events {first} and {seq}"
+            ));
         }
     }
 }
