@@ -435,7 +435,10 @@ fn judge(
         Some(counter_delta(before, after_all, CHARGES_APPLIED)?)
     };
     if plan.workload == Workload::Lifecycle {
-        check.refunded_expected = stats.lifecycle.refunded.checked_mul(plan.refund_amount());
+        // Both sides of each refund: the customer's credit and the merchant's debit.
+        check.refunded_expected = (stats.lifecycle.refunded)
+            .checked_mul(plan.refund_amount())
+            .and_then(|moved| moved.checked_mul(2));
         check.pending = Some(totals.pending.ok_or_else(|| {
             BenchError::Accounts(
                 "the accounts read back carry no debits_pending and credits_pending".to_owned(),

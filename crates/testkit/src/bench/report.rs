@@ -85,8 +85,8 @@ pub struct Check {
     pub credits: u64,
     /// Credits on customers plus debits on merchants; only refunds move money that way.
     pub wrong_way: u64,
-    /// Lifecycle only: refunds that succeeded × the refund amount, which `wrong_way` must equal
-    /// (0 is expected when absent).
+    /// Lifecycle only: what `wrong_way` must equal, twice the refunds that succeeded × the refund
+    /// amount (a refund credits its customer and debits its merchant); 0 is expected when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refunded_expected: Option<u64>,
     /// Lifecycle only: pending totals over the run's accounts, which must be 0 once every
@@ -232,7 +232,7 @@ impl Check {
                 self.wrong_way
             )),
             Some(refunded) if self.wrong_way != refunded => failures.push(format!(
-                "{} moved back from merchants to customers, but the refunds that succeeded add up to {refunded}",
+                "{} moved back from merchants to customers (both sides counted), but twice the refunds that succeeded add up to {refunded}",
                 self.wrong_way
             )),
             _ => {}
