@@ -23,8 +23,8 @@ use onceledger_client::{
 use onceledger_testkit::proxy::{Fault, FaultPlan, FaultRates, Proxy, ProxyConfig};
 
 use crate::harness::{
-    BIN, Endpoint, REQUEST_DEADLINE, Server, all_events, balance, create_account, metric, metrics,
-    run_bounded,
+    BIN, Endpoint, REQUEST_DEADLINE, Server, account, all_events, balance, create_account, metric,
+    metrics, run_bounded,
 };
 
 /// How long a whole batch of client operations may take before the test fails.
@@ -491,4 +491,99 @@ async fn outage_attempts_stay_bounded_by_the_retry_budget() {
         TASKS,
         "{by_reason:?}"
     );
+}
+
+/// Runs `onceledger ARGS` against `url` with the admin token of `ep`; returns (exit code,
+/// stdout as JSON, stderr).
+async fn cli(ep: &Endpoint, url: &str, args: &[&str]) -> (Option<i32>, Value, String) {
+    let done = run_bounded(
+        Command::new(BIN)
+            .env_remove("ONCELEDGER_URL")
+            .env("ONCELEDGER_TOKEN", ep.token().expect("admin token"))
+            .args(args)
+            .args(["--backoff-base", "1ms", "--attempts", "20", "--url", url]),
+        REQUEST_DEADLINE,
+    )
+    .await;
+    let body = serde_json::from_str(done.stdout.trim()).unwrap_or(Value::Null);
+    (done.status.code(), body, done.stderr)
+}
+
+/// Guards the lifecycle commands through a proxy that loses half the answers: `charge
+/// --no-capture`, `capture --amount`, `refund`, `void` and `transfer` each retry with their one
+/// key and the money moves once; a capture of a voided authorization exits 4 with the stored
+/// charge-state-invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_commands_retry_lost_answers_and_move_money_once() {
+    let server = Server::start().await;
+    let ep = server.endpoint();
+    create_payer_and_payee(&ep).await;
+    let rates = FaultRates {
+        lost_response: 0.5,
+        reset: 0.0,
+        delay: 0.0,
+    };
+    let proxy = start_proxy(&server, 7, rates, Duration::ZERO).await;
+    let url = proxy.url();
+    let held_args = [
+        "charge",
+        "--from",
+        "payer",
+        "--to",
+        "payee",
+        "--amount",
+        "900",
+        "--currency",
+        "EUR",
+        "--no-capture",
+        "--expires-in",
+        "3600",
+    ];
+    let (code, held, err) = cli(&ep, &url, &held_args).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(held["status"], "authorized", "{held}");
+    let id = held["id"].as_str().expect("an id").to_owned();
+    let (code, captured, err) = cli(&ep, &url, &["capture", &id, "--amount", "700"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (&captured["status"], &captured["amount_captured"]),
+        (&Value::from("succeeded"), &Value::from(700))
+    );
+    let (code, refund, err) = cli(&ep, &url, &["refund", &id, "--amount", "200"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(refund["amount"], 200, "{refund}");
+    let (code, transfer, err) = cli(
+        &ep,
+        &url,
+        &["transfer", "--currency", "EUR", "--leg", "payer:payee:50"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(transfer["legs"][0]["amount"], 50, "{transfer}");
+
+    let second = cli(&ep, &url, &held_args).await.1;
+    let second = second["id"].as_str().expect("an id").to_owned();
+    let (code, voided, err) = cli(&ep, &url, &["void", &second]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(voided["status"], "canceled");
+    let (code, refused, _) = cli(&ep, &url, &["capture", &second]).await;
+    assert_eq!(code, Some(4), "a final decline: {refused}");
+    assert_eq!(
+        refused["type"], "/problems/charge-state-invalid",
+        "{refused}"
+    );
+
+    let payee = account(&ep, "payee").await;
+    assert_eq!(
+        (
+            &payee["credits_posted"],
+            &payee["debits_posted"],
+            &payee["credits_pending"]
+        ),
+        (&Value::from(750), &Value::from(200), &Value::from(0)),
+        "700 captured and 50 transferred in, 200 refunded out, nothing held: {payee}"
+    );
+    assert!(proxy.counts().lost_responses > 0, "the proxy lost answers");
+    drop(proxy);
+    server.check().await;
 }
