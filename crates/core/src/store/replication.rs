@@ -4,8 +4,10 @@
 //! A hub keeps each origin's ledger apart, as a mirror keyed by (origin node, account id): a
 //! terminal's `alice` and another terminal's `alice` are different accounts, and the hub's own
 //! accounts are untouched by replication. Mirrored accounts follow the same rules as local ones
-//! (`post_charge`), so every mirror balances to zero per currency, and an event that would break a
+//! (`mirror`), so every mirror balances to zero per currency, and an event that would break a
 //! rule is refused rather than applied half.
+
+mod mirror;
 
 use std::collections::HashMap;
 
@@ -16,10 +18,11 @@ use super::journal::{Logged, Redo};
 use super::records::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
 use super::schema::{
     COUNTER_NEXT_APPLIED_INDEX, COUNTER_NEXT_DEAD_LETTER_ID, DEAD_LETTERS, INBOX, ORIGINS,
-    REPLICA_ACCOUNTS, REPLICA_CHARGES, REPLICATION_COUNTERS, SINK_CURSORS,
+    REPLICA_ACCOUNTS, REPLICA_CHARGE_PROGRESS, REPLICA_CHARGES, REPLICA_REFUNDS, REPLICA_TRANSFERS,
+    REPLICATION_COUNTERS, SINK_CURSORS,
 };
 use super::{Store, StoreError};
-use crate::ledger::{Account, AccountId, Charge, NewCharge, post_charge};
+use crate::ledger::{Account, AccountId, Charge, ChargeProgress};
 
 /// Why this hub cannot apply an event; it becomes the dead letter's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,10 @@ pub struct ReplicationTables<'txn> {
     inbox: Logged<'txn, (&'static str, u64), &'static [u8]>,
     accounts: Logged<'txn, (&'static str, &'static str), &'static [u8]>,
     charges: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    /// Keyed like `charges`, by the event that created the charge.
+    progress: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    refunds: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    transfers: Logged<'txn, (&'static str, u64), &'static [u8]>,
     dead_letters: Logged<'txn, u64, &'static [u8]>,
     counters: Logged<'txn, &'static str, u64>,
     /// Mirrored accounts changed by this transaction, written once by `flush`.
@@ -69,6 +76,9 @@ impl<'txn> ReplicationTables<'txn> {
             inbox: Logged::open(txn, redo, INBOX)?,
             accounts: Logged::open(txn, redo, REPLICA_ACCOUNTS)?,
             charges: Logged::open(txn, redo, REPLICA_CHARGES)?,
+            progress: Logged::open(txn, redo, REPLICA_CHARGE_PROGRESS)?,
+            refunds: Logged::open(txn, redo, REPLICA_REFUNDS)?,
+            transfers: Logged::open(txn, redo, REPLICA_TRANSFERS)?,
             dead_letters: Logged::open(txn, redo, DEAD_LETTERS)?,
             counters,
             staged_accounts: HashMap::new(),
@@ -115,93 +125,31 @@ impl<'txn> ReplicationTables<'txn> {
         origin: &str,
         event: &Event,
     ) -> Result<Result<(), ApplyRefusal>, StoreError> {
-        match &event.body {
-            EventBody::AccountCreated(account) => {
-                if self.mirror_account(origin, &account.id)?.is_some() {
-                    return Ok(Err(ApplyRefusal(format!(
-                        "account {} already exists in the mirror of {origin}",
-                        account.id
-                    ))));
-                }
-                let totals = [
-                    account.debits_posted,
-                    account.credits_posted,
-                    account.debits_pending,
-                    account.credits_pending,
-                ];
-                if totals.iter().any(|t| *t != 0) {
-                    return Ok(Err(ApplyRefusal(format!(
-                        "account {} arrives with non-zero totals",
-                        account.id
-                    ))));
-                }
-                self.staged_accounts
-                    .insert((origin.to_owned(), account.id.clone()), account.clone());
-                Ok(Ok(()))
+        let seq = event.seq;
+        mirror::outcome(match &event.body {
+            EventBody::AccountCreated(account) => self.mirror_new_account(origin, account),
+            EventBody::ChargeSucceeded(charge) => self.mirror_charge(origin, seq, charge),
+            EventBody::ChargeAuthorized {
+                charge,
+                expires_at_ms,
+            } => self.mirror_authorization(origin, seq, charge, *expires_at_ms),
+            EventBody::ChargeSettled {
+                charge,
+                status,
+                amount_captured,
+            } => self.mirror_settlement(
+                origin,
+                seq,
+                event.created_at_ms,
+                charge,
+                *status,
+                *amount_captured,
+            ),
+            EventBody::RefundSucceeded { refund, charge } => {
+                self.mirror_refund(origin, seq, refund, charge)
             }
-            EventBody::ChargeSucceeded(charge) => self.apply_charge(origin, event.seq, charge),
-            // TEMPORARY (issue 19, in progress on a branch): mirrors of lifecycle entries.
-            other => Ok(Err(ApplyRefusal(format!(
-                "this hub cannot apply {} events yet",
-                crate::render::event_type_name(other)
-            )))),
-        }
-    }
-
-    /// A refusal calls it "the charge": the dead letter names its origin and event seq. Not its
-    /// id: only the origin's key makes that from the number the wire carries, and an id this hub
-    /// rendered with its own key would name another charge, or none.
-    fn apply_charge(
-        &mut self,
-        origin: &str,
-        seq: u64,
-        charge: &Charge,
-    ) -> Result<Result<(), ApplyRefusal>, StoreError> {
-        if charge.event_seq != seq {
-            return Ok(Err(ApplyRefusal(format!(
-                "the charge names event {}, it came as event {seq}",
-                charge.event_seq
-            ))));
-        }
-        if charge.source == charge.destination {
-            return Ok(Err(ApplyRefusal(
-                "the charge has the same source and destination".into(),
-            )));
-        }
-        if self.charges.get((origin, seq))?.is_some() {
-            return Ok(Err(ApplyRefusal(format!("event {seq} was applied before"))));
-        }
-        let mirror =
-            |tables: &Self, id: &AccountId| -> Result<Result<Account, ApplyRefusal>, StoreError> {
-                Ok(tables.mirror_account(origin, id)?.ok_or_else(|| {
-                    ApplyRefusal(format!("account {id} is not known from {origin}"))
-                }))
-            };
-        let mut source = match mirror(self, &charge.source)? {
-            Ok(account) => account,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let mut destination = match mirror(self, &charge.destination)? {
-            Ok(account) => account,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let new = NewCharge {
-            source: charge.source.clone(),
-            destination: charge.destination.clone(),
-            amount: charge.amount,
-            currency: charge.currency,
-            metadata: charge.metadata.clone(),
-        };
-        if let Err(decline) = post_charge(&new, &mut source, &mut destination) {
-            return Ok(Err(ApplyRefusal(format!("the charge: {decline}"))));
-        }
-        for account in [source, destination] {
-            self.staged_accounts
-                .insert((origin.to_owned(), account.id.clone()), account);
-        }
-        self.charges
-            .insert((origin, seq), encode(charge).as_slice())?;
-        Ok(Ok(()))
+            EventBody::TransferSucceeded(transfer) => self.mirror_transfer(origin, seq, transfer),
+        })
     }
 
     fn take_applied_index(&mut self) -> u64 {
@@ -406,6 +354,28 @@ impl Store {
         let table = txn.open_table(REPLICA_ACCOUNTS)?;
         let found = table.get((origin, id.as_str()))?;
         found.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    /// The mirrored charge that `origin`'s event `seq` created, with its progress (a plain
+    /// immediate charge with nothing refunded has no row: succeeded, captured whole).
+    pub fn mirror_charge(
+        &self,
+        origin: &str,
+        seq: u64,
+    ) -> Result<Option<(Charge, ChargeProgress)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(bytes) = txn.open_table(REPLICA_CHARGES)?.get((origin, seq))? else {
+            return Ok(None);
+        };
+        let charge: Charge = decode(bytes.value())?;
+        let progress = match txn
+            .open_table(REPLICA_CHARGE_PROGRESS)?
+            .get((origin, seq))?
+        {
+            Some(bytes) => decode(bytes.value())?,
+            None => ChargeProgress::immediate(&charge),
+        };
+        Ok(Some((charge, progress)))
     }
 
     /// Up to `limit` dead letters with `id > after`, parked and redriven alike, in id order.
