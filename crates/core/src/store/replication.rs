@@ -450,4 +450,231 @@ mod tests {
         let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
         assert_eq!(ids, [1, 2]);
     }
+
+    mod lifecycle {
+        use super::super::ApplyRefusal;
+        use crate::ledger::{
+            Account, AccountId, Amount, Charge, ChargeStatus, Currency, Metadata, NewAccount,
+            Refund, Transfer, TransferLeg,
+        };
+        use crate::store::records::{Event, EventBody};
+        use crate::store::{Store, check};
+
+        const ORIGIN: &str = "till-1";
+
+        fn id(text: &str) -> AccountId {
+            AccountId::parse(text).expect("id")
+        }
+
+        fn amount(minor: u64) -> Amount {
+            Amount::new(minor).expect("amount")
+        }
+
+        fn eur() -> Currency {
+            Currency::parse("EUR").expect("currency")
+        }
+
+        fn charge(number: u64, event_seq: u64, source: &str, minor: u64) -> Charge {
+            Charge {
+                number,
+                source: id(source),
+                destination: id(if source == "shop" { "alice" } else { "shop" }),
+                amount: amount(minor),
+                currency: eur(),
+                metadata: Metadata::default(),
+                created_at_ms: 1,
+                event_seq,
+            }
+        }
+
+        /// Offers `body` as `ORIGIN`'s next event; records it when the mirror applies it.
+        fn offer(store: &Store, body: EventBody) -> Result<(), ApplyRefusal> {
+            store
+                .commit_batch(|tables| {
+                    let tables = tables.replication();
+                    let seq = tables.origin(ORIGIN)?.applied_through + 1;
+                    let event = Event {
+                        seq,
+                        created_at_ms: 2,
+                        body,
+                    };
+                    let outcome = tables.apply_event(ORIGIN, &event)?;
+                    if outcome.is_ok() {
+                        tables.record_applied(ORIGIN, seq, 2)?;
+                    }
+                    Ok(outcome)
+                })
+                .expect("committed")
+        }
+
+        fn refused_because(store: &Store, body: EventBody, why: &str) {
+            let before = store.mirror_account(ORIGIN, &id("shop")).expect("readable");
+            match offer(store, body) {
+                Err(ApplyRefusal(reason)) => assert!(reason.contains(why), "{reason}"),
+                Ok(()) => panic!("applied; expected a refusal for {why}"),
+            }
+            let after = store.mirror_account(ORIGIN, &id("shop")).expect("readable");
+            assert_eq!(before, after, "a refusal changes nothing");
+        }
+
+        fn settled(charge: &Charge, status: ChargeStatus, amount_captured: u64) -> EventBody {
+            EventBody::ChargeSettled {
+                charge: charge.clone(),
+                status,
+                amount_captured,
+            }
+        }
+
+        fn refund(number: u64, event_seq: u64, charge: &Charge, minor: u64) -> EventBody {
+            EventBody::RefundSucceeded {
+                refund: Refund {
+                    number,
+                    charge_number: charge.number,
+                    amount: amount(minor),
+                    currency: eur(),
+                    metadata: Metadata::default(),
+                    created_at_ms: 2,
+                    event_seq,
+                },
+                charge: charge.clone(),
+            }
+        }
+
+        /// Seqs 1-3: the bank (no limit), alice and the shop (limit 0); 4: the bank pays alice
+        /// 100; 5: alice authorizes 60 to the shop.
+        fn hub_with_an_authorization() -> (tempfile::TempDir, Store, Charge, Charge) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(dir.path()).expect("opens");
+            for (name, overdraft_limit) in [("bank", None), ("alice", Some(0)), ("shop", Some(0))] {
+                let new = NewAccount {
+                    id: id(name),
+                    currency: eur(),
+                    overdraft_limit,
+                };
+                offer(&store, EventBody::AccountCreated(Account::open(&new, 1))).expect("opens");
+            }
+            let mut sale = charge(1, 4, "bank", 100);
+            sale.destination = id("alice");
+            offer(&store, EventBody::ChargeSucceeded(sale.clone())).expect("posts");
+            let held = charge(2, 5, "alice", 60);
+            let authorized = EventBody::ChargeAuthorized {
+                charge: held.clone(),
+                // Long past on any clock: only the origin's event ends it.
+                expires_at_ms: 1,
+            };
+            offer(&store, authorized).expect("holds");
+            (dir, store, sale, held)
+        }
+
+        /// Each event a correct origin could not have sent next is refused and changes nothing;
+        /// the ones it could are applied; the mirror stays consistent throughout.
+        #[test]
+        fn the_mirror_refuses_what_the_origin_could_not_have_decided() {
+            let (_dir, store, sale, held) = hub_with_an_authorization();
+            let unknown = charge(9, 99, "alice", 60);
+            refused_because(
+                &store,
+                settled(&unknown, ChargeStatus::Canceled, 0),
+                "not in the mirror",
+            );
+            let mut other = held.clone();
+            other.amount = amount(61);
+            refused_because(
+                &store,
+                settled(&other, ChargeStatus::Canceled, 0),
+                "differs",
+            );
+            refused_because(
+                &store,
+                settled(&sale, ChargeStatus::Canceled, 0),
+                "not an authorization",
+            );
+            refused_because(&store, refund(3, 6, &held, 1), "the charge is authorized");
+            refused_because(
+                &store,
+                settled(&held, ChargeStatus::Succeeded, 61),
+                "more than the 60 authorized",
+            );
+            offer(&store, settled(&held, ChargeStatus::Succeeded, 40)).expect("captures 40");
+            refused_because(
+                &store,
+                settled(&held, ChargeStatus::Canceled, 0),
+                "the charge is succeeded",
+            );
+            refused_because(&store, refund(3, 7, &held, 41), "40 is left to refund");
+            offer(&store, refund(3, 7, &held, 40)).expect("refunds all 40");
+            let overdraw = EventBody::TransferSucceeded(Transfer {
+                number: 4,
+                currency: eur(),
+                legs: vec![
+                    TransferLeg {
+                        source: id("alice"),
+                        destination: id("shop"),
+                        amount: amount(10),
+                    },
+                    TransferLeg {
+                        source: id("shop"),
+                        destination: id("alice"),
+                        amount: amount(11),
+                    },
+                ],
+                metadata: Metadata::default(),
+                created_at_ms: 2,
+                event_seq: 8,
+            });
+            // The shop has 10 after the first leg: the second one would take it below 0.
+            refused_because(&store, overdraw, "transfer leg 1");
+            let (_, progress) = store
+                .mirror_charge(ORIGIN, 5)
+                .expect("readable")
+                .expect("mirrored");
+            assert_eq!(
+                (
+                    progress.status,
+                    progress.amount_captured,
+                    progress.amount_refunded
+                ),
+                (ChargeStatus::Succeeded, 40, 40)
+            );
+            let alice = store
+                .mirror_account(ORIGIN, &id("alice"))
+                .expect("readable");
+            let alice = alice.expect("mirrored");
+            assert_eq!((alice.balance(), alice.debits_pending), (100, 0));
+            let report = check::assert_consistent(&store);
+            assert_eq!((report.mirrored_charges, report.mirrored_refunds), (2, 1));
+        }
+
+        /// The checker recomputes all four totals: a mirrored hold that drifted from the open
+        /// authorizations is reported.
+        #[test]
+        fn check_reports_a_mirrored_hold_that_no_authorization_makes() {
+            let (_dir, store, _, _) = hub_with_an_authorization();
+            assert_eq!(
+                check::assert_consistent(&store).mirrored_authorizations_open,
+                1
+            );
+            store
+                .commit_batch(|tables| {
+                    let tables = tables.replication();
+                    let mut shop = tables
+                        .mirror_account(ORIGIN, &id("shop"))?
+                        .expect("mirrored");
+                    shop.credits_pending += 1;
+                    tables
+                        .staged_accounts
+                        .insert((ORIGIN.to_owned(), shop.id.clone()), shop);
+                    Ok(())
+                })
+                .expect("committed");
+            let report = check::verify(&store).expect("readable");
+            let found = |text: &str| report.violations.iter().any(|v| v.contains(text));
+            assert!(
+                found("open authorizations hold 0/60"),
+                "{:?}",
+                report.violations
+            );
+            assert!(found("pending totals sum to 1"), "{:?}", report.violations);
+        }
+    }
 }
