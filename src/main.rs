@@ -76,8 +76,21 @@ enum Command {
     /// full-jitter backoff, Retry-After honoured. Exit 0 on 2xx, 4 on a final refusal (body on
     /// stdout), 1 when it gave up (run again with the printed --idempotency-key).
     Account(onceledger_client::cli::AccountArgs),
-    /// Make a charge through the retrying client (same retry rules and exit status as `account`).
+    /// Make a charge through the retrying client (same retry rules and exit status as `account`);
+    /// with --no-capture, authorize it instead: the amount is held until `capture`, `void` or
+    /// --expires-in.
     Charge(onceledger_client::cli::ChargeArgs),
+    /// Capture an authorization, all of it or --amount (the rest of the hold is released).
+    /// Exit 4 with the stored 400 charge-state-invalid if it was voided, expired or captured.
+    Capture(onceledger_client::cli::CaptureArgs),
+    /// Void (cancel) an authorization: its hold is released and it can no longer be captured.
+    Void(onceledger_client::cli::VoidArgs),
+    /// Refund a succeeded charge, all that is left or --amount (the refunds of a charge never add
+    /// up to more than it captured).
+    Refund(onceledger_client::cli::RefundArgs),
+    /// Post a transfer of 1 to 16 legs (--leg SRC:DST:AMOUNT, repeated) in one transaction: all
+    /// legs or none. The legs are checked against API.md's limits before anything is sent.
+    Transfer(onceledger_client::cli::TransferArgs),
     /// Prove effectively-once in one process on loopback: a node, a hub it replicates to and a
     /// fault proxy; many client tasks make logical charges through lost answers, resets and
     /// concurrent duplicates while the replicator crashes once between delivery and cursor
@@ -326,6 +339,16 @@ fn main() -> ExitCode {
         }
         Command::Charge(args) => {
             onceledger_client::cli::run_charge(args).map_err(|e| e.to_string())
+        }
+        Command::Capture(args) => {
+            onceledger_client::cli::run_capture(args).map_err(|e| e.to_string())
+        }
+        Command::Void(args) => onceledger_client::cli::run_void(args).map_err(|e| e.to_string()),
+        Command::Refund(args) => {
+            onceledger_client::cli::run_refund(args).map_err(|e| e.to_string())
+        }
+        Command::Transfer(args) => {
+            onceledger_client::cli::run_transfer(args).map_err(|e| e.to_string())
         }
         Command::Prove(args) => onceledger_testkit::prove::run(args).map_err(|e| e.to_string()),
         Command::Tenant(command) => tenant_command(command).map_err(|e| e.to_string()),

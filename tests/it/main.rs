@@ -20,6 +20,7 @@ mod durability;
 mod events;
 mod fleet;
 mod idempotency;
+mod lifecycle;
 mod nats;
 mod ops;
 mod parser;

@@ -1,6 +1,9 @@
 //! Which outcomes a retry can change. The table follows API.md's idempotency section: what the
 //! server stores is final and a retry would only replay it; what it does not store because the
-//! moment was wrong (in flight, overloaded, storage down) may go differently next time.
+//! moment was wrong (in flight, overloaded, storage down) may go differently next time. The
+//! lifecycle's declines (400 charge-state-invalid, capture-exceeds-authorization,
+//! refund-exceeds-charge; 404 refund-not-found) are decided against the ledger and stored, so
+//! they are final like 402: a capture of a voided charge stays refused however often it is sent.
 
 use serde::Serialize;
 
@@ -73,11 +76,13 @@ mod tests {
             (201, None),
             (204, None),
             (301, None),
-            (400, None), // invalid-request, currency-mismatch, account-exists
+            // invalid-request, currency-mismatch, account-exists; and the lifecycle's stored
+            // declines: charge-state-invalid, capture-exceeds-authorization, refund-exceeds-charge.
+            (400, None),
             (401, None),
             (402, None), // insufficient-funds (stored)
             (403, None),
-            (404, None), // account-not-found (stored)
+            (404, None), // account-not-found (stored), charge-not-found, refund-not-found
             (405, None),
             (408, None),
             (409, Some(InFlight)),

@@ -1,9 +1,12 @@
-//! `onceledger account` and `onceledger charge`: one logical operation through the retrying
-//! client. The answer's body goes to stdout, a summary line (key, attempts, status) to stderr.
+//! `onceledger account`, `charge` (or authorize, with `--no-capture`), `capture`, `void`,
+//! `refund` and `transfer`: one logical operation through the retrying client. The answer's body
+//! goes to stdout, a summary line (key, attempts, status) to stderr.
 //!
-//! Exit status: 0 for a 2xx; 4 for a final refusal (a stored decline such as 402, or a request
-//! the server refuses as written: 400, 422, ...), its body on stdout; 1 when the client gave up
-//! (the operation may have run: run again with the printed `--idempotency-key` to find out).
+//! Exit status: 0 for a 2xx; 4 for a final refusal (a stored decline such as 402 or
+//! charge-state-invalid, or a request the server refuses as written: 400, 422, ...), its body on
+//! stdout; 1 when the client gave up (the operation may have run: run again with the printed
+//! `--idempotency-key` to find out), and also when a transfer is refused before sending (its
+//! legs or metadata break API.md's limits; nothing was sent).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,9 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Backoff, Client, ClientConfig,
-    ClientError, NewAccount, NewCharge, Operation, RetryBudget, Transcript,
+    ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Backoff, BodyError, ChargeId, Client,
+    ClientConfig, ClientError, Leg, NewAccount, NewAuthorization, NewCapture, NewCharge, NewRefund,
+    NewTransfer, NewVoid, Operation, RetryBudget, Transcript,
 };
+use crate::body::AMOUNT_MAX;
+use crate::lifecycle::{EXPIRES_IN_SECS_MAX, EXPIRES_IN_SECS_MIN};
 use crate::token::{TokenError, TokenSecret};
 
 /// `--timeout`'s default, as the flag spells it.
@@ -24,7 +30,7 @@ const _: () = assert!(ATTEMPT_TIMEOUT_DEFAULT.as_secs() == 10);
 /// Exit status of a final answer that is not a 2xx (2 is clap's usage error, 3 bench's check).
 const EXIT_REFUSED: u8 = 4;
 
-/// How to reach the server and how to retry; shared by `account` and `charge`.
+/// How to reach the server and how to retry; shared by every command that POSTs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
     /// Base URL of the server (http:// or https://).
@@ -123,11 +129,72 @@ pub struct ChargeArgs {
     #[arg(long, visible_alias = "to")]
     pub destination: String,
     /// Amount in minor units (cents), 1 to 2^63-1.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=AMOUNT_MAX))]
     pub amount: u64,
     /// Currency, three upper-case letters; must be both accounts' currency.
     #[arg(long)]
     pub currency: String,
+    /// A metadata pair KEY=VALUE (repeat for more; at most 16).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = metadata_pair)]
+    pub metadata: Vec<(String, String)>,
+    /// Authorize only: hold the amount (status `authorized`) until `capture`, `void` or expiry.
+    #[arg(long)]
+    pub no_capture: bool,
+    /// With --no-capture: seconds until the authorization expires, 60 to 2592000 (30 days)
+    /// [default: the server's --authorization-ttl, 7 days].
+    #[arg(long, value_name = "SECS", requires = "no_capture",
+          value_parser = clap::value_parser!(u32).range(i64::from(EXPIRES_IN_SECS_MIN)..=i64::from(EXPIRES_IN_SECS_MAX)))]
+    pub expires_in: Option<u32>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CaptureArgs {
+    /// The id of the authorization (`ch_...`, as `charge --no-capture` printed it).
+    #[arg(value_name = "ID")]
+    pub id: ChargeId,
+    /// Capture only this much, in minor units (1 to the authorized amount); the rest of the hold
+    /// is released [default: the authorized amount].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=AMOUNT_MAX))]
+    pub amount: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct VoidArgs {
+    /// The id of the authorization to cancel (its hold is released).
+    #[arg(value_name = "ID")]
+    pub id: ChargeId,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RefundArgs {
+    /// The id of the succeeded charge to refund.
+    #[arg(value_name = "CHARGE_ID")]
+    pub charge: ChargeId,
+    /// Refund only this much, in minor units [default: all that is left to refund].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=AMOUNT_MAX))]
+    pub amount: Option<u64>,
+    /// A metadata pair KEY=VALUE (repeat for more; at most 16).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = metadata_pair)]
+    pub metadata: Vec<(String, String)>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TransferArgs {
+    /// Currency of every leg, three upper-case letters.
+    #[arg(long)]
+    pub currency: String,
+    /// A leg SRC:DST:AMOUNT (amount in minor units); repeat for up to 16 legs, posted in order,
+    /// all or none.
+    #[arg(long = "leg", value_name = "SRC:DST:AMOUNT", required = true)]
+    pub legs: Vec<Leg>,
     /// A metadata pair KEY=VALUE (repeat for more; at most 16).
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = metadata_pair)]
     pub metadata: Vec<(String, String)>,
@@ -164,14 +231,44 @@ pub fn run_account(args: AccountArgs) -> Result<ExitCode, CliError> {
 }
 
 pub fn run_charge(args: ChargeArgs) -> Result<ExitCode, CliError> {
-    let body = NewCharge {
+    let charge = NewCharge {
         source: args.source,
         destination: args.destination,
         amount: args.amount,
         currency: args.currency,
         metadata: args.metadata.into_iter().collect::<BTreeMap<_, _>>(),
     };
-    run(&args.client, Operation::CreateCharge, &body)
+    if !args.no_capture {
+        return run(&args.client, Operation::CreateCharge, &charge);
+    }
+    let authorization = NewAuthorization::new(charge, args.expires_in).map_err(CliError::Body)?;
+    run(&args.client, Operation::CreateCharge, &authorization)
+}
+
+pub fn run_capture(args: CaptureArgs) -> Result<ExitCode, CliError> {
+    let body = NewCapture {
+        amount: args.amount,
+    };
+    run(&args.client, Operation::CaptureCharge(args.id), &body)
+}
+
+pub fn run_void(args: VoidArgs) -> Result<ExitCode, CliError> {
+    run(&args.client, Operation::VoidCharge(args.id), &NewVoid {})
+}
+
+pub fn run_refund(args: RefundArgs) -> Result<ExitCode, CliError> {
+    let body = NewRefund {
+        charge: args.charge,
+        amount: args.amount,
+        metadata: args.metadata.into_iter().collect(),
+    };
+    run(&args.client, Operation::CreateRefund, &body)
+}
+
+pub fn run_transfer(args: TransferArgs) -> Result<ExitCode, CliError> {
+    let metadata = args.metadata.into_iter().collect();
+    let body = NewTransfer::new(args.currency, args.legs, metadata).map_err(CliError::Body)?;
+    run(&args.client, Operation::CreateTransfer, &body)
 }
 
 fn run(
@@ -202,6 +299,7 @@ fn run(
         ..ClientConfig::default()
     };
     let key = args.idempotency_key.clone().unwrap_or_else(Client::new_key);
+    let name = operation.name();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -214,8 +312,7 @@ fn run(
         Ok(answer) => {
             println!("{}", String::from_utf8_lossy(&answer.body));
             eprintln!(
-                "{} idempotency-key={} attempts={} status={}{}",
-                operation.name(),
+                "{name} idempotency-key={} attempts={} status={}{}",
                 answer.key,
                 answer.attempts,
                 answer.status,
@@ -228,14 +325,14 @@ fn run(
             })
         }
         Err(error @ ClientError::GaveUp { .. }) => {
-            eprintln!("onceledger {}: {error}", operation.name());
+            eprintln!("onceledger {name}: {error}");
             Ok(ExitCode::FAILURE)
         }
         Err(error) => Err(CliError::Client(error)),
     }
 }
 
-/// Why `account` or `charge` could not run its operation (a client that gave up is not an
+/// Why a command could not run its operation (a client that gave up is not an
 /// error: it has its own exit status). Each message is one sentence for the operator.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -251,6 +348,8 @@ pub enum CliError {
     Runtime(std::io::Error),
     /// The client cannot be set up or the request not built (shown as the client says it).
     Client(ClientError),
+    /// The request breaks a limit of API.md (a transfer's legs, an expiry); nothing was sent.
+    Body(BodyError),
 }
 
 impl fmt::Display for CliError {
@@ -266,6 +365,7 @@ impl fmt::Display for CliError {
             CliError::Token(error) => error.fmt(f),
             CliError::Runtime(source) => write!(f, "cannot start the runtime: {source}"),
             CliError::Client(error) => error.fmt(f),
+            CliError::Body(error) => write!(f, "not sent: {error}"),
         }
     }
 }
@@ -277,6 +377,7 @@ impl std::error::Error for CliError {
             // Transparent: the message is the wrapped error's, so the source is its own.
             CliError::Token(error) => std::error::Error::source(error),
             CliError::Client(error) => std::error::Error::source(error),
+            CliError::Body(error) => Some(error),
         }
     }
 }
@@ -314,5 +415,86 @@ impl std::error::Error for DurationError {
         match self {
             DurationError::NotADuration { source, .. } => Some(source),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The commands as the binary nests them, so flags parse as they do for an operator.
+    #[derive(clap::Parser, Debug)]
+    #[command(name = "onceledger")]
+    enum Commands {
+        Charge(ChargeArgs),
+        Capture(CaptureArgs),
+        Void(VoidArgs),
+        Refund(RefundArgs),
+        Transfer(TransferArgs),
+    }
+
+    fn parse(words: &str) -> Result<Commands, clap::Error> {
+        Commands::try_parse_from(std::iter::once("onceledger").chain(words.split_whitespace()))
+    }
+
+    /// Guards `charge --no-capture [--expires-in SECS]`: the expiry needs --no-capture and
+    /// API.md's range, and the body sent is an authorization.
+    #[test]
+    fn charge_no_capture_builds_an_authorization() {
+        let base = "charge --source a --destination b --amount 5 --currency EUR";
+        let Ok(Commands::Charge(args)) = parse(&format!("{base} --no-capture --expires-in 60"))
+        else {
+            panic!("an authorization with an expiry parses");
+        };
+        assert!(args.no_capture);
+        assert_eq!(args.expires_in, Some(EXPIRES_IN_SECS_MIN));
+        let without = parse(&format!("{base} --expires-in 60")).map(|_| ());
+        assert_eq!(
+            without.map_err(|e| e.kind()),
+            Err(clap::error::ErrorKind::MissingRequiredArgument)
+        );
+        assert!(parse(&format!("{base} --no-capture --expires-in 59")).is_err());
+        assert!(parse(&format!("{base} --no-capture --expires-in 2592001")).is_err());
+    }
+
+    /// Guards the id arguments of capture, void and refund: a charge id that is not one plain
+    /// path segment is a usage error, not a request to some other path.
+    #[test]
+    fn capture_void_and_refund_take_a_plain_charge_id() {
+        match parse("capture ch_1 --amount 3") {
+            Ok(Commands::Capture(args)) => {
+                assert_eq!(args.id.as_str(), "ch_1");
+                assert_eq!(args.amount, Some(3));
+            }
+            other => panic!("capture with an amount: {other:?}"),
+        }
+        assert!(matches!(parse("void ch_2"), Ok(Commands::Void(a)) if a.id.as_str() == "ch_2"));
+        match parse("refund ch_3 --metadata reason=damaged") {
+            Ok(Commands::Refund(args)) => {
+                assert_eq!(args.amount, None);
+                assert_eq!(args.metadata, vec![("reason".into(), "damaged".into())]);
+            }
+            other => panic!("refund with metadata: {other:?}"),
+        }
+        for bad in ["capture ../accounts", "void ch/1", "refund ch_1 --amount 0"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Guards `transfer --leg SRC:DST:AMOUNT`: repeated legs keep their order, at least one is
+    /// required.
+    #[test]
+    fn transfer_legs_repeat_in_order() {
+        match parse("transfer --currency EUR --leg c:m:100 --leg m:p:3") {
+            Ok(Commands::Transfer(args)) => {
+                let legs: Vec<_> = args.legs.iter().map(|l| l.amount).collect();
+                assert_eq!(legs, [100, 3]);
+            }
+            other => panic!("a two-leg transfer: {other:?}"),
+        }
+        assert!(parse("transfer --currency EUR").is_err());
+        assert!(parse("transfer --currency EUR --leg c:m").is_err());
     }
 }

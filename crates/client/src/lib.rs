@@ -19,17 +19,21 @@
 //! ```
 
 pub mod backoff;
+pub mod body;
 mod budget;
 mod classify;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod lifecycle;
 mod metrics;
 pub mod rng;
 pub mod tls;
 pub mod token;
 mod transcript;
+pub mod transfer;
 mod transport;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -40,12 +44,15 @@ use bytes::Bytes;
 use serde::Serialize;
 
 pub use backoff::{Backoff, parse_retry_after};
+pub use body::{BodyError, ChargeId};
 pub use budget::{
     CAPACITY_DEFAULT, NO_RETRY_INCREMENT, RETRY_COST, RetryBudget, TIMEOUT_RETRY_COST,
 };
 pub use classify::{RetryCause, Verdict, classify_status};
+pub use lifecycle::{NewAuthorization, NewCapture, NewRefund, NewVoid};
 pub use metrics::ClientMetrics;
 pub use transcript::{AttemptRecord, Decision, Transcript};
+pub use transfer::{Leg, NewTransfer};
 
 use crate::rng::Rng;
 use transport::{Reply, Transport, TransportError};
@@ -95,26 +102,40 @@ impl Default for ClientConfig {
     }
 }
 
-/// The POSTs of API.md the client knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The POSTs of API.md the client knows. Capture and void carry the charge they act on, since
+/// it is part of their path.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     CreateAccount,
+    /// An immediate charge or an authorization (`"capture": false`): the same path.
     CreateCharge,
+    CaptureCharge(ChargeId),
+    VoidCharge(ChargeId),
+    CreateRefund,
+    CreateTransfer,
 }
 
 impl Operation {
-    pub fn path(self) -> &'static str {
+    pub fn path(&self) -> Cow<'static, str> {
         match self {
-            Operation::CreateAccount => "/v1/accounts",
-            Operation::CreateCharge => "/v1/charges",
+            Operation::CreateAccount => Cow::Borrowed("/v1/accounts"),
+            Operation::CreateCharge => Cow::Borrowed("/v1/charges"),
+            Operation::CaptureCharge(id) => Cow::Owned(format!("/v1/charges/{id}/capture")),
+            Operation::VoidCharge(id) => Cow::Owned(format!("/v1/charges/{id}/void")),
+            Operation::CreateRefund => Cow::Borrowed("/v1/refunds"),
+            Operation::CreateTransfer => Cow::Borrowed("/v1/transfers"),
         }
     }
 
     /// The name in transcripts and metric labels.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Operation::CreateAccount => "account",
             Operation::CreateCharge => "charge",
+            Operation::CaptureCharge(_) => "capture",
+            Operation::VoidCharge(_) => "void",
+            Operation::CreateRefund => "refund",
+            Operation::CreateTransfer => "transfer",
         }
     }
 }
@@ -309,6 +330,41 @@ impl Client {
             .await
     }
 
+    /// Authorizes a charge (holds its amount) under a new key.
+    pub async fn authorize(&self, authorization: &NewAuthorization) -> Result<Answer, ClientError> {
+        self.send_json(Operation::CreateCharge, &Self::new_key(), authorization)
+            .await
+    }
+
+    /// Captures an authorization, all of it or `capture.amount`, under a new key.
+    pub async fn capture(
+        &self,
+        charge: &ChargeId,
+        capture: &NewCapture,
+    ) -> Result<Answer, ClientError> {
+        let operation = Operation::CaptureCharge(charge.clone());
+        self.send_json(operation, &Self::new_key(), capture).await
+    }
+
+    /// Voids an authorization (releases its hold) under a new key.
+    pub async fn void(&self, charge: &ChargeId) -> Result<Answer, ClientError> {
+        let operation = Operation::VoidCharge(charge.clone());
+        self.send_json(operation, &Self::new_key(), &NewVoid {})
+            .await
+    }
+
+    /// Refunds a succeeded charge, all that is left of it or `refund.amount`, under a new key.
+    pub async fn create_refund(&self, refund: &NewRefund) -> Result<Answer, ClientError> {
+        self.send_json(Operation::CreateRefund, &Self::new_key(), refund)
+            .await
+    }
+
+    /// Posts a transfer's legs, all or none, under a new key.
+    pub async fn create_transfer(&self, transfer: &NewTransfer) -> Result<Answer, ClientError> {
+        self.send_json(Operation::CreateTransfer, &Self::new_key(), transfer)
+            .await
+    }
+
     /// Sends `body` as the JSON of `operation` under `key`: a new key for a new operation, the
     /// key of an earlier call to find out what became of it.
     pub async fn send_json(
@@ -331,6 +387,8 @@ impl Client {
         body: Bytes,
     ) -> Result<Answer, ClientError> {
         let config = &self.inner.config;
+        // Built once: every attempt goes to the same path.
+        let path = operation.path();
         let mut rng = Rng::from_entropy();
         // Tokens the latest retry took; a 2xx after it gives them back (AWS standard mode).
         let mut retry_cost_taken: Option<u32> = None;
@@ -343,7 +401,7 @@ impl Client {
             let request = self
                 .inner
                 .transport
-                .post_request(operation.path(), key, &request_id, body.clone())
+                .post_request(&path, key, &request_id, body.clone())
                 .map_err(ClientError::Request)?;
             self.inner.attempts_total.fetch_add(1, Ordering::Relaxed);
             self.inner.metrics.count_attempt(operation.name(), attempt);
@@ -356,7 +414,7 @@ impl Client {
                         if (200..300).contains(&reply.status) {
                             self.release(retry_cost_taken.unwrap_or(NO_RETRY_INCREMENT));
                         }
-                        self.record(operation, key, attempt, &seen, Decision::Done, None);
+                        self.record(&operation, key, attempt, &seen, Decision::Done, None);
                         return Ok(Answer {
                             status: reply.status,
                             body: reply.body.clone(),
@@ -381,7 +439,7 @@ impl Client {
                 None
             };
             if let Some((decision, reason)) = give_up {
-                self.record(operation, key, attempt, &seen, decision, None);
+                self.record(&operation, key, attempt, &seen, decision, None);
                 self.inner
                     .metrics
                     .count_gave_up(operation.name(), reason.label());
@@ -397,7 +455,14 @@ impl Client {
             let delay = config
                 .backoff
                 .delay(attempt - 1, seen.retry_after, &mut rng);
-            self.record(operation, key, attempt, &seen, Decision::Retry, Some(delay));
+            self.record(
+                &operation,
+                key,
+                attempt,
+                &seen,
+                Decision::Retry,
+                Some(delay),
+            );
             tokio::time::sleep(delay).await;
         }
         // Only reached with attempts_max == 0, which `new` refuses.
@@ -421,7 +486,7 @@ impl Client {
 
     fn record(
         &self,
-        operation: Operation,
+        operation: &Operation,
         key: &str,
         attempt: u32,
         seen: &Seen,
@@ -508,4 +573,32 @@ impl GiveUp {
 /// Milliseconds with microsecond precision, for the transcript.
 fn millis(d: Duration) -> f64 {
     (d.as_micros().min(u128::from(u64::MAX)) as u64) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards where each logical operation is POSTed and how transcripts name it: a capture or
+    /// void goes to its charge's path, never to the collection.
+    #[test]
+    fn operations_post_to_their_contract_paths() {
+        let id = ChargeId::new("ch_7").expect("plain id");
+        let table = [
+            (Operation::CreateAccount, "/v1/accounts", "account"),
+            (Operation::CreateCharge, "/v1/charges", "charge"),
+            (
+                Operation::CaptureCharge(id.clone()),
+                "/v1/charges/ch_7/capture",
+                "capture",
+            ),
+            (Operation::VoidCharge(id), "/v1/charges/ch_7/void", "void"),
+            (Operation::CreateRefund, "/v1/refunds", "refund"),
+            (Operation::CreateTransfer, "/v1/transfers", "transfer"),
+        ];
+        for (operation, path, name) in table {
+            assert_eq!(operation.path(), path);
+            assert_eq!(operation.name(), name);
+        }
+    }
 }

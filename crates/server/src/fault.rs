@@ -10,6 +10,9 @@
 //!   `store/marks.rs`; a mark left out keeps its limit). Read once, when the store opens; a
 //!   value that does not parse stops the node. The crash tests (`tests/it/rare_moments.rs`) run
 //!   with it so that a SIGKILL lands on a checkpoint, a flush or a merge, not once in 65,536.
+//! - `ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS=10`: an authorization's `expires_in` (and the
+//!   default TTL) counts seconds of 10 ms, so a test sees an authorization of the shortest life
+//!   (60 s) expire in 0.6 s. Read once, when the node starts.
 //! - The others: below.
 
 use std::sync::OnceLock;
@@ -22,6 +25,17 @@ pub fn store_marks() -> Result<Option<Marks>, MarksError> {
         .ok()
         .map(|text| text.parse())
         .transpose()
+}
+
+/// Applies `ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS` if it is set.
+pub fn shorten_authorization_seconds() {
+    if let Some(ms) = std::env::var("ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tracing::warn!(ms, "fault point: an authorization's second lasts {ms} ms");
+        onceledger_core::writer::set_authorization_second_ms(ms);
+    }
 }
 
 /// `ONCELEDGER_FAULT_RELAY_CRASH_AFTER=N`: abort right after the N-th delivery a sink

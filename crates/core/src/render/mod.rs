@@ -60,7 +60,7 @@ struct ChargeView<'a> {
     currency: &'a str,
     metadata: &'a BTreeMap<String, String>,
     created_at: String,
-    /// Authorizations only.
+    /// Open authorizations only.
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<String>,
     event_seq: u64,
@@ -83,7 +83,11 @@ impl<'a> ChargeView<'a> {
             currency: c.currency.as_str(),
             metadata: c.metadata.pairs(),
             created_at: rfc3339_ms(c.created_at_ms),
-            expires_at: progress.expires_at_ms.map(rfc3339_ms),
+            // Only while it can still expire: a settled authorization's is history.
+            expires_at: progress
+                .expires_at_ms
+                .filter(|_| progress.status == ChargeStatus::Authorized)
+                .map(rfc3339_ms),
             event_seq: c.event_seq,
         }
     }

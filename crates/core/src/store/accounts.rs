@@ -202,15 +202,15 @@ pub(super) fn replay_postings(
                     .or_insert(row)
             }
         };
-        let total = match posting.side {
-            PostingSide::Debit => &mut account.debits_posted,
-            PostingSide::Credit => &mut account.credits_posted,
-        };
-        *total = total
-            .checked_add(posting.amount.minor())
-            .ok_or_else(|| StoreError::Corrupt {
+        // Holds and releases too: the pending totals are made of postings like the posted ones.
+        account
+            .apply(&posting)
+            .map_err(|error| StoreError::Corrupt {
                 record: "posting",
-                detail: format!("charge {number} overflows account {}", posting.account),
+                detail: format!(
+                    "entry {number} takes account {} out of range ({error:?})",
+                    posting.account
+                ),
             })?;
         replayed += 1;
     }

@@ -32,9 +32,11 @@ pub(super) fn authorize(
         Ok(postings) => postings,
         Err(decline) => return Ok(Err(decline)),
     };
-    let lifetime_ms = new
-        .expires_in_s
-        .map_or(context.authorization_ttl_ms, |s| s.saturating_mul(1000));
+    let second_ms = test_clock::authorization_second_ms();
+    let lifetime_ms = new.expires_in_s.map_or_else(
+        || context.authorization_ttl_ms.saturating_mul(second_ms) / 1000,
+        |s| s.saturating_mul(second_ms),
+    );
     let expires_at_ms = context.now_ms.saturating_add(lifetime_ms);
     tables.stage_account(tenant, source);
     tables.stage_account(tenant, destination);
@@ -286,5 +288,26 @@ fn leg_account(
     match touched.iter().position(|a| &a.id == id) {
         Some(at) => Ok(Some(touched.swap_remove(at))),
         None => tables.account(tenant, id),
+    }
+}
+
+/// How long an authorization's second lasts: 1000 ms, except in a test build told otherwise, so
+/// that a test can watch an authorization of the shortest allowed life (60 s) expire in 0.6 s.
+pub mod test_clock {
+    #[cfg(any(test, feature = "fault-injection"))]
+    static SECOND_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+
+    pub(crate) fn authorization_second_ms() -> u64 {
+        #[cfg(any(test, feature = "fault-injection"))]
+        return SECOND_MS.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(any(test, feature = "fault-injection")))]
+        1000
+    }
+
+    /// Test builds only: an authorization's `expires_in` (and the default TTL) counts seconds of
+    /// `ms` milliseconds from now on, process-wide.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn set_authorization_second_ms(ms: u64) {
+        SECOND_MS.store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 }

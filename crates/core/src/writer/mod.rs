@@ -15,6 +15,8 @@ mod inbound;
 mod lifecycle;
 mod observer;
 
+#[cfg(feature = "fault-injection")]
+pub use lifecycle::test_clock::set_authorization_second_ms;
 pub use observer::{CommitObserver, Unobserved};
 
 use std::sync::Arc;

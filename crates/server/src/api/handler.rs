@@ -171,6 +171,28 @@ impl App {
             })),
             ApiRequest::GetAccount(id) => self.get_account(tenant, &id),
             ApiRequest::GetCharge(id) => self.get_charge(tenant, &id),
+            ApiRequest::GetRefund(id) => match self.store.refund(tenant, &id) {
+                Ok(Some((refund, charge))) => json(
+                    StatusCode::OK,
+                    present::refund(&refund, &charge, self.store.charge_ids()),
+                ),
+                Ok(None) => problem(&Problem::new(
+                    ProblemKind::RefundNotFound,
+                    format!("no refund {}", shorten(&id)),
+                )),
+                Err(error) => storage_failure(&error),
+            },
+            ApiRequest::GetTransfer(id) => match self.store.transfer(tenant, &id) {
+                Ok(Some(transfer)) => json(
+                    StatusCode::OK,
+                    present::transfer(&transfer, self.store.charge_ids()),
+                ),
+                Ok(None) => problem(&Problem::new(
+                    ProblemKind::TransferNotFound,
+                    format!("no transfer {}", shorten(&id)),
+                )),
+                Err(error) => storage_failure(&error),
+            },
             ApiRequest::ListEvents { after, limit } => {
                 answer(self.store.outbox_bounds().and_then(|held| {
                     // The operator sees the node's whole outbox; anyone else their tenant's events.

@@ -15,11 +15,14 @@ use crate::auth::{DEFAULT_TENANT_NAME, Role, is_valid_tenant_name};
 use onceledger_core::idempotency::{Fingerprint, IdempotencyKey, canonical_body};
 use onceledger_core::ids::is_valid_origin_key;
 use onceledger_core::ledger::{
-    AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge,
+    AccountId, Amount, Command, Currency, Metadata, NewAccount, NewAuthorization, NewCharge,
+    NewRefund, NewTransfer, Settle, TransferLeg,
 };
 use onceledger_core::limits::{
-    AMOUNT_MINOR_MAX, BODY_BYTES_MAX, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, JSON_INTEGER_MAX,
-    LIST_PAGE_DEFAULT, LIST_PAGE_MAX, REPLICATION_BODY_BYTES_MAX,
+    ACCOUNT_ID_BYTES_MAX, AMOUNT_MINOR_MAX, AUTHORIZATION_EXPIRES_IN_S_MAX,
+    AUTHORIZATION_EXPIRES_IN_S_MIN, BODY_BYTES_MAX, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX,
+    JSON_INTEGER_MAX, LIST_PAGE_DEFAULT, LIST_PAGE_MAX, REPLICATION_BODY_BYTES_MAX,
+    TRANSFER_LEGS_MAX,
 };
 use onceledger_core::render::problem::{Problem, ProblemKind};
 use onceledger_core::wire::{EventBatch, decode_batch};
@@ -36,6 +39,9 @@ pub enum ApiRequest {
     /// The raw id: an id that fails the pattern simply names no account (404).
     GetAccount(String),
     GetCharge(String),
+    /// Raw ids, as for `GetCharge`: an id this store never issued names nothing (404).
+    GetRefund(String),
+    GetTransfer(String),
     ListEvents {
         after: u64,
         limit: usize,
@@ -81,6 +87,12 @@ pub struct WriteIntent {
     pub fingerprint: Fingerprint,
 }
 
+#[derive(Clone, Copy)]
+enum SettleAction {
+    Capture,
+    Void,
+}
+
 enum Route<'a> {
     Healthz,
     Readyz,
@@ -90,6 +102,12 @@ enum Route<'a> {
     Account(&'a str),
     Charges,
     Charge(&'a str),
+    /// `POST /v1/charges/{id}/capture` or `/void`.
+    SettleCharge(&'a str, SettleAction),
+    Refunds,
+    Refund(&'a str),
+    Transfers,
+    Transfer(&'a str),
     Events,
     DeadLetters,
     /// The raw id segment: a malformed one is the client's error (400), not an unknown route.
@@ -133,6 +151,20 @@ pub fn parse_request(
         Route::OpenApi => get_only(ApiRequest::OpenApi),
         Route::Account(id) => get_only(ApiRequest::GetAccount(segment(id))),
         Route::Charge(id) => get_only(ApiRequest::GetCharge(segment(id))),
+        Route::Refund(id) => get_only(ApiRequest::GetRefund(segment(id))),
+        Route::Transfer(id) => get_only(ApiRequest::GetTransfer(segment(id))),
+        Route::SettleCharge(..) | Route::Refunds | Route::Transfers if !is_post => {
+            Err(not_allowed("POST"))
+        }
+        Route::SettleCharge(id, action) => {
+            let charge = segment(id);
+            write(headers, body, path, |body| {
+                parse_settle_body(body, action).map(|how| Command::SettleCharge { charge, how })
+            })
+            .map(ApiRequest::Write)
+        }
+        Route::Refunds => write(headers, body, path, parse_refund_body).map(ApiRequest::Write),
+        Route::Transfers => write(headers, body, path, parse_transfer_body).map(ApiRequest::Write),
         Route::Events if is_get => {
             let (after, limit) = events_query(query)?;
             Ok(ApiRequest::ListEvents { after, limit })
@@ -195,6 +227,8 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/openapi.json" => Route::OpenApi,
         "/v1/accounts" => Route::Accounts,
         "/v1/charges" => Route::Charges,
+        "/v1/refunds" => Route::Refunds,
+        "/v1/transfers" => Route::Transfers,
         "/v1/events" => Route::Events,
         "/v1/dead-letters" => Route::DeadLetters,
         "/v1/replication/origins" => Route::Origins,
@@ -204,8 +238,21 @@ fn route(path: &str) -> Option<Route<'_>> {
         _ => {
             if let Some(id) = path.strip_prefix("/v1/accounts/") {
                 single_segment(id).then_some(Route::Account(id))?
-            } else if let Some(id) = path.strip_prefix("/v1/charges/") {
-                single_segment(id).then_some(Route::Charge(id))?
+            } else if let Some(rest) = path.strip_prefix("/v1/charges/") {
+                match rest.split_once('/') {
+                    None => single_segment(rest).then_some(Route::Charge(rest))?,
+                    Some((id, "capture")) if single_segment(id) => {
+                        Route::SettleCharge(id, SettleAction::Capture)
+                    }
+                    Some((id, "void")) if single_segment(id) => {
+                        Route::SettleCharge(id, SettleAction::Void)
+                    }
+                    Some(_) => return None,
+                }
+            } else if let Some(id) = path.strip_prefix("/v1/refunds/") {
+                single_segment(id).then_some(Route::Refund(id))?
+            } else if let Some(id) = path.strip_prefix("/v1/transfers/") {
+                single_segment(id).then_some(Route::Transfer(id))?
             } else if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
                 let id = rest.strip_suffix("/redrive")?;
                 single_segment(id).then_some(Route::Redrive(id))?
@@ -492,6 +539,10 @@ struct ChargeBody {
     currency: String,
     #[serde(default, deserialize_with = "unique_string_map")]
     metadata: Option<BTreeMap<String, String>>,
+    /// Absent or `true`: an immediate charge; `false`: an authorization.
+    capture: Option<bool>,
+    /// Seconds until an authorization expires.
+    expires_in: Option<u64>,
 }
 
 fn parse_account_body(body: &[u8]) -> Result<Command, String> {
@@ -513,6 +564,18 @@ fn parse_account_body(body: &[u8]) -> Result<Command, String> {
 
 fn parse_charge_body(body: &[u8]) -> Result<Command, String> {
     let parsed: ChargeBody = serde_json::from_slice(body).map_err(json_error)?;
+    let authorize = parsed.capture == Some(false);
+    let expires_in_s = parsed.expires_in;
+    if let Some(seconds) = expires_in_s {
+        if !authorize {
+            return Err("expires_in is for authorizations: send it with \"capture\": false".into());
+        }
+        if !(AUTHORIZATION_EXPIRES_IN_S_MIN..=AUTHORIZATION_EXPIRES_IN_S_MAX).contains(&seconds) {
+            return Err(format!(
+                "expires_in must be from {AUTHORIZATION_EXPIRES_IN_S_MIN} to {AUTHORIZATION_EXPIRES_IN_S_MAX} seconds"
+            ));
+        }
+    }
     let charge = NewCharge {
         source: AccountId::parse(&parsed.source).map_err(|e| format!("source: {e}"))?,
         destination: AccountId::parse(&parsed.destination)
@@ -524,7 +587,103 @@ fn parse_charge_body(body: &[u8]) -> Result<Command, String> {
     if charge.source == charge.destination {
         return Err("source and destination must be different accounts".into());
     }
+    if authorize {
+        return Ok(Command::Authorize(NewAuthorization {
+            charge,
+            expires_in_s,
+        }));
+    }
     Ok(Command::CreateCharge(charge))
+}
+
+/// A capture: `{}` (or no body) for the whole authorized amount, or `{"amount": N}`. A void:
+/// `{}` or no body.
+fn parse_settle_body(body: &[u8], action: SettleAction) -> Result<Settle, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CaptureBody {
+        amount: Option<u64>,
+    }
+    match action {
+        SettleAction::Void => parse_empty_body(body).map(|()| Settle::Void),
+        SettleAction::Capture if body.is_empty() => Ok(Settle::Capture(None)),
+        SettleAction::Capture => {
+            let parsed: CaptureBody = serde_json::from_slice(body).map_err(json_error)?;
+            let amount = parsed.amount.map(Amount::new).transpose();
+            Ok(Settle::Capture(amount.map_err(|e| e.to_string())?))
+        }
+    }
+}
+
+fn parse_refund_body(body: &[u8]) -> Result<Command, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RefundBody {
+        charge: String,
+        amount: Option<u64>,
+        #[serde(default, deserialize_with = "unique_string_map")]
+        metadata: Option<BTreeMap<String, String>>,
+    }
+    let parsed: RefundBody = serde_json::from_slice(body).map_err(json_error)?;
+    // Ids are opaque, but never longer than an account id: a longer one names nothing, and a
+    // stored 404 need not keep it.
+    if parsed.charge.is_empty() || parsed.charge.len() > ACCOUNT_ID_BYTES_MAX {
+        return Err(format!(
+            "charge must be a charge id (1 to {ACCOUNT_ID_BYTES_MAX} characters)"
+        ));
+    }
+    Ok(Command::CreateRefund(NewRefund {
+        charge: parsed.charge,
+        amount: parsed
+            .amount
+            .map(Amount::new)
+            .transpose()
+            .map_err(|e| e.to_string())?,
+        metadata: Metadata::new(parsed.metadata.unwrap_or_default()).map_err(|e| e.to_string())?,
+    }))
+}
+
+fn parse_transfer_body(body: &[u8]) -> Result<Command, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct LegBody {
+        source: String,
+        destination: String,
+        amount: u64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TransferBody {
+        currency: String,
+        legs: Vec<LegBody>,
+        #[serde(default, deserialize_with = "unique_string_map")]
+        metadata: Option<BTreeMap<String, String>>,
+    }
+    let parsed: TransferBody = serde_json::from_slice(body).map_err(json_error)?;
+    if parsed.legs.is_empty() || parsed.legs.len() > TRANSFER_LEGS_MAX {
+        return Err(format!("a transfer has 1 to {TRANSFER_LEGS_MAX} legs"));
+    }
+    let mut legs = Vec::with_capacity(parsed.legs.len());
+    for (index, leg) in parsed.legs.into_iter().enumerate() {
+        let leg = TransferLeg {
+            source: AccountId::parse(&leg.source)
+                .map_err(|e| format!("leg {index}: source: {e}"))?,
+            destination: AccountId::parse(&leg.destination)
+                .map_err(|e| format!("leg {index}: destination: {e}"))?,
+            amount: Amount::new(leg.amount).map_err(|e| format!("leg {index}: {e}"))?,
+        };
+        if leg.source == leg.destination {
+            return Err(format!(
+                "leg {index}: source and destination must be different accounts"
+            ));
+        }
+        legs.push(leg);
+    }
+    Ok(Command::CreateTransfer(NewTransfer {
+        currency: Currency::parse(&parsed.currency).map_err(|e| e.to_string())?,
+        legs,
+        metadata: Metadata::new(parsed.metadata.unwrap_or_default()).map_err(|e| e.to_string())?,
+    }))
 }
 
 fn json_error(error: serde_json::Error) -> String {

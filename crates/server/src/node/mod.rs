@@ -358,5 +358,7 @@ async fn open_off_worker(data_dir: PathBuf, node_id: Option<String>) -> Result<S
         tracing::warn!(%marks, "test build: the store's marks moved by ONCELEDGER_FAULT_MARKS");
         store.set_marks(marks);
     }
+    #[cfg(feature = "fault-injection")]
+    crate::fault::shorten_authorization_seconds();
     Ok(store)
 }

@@ -13,6 +13,8 @@ pub enum BenchError {
         retry_share: f64,
         duplicate_share: f64,
     },
+    /// The lifecycle workload cannot run with these flags (its amount, or a share it ignores).
+    Lifecycle(String),
     /// The tokio runtime could not be built.
     Runtime(std::io::Error),
     /// The URL, the token or the TLS setup is unusable, or no server answers at the URL.
@@ -45,7 +47,8 @@ impl fmt::Display for BenchError {
             BenchError::Target(message)
             | BenchError::Connect(message)
             | BenchError::Accounts(message)
-            | BenchError::Scrape(message) => f.write_str(message),
+            | BenchError::Scrape(message)
+            | BenchError::Lifecycle(message) => f.write_str(message),
             BenchError::Worker(error) => write!(f, "a worker failed: {error}"),
             BenchError::Histogram(error) => write!(f, "cannot make a latency histogram: {error}"),
             BenchError::HistogramMerge(error) => {

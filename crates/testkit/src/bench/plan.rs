@@ -2,6 +2,7 @@
 //! choice between a new charge, a retry of a finished one, and a concurrent duplicate.
 
 use bytes::Bytes;
+use onceledger_client::ChargeId;
 use serde::Serialize;
 
 /// The currency of every account and charge of a run: one currency keeps the money check a
@@ -17,6 +18,10 @@ pub enum Workload {
     Hot,
     /// Like uniform, but half the requests are retries of finished keys (answered from storage).
     Replay,
+    /// Payments in several operations, uniform accounts: authorize then capture in full; one
+    /// payment in ten is also partly refunded after the capture, one in twenty is voided instead
+    /// of captured.
+    Lifecycle,
 }
 
 impl Workload {
@@ -25,6 +30,7 @@ impl Workload {
             Workload::Uniform => "uniform",
             Workload::Hot => "hot",
             Workload::Replay => "replay",
+            Workload::Lifecycle => "lifecycle",
         }
     }
 
@@ -32,7 +38,94 @@ impl Workload {
     pub fn default_retry_share(self) -> f64 {
         match self {
             Workload::Replay => 0.5,
-            Workload::Uniform | Workload::Hot => 0.0,
+            Workload::Uniform | Workload::Hot | Workload::Lifecycle => 0.0,
+        }
+    }
+
+    /// `--amount` when not given: a lifecycle payment must leave room for a partial refund.
+    pub fn default_amount(self) -> u64 {
+        match self {
+            Workload::Lifecycle => LIFECYCLE_AMOUNT_DEFAULT,
+            Workload::Uniform | Workload::Hot | Workload::Replay => 1,
+        }
+    }
+}
+
+/// Share of lifecycle payments voided instead of captured: one in twenty.
+pub const VOID_SHARE: f64 = 1.0 / 20.0;
+/// Share of lifecycle payments captured and then partly refunded: one in ten.
+pub const REFUND_SHARE: f64 = 1.0 / 10.0;
+const _: () = assert!(VOID_SHARE + REFUND_SHARE <= 1.0);
+/// A lifecycle payment's amount when `--amount` is not given.
+pub const LIFECYCLE_AMOUNT_DEFAULT: u64 = 100;
+/// The least amount of a lifecycle payment: its partial refund (half, rounded down) must be at
+/// least 1 and less than the amount.
+pub const LIFECYCLE_AMOUNT_MIN: u64 = 2;
+const _: () = assert!(LIFECYCLE_AMOUNT_DEFAULT >= LIFECYCLE_AMOUNT_MIN);
+
+/// What a lifecycle payment does after its authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Capture the whole authorized amount.
+    Capture,
+    /// Capture in full, then refund `Plan::refund_amount` of it.
+    CaptureRefund,
+    /// Void the authorization: no money moves.
+    Void,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 3] = [Shape::Capture, Shape::CaptureRefund, Shape::Void];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Capture => "capture",
+            Shape::CaptureRefund => "capture_refund",
+            Shape::Void => "void",
+        }
+    }
+
+    /// The operations of a payment of this shape, in order; each is one durable commit.
+    pub fn operations(self) -> &'static [Operation] {
+        match self {
+            Shape::Capture => &[Operation::Authorize, Operation::Capture],
+            Shape::CaptureRefund => &[Operation::Authorize, Operation::Capture, Operation::Refund],
+            Shape::Void => &[Operation::Authorize, Operation::Void],
+        }
+    }
+}
+
+/// One operation of a lifecycle payment, one POST with its own idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Authorize,
+    Capture,
+    Void,
+    Refund,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] = [
+        Operation::Authorize,
+        Operation::Capture,
+        Operation::Void,
+        Operation::Refund,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Authorize => "authorize",
+            Operation::Capture => "capture",
+            Operation::Void => "void",
+            Operation::Refund => "refund",
+        }
+    }
+
+    /// The status of the operation's success (API.md): a new object is 201, a changed charge 200.
+    pub fn success_status(self) -> u16 {
+        match self {
+            Operation::Authorize | Operation::Refund => 201,
+            Operation::Capture | Operation::Void => 200,
         }
     }
 }
@@ -103,7 +196,7 @@ impl Plan {
         let source = rng.below(self.customers);
         let destination = match self.workload {
             Workload::Hot => 0,
-            Workload::Uniform | Workload::Replay => rng.below(self.merchants),
+            Workload::Uniform | Workload::Replay | Workload::Lifecycle => rng.below(self.merchants),
         };
         (source, destination)
     }
@@ -117,6 +210,55 @@ impl Plan {
             self.merchant_id(destination),
             self.amount
         ))
+    }
+
+    /// An authorization body: the charge body of the same accounts with `"capture": false`, so
+    /// the money check's accounts are the same as the other workloads'.
+    pub fn authorize_body(&self, source: u32, destination: u32) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"source":"{}","destination":"{}","amount":{},"currency":"{CURRENCY}","capture":false}}"#,
+            self.customer_id(source),
+            self.merchant_id(destination),
+            self.amount
+        ))
+    }
+
+    /// The partial refund of a lifecycle payment: half its amount, rounded down (at least 1 and
+    /// less than the amount since `amount >= LIFECYCLE_AMOUNT_MIN`).
+    pub fn refund_amount(&self) -> u64 {
+        self.amount / 2
+    }
+
+    /// The path and body of `operation` on the authorization `charge` (capture, void, refund);
+    /// `None` for the authorization itself, which has no charge yet. `ChargeId` makes sure the
+    /// id the server answered is one plain path segment.
+    pub fn follow_up(&self, operation: Operation, charge: &ChargeId) -> Option<(String, Bytes)> {
+        let empty = || Bytes::from_static(b"{}");
+        match operation {
+            Operation::Authorize => None,
+            Operation::Capture => Some((format!("/v1/charges/{charge}/capture"), empty())),
+            Operation::Void => Some((format!("/v1/charges/{charge}/void"), empty())),
+            Operation::Refund => Some((
+                "/v1/refunds".to_owned(),
+                Bytes::from(format!(
+                    r#"{{"charge":"{charge}","amount":{}}}"#,
+                    self.refund_amount()
+                )),
+            )),
+        }
+    }
+
+    /// Draws what a lifecycle payment does after its authorization: `VOID_SHARE` of them are
+    /// voided, `REFUND_SHARE` captured and partly refunded, the rest captured.
+    pub fn pick_shape(&self, rng: &mut Rng) -> Shape {
+        let roll = rng.unit();
+        if roll < VOID_SHARE {
+            Shape::Void
+        } else if roll < VOID_SHARE + REFUND_SHARE {
+            Shape::CaptureRefund
+        } else {
+            Shape::Capture
+        }
     }
 
     /// Draws the kind of the next request. A retry needs a finished key; before the first one
@@ -214,5 +356,83 @@ mod tests {
         }
         let mut rng = Rng::new(1, 1);
         assert!((0..1000).all(|_| plan.pick(&mut rng, false) != Pick::Retry));
+    }
+
+    /// Guards the lifecycle mix: over a seeded run of 100,000 payments, one in twenty is voided
+    /// and one in ten refunded, within three binomial standard deviations, and
+    /// the same seed draws the same payments.
+    #[test]
+    fn lifecycle_mix_is_what_it_says() {
+        let plan = plan(Workload::Lifecycle);
+        let payments = 100_000u32;
+        let draw = |seed| {
+            let mut rng = Rng::new(seed, 0);
+            let mut counts = [0u32; 3];
+            for _ in 0..payments {
+                counts[plan.pick_shape(&mut rng) as usize] += 1;
+            }
+            counts
+        };
+        let counts = draw(19);
+        let expected = |share: f64| (f64::from(payments) * share).round() as u32;
+        let tolerance =
+            |share: f64| (3.0 * (f64::from(payments) * share * (1.0 - share)).sqrt()) as u32;
+        let void = Shape::Void as usize;
+        let refund = Shape::CaptureRefund as usize;
+        assert!(
+            counts[void].abs_diff(expected(VOID_SHARE)) <= tolerance(VOID_SHARE),
+            "{counts:?}"
+        );
+        assert!(
+            counts[refund].abs_diff(expected(REFUND_SHARE)) <= tolerance(REFUND_SHARE),
+            "{counts:?}"
+        );
+        assert_eq!(counts.iter().sum::<u32>(), payments);
+        assert_eq!(draw(19), counts, "a seed replays the same mix");
+    }
+
+    /// Guards the lifecycle's requests: an authorization is the charge body with
+    /// `"capture": false`, and each follow-up goes to its contract path with its body.
+    #[test]
+    fn lifecycle_requests_match_the_contract() {
+        let mut plan = plan(Workload::Lifecycle);
+        plan.amount = 101;
+        let body: serde_json::Value =
+            serde_json::from_slice(&plan.authorize_body(3, 4)).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"source": "bt-c3", "destination": "bt-m4", "amount": 101,
+                               "currency": "EUR", "capture": false})
+        );
+        let charge = ChargeId::new("ch_x").expect("plain id");
+        let request = |op| plan.follow_up(op, &charge);
+        assert_eq!(request(Operation::Authorize), None);
+        assert_eq!(
+            request(Operation::Capture),
+            Some(("/v1/charges/ch_x/capture".into(), Bytes::from_static(b"{}")))
+        );
+        assert_eq!(
+            request(Operation::Void),
+            Some(("/v1/charges/ch_x/void".into(), Bytes::from_static(b"{}")))
+        );
+        assert_eq!(
+            request(Operation::Refund),
+            Some((
+                "/v1/refunds".into(),
+                Bytes::from_static(br#"{"charge":"ch_x","amount":50}"#)
+            ))
+        );
+        assert_eq!(
+            plan.refund_amount(),
+            50,
+            "half, rounded down: a partial refund"
+        );
+        plan.amount = LIFECYCLE_AMOUNT_MIN;
+        assert!((1..plan.amount).contains(&plan.refund_amount()));
+        for shape in Shape::ALL {
+            let operations = shape.operations();
+            assert_eq!(operations[0], Operation::Authorize, "{shape:?}");
+            assert_eq!(operations.contains(&Operation::Void), shape == Shape::Void);
+        }
     }
 }

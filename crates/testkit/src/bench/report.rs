@@ -44,9 +44,31 @@ pub struct Report {
     pub in_flight_without_twin: u64,
     pub transport_errors: u64,
     pub last_transport_error: Option<String>,
+    /// The lifecycle workload's figures; absent for the other workloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleReport>,
     /// `None` when the server restarted during the run (its counters started again from zero).
     pub server: Option<ServerDelta>,
     pub check: Check,
+}
+
+/// What the lifecycle workload did in the measured phase. Payments count when their last
+/// operation got its answer in the measured phase; operations count fresh successes (without
+/// `Idempotent-Replayed`), each one durable commit on the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleReport {
+    pub payments: u64,
+    pub payments_per_s: f64,
+    pub operations: u64,
+    pub operations_per_s: f64,
+    /// Payments drawn, finished or not (the rest were finished by the resolution phase).
+    pub payments_started: u64,
+    /// Finished payments by what followed the authorization: capture, capture_refund, void.
+    pub payments_by_shape: BTreeMap<&'static str, u64>,
+    pub commits_by_operation: BTreeMap<&'static str, u64>,
+    pub latency_us_by_operation: BTreeMap<&'static str, Latency>,
+    /// The partial refund of each refunded payment, in minor units.
+    pub refund_amount: u64,
 }
 
 /// Money moved against logical operations. `ok` needs every line to agree.
@@ -61,8 +83,16 @@ pub struct Check {
     pub debits: u64,
     /// Sum of `credits_posted` over the run's merchants.
     pub credits: u64,
-    /// Credits on customers plus debits on merchants; the workload never moves money that way.
+    /// Credits on customers plus debits on merchants; only refunds move money that way.
     pub wrong_way: u64,
+    /// Lifecycle only: refunds that succeeded × the refund amount, which `wrong_way` must equal
+    /// (0 is expected when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_expected: Option<u64>,
+    /// Lifecycle only: pending totals over the run's accounts, which must be 0 once every
+    /// authorization was captured or voided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
     /// `onceledger_charges_applied_total` after minus before the run (assumes no other client);
     /// `None` when the server restarted during the run, so the counter spans two processes.
     pub charges_applied_delta: Option<u64>,
@@ -117,6 +147,42 @@ impl Latency {
     }
 }
 
+impl LifecycleReport {
+    /// Payments and operations per second, then each operation's latency.
+    fn write(&self, out: &mut String) {
+        let count = |map: &BTreeMap<&str, u64>, name: &str| map.get(name).copied().unwrap_or(0);
+        let shapes = &self.payments_by_shape;
+        let _ = writeln!(
+            out,
+            "  payments/s      {:.1}  ({} payments: {} captured, {} captured and refunded {} each, {} voided; {} started)",
+            self.payments_per_s,
+            self.payments,
+            count(shapes, "capture"),
+            count(shapes, "capture_refund"),
+            self.refund_amount,
+            count(shapes, "void"),
+            self.payments_started
+        );
+        let commits: Vec<String> = self
+            .commits_by_operation
+            .iter()
+            .map(|(operation, n)| format!("{operation} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  operations/s    {:.1}  ({} commits: {})",
+            self.operations_per_s,
+            self.operations,
+            commits.join(", ")
+        );
+        for (operation, latency) in &self.latency_us_by_operation {
+            if latency.count > 0 {
+                let _ = writeln!(out, "    {operation:<13} {}", latency.line());
+            }
+        }
+    }
+}
+
 impl Check {
     /// A check of the given measures, not yet judged.
     pub fn measured(logical_charges: u64, debits: u64, credits: u64) -> Check {
@@ -127,6 +193,8 @@ impl Check {
             debits,
             credits,
             wrong_way: 0,
+            refunded_expected: None,
+            pending: None,
             charges_applied_delta: None,
             resolved_after_run: 0,
             unresolved: 0,
@@ -158,10 +226,22 @@ impl Check {
                 }
             }
         }
-        if self.wrong_way != 0 {
-            failures.push(format!(
+        match self.refunded_expected {
+            None if self.wrong_way != 0 => failures.push(format!(
                 "{} moved the wrong way (customers credited or merchants debited)",
                 self.wrong_way
+            )),
+            Some(refunded) if self.wrong_way != refunded => failures.push(format!(
+                "{} moved back from merchants to customers, but the refunds that succeeded add up to {refunded}",
+                self.wrong_way
+            )),
+            _ => {}
+        }
+        if let Some(pending) = self.pending
+            && pending != 0
+        {
+            failures.push(format!(
+                "{pending} is still pending (held) after every payment was captured or voided"
             ));
         }
         if let Some(applied) = self.charges_applied_delta
@@ -247,6 +327,9 @@ impl Report {
             if latency.count > 0 {
                 let _ = writeln!(out, "    {kind:<13} {}", latency.line());
             }
+        }
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle.write(out);
         }
     }
 
@@ -335,6 +418,24 @@ mod tests {
         assert!(!check(10, 30, 30, |c| c.anomalies = 1).ok);
         assert!(check(10, 30, 30, |c| c.resolved_after_run = 4).ok);
         assert!(!check(u64::MAX, 0, 0, |_| {}).ok);
+    }
+
+    /// Guards the lifecycle's money check: refunds must account for exactly the money moved
+    /// back, and no hold may be left.
+    #[test]
+    fn lifecycle_check_wants_refunds_matched_and_nothing_pending() {
+        let lifecycle = |wrong_way, refunded, pending| {
+            check(10, 30, 30, |c| {
+                c.charges_applied_delta = None;
+                c.wrong_way = wrong_way;
+                c.refunded_expected = Some(refunded);
+                c.pending = Some(pending);
+            })
+        };
+        assert!(lifecycle(4, 4, 0).ok);
+        assert!(!lifecycle(4, 2, 0).ok);
+        assert!(!lifecycle(0, 2, 0).ok);
+        assert!(!lifecycle(4, 4, 1).ok);
     }
 
     #[test]

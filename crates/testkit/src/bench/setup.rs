@@ -183,8 +183,12 @@ pub struct MoneyTotals {
     pub customer_debits: u64,
     /// Sum of `credits_posted` over the merchants (who are paid).
     pub merchant_credits: u64,
-    /// Money that moved the other way: customers credited or merchants debited. Must be 0.
+    /// Money that moved the other way: customers credited or merchants debited. Must be 0,
+    /// but for the lifecycle workload's refunds.
     pub wrong_way: u64,
+    /// Sum of `debits_pending` and `credits_pending` over every account: holds not yet captured,
+    /// voided or expired. `None` if an account answer carries no pending totals.
+    pub pending: Option<u64>,
 }
 
 pub async fn read_totals(
@@ -217,15 +221,27 @@ pub async fn read_totals(
                         .as_u64()
                         .ok_or_else(|| format!("GET {path}: no integer {name}"))
                 };
-                Ok((field("debits_posted")?, field("credits_posted")?))
+                // Optional: only the lifecycle check needs them, and says so if they are missing.
+                let pending = value["debits_pending"]
+                    .as_u64()
+                    .zip(value["credits_pending"].as_u64())
+                    .and_then(|(debits, credits)| debits.checked_add(credits));
+                Ok((field("debits_posted")?, field("credits_posted")?, pending))
             });
             (conn, result)
         }
     };
     let (conns, postings) = fan_out(conns, Arc::clone(&accounts), job).await?;
-    let mut totals = MoneyTotals::default();
+    let mut totals = MoneyTotals {
+        pending: Some(0),
+        ..MoneyTotals::default()
+    };
     let overflow = || "money totals overflow u64".to_owned();
-    for (account, (debits, credits)) in accounts.iter().zip(postings) {
+    for (account, (debits, credits, pending)) in accounts.iter().zip(postings) {
+        totals.pending = totals
+            .pending
+            .zip(pending)
+            .and_then(|(sum, more)| sum.checked_add(more));
         let (paid, moved, wrong) = if account.is_customer {
             (&mut totals.customer_debits, debits, credits)
         } else {

@@ -13,7 +13,10 @@ use http_body_util::Full;
 use uuid::Uuid;
 
 use super::client::{self, Conn, Reply, Target};
-use super::plan::{Pick, Plan, Rng};
+use super::plan::{Pick, Plan, Rng, Workload};
+
+mod lifecycle;
+pub use lifecycle::LifecycleStats;
 
 /// After a send failed, wait this long before reconnecting, so a dead server makes the workers
 /// idle rather than spin through connection attempts until the deadline.
@@ -148,6 +151,8 @@ pub struct Stats {
     /// When this worker stopped starting requests.
     pub measured_until: Option<Instant>,
     pub last_transport_error: Option<String>,
+    /// The lifecycle workload's own figures (empty for the others).
+    pub lifecycle: LifecycleStats,
 }
 
 impl Stats {
@@ -169,6 +174,7 @@ impl Stats {
             logical_charges: 0,
             measured_until: None,
             last_transport_error: None,
+            lifecycle: LifecycleStats::new()?,
         })
     }
 
@@ -198,7 +204,7 @@ impl Stats {
         if other.last_transport_error.is_some() {
             self.last_transport_error = other.last_transport_error.clone();
         }
-        Ok(())
+        self.lifecycle.merge(&other.lifecycle)
     }
 
     fn anomaly(&mut self, text: String) {
@@ -226,6 +232,8 @@ pub struct Worker {
     charges: Vec<Logical>,
     /// Indexes into `charges` of the charges that got a 201: the pool retries draw from.
     finished: Vec<usize>,
+    /// The lifecycle workload's payments (it uses these instead of `charges`).
+    payments: Vec<lifecycle::Payment>,
     stats: Stats,
 }
 
@@ -244,6 +252,7 @@ impl Worker {
             partner,
             charges: Vec::new(),
             finished: Vec::new(),
+            payments: Vec::new(),
             stats: Stats::new()?,
         })
     }
@@ -251,6 +260,11 @@ impl Worker {
     /// Sends until the budget is spent; each iteration either takes budget or ends the loop.
     pub async fn run(mut self) -> Worker {
         let shared = Arc::clone(&self.shared);
+        // Decided once per worker, outside the loop: the single-request workloads' loop below
+        // stays as it was.
+        if shared.plan.workload == Workload::Lifecycle {
+            return self.run_lifecycle().await;
+        }
         loop {
             let pick = shared.plan.pick(&mut self.rng, !self.finished.is_empty());
             let granted = shared
@@ -433,6 +447,9 @@ impl Worker {
     /// what turns "maybe" into a number the money check can use. Bounded by attempts and by
     /// `deadline`.
     pub async fn resolve(&mut self, deadline: Instant) {
+        if self.shared.plan.workload == Workload::Lifecycle {
+            return self.resolve_lifecycle(deadline).await;
+        }
         let undecided: Vec<usize> = (0..self.charges.len())
             .filter(|&i| self.charges[i].undecided && !self.charges[i].got_201)
             .collect();
@@ -466,6 +483,9 @@ impl Worker {
     /// Ends the worker: its counts, and the connection for reuse by the verification phase.
     pub fn finish(mut self) -> (Stats, Option<Conn>) {
         self.stats.logical_charges = self.charges.iter().filter(|c| c.got_201).count() as u64;
+        if self.shared.plan.workload == Workload::Lifecycle {
+            self.finish_lifecycle();
+        }
         (self.stats, self.conn)
     }
 }
