@@ -31,7 +31,7 @@ use super::schema::CHARGE_TENANTS;
 use super::schema::{
     ACCOUNTS, META, META_ACCOUNTS_THROUGH_CHARGE, POSTINGS, read_counter, write_counter,
 };
-use crate::ledger::{Account, AccountId, Posting, PostingSide, TenantId};
+use crate::ledger::{Account, AccountId, Posting, TenantId};
 use crate::limits::ACCOUNT_FLUSH_CHARGES;
 
 pub(super) type AccountMap = HashMap<TenantId, HashMap<AccountId, Account>>;
