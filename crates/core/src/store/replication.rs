@@ -128,11 +128,11 @@ impl<'txn> ReplicationTables<'txn> {
         let seq = event.seq;
         mirror::outcome(match &event.body {
             EventBody::AccountCreated(account) => self.mirror_new_account(origin, account),
-            EventBody::ChargeSucceeded(charge) => self.mirror_charge(origin, seq, charge),
+            EventBody::ChargeSucceeded(charge) => self.mirror_charge(origin, seq, charge, None),
             EventBody::ChargeAuthorized {
                 charge,
                 expires_at_ms,
-            } => self.mirror_authorization(origin, seq, charge, *expires_at_ms),
+            } => self.mirror_charge(origin, seq, charge, Some(*expires_at_ms)),
             EventBody::ChargeSettled {
                 charge,
                 status,

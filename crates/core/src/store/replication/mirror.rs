@@ -81,43 +81,33 @@ impl ReplicationTables<'_> {
         Ok(())
     }
 
-    /// An immediate charge: posted on both mirrored accounts.
+    /// A new charge: posted on both mirrored accounts when immediate (`expires_at_ms` `None`),
+    /// else an authorization, held on both and stored with its progress.
     pub(super) fn mirror_charge(
         &mut self,
         origin: &str,
         seq: u64,
         charge: &Charge,
+        expires_at_ms: Option<u64>,
     ) -> Result<(), Stop> {
         self.new_charge_fits(origin, seq, charge)?;
         let (mut source, mut destination) = self.charge_mirrors(origin, charge)?;
-        if let Err(decline) = post_charge(&new_charge(charge), &mut source, &mut destination) {
+        let new = new_charge(charge);
+        let applied = match expires_at_ms {
+            None => post_charge(&new, &mut source, &mut destination).map(drop),
+            Some(_) => authorize(&new, &mut source, &mut destination).map(drop),
+        };
+        if let Err(decline) = applied {
             return refused(format!("the charge: {decline}"));
         }
         self.stage_mirrors([source, destination], origin);
         self.charges
             .insert((origin, seq), encode(charge).as_slice())?;
-        Ok(())
-    }
-
-    /// An authorization: held on both mirrored accounts, stored with its progress.
-    pub(super) fn mirror_authorization(
-        &mut self,
-        origin: &str,
-        seq: u64,
-        charge: &Charge,
-        expires_at_ms: u64,
-    ) -> Result<(), Stop> {
-        self.new_charge_fits(origin, seq, charge)?;
-        let (mut source, mut destination) = self.charge_mirrors(origin, charge)?;
-        if let Err(decline) = authorize(&new_charge(charge), &mut source, &mut destination) {
-            return refused(format!("the authorization: {decline}"));
+        if let Some(expires_at_ms) = expires_at_ms {
+            let progress = ChargeProgress::authorized(expires_at_ms);
+            self.progress
+                .insert((origin, seq), encode(&progress).as_slice())?;
         }
-        self.stage_mirrors([source, destination], origin);
-        self.charges
-            .insert((origin, seq), encode(charge).as_slice())?;
-        let progress = ChargeProgress::authorized(expires_at_ms);
-        self.progress
-            .insert((origin, seq), encode(&progress).as_slice())?;
         Ok(())
     }
 
