@@ -7,7 +7,7 @@ use crate::harness::{
     is_rfc3339_utc, key,
 };
 
-const ACCOUNT_FIELDS: [&str; 10] = [
+pub(crate) const ACCOUNT_FIELDS: [&str; 10] = [
     "id",
     "currency",
     "overdraft_limit",

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Endpoint, Server, assert_problem, charge_ok, create_accounts_and_fund, eventually,
-    free_loopback_addr, key, metric, metrics,
+    Endpoint, Server, assert_problem, charge_ok, create_account, create_accounts_and_fund,
+    eventually, free_loopback_addr, key, metric, metrics,
 };
 
 /// Replication in these tests is small and local; this bounds every wait for it.
@@ -134,7 +134,8 @@ pub(crate) fn assert_once_in_order(rows: &[Value], last: u64) {
     }
 }
 
-/// The hub's mirror of each account equals the account on the terminal.
+/// The hub's mirror of each account equals the account on the terminal, every field of it (the
+/// four totals, balance and available included).
 pub(crate) async fn assert_mirrors_match(
     hub: &Endpoint,
     terminal: &Endpoint,
@@ -148,7 +149,7 @@ pub(crate) async fn assert_mirrors_match(
             .await;
         assert_eq!(mirror.status, 200, "mirror of {id}: {mirror}");
         let mirror = mirror.json();
-        for field in ["balance", "debits_posted", "credits_posted", "currency"] {
+        for field in crate::accounts::ACCOUNT_FIELDS {
             assert_eq!(mirror[field], local[field], "{field} of {id}");
         }
     }
@@ -527,4 +528,92 @@ async fn node_id_is_stable_and_settable_only_on_a_fresh_directory() {
     .await;
     assert!(!refused.status.success());
     assert!(refused.stderr.contains("till-04"), "{}", refused.stderr);
+}
+
+/// POSTs `body` to `path` with a fresh key and returns the 2xx answer.
+async fn lifecycle_ok(ep: &Endpoint, path: &str, body: Value) -> Value {
+    let resp = ep.post(path, Some(&key("lc")), &body.to_string()).await;
+    assert!(matches!(resp.status, 200 | 201), "{path} {body}: {resp}");
+    resp.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_mirrors_captures_voids_expiries_refunds_and_transfers_as_the_terminal_decided() {
+    // Guards issue 19's replication: a terminal's authorizations captured whole and in part,
+    // voided, expired by the terminal's own clock (seconds last 10 ms there, a test build's
+    // knob) and left open, its refunds and a two-leg transfer reach the hub once, in order,
+    // through wire version 2; every mirrored account ends with the terminal's four totals, and
+    // `onceledger check` is clean on both.
+    let hub_addr = free_loopback_addr();
+    let hub = start_hub_at(hub_addr, &[], &[]).await;
+    let env = [("ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS", "10")];
+    let terminal = start_terminal(hub_addr, &[], &env).await;
+    let ep = terminal.endpoint();
+    create_account(&ep, "bank", "EUR", None).await;
+    for id in ["alice", "shop", "fee"] {
+        create_account(&ep, id, "EUR", Some(0)).await;
+    }
+    let sale = charge_ok(&ep, "bank", "alice", 10_000, "EUR").await;
+    let authorize = |amount: i64, expires_in: i64| {
+        let ep = ep.clone();
+        async move {
+            let body = json!({"source": "alice", "destination": "shop", "amount": amount,
+                              "currency": "EUR", "capture": false, "expires_in": expires_in});
+            let held = lifecycle_ok(&ep, "/v1/charges", body).await;
+            assert_eq!(held["status"], "authorized", "{held}");
+            held["id"].as_str().expect("an id").to_owned()
+        }
+    };
+    // 30 days of 10 ms seconds: over 7 hours, open for the whole test.
+    let long = 2_592_000;
+    let whole = authorize(3000, long).await;
+    let part = authorize(2000, long).await;
+    let voided = authorize(1000, long).await;
+    let expiring = authorize(700, 60).await;
+    authorize(400, long).await;
+    lifecycle_ok(&ep, &format!("/v1/charges/{whole}/capture"), json!({})).await;
+    let partly = json!({"amount": 500});
+    lifecycle_ok(&ep, &format!("/v1/charges/{part}/capture"), partly).await;
+    lifecycle_ok(&ep, &format!("/v1/charges/{voided}/void"), json!({})).await;
+    eventually(
+        "the terminal expires its authorization",
+        CATCH_UP_DEADLINE,
+        || {
+            let (ep, path) = (ep.clone(), format!("/v1/charges/{expiring}"));
+            async move { (ep.get(&path).await.json()["status"] == "expired").then_some(()) }
+        },
+    )
+    .await;
+    let sale_id = sale["id"].as_str().expect("an id");
+    for body in [
+        json!({"charge": whole, "amount": 1000}),
+        json!({"charge": sale_id, "amount": 2500}),
+        json!({"charge": part}),
+    ] {
+        lifecycle_ok(&ep, "/v1/refunds", body).await;
+    }
+    let legs = json!([{"source": "shop", "destination": "fee", "amount": 300},
+                      {"source": "alice", "destination": "shop", "amount": 100}]);
+    let transfer = json!({"currency": "EUR", "legs": legs});
+    lifecycle_ok(&ep, "/v1/transfers", transfer).await;
+
+    let last = last_seq(&ep).await;
+    let origin = node_id(&ep).await;
+    wait_applied_through(&hub.endpoint(), &origin, last).await;
+    assert_once_in_order(&inbox(&hub.endpoint(), &origin).await, last);
+    let ids = ["bank", "alice", "shop", "fee"].map(String::from);
+    assert_mirrors_match(&hub.endpoint(), &ep, &origin, &ids).await;
+    let alice = ep.get("/v1/accounts/alice").await.json();
+    assert_eq!(
+        alice["debits_pending"], 400,
+        "the open authorization: {alice}"
+    );
+
+    terminal.check().await;
+    let summary = hub.check().await;
+    assert_eq!(summary["mirrored_charges"], 6, "{summary}");
+    assert_eq!(summary["mirrored_authorizations_open"], 1, "{summary}");
+    assert_eq!(summary["mirrored_refunds"], 3, "{summary}");
+    assert_eq!(summary["mirrored_transfers"], 1, "{summary}");
+    assert_eq!(summary["dead_letters_parked"], 0, "{summary}");
 }

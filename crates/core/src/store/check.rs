@@ -20,13 +20,13 @@ use super::records::{
 use super::schema::read_counter_leniently;
 use super::schema::{
     ACCOUNTS, DEAD_LETTERS, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, INBOX, META,
-    META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX, REPLICA_ACCOUNTS,
-    REPLICA_CHARGES,
+    META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, ORIGINS, OUTBOX,
 };
 use super::{JOURNAL_FILE_NAME, STORE_FILE_NAME, StoppedStore, Store, StoreError};
 use crate::ledger::{Account, ChargeIds, ChargeStatus, EntryKind};
 
 mod entries;
+mod mirrors;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -42,10 +42,14 @@ pub struct Report {
     pub charges_without_record: u64,
     /// The outbox seqs below this were deleted by outbox retention.
     pub outbox_first_held: u64,
-    /// As a hub: origins, inbox rows, mirrored charges and parked dead letters.
+    /// As a hub: origins, inbox rows, mirrored entries and parked dead letters.
     pub origins: u64,
     pub inbox_rows: u64,
+    /// Immediate charges and authorizations.
     pub mirrored_charges: u64,
+    pub mirrored_authorizations_open: u64,
+    pub mirrored_refunds: u64,
+    pub mirrored_transfers: u64,
     pub dead_letters_parked: u64,
     /// Invariant 1: every value must be 0.
     pub balance_sum_by_currency: BTreeMap<String, i128>,
@@ -481,8 +485,8 @@ fn verify_idempotency(
 }
 
 /// Invariant 4 and the mirrors: per origin, inbox rows are exactly 1..=applied_through, each
-/// applied or dead-lettered once; mirrored totals are what the mirrored charges add up to, and
-/// every mirror balances to zero per currency.
+/// applied or dead-lettered once; mirrored totals are what the mirrored entries add up to, and
+/// every mirror balances to zero per currency (`mirrors`).
 fn verify_hub(
     txn: &redb::ReadTransaction,
     letters: &BTreeMap<u64, DeadLetter>,
@@ -490,7 +494,7 @@ fn verify_hub(
     violations: &mut Vec<String>,
 ) -> Result<(), StoreError> {
     verify_inboxes(txn, letters, report, violations)?;
-    verify_mirrors(txn, report, violations)
+    mirrors::verify_mirrors(txn, report, violations)
 }
 
 /// Per origin: inbox rows 1..=applied_through, each applied or parked in a dead letter that
@@ -553,81 +557,6 @@ fn verify_inboxes(
     for letter in letters.values() {
         if !origin_names.contains(&letter.origin) {
             violations.push(format!("dead letter {} names unknown origin", letter.id));
-        }
-    }
-    Ok(())
-}
-
-/// Mirrors: totals recomputed from the mirrored charges, each of which needs an applied inbox
-/// row; no mirror below its overdraft limit; each origin's mirror balances to zero per currency.
-fn verify_mirrors(
-    txn: &redb::ReadTransaction,
-    report: &mut Report,
-    violations: &mut Vec<String>,
-) -> Result<(), StoreError> {
-    let inbox = txn.open_table(INBOX)?;
-    let mut recomputed: HashMap<(String, String), (u64, u64)> = HashMap::new();
-    for entry in txn.open_table(REPLICA_CHARGES)?.iter()? {
-        let (key, bytes) = entry?;
-        let (origin, seq) = key.value();
-        let charge: crate::ledger::Charge = decode(bytes.value())?;
-        report.mirrored_charges += 1;
-        let row: Option<InboxRecord> = inbox
-            .get((origin, seq))?
-            .map(|b| decode(b.value()))
-            .transpose()?;
-        if !matches!(
-            row,
-            Some(InboxRecord {
-                outcome: InboxOutcome::Applied,
-                ..
-            })
-        ) {
-            violations.push(format!(
-                "mirrored charge {origin}:{seq} has no applied inbox row"
-            ));
-        }
-        let amount = charge.amount.minor();
-        recomputed
-            .entry((origin.to_owned(), charge.source.as_str().to_owned()))
-            .or_default()
-            .0 += amount;
-        recomputed
-            .entry((origin.to_owned(), charge.destination.as_str().to_owned()))
-            .or_default()
-            .1 += amount;
-    }
-    let mut sums: BTreeMap<(String, String), i128> = BTreeMap::new();
-    for entry in txn.open_table(REPLICA_ACCOUNTS)?.iter()? {
-        let (key, bytes) = entry?;
-        let (origin, id) = key.value();
-        let account: Account = decode(bytes.value())?;
-        let totals = recomputed
-            .remove(&(origin.to_owned(), id.to_owned()))
-            .unwrap_or_default();
-        if totals != (account.debits_posted, account.credits_posted) {
-            violations.push(format!(
-                "mirror {origin}/{id}: stored totals {}/{} but charges give {}/{}",
-                account.debits_posted, account.credits_posted, totals.0, totals.1
-            ));
-        }
-        if !account.within_overdraft_limit() {
-            violations.push(format!("mirror {origin}/{id} is below its overdraft limit"));
-        }
-        *sums
-            .entry((origin.to_owned(), account.currency.to_string()))
-            .or_default() += i128::from(account.balance());
-    }
-    for ((origin, id), _) in recomputed {
-        violations.push(format!(
-            "mirrored charges name {origin}/{id}, which does not exist"
-        ));
-    }
-    for ((origin, currency), sum) in sums {
-        if sum != 0 {
-            violations.push(format!(
-                "mirror of {origin}: {currency} balances sum to {sum}"
-            ));
         }
     }
     Ok(())

@@ -55,6 +55,7 @@ use super::schema::{
 };
 use super::schema::{AUTH_COUNTERS, CHARGE_TENANTS, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS};
 use super::schema::{AUTHORIZATION_EXPIRY, CHARGE_PROGRESS, REFUNDS, TRANSFERS};
+use super::schema::{REPLICA_CHARGE_PROGRESS, REPLICA_REFUNDS, REPLICA_TRANSFERS};
 use crate::limits::{JOURNAL_CHECKPOINT_BYTES, JOURNAL_CHECKPOINT_COMMITS, JOURNAL_FILE_BYTES};
 use header::{Header, RECORDS_START, Slots};
 pub use header::{JournalRefusal, StoreId};
@@ -594,6 +595,9 @@ journaled_tables! {
     22 => AUTHORIZATION_EXPIRY,
     23 => REFUNDS,
     24 => TRANSFERS,
+    25 => REPLICA_CHARGE_PROGRESS,
+    26 => REPLICA_REFUNDS,
+    27 => REPLICA_TRANSFERS,
 }
 
 fn replay_in<K: Key + 'static, V: Value + 'static>(

@@ -4,8 +4,10 @@
 //! A hub keeps each origin's ledger apart, as a mirror keyed by (origin node, account id): a
 //! terminal's `alice` and another terminal's `alice` are different accounts, and the hub's own
 //! accounts are untouched by replication. Mirrored accounts follow the same rules as local ones
-//! (`post_charge`), so every mirror balances to zero per currency, and an event that would break a
+//! (`mirror`), so every mirror balances to zero per currency, and an event that would break a
 //! rule is refused rather than applied half.
+
+mod mirror;
 
 use std::collections::HashMap;
 
@@ -16,10 +18,11 @@ use super::journal::{Logged, Redo};
 use super::records::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
 use super::schema::{
     COUNTER_NEXT_APPLIED_INDEX, COUNTER_NEXT_DEAD_LETTER_ID, DEAD_LETTERS, INBOX, ORIGINS,
-    REPLICA_ACCOUNTS, REPLICA_CHARGES, REPLICATION_COUNTERS, SINK_CURSORS,
+    REPLICA_ACCOUNTS, REPLICA_CHARGE_PROGRESS, REPLICA_CHARGES, REPLICA_REFUNDS, REPLICA_TRANSFERS,
+    REPLICATION_COUNTERS, SINK_CURSORS,
 };
 use super::{Store, StoreError};
-use crate::ledger::{Account, AccountId, Charge, NewCharge, post_charge};
+use crate::ledger::{Account, AccountId, Charge, ChargeProgress};
 
 /// Why this hub cannot apply an event; it becomes the dead letter's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,10 @@ pub struct ReplicationTables<'txn> {
     inbox: Logged<'txn, (&'static str, u64), &'static [u8]>,
     accounts: Logged<'txn, (&'static str, &'static str), &'static [u8]>,
     charges: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    /// Keyed like `charges`, by the event that created the charge.
+    progress: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    refunds: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    transfers: Logged<'txn, (&'static str, u64), &'static [u8]>,
     dead_letters: Logged<'txn, u64, &'static [u8]>,
     counters: Logged<'txn, &'static str, u64>,
     /// Mirrored accounts changed by this transaction, written once by `flush`.
@@ -69,6 +76,9 @@ impl<'txn> ReplicationTables<'txn> {
             inbox: Logged::open(txn, redo, INBOX)?,
             accounts: Logged::open(txn, redo, REPLICA_ACCOUNTS)?,
             charges: Logged::open(txn, redo, REPLICA_CHARGES)?,
+            progress: Logged::open(txn, redo, REPLICA_CHARGE_PROGRESS)?,
+            refunds: Logged::open(txn, redo, REPLICA_REFUNDS)?,
+            transfers: Logged::open(txn, redo, REPLICA_TRANSFERS)?,
             dead_letters: Logged::open(txn, redo, DEAD_LETTERS)?,
             counters,
             staged_accounts: HashMap::new(),
@@ -115,93 +125,31 @@ impl<'txn> ReplicationTables<'txn> {
         origin: &str,
         event: &Event,
     ) -> Result<Result<(), ApplyRefusal>, StoreError> {
-        match &event.body {
-            EventBody::AccountCreated(account) => {
-                if self.mirror_account(origin, &account.id)?.is_some() {
-                    return Ok(Err(ApplyRefusal(format!(
-                        "account {} already exists in the mirror of {origin}",
-                        account.id
-                    ))));
-                }
-                let totals = [
-                    account.debits_posted,
-                    account.credits_posted,
-                    account.debits_pending,
-                    account.credits_pending,
-                ];
-                if totals.iter().any(|t| *t != 0) {
-                    return Ok(Err(ApplyRefusal(format!(
-                        "account {} arrives with non-zero totals",
-                        account.id
-                    ))));
-                }
-                self.staged_accounts
-                    .insert((origin.to_owned(), account.id.clone()), account.clone());
-                Ok(Ok(()))
+        let seq = event.seq;
+        mirror::outcome(match &event.body {
+            EventBody::AccountCreated(account) => self.mirror_new_account(origin, account),
+            EventBody::ChargeSucceeded(charge) => self.mirror_charge(origin, seq, charge, None),
+            EventBody::ChargeAuthorized {
+                charge,
+                expires_at_ms,
+            } => self.mirror_charge(origin, seq, charge, Some(*expires_at_ms)),
+            EventBody::ChargeSettled {
+                charge,
+                status,
+                amount_captured,
+            } => self.mirror_settlement(
+                origin,
+                seq,
+                event.created_at_ms,
+                charge,
+                *status,
+                *amount_captured,
+            ),
+            EventBody::RefundSucceeded { refund, charge } => {
+                self.mirror_refund(origin, seq, refund, charge)
             }
-            EventBody::ChargeSucceeded(charge) => self.apply_charge(origin, event.seq, charge),
-            // TEMPORARY (issue 19, in progress on a branch): mirrors of lifecycle entries.
-            other => Ok(Err(ApplyRefusal(format!(
-                "this hub cannot apply {} events yet",
-                crate::render::event_type_name(other)
-            )))),
-        }
-    }
-
-    /// A refusal calls it "the charge": the dead letter names its origin and event seq. Not its
-    /// id: only the origin's key makes that from the number the wire carries, and an id this hub
-    /// rendered with its own key would name another charge, or none.
-    fn apply_charge(
-        &mut self,
-        origin: &str,
-        seq: u64,
-        charge: &Charge,
-    ) -> Result<Result<(), ApplyRefusal>, StoreError> {
-        if charge.event_seq != seq {
-            return Ok(Err(ApplyRefusal(format!(
-                "the charge names event {}, it came as event {seq}",
-                charge.event_seq
-            ))));
-        }
-        if charge.source == charge.destination {
-            return Ok(Err(ApplyRefusal(
-                "the charge has the same source and destination".into(),
-            )));
-        }
-        if self.charges.get((origin, seq))?.is_some() {
-            return Ok(Err(ApplyRefusal(format!("event {seq} was applied before"))));
-        }
-        let mirror =
-            |tables: &Self, id: &AccountId| -> Result<Result<Account, ApplyRefusal>, StoreError> {
-                Ok(tables.mirror_account(origin, id)?.ok_or_else(|| {
-                    ApplyRefusal(format!("account {id} is not known from {origin}"))
-                }))
-            };
-        let mut source = match mirror(self, &charge.source)? {
-            Ok(account) => account,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let mut destination = match mirror(self, &charge.destination)? {
-            Ok(account) => account,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let new = NewCharge {
-            source: charge.source.clone(),
-            destination: charge.destination.clone(),
-            amount: charge.amount,
-            currency: charge.currency,
-            metadata: charge.metadata.clone(),
-        };
-        if let Err(decline) = post_charge(&new, &mut source, &mut destination) {
-            return Ok(Err(ApplyRefusal(format!("the charge: {decline}"))));
-        }
-        for account in [source, destination] {
-            self.staged_accounts
-                .insert((origin.to_owned(), account.id.clone()), account);
-        }
-        self.charges
-            .insert((origin, seq), encode(charge).as_slice())?;
-        Ok(Ok(()))
+            EventBody::TransferSucceeded(transfer) => self.mirror_transfer(origin, seq, transfer),
+        })
     }
 
     fn take_applied_index(&mut self) -> u64 {
@@ -408,6 +356,28 @@ impl Store {
         found.map(|bytes| decode(bytes.value())).transpose()
     }
 
+    /// The mirrored charge that `origin`'s event `seq` created, with its progress (a plain
+    /// immediate charge with nothing refunded has no row: succeeded, captured whole).
+    pub fn mirror_charge(
+        &self,
+        origin: &str,
+        seq: u64,
+    ) -> Result<Option<(Charge, ChargeProgress)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(bytes) = txn.open_table(REPLICA_CHARGES)?.get((origin, seq))? else {
+            return Ok(None);
+        };
+        let charge: Charge = decode(bytes.value())?;
+        let progress = match txn
+            .open_table(REPLICA_CHARGE_PROGRESS)?
+            .get((origin, seq))?
+        {
+            Some(bytes) => decode(bytes.value())?,
+            None => ChargeProgress::immediate(&charge),
+        };
+        Ok(Some((charge, progress)))
+    }
+
     /// Up to `limit` dead letters with `id > after`, parked and redriven alike, in id order.
     pub fn dead_letters_after(
         &self,
@@ -479,5 +449,232 @@ mod tests {
         let letters = store.dead_letters_after(0, 10).expect("letters");
         let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
         assert_eq!(ids, [1, 2]);
+    }
+
+    mod lifecycle {
+        use super::super::ApplyRefusal;
+        use crate::ledger::{
+            Account, AccountId, Amount, Charge, ChargeStatus, Currency, Metadata, NewAccount,
+            Refund, Transfer, TransferLeg,
+        };
+        use crate::store::records::{Event, EventBody};
+        use crate::store::{Store, check};
+
+        const ORIGIN: &str = "till-1";
+
+        fn id(text: &str) -> AccountId {
+            AccountId::parse(text).expect("id")
+        }
+
+        fn amount(minor: u64) -> Amount {
+            Amount::new(minor).expect("amount")
+        }
+
+        fn eur() -> Currency {
+            Currency::parse("EUR").expect("currency")
+        }
+
+        fn charge(number: u64, event_seq: u64, source: &str, minor: u64) -> Charge {
+            Charge {
+                number,
+                source: id(source),
+                destination: id(if source == "shop" { "alice" } else { "shop" }),
+                amount: amount(minor),
+                currency: eur(),
+                metadata: Metadata::default(),
+                created_at_ms: 1,
+                event_seq,
+            }
+        }
+
+        /// Offers `body` as `ORIGIN`'s next event; records it when the mirror applies it.
+        fn offer(store: &Store, body: EventBody) -> Result<(), ApplyRefusal> {
+            store
+                .commit_batch(|tables| {
+                    let tables = tables.replication();
+                    let seq = tables.origin(ORIGIN)?.applied_through + 1;
+                    let event = Event {
+                        seq,
+                        created_at_ms: 2,
+                        body,
+                    };
+                    let outcome = tables.apply_event(ORIGIN, &event)?;
+                    if outcome.is_ok() {
+                        tables.record_applied(ORIGIN, seq, 2)?;
+                    }
+                    Ok(outcome)
+                })
+                .expect("committed")
+        }
+
+        fn refused_because(store: &Store, body: EventBody, why: &str) {
+            let before = store.mirror_account(ORIGIN, &id("shop")).expect("readable");
+            match offer(store, body) {
+                Err(ApplyRefusal(reason)) => assert!(reason.contains(why), "{reason}"),
+                Ok(()) => panic!("applied; expected a refusal for {why}"),
+            }
+            let after = store.mirror_account(ORIGIN, &id("shop")).expect("readable");
+            assert_eq!(before, after, "a refusal changes nothing");
+        }
+
+        fn settled(charge: &Charge, status: ChargeStatus, amount_captured: u64) -> EventBody {
+            EventBody::ChargeSettled {
+                charge: charge.clone(),
+                status,
+                amount_captured,
+            }
+        }
+
+        fn refund(number: u64, event_seq: u64, charge: &Charge, minor: u64) -> EventBody {
+            EventBody::RefundSucceeded {
+                refund: Refund {
+                    number,
+                    charge_number: charge.number,
+                    amount: amount(minor),
+                    currency: eur(),
+                    metadata: Metadata::default(),
+                    created_at_ms: 2,
+                    event_seq,
+                },
+                charge: charge.clone(),
+            }
+        }
+
+        /// Seqs 1-3: the bank (no limit), alice and the shop (limit 0); 4: the bank pays alice
+        /// 100; 5: alice authorizes 60 to the shop.
+        fn hub_with_an_authorization() -> (tempfile::TempDir, Store, Charge, Charge) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(dir.path()).expect("opens");
+            for (name, overdraft_limit) in [("bank", None), ("alice", Some(0)), ("shop", Some(0))] {
+                let new = NewAccount {
+                    id: id(name),
+                    currency: eur(),
+                    overdraft_limit,
+                };
+                offer(&store, EventBody::AccountCreated(Account::open(&new, 1))).expect("opens");
+            }
+            let mut sale = charge(1, 4, "bank", 100);
+            sale.destination = id("alice");
+            offer(&store, EventBody::ChargeSucceeded(sale.clone())).expect("posts");
+            let held = charge(2, 5, "alice", 60);
+            let authorized = EventBody::ChargeAuthorized {
+                charge: held.clone(),
+                // Long past on any clock: only the origin's event ends it.
+                expires_at_ms: 1,
+            };
+            offer(&store, authorized).expect("holds");
+            (dir, store, sale, held)
+        }
+
+        /// Each event a correct origin could not have sent next is refused and changes nothing;
+        /// the ones it could are applied; the mirror stays consistent throughout.
+        #[test]
+        fn the_mirror_refuses_what_the_origin_could_not_have_decided() {
+            let (_dir, store, sale, held) = hub_with_an_authorization();
+            let unknown = charge(9, 99, "alice", 60);
+            refused_because(
+                &store,
+                settled(&unknown, ChargeStatus::Canceled, 0),
+                "not in the mirror",
+            );
+            let mut other = held.clone();
+            other.amount = amount(61);
+            refused_because(
+                &store,
+                settled(&other, ChargeStatus::Canceled, 0),
+                "differs",
+            );
+            refused_because(
+                &store,
+                settled(&sale, ChargeStatus::Canceled, 0),
+                "not an authorization",
+            );
+            refused_because(&store, refund(3, 6, &held, 1), "the charge is authorized");
+            refused_because(
+                &store,
+                settled(&held, ChargeStatus::Succeeded, 61),
+                "more than the 60 authorized",
+            );
+            offer(&store, settled(&held, ChargeStatus::Succeeded, 40)).expect("captures 40");
+            refused_because(
+                &store,
+                settled(&held, ChargeStatus::Canceled, 0),
+                "the charge is succeeded",
+            );
+            refused_because(&store, refund(3, 7, &held, 41), "40 is left to refund");
+            offer(&store, refund(3, 7, &held, 40)).expect("refunds all 40");
+            let overdraw = EventBody::TransferSucceeded(Transfer {
+                number: 4,
+                currency: eur(),
+                legs: vec![
+                    TransferLeg {
+                        source: id("alice"),
+                        destination: id("shop"),
+                        amount: amount(10),
+                    },
+                    TransferLeg {
+                        source: id("shop"),
+                        destination: id("alice"),
+                        amount: amount(11),
+                    },
+                ],
+                metadata: Metadata::default(),
+                created_at_ms: 2,
+                event_seq: 8,
+            });
+            // The shop has 10 after the first leg: the second one would take it below 0.
+            refused_because(&store, overdraw, "transfer leg 1");
+            let (_, progress) = store
+                .mirror_charge(ORIGIN, 5)
+                .expect("readable")
+                .expect("mirrored");
+            assert_eq!(
+                (
+                    progress.status,
+                    progress.amount_captured,
+                    progress.amount_refunded
+                ),
+                (ChargeStatus::Succeeded, 40, 40)
+            );
+            let alice = store
+                .mirror_account(ORIGIN, &id("alice"))
+                .expect("readable");
+            let alice = alice.expect("mirrored");
+            assert_eq!((alice.balance(), alice.debits_pending), (100, 0));
+            let report = check::assert_consistent(&store);
+            assert_eq!((report.mirrored_charges, report.mirrored_refunds), (2, 1));
+        }
+
+        /// The checker recomputes all four totals: a mirrored hold that drifted from the open
+        /// authorizations is reported.
+        #[test]
+        fn check_reports_a_mirrored_hold_that_no_authorization_makes() {
+            let (_dir, store, _, _) = hub_with_an_authorization();
+            assert_eq!(
+                check::assert_consistent(&store).mirrored_authorizations_open,
+                1
+            );
+            store
+                .commit_batch(|tables| {
+                    let tables = tables.replication();
+                    let mut shop = tables
+                        .mirror_account(ORIGIN, &id("shop"))?
+                        .expect("mirrored");
+                    shop.credits_pending += 1;
+                    tables
+                        .staged_accounts
+                        .insert((ORIGIN.to_owned(), shop.id.clone()), shop);
+                    Ok(())
+                })
+                .expect("committed");
+            let report = check::verify(&store).expect("readable");
+            let found = |text: &str| report.violations.iter().any(|v| v.contains(text));
+            assert!(
+                found("open authorizations hold 0/60"),
+                "{:?}",
+                report.violations
+            );
+            assert!(found("pending totals sum to 1"), "{:?}", report.violations);
+        }
     }
 }

@@ -108,6 +108,18 @@ pub const REPLICA_ACCOUNTS: TableDefinition<(&str, &str), &[u8]> =
 /// (origin node, seq) → Charge: the charges a hub applied to its mirror, as the origin stored them.
 pub const REPLICA_CHARGES: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("replica_charges");
+/// (origin node, charge event seq) → ChargeProgress: a mirrored authorization's state (and a
+/// mirrored charge's refunded amount), keyed like `replica_charges`. As on a node, a plain
+/// immediate charge with nothing refunded has no row. A mirrored settlement's `entry` is 0: the
+/// wire does not carry the origin's entry number of a capture, void or expiry.
+pub const REPLICA_CHARGE_PROGRESS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("replica_charge_progress");
+/// (origin node, event seq) → Refund: the refunds a hub applied to its mirror.
+pub const REPLICA_REFUNDS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("replica_refunds");
+/// (origin node, event seq) → Transfer: the transfers a hub applied to its mirror.
+pub const REPLICA_TRANSFERS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("replica_transfers");
 /// dead letter id → DeadLetter. Ids are dense from 1 per hub.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// name → value: the replication counters (kept apart from META so the ledger's batch code and
@@ -178,6 +190,9 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(INBOX)?;
     txn.open_table(REPLICA_ACCOUNTS)?;
     txn.open_table(REPLICA_CHARGES)?;
+    txn.open_table(REPLICA_CHARGE_PROGRESS)?;
+    txn.open_table(REPLICA_REFUNDS)?;
+    txn.open_table(REPLICA_TRANSFERS)?;
     txn.open_table(DEAD_LETTERS)?;
     txn.open_table(REPLICATION_COUNTERS)?;
     super::auth::create_tables(txn)?;

@@ -2,77 +2,14 @@
 //! stored by the real writer: the old charges keep the ids their answers carry, new ones get
 //! opaque ids, and the checker `onceledger check` runs finds the store consistent.
 
-use std::sync::Arc;
-
-use super::{Unobserved, WriteOutcome, WriteRequest, WriterConfig, WriterHandle};
-use crate::idempotency::{Fingerprint, IdempotencyKey, InFlightIndex, canonical_body};
+use super::WriteOutcome;
+use super::test_node::Node;
 use crate::ledger::{AccountId, Amount, Command, Currency, Metadata, NewAccount, NewCharge};
 use crate::ledger::{ChargeIds, TenantId};
 use crate::render;
 use crate::store::{Store, check};
 
-/// A store and its running writer.
-struct Node {
-    store: Arc<Store>,
-    writer: WriterHandle,
-    index: Arc<InFlightIndex>,
-}
-
 impl Node {
-    fn start(store: Store) -> Node {
-        let store = Arc::new(store);
-        let writer = WriterHandle::spawn(
-            Arc::clone(&store),
-            WriterConfig::default(),
-            Arc::new(Unobserved),
-        )
-        .expect("writer");
-        Node {
-            store,
-            writer,
-            index: InFlightIndex::new(),
-        }
-    }
-
-    fn run(&self, key: &str, command: Command) -> WriteOutcome {
-        let key = IdempotencyKey::parse(key.as_bytes()).expect("key");
-        let claim = (self.index)
-            .claim(TenantId::DEFAULT, &key)
-            .expect("key is free");
-        let fingerprint = Fingerprint::of("POST", "/v1/test", &canonical_body(&command));
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = WriteRequest {
-            tenant: TenantId::DEFAULT,
-            key,
-            fingerprint,
-            command,
-            claim,
-            reply,
-        };
-        let queued = self.writer.try_submit(request);
-        assert!(queued.is_ok(), "queued");
-        answer.blocking_recv().expect("answered")
-    }
-
-    /// Runs a new command and returns its 201 body.
-    fn created(&self, key: &str, command: Command) -> Vec<u8> {
-        match self.run(key, command) {
-            WriteOutcome::Executed(answer) if answer.status == 201 => answer.body.to_vec(),
-            other => panic!("{key}: {other:?}"),
-        }
-    }
-
-    /// A clean stop: the writer's last checkpoint, then the store closes.
-    fn stop(self) {
-        self.writer.shutdown().expect("a clean stop");
-        drop(self.writer);
-        assert_eq!(
-            Arc::strong_count(&self.store),
-            1,
-            "nothing else holds the store"
-        );
-    }
-
     /// What `GET /v1/charges/{id}` answers for the default tenant (`api::handler::get_charge`).
     fn get(&self, id: &str) -> Option<Vec<u8>> {
         let ids = self.store.charge_ids();

@@ -603,4 +603,8 @@ impl Job {
 #[cfg(test)]
 mod charge_id_tests;
 #[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
+mod test_node;
+#[cfg(test)]
 mod tests;
