@@ -531,7 +531,7 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
     // method-not-allowed with an Allow header naming the methods it has.
     let server = Server::start().await;
     let ep = server.endpoint();
-    let resp = ep.post("/v1/refunds", Some("route-1"), "{}").await;
+    let resp = ep.post("/v1/payouts", Some("route-1"), "{}").await;
     assert_problem(&resp, 404, "not-found");
     let resp = ep.get("/v2/accounts").await;
     assert_problem(&resp, 404, "not-found");
