@@ -217,6 +217,116 @@ async fn offline_terminal_delivers_every_charge_once_and_in_order_when_the_hub_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_offline_for_1000_authorizations_lifecycles_delivers_them_all() {
+    // Guards the offline terminal with the payment lifecycle: with the hub down, 1,000
+    // authorizations live their whole lives on the terminal (captured whole or in part, voided,
+    // expired on the terminal's clock, some refunded, some left open) next to transfers; when the
+    // hub comes up it applies every event once and in order, and every mirrored account ends with
+    // the terminal's four totals, pending included. Seconds last 10 ms (a test-build knob).
+    const AUTHORIZATIONS: usize = 1000;
+    let hub_addr = free_loopback_addr();
+    let env = [("ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS", "10")];
+    let terminal = start_terminal(hub_addr, &[], &env).await;
+    let ep = terminal.endpoint();
+    let (customers, merchant) = create_accounts_and_fund(&ep, 4).await;
+    create_account(&ep, "platform", "EUR", Some(0)).await;
+    let mut short_lived = Vec::new();
+    for i in 0..AUTHORIZATIONS {
+        let source = &customers[i % customers.len()];
+        let amount = 10 + (i % 50) as i64;
+        let mut body = json!({"source": source, "destination": merchant, "amount": amount,
+                              "currency": "EUR", "capture": false});
+        if i % 5 == 3 {
+            body["expires_in"] = json!(60);
+        }
+        let held = ep
+            .post("/v1/charges", Some(&format!("auth-{i}")), &body.to_string())
+            .await;
+        assert_eq!(held.status, 201, "{held}");
+        let id = held.json()["id"].as_str().expect("id").to_owned();
+        let path = |what: &str| format!("/v1/charges/{id}/{what}");
+        let settled = match i % 5 {
+            0 => {
+                ep.post(&path("capture"), Some(&format!("cap-{i}")), "{}")
+                    .await
+            }
+            1 => {
+                let part = json!({"amount": amount / 2}).to_string();
+                ep.post(&path("capture"), Some(&format!("cap-{i}")), &part)
+                    .await
+            }
+            2 => {
+                ep.post(&path("void"), Some(&format!("void-{i}")), "{}")
+                    .await
+            }
+            3 => {
+                short_lived.push(id.clone());
+                continue;
+            }
+            // Left open: the hub must hold it pending too.
+            _ => continue,
+        };
+        assert_eq!(settled.status, 200, "{settled}");
+        if i % 10 == 0 {
+            let refund = json!({"charge": id, "amount": amount / 3}).to_string();
+            let refunded = ep
+                .post("/v1/refunds", Some(&format!("ref-{i}")), &refund)
+                .await;
+            assert_eq!(refunded.status, 201, "{refunded}");
+        }
+        if i % 25 == 0 {
+            let legs = json!({"currency": "EUR", "legs": [
+                {"source": source, "destination": merchant, "amount": 3},
+                {"source": merchant, "destination": "platform", "amount": 1}]});
+            let moved = ep
+                .post("/v1/transfers", Some(&format!("tr-{i}")), &legs.to_string())
+                .await;
+            assert_eq!(moved.status, 201, "{moved}");
+        }
+    }
+    for id in &short_lived {
+        eventually("a short authorization expires", CATCH_UP_DEADLINE, || {
+            let (ep, path) = (ep.clone(), format!("/v1/charges/{id}"));
+            async move { (ep.get(&path).await.json()["status"] == "expired").then_some(()) }
+        })
+        .await;
+    }
+    let last = last_seq(&ep).await;
+    let lag = metric(&metrics(&ep).await, "onceledger_outbox_lag_events", &[]);
+    assert!(lag > 0.0, "with the hub down the outbox lags");
+
+    let hub = start_hub_at(hub_addr, &[], &[]).await;
+    let origin = node_id(&ep).await;
+    let state = wait_applied_through(&hub.endpoint(), &origin, last).await;
+    assert_eq!(state["events_applied"], last, "{state}");
+    assert_once_in_order(&inbox(&hub.endpoint(), &origin).await, last);
+    let mut ids = customers.clone();
+    ids.extend([merchant.clone(), "platform".to_owned()]);
+    assert_mirrors_match(&hub.endpoint(), &ep, &origin, &ids).await;
+    let merchant_mirror = hub
+        .endpoint()
+        .get(&format!(
+            "/v1/replication/origins/{origin}/accounts/{merchant}"
+        ))
+        .await
+        .json();
+    assert!(
+        merchant_mirror["credits_pending"]
+            .as_i64()
+            .is_some_and(|p| p > 0),
+        "the open authorizations are pending on the hub too: {merchant_mirror}"
+    );
+    terminal.check().await;
+    let summary = hub.check().await;
+    assert_eq!(summary["inbox_rows"], last, "{summary}");
+    assert_eq!(
+        summary["mirrored_authorizations_open"],
+        (AUTHORIZATIONS / 5) as u64,
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_crash_between_delivery_and_cursor_update_resends_and_the_inbox_drops_it() {
     // Guards the relay crash: the terminal aborts right after the hub acknowledged its first
     // batch and before its cursor moved. After a restart it sends that batch again; the hub's
