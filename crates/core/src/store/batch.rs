@@ -61,6 +61,8 @@ pub struct BatchTables<'txn> {
     next_event_seq: u64,
     next_entry_number: u64,
     charge_ids: &'txn ChargeIds,
+    /// The earliest `expires_at` of the authorizations this batch made (`earliest_expiry_added`).
+    earliest_expiry_added: Option<u64>,
 }
 
 /// Whether a commit flushes the account overlay into the `accounts` rows (`accounts.rs`). Not
@@ -118,6 +120,7 @@ impl<'txn> BatchTables<'txn> {
             next_event_seq,
             next_entry_number,
             charge_ids,
+            earliest_expiry_added: None,
         })
     }
 

@@ -355,8 +355,8 @@ impl Writer {
             while !batch.is_empty() {
                 self.commit(&mut batch);
             }
-            // Nothing came, and an authorization is due: a commit of no commands expires it.
-            if self.expiry_due() {
+            // Nothing came, and an authorization may be due: a commit of no commands expires it.
+            if self.expiry_due() && self.expiry_still_due() {
                 self.commit(&mut batch);
             }
             if self.last_sweep.elapsed() >= RETENTION_SWEEP_INTERVAL {
@@ -409,6 +409,17 @@ impl Writer {
         !self.poisoned.is_poisoned() && self.next_expiry_ms.is_some_and(|at| at <= now_ms())
     }
 
+    /// `next_expiry_ms` may be early (the authorization it came from was captured or voided
+    /// since): looks again in the store before a commit is spent on it.
+    fn expiry_still_due(&mut self) -> bool {
+        match self.store.next_authorization_expiry_ms() {
+            Ok(next) => self.next_expiry_ms = next,
+            // Unreadable: let the commit look (and fail there, poisoning, if the store is gone).
+            Err(error) => tracing::warn!(%error, "cannot read the expiry index"),
+        }
+        self.expiry_due()
+    }
+
     fn commit(&mut self, batch: &mut Vec<Job>) {
         if self.poisoned.is_poisoned() {
             batch.drain(..).for_each(Job::fail);
@@ -424,6 +435,7 @@ impl Writer {
         let dead_letter_after = self.config.dead_letter_after;
         let refused = &mut self.refused;
         let expiry_due = self.next_expiry_ms.is_some_and(|at| at <= now);
+        let self_next_expiry_ms = self.next_expiry_ms;
         let result = self.store.commit_batch(|tables| {
             let outbox_before = tables.next_event_seq();
             // Expiries first: a capture in this batch of an authorization that expired before it
@@ -464,7 +476,14 @@ impl Writer {
                         .map(|()| JobOutcome::Cursor),
                 }?);
             }
-            let next_expiry_ms = tables.next_expiry_ms()?;
+            // The index is looked at again only after an expiry pass; otherwise the earliest
+            // new authorization of this batch is all that can move the next expiry earlier (a
+            // capture or void can only make it later: `expiry_still_due` catches that).
+            let next_expiry_ms = if expiry_due {
+                tables.next_expiry_ms()?
+            } else {
+                earliest(self_next_expiry_ms, tables.earliest_expiry_added())
+            };
             let appended = tables.next_event_seq() > outbox_before;
             Ok((outcomes, appended, (expired, next_expiry_ms)))
         });
@@ -561,6 +580,14 @@ impl Writer {
                 self.poisoned.poison();
             }
         }
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -62,6 +62,10 @@ impl BatchTables<'_> {
         self.progress
             .insert(stored.number, encode(&progress).as_slice())?;
         self.expiry.insert((expires_at_ms, stored.number), ())?;
+        self.earliest_expiry_added = Some(
+            self.earliest_expiry_added
+                .map_or(expires_at_ms, |at| at.min(expires_at_ms)),
+        );
         Ok((stored, progress))
     }
 
@@ -196,6 +200,12 @@ impl BatchTables<'_> {
             due.push((charge, self.auth.entry_tenant(number)?, progress));
         }
         Ok(due)
+    }
+
+    /// The earliest expiry among the authorizations this batch made so far: the writer keeps
+    /// its next wake-up from it instead of seeking the index in every commit.
+    pub fn earliest_expiry_added(&self) -> Option<u64> {
+        self.earliest_expiry_added
     }
 
     /// When the earliest open authorization expires.
