@@ -56,6 +56,20 @@ pub struct Posting {
 }
 
 impl Posting {
+    /// The two postings of moving `amount` from `source` to `destination`: a debit of the
+    /// source and a credit of the destination, of one kind.
+    pub fn pair(
+        source: &AccountId,
+        destination: &AccountId,
+        amount: Amount,
+        kind: PostingKind,
+    ) -> [Posting; 2] {
+        [
+            Posting::new(source, PostingSide::Debit, amount, kind),
+            Posting::new(destination, PostingSide::Credit, amount, kind),
+        ]
+    }
+
     pub fn posted(account: &AccountId, side: PostingSide, amount: Amount) -> Posting {
         Posting::new(account, side, amount, PostingKind::Posted)
     }
@@ -246,10 +260,12 @@ pub fn post_charge(
     *source = debited;
     destination.credits_posted = credits_after;
     debug_assert!(source.within_overdraft_limit());
-    Ok([
-        Posting::posted(&charge.source, PostingSide::Debit, charge.amount),
-        Posting::posted(&charge.destination, PostingSide::Credit, charge.amount),
-    ])
+    Ok(Posting::pair(
+        &charge.source,
+        &charge.destination,
+        charge.amount,
+        PostingKind::Posted,
+    ))
 }
 
 #[cfg(test)]

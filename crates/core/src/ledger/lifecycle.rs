@@ -232,20 +232,12 @@ pub fn authorize(
     destination: &mut Account,
 ) -> Result<[Posting; 2], Decline> {
     same_currency(charge.currency, [source, destination])?;
-    let postings = [
-        Posting::new(
-            &charge.source,
-            PostingSide::Debit,
-            charge.amount,
-            PostingKind::Hold,
-        ),
-        Posting::new(
-            &charge.destination,
-            PostingSide::Credit,
-            charge.amount,
-            PostingKind::Hold,
-        ),
-    ];
+    let postings = Posting::pair(
+        &charge.source,
+        &charge.destination,
+        charge.amount,
+        PostingKind::Hold,
+    );
     apply_all(&postings, source, destination)?;
     Ok(postings)
 }
@@ -266,20 +258,13 @@ pub fn settle(
         });
     }
     let held = charge.amount;
-    let mut postings = vec![
-        Posting::new(
-            &charge.source,
-            PostingSide::Debit,
-            held,
-            PostingKind::Release,
-        ),
-        Posting::new(
-            &charge.destination,
-            PostingSide::Credit,
-            held,
-            PostingKind::Release,
-        ),
-    ];
+    let mut postings = Posting::pair(
+        &charge.source,
+        &charge.destination,
+        held,
+        PostingKind::Release,
+    )
+    .to_vec();
     let mut after = progress.clone();
     after.status = how.status();
     if let Settle::Capture(requested) = how {
@@ -290,15 +275,11 @@ pub fn settle(
                 requested: captured.minor(),
             });
         }
-        postings.push(Posting::posted(
+        postings.extend(Posting::pair(
             &charge.source,
-            PostingSide::Debit,
-            captured,
-        ));
-        postings.push(Posting::posted(
             &charge.destination,
-            PostingSide::Credit,
             captured,
+            PostingKind::Posted,
         ));
         after.amount_captured = captured.minor();
     }
@@ -336,10 +317,13 @@ pub fn refund(
             });
         }
     };
-    let postings = [
-        Posting::posted(&charge.destination, PostingSide::Debit, amount),
-        Posting::posted(&charge.source, PostingSide::Credit, amount),
-    ];
+    // Back along the charge: from its destination to its source.
+    let postings = Posting::pair(
+        &charge.destination,
+        &charge.source,
+        amount,
+        PostingKind::Posted,
+    );
     apply_all(&postings, charge_destination, charge_source)?;
     Ok((amount, postings))
 }
@@ -352,10 +336,12 @@ pub fn post_leg(
     destination: &mut Account,
 ) -> Result<[Posting; 2], Decline> {
     same_currency(currency, [source, destination])?;
-    let postings = [
-        Posting::posted(&leg.source, PostingSide::Debit, leg.amount),
-        Posting::posted(&leg.destination, PostingSide::Credit, leg.amount),
-    ];
+    let postings = Posting::pair(
+        &leg.source,
+        &leg.destination,
+        leg.amount,
+        PostingKind::Posted,
+    );
     apply_all(&postings, source, destination)?;
     Ok(postings)
 }

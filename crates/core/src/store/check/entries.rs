@@ -11,8 +11,7 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{AccountsByKey, Outbox, Report};
 use crate::ledger::{
-    Account, Charge, ChargeProgress, ChargeStatus, Posting, PostingKind, PostingSide, Refund,
-    Transfer,
+    Account, Charge, ChargeProgress, ChargeStatus, Posting, PostingKind, Refund, Transfer,
 };
 use crate::store::StoreError;
 use crate::store::codec::decode;
@@ -87,10 +86,13 @@ pub(super) fn verify_entries(
         match entries.charges.get(&refund.charge_number) {
             Some((charge, _)) => {
                 *refunded.entry(charge.number).or_default() += refund.amount.minor();
-                let postings = vec![
-                    Posting::posted(&charge.destination, PostingSide::Debit, refund.amount),
-                    Posting::posted(&charge.source, PostingSide::Credit, refund.amount),
-                ];
+                let postings = Posting::pair(
+                    &charge.destination,
+                    &charge.source,
+                    refund.amount,
+                    PostingKind::Posted,
+                )
+                .to_vec();
                 let event = EventKind::RefundSucceeded {
                     refund_number: *number,
                 };
@@ -112,10 +114,12 @@ pub(super) fn verify_entries(
             .legs
             .iter()
             .flat_map(|leg| {
-                [
-                    Posting::posted(&leg.source, PostingSide::Debit, leg.amount),
-                    Posting::posted(&leg.destination, PostingSide::Credit, leg.amount),
-                ]
+                Posting::pair(
+                    &leg.source,
+                    &leg.destination,
+                    leg.amount,
+                    PostingKind::Posted,
+                )
             })
             .collect();
         let event = EventKind::TransferSucceeded {
@@ -201,12 +205,7 @@ fn charge_entries(
 ) -> Vec<(u64, Expected)> {
     let number = charge.number;
     let amount = charge.amount;
-    let pair = |kind| {
-        vec![
-            Posting::new(&charge.source, PostingSide::Debit, amount, kind),
-            Posting::new(&charge.destination, PostingSide::Credit, amount, kind),
-        ]
-    };
+    let pair = |amount, kind| Posting::pair(&charge.source, &charge.destination, amount, kind);
     let Some(_expires_at) = progress.expires_at_ms else {
         // Immediate: succeeded from the start, captured whole.
         if progress.status != ChargeStatus::Succeeded || progress.amount_captured != amount.minor()
@@ -220,7 +219,12 @@ fn charge_entries(
         };
         return vec![(
             number,
-            Expected::new("charge", pair(PostingKind::Posted), charge.event_seq, event),
+            Expected::new(
+                "charge",
+                pair(amount, PostingKind::Posted).to_vec(),
+                charge.event_seq,
+                event,
+            ),
         )];
     };
     let authorized = EventKind::ChargeAuthorized {
@@ -230,7 +234,7 @@ fn charge_entries(
         number,
         Expected::new(
             "authorization",
-            pair(PostingKind::Hold),
+            pair(amount, PostingKind::Hold).to_vec(),
             charge.event_seq,
             authorized,
         ),
@@ -247,20 +251,11 @@ fn charge_entries(
             violations.push(format!("authorization {number} has progress {progress:?}"));
         }
         (status, Some(settled)) => {
-            let mut postings = pair(PostingKind::Release);
+            let mut postings = pair(amount, PostingKind::Release).to_vec();
             if status == ChargeStatus::Succeeded {
                 match crate::ledger::Amount::new(progress.amount_captured) {
                     Ok(captured) if captured.minor() <= amount.minor() => {
-                        postings.push(Posting::posted(
-                            &charge.source,
-                            PostingSide::Debit,
-                            captured,
-                        ));
-                        postings.push(Posting::posted(
-                            &charge.destination,
-                            PostingSide::Credit,
-                            captured,
-                        ));
+                        postings.extend(pair(captured, PostingKind::Posted));
                     }
                     _ => violations.push(format!(
                         "authorization {number} of {amount:?} captured {}",
