@@ -475,6 +475,10 @@ fn key_name(selector: u8) -> String {
     format!("k{}", selector % KEYS_COUNT)
 }
 
+fn json_text(value: &str) -> String {
+    json!(value).to_string()
+}
+
 fn invalid_amount(amount: u64) -> bool {
     amount == 0 || amount > AMOUNT_MINOR_MAX
 }
@@ -518,24 +522,11 @@ impl Request {
 
     /// The body's fields as (name, JSON text), in the order a client would write them.
     fn fields(&self) -> Vec<(&'static str, String)> {
-        let text = |value: &str| json!(value).to_string();
-        let charge_fields = |c: &ChargeSpec| {
-            let mut fields = vec![
-                ("source", text(pick(&ACCOUNT_IDS, c.source))),
-                ("destination", text(pick(&ACCOUNT_IDS, c.destination))),
-                ("amount", pick(&AMOUNTS, c.amount).to_string()),
-                ("currency", text(pick(&CURRENCIES, c.currency))),
-            ];
-            if let Some(metadata) = metadata(c.metadata, self.reformat) {
-                fields.push(("metadata", metadata));
-            }
-            fields
-        };
         match &self.body {
             Body::Account(a) => {
                 let mut fields = vec![
-                    ("id", text(pick(&ACCOUNT_IDS, a.account))),
-                    ("currency", text(pick(&CURRENCIES, a.currency))),
+                    ("id", json_text(pick(&ACCOUNT_IDS, a.account))),
+                    ("currency", json_text(pick(&CURRENCIES, a.currency))),
                 ];
                 match pick(&LIMITS, a.limit) {
                     Limit::Value(limit) => fields.push(("overdraft_limit", limit.to_string())),
@@ -544,9 +535,9 @@ impl Request {
                 }
                 fields
             }
-            Body::Charge(c) => charge_fields(c),
+            Body::Charge(c) => self.charge_fields(c),
             Body::Authorize(a) => {
-                let mut fields = charge_fields(&a.charge);
+                let mut fields = self.charge_fields(&a.charge);
                 match pick(&EXPIRIES, a.expires) {
                     Expiry::Default => fields.push(("capture", "false".into())),
                     Expiry::ExpiresIn(seconds) => {
@@ -567,37 +558,52 @@ impl Request {
                 amount,
                 metadata: selector,
             } => {
-                let mut fields = vec![("charge", text(charge))];
+                let mut fields = vec![("charge", json_text(charge))];
                 if let Some(amount) = amount {
                     fields.push(("amount", amount.to_string()));
                 }
-                if let Some(metadata) = metadata(*selector, self.reformat) {
-                    fields.push(("metadata", metadata));
-                }
+                self.push_metadata(&mut fields, *selector);
                 fields
             }
-            Body::Transfer(t) => {
-                let legs: Vec<String> = t
-                    .legs()
-                    .iter()
-                    .map(|leg| {
-                        json!({
-                            "source": pick(&ACCOUNT_IDS, leg.source),
-                            "destination": pick(&ACCOUNT_IDS, leg.destination),
-                            "amount": pick(&AMOUNTS, leg.amount),
-                        })
-                        .to_string()
-                    })
-                    .collect();
-                let mut fields = vec![
-                    ("currency", text(pick(&CURRENCIES, t.currency))),
-                    ("legs", format!("[{}]", legs.join(","))),
-                ];
-                if let Some(metadata) = metadata(t.metadata, self.reformat) {
-                    fields.push(("metadata", metadata));
-                }
-                fields
-            }
+            Body::Transfer(t) => self.transfer_fields(t),
+        }
+    }
+
+    fn charge_fields(&self, c: &ChargeSpec) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("source", json_text(pick(&ACCOUNT_IDS, c.source))),
+            ("destination", json_text(pick(&ACCOUNT_IDS, c.destination))),
+            ("amount", pick(&AMOUNTS, c.amount).to_string()),
+            ("currency", json_text(pick(&CURRENCIES, c.currency))),
+        ];
+        self.push_metadata(&mut fields, c.metadata);
+        fields
+    }
+
+    fn transfer_fields(&self, t: &TransferSpec) -> Vec<(&'static str, String)> {
+        let legs: Vec<String> = t
+            .legs()
+            .iter()
+            .map(|leg| {
+                json!({
+                    "source": pick(&ACCOUNT_IDS, leg.source),
+                    "destination": pick(&ACCOUNT_IDS, leg.destination),
+                    "amount": pick(&AMOUNTS, leg.amount),
+                })
+                .to_string()
+            })
+            .collect();
+        let mut fields = vec![
+            ("currency", json_text(pick(&CURRENCIES, t.currency))),
+            ("legs", format!("[{}]", legs.join(","))),
+        ];
+        self.push_metadata(&mut fields, t.metadata);
+        fields
+    }
+
+    fn push_metadata(&self, fields: &mut Vec<(&'static str, String)>, selector: u8) {
+        if let Some(metadata) = metadata(selector, self.reformat) {
+            fields.push(("metadata", metadata));
         }
     }
 

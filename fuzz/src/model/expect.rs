@@ -1,13 +1,19 @@
 //! Checking the system against the reference model: each new answer's fields, every account's
 //! totals after a step, and the whole store after a restart.
 
+use std::collections::BTreeMap;
+
 use onceledger_core::idempotency::IdempotencyKey;
-use onceledger_core::ledger::{AccountId, ChargeIds, ChargeStatus, Command, EntryKind, TenantId};
-use onceledger_core::store::{EventBody, check};
+use onceledger_core::ledger::{
+    AccountId, Charge, ChargeIds, ChargeStatus, Command, EntryKind, TenantId,
+};
+use onceledger_core::store::{Event, EventBody, check};
 use onceledger_server::api::WriteIntent;
 use serde_json::{Value, json};
 
-use super::reference::{Decision, Declined, Entry, Model, ModelAccount, ModelCharge, ModelEvent};
+use super::reference::{
+    Decision, Declined, Entry, Model, ModelAccount, ModelCharge, ModelEvent, legs,
+};
 use super::{ACCOUNT_IDS, BURST_MAX, KEYS_COUNT, OPS_MAX, UNKNOWN_CHARGE_IDS, key_name};
 use crate::system::{Answer, System};
 
@@ -48,11 +54,6 @@ fn time_ms(body: &Value, field: &str) -> u128 {
 
 /// The fields every charge answer has, for `charge` as the model holds it after the request.
 fn charge_fields(charge: &ModelCharge) -> Vec<(&'static str, Value)> {
-    let metadata: serde_json::Map<String, Value> = charge
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
     vec![
         ("id", json!(charge.id)),
         ("status", json!(charge.status.as_str())),
@@ -66,36 +67,9 @@ fn charge_fields(charge: &ModelCharge) -> Vec<(&'static str, Value)> {
             json!(charge.refunded > 0 && charge.refunded == charge.captured),
         ),
         ("currency", json!(charge.currency)),
-        ("metadata", Value::Object(metadata)),
+        ("metadata", metadata_json(&charge.metadata)),
         ("event_seq", json!(charge.event_seq)),
     ]
-}
-
-/// A new charge or authorization, as the model will hold it once applied.
-fn new_charge(model: &Model, command: &Command, id: String, authorized: bool) -> ModelCharge {
-    let charge = match command {
-        Command::CreateCharge(charge) => charge,
-        Command::Authorize(new) => &new.charge,
-        other => unreachable!("{other:?} makes no charge"),
-    };
-    let amount = charge.amount.minor();
-    ModelCharge {
-        id,
-        source: charge.source.as_str().to_owned(),
-        destination: charge.destination.as_str().to_owned(),
-        amount,
-        currency: charge.currency.as_str().to_owned(),
-        metadata: charge.metadata.pairs().clone(),
-        status: if authorized {
-            ChargeStatus::Authorized
-        } else {
-            ChargeStatus::Succeeded
-        },
-        captured: if authorized { 0 } else { amount },
-        refunded: 0,
-        event_seq: model.events.len() as u64 + 1,
-        created_at: String::new(),
-    }
 }
 
 /// The body of a new answer says what the model decided. An entry is named by the id the
@@ -155,20 +129,21 @@ fn check_entry_body(
         id
     };
     match (command, entry) {
-        (_, &Entry::Charge { number }) | (_, &Entry::Authorization { number, .. }) => {
-            let authorized = matches!(entry, Entry::Authorization { .. });
-            let charge = new_charge(model, command, named(EntryKind::Charge, number), authorized);
+        (Command::CreateCharge(charge), &Entry::Charge { number }) => {
+            let id = named(EntryKind::Charge, number);
+            let charge = ModelCharge::new(charge, id, false, model.events.len() as u64 + 1);
             assert_fields("new charge", body, &charge_fields(&charge));
-            match *entry {
-                Entry::Authorization { lifetime_s, .. } => {
-                    let life_ms = time_ms(body, "expires_at") - time_ms(body, "created_at");
-                    assert_eq!(life_ms, u128::from(lifetime_s) * 1000, "expires_at: {body}");
-                }
-                _ => assert_eq!(body.get("expires_at"), None, "{body}"),
-            }
+            assert_eq!(body.get("expires_at"), None, "{body}");
+        }
+        (Command::Authorize(new), &Entry::Authorization { number, lifetime_s }) => {
+            let id = named(EntryKind::Charge, number);
+            let charge = ModelCharge::new(&new.charge, id, true, model.events.len() as u64 + 1);
+            assert_fields("new authorization", body, &charge_fields(&charge));
+            let life_ms = time_ms(body, "expires_at") - time_ms(body, "created_at");
+            assert_eq!(life_ms, u128::from(lifetime_s) * 1000, "expires_at: {body}");
         }
         (
-            _,
+            Command::SettleCharge { .. },
             &Entry::Settlement {
                 charge,
                 status,
@@ -191,50 +166,40 @@ fn check_entry_body(
             },
         ) => {
             let refunded = &model.charges[&charge];
-            let metadata: serde_json::Map<String, Value> = new
-                .metadata
-                .pairs()
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
             let fields = [
                 ("id", json!(named(EntryKind::Refund, number))),
                 ("charge", json!(refunded.id)),
                 ("amount", json!(amount)),
                 ("currency", json!(refunded.currency)),
                 ("status", json!("succeeded")),
-                ("metadata", Value::Object(metadata)),
+                ("metadata", metadata_json(new.metadata.pairs())),
                 ("event_seq", next_event_seq),
             ];
             assert_fields("new refund", body, &fields);
         }
         (Command::CreateTransfer(new), &Entry::Transfer { number }) => {
-            let legs: Vec<Value> = new
-                .legs
-                .iter()
-                .map(|l| {
-                    json!({"source": l.source.as_str(), "destination": l.destination.as_str(),
-                           "amount": l.amount.minor()})
+            let legs: Vec<Value> = legs(&new.legs)
+                .into_iter()
+                .map(|(source, destination, amount)| {
+                    json!({"source": source, "destination": destination, "amount": amount})
                 })
-                .collect();
-            let metadata: serde_json::Map<String, Value> = new
-                .metadata
-                .pairs()
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
                 .collect();
             let fields = [
                 ("id", json!(named(EntryKind::Transfer, number))),
                 ("status", json!("succeeded")),
                 ("currency", json!(new.currency.as_str())),
                 ("legs", Value::Array(legs)),
-                ("metadata", Value::Object(metadata)),
+                ("metadata", metadata_json(new.metadata.pairs())),
                 ("event_seq", next_event_seq),
             ];
             assert_fields("new transfer", body, &fields);
         }
         (command, entry) => unreachable!("{entry:?} does not answer {command:?}"),
     }
+}
+
+fn metadata_json(pairs: &BTreeMap<String, String>) -> Value {
+    Value::Object(pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
 }
 
 fn check_problem(declined: &Declined, body: &Value) {
@@ -413,69 +378,69 @@ fn check_events(system: &System, model: &Model) {
         Ok(events) => events,
         Err(error) => panic!("outbox unreadable: {error}"),
     };
-    let seen: Vec<ModelEvent> = events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            assert_eq!(event.seq, i as u64 + 1, "the outbox is dense from 1");
-            match &event.body {
-                EventBody::AccountCreated(account) => {
-                    ModelEvent::AccountCreated(account.id.as_str().to_owned())
-                }
-                EventBody::ChargeSucceeded(charge) => {
-                    assert_eq!(charge.event_seq, event.seq, "a charge names its event");
-                    ModelEvent::Charge {
-                        number: charge.number,
-                        source: charge.source.as_str().to_owned(),
-                        destination: charge.destination.as_str().to_owned(),
-                        amount: charge.amount.minor(),
-                    }
-                }
-                EventBody::ChargeAuthorized { charge, .. } => {
-                    assert_eq!(charge.event_seq, event.seq, "a charge names its event");
-                    ModelEvent::Authorized {
-                        number: charge.number,
-                        source: charge.source.as_str().to_owned(),
-                        destination: charge.destination.as_str().to_owned(),
-                        amount: charge.amount.minor(),
-                    }
-                }
-                EventBody::ChargeSettled {
-                    charge,
-                    status,
-                    amount_captured,
-                } => ModelEvent::Settled {
-                    charge: charge.number,
-                    status: *status,
-                    captured: *amount_captured,
-                },
-                EventBody::RefundSucceeded { refund, charge } => {
-                    assert_eq!(refund.event_seq, event.seq, "a refund names its event");
-                    ModelEvent::Refund {
-                        number: refund.number,
-                        charge: charge.number,
-                        amount: refund.amount.minor(),
-                    }
-                }
-                EventBody::TransferSucceeded(transfer) => {
-                    assert_eq!(transfer.event_seq, event.seq, "a transfer names its event");
-                    ModelEvent::Transfer {
-                        number: transfer.number,
-                        legs: transfer
-                            .legs
-                            .iter()
-                            .map(|l| {
-                                (
-                                    l.source.as_str().to_owned(),
-                                    l.destination.as_str().to_owned(),
-                                    l.amount.minor(),
-                                )
-                            })
-                            .collect(),
-                    }
-                }
-            }
-        })
-        .collect();
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.seq, i as u64 + 1, "the outbox is dense from 1");
+    }
+    let seen: Vec<ModelEvent> = events.iter().map(model_event).collect();
     assert_eq!(seen, model.events, "the outbox");
+}
+
+/// An event as the model records it; an entry's own event names it.
+fn model_event(event: &Event) -> ModelEvent {
+    let created = |charge: &Charge| {
+        assert_eq!(charge.event_seq, event.seq, "a charge names its event");
+        (
+            charge.number,
+            charge.source.as_str().to_owned(),
+            charge.destination.as_str().to_owned(),
+            charge.amount.minor(),
+        )
+    };
+    match &event.body {
+        EventBody::AccountCreated(account) => {
+            ModelEvent::AccountCreated(account.id.as_str().to_owned())
+        }
+        EventBody::ChargeSucceeded(charge) => {
+            let (number, source, destination, amount) = created(charge);
+            ModelEvent::Charge {
+                number,
+                source,
+                destination,
+                amount,
+            }
+        }
+        EventBody::ChargeAuthorized { charge, .. } => {
+            let (number, source, destination, amount) = created(charge);
+            ModelEvent::Authorized {
+                number,
+                source,
+                destination,
+                amount,
+            }
+        }
+        EventBody::ChargeSettled {
+            charge,
+            status,
+            amount_captured,
+        } => ModelEvent::Settled {
+            charge: charge.number,
+            status: *status,
+            captured: *amount_captured,
+        },
+        EventBody::RefundSucceeded { refund, charge } => {
+            assert_eq!(refund.event_seq, event.seq, "a refund names its event");
+            ModelEvent::Refund {
+                number: refund.number,
+                charge: charge.number,
+                amount: refund.amount.minor(),
+            }
+        }
+        EventBody::TransferSucceeded(transfer) => {
+            assert_eq!(transfer.event_seq, event.seq, "a transfer names its event");
+            ModelEvent::Transfer {
+                number: transfer.number,
+                legs: legs(&transfer.legs),
+            }
+        }
+    }
 }

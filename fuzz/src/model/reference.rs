@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use onceledger_core::idempotency::Fingerprint;
-use onceledger_core::ledger::{ChargeStatus, Command, Settle};
+use onceledger_core::ledger::{ChargeStatus, Command, NewCharge, Settle, TransferLeg};
 use onceledger_core::limits::AMOUNT_MINOR_MAX;
 use onceledger_server::api::WriteIntent;
 use serde_json::Value;
@@ -577,56 +577,13 @@ impl Model {
     }
 
     fn apply_entry(&mut self, command: &Command, entry: &Entry, body: &Value) {
-        let text = |field: &str| body[field].as_str().unwrap_or_default().to_owned();
+        let id = body["id"].as_str().unwrap_or_default().to_owned();
         let event = match (command, entry) {
-            (Command::CreateCharge(charge), Entry::Charge { number })
-            | (
-                Command::Authorize(onceledger_core::ledger::NewAuthorization { charge, .. }),
-                Entry::Authorization { number, .. },
-            ) => {
-                let authorized = matches!(entry, Entry::Authorization { .. });
-                let amount = charge.amount.minor();
-                self.entries = *number;
-                self.charges.insert(
-                    *number,
-                    ModelCharge {
-                        id: text("id"),
-                        source: charge.source.as_str().to_owned(),
-                        destination: charge.destination.as_str().to_owned(),
-                        amount,
-                        currency: charge.currency.as_str().to_owned(),
-                        metadata: charge.metadata.pairs().clone(),
-                        status: if authorized {
-                            ChargeStatus::Authorized
-                        } else {
-                            ChargeStatus::Succeeded
-                        },
-                        captured: if authorized { 0 } else { amount },
-                        refunded: 0,
-                        event_seq: self.events.len() as u64 + 1,
-                        created_at: text("created_at"),
-                    },
-                );
-                let (number, source, destination) = (
-                    *number,
-                    charge.source.as_str().to_owned(),
-                    charge.destination.as_str().to_owned(),
-                );
-                if authorized {
-                    ModelEvent::Authorized {
-                        number,
-                        source,
-                        destination,
-                        amount,
-                    }
-                } else {
-                    ModelEvent::Charge {
-                        number,
-                        source,
-                        destination,
-                        amount,
-                    }
-                }
+            (Command::CreateCharge(charge), &Entry::Charge { number }) => {
+                self.add_charge(charge, number, id, false, body)
+            }
+            (Command::Authorize(new), &Entry::Authorization { number, .. }) => {
+                self.add_charge(&new.charge, number, id, true, body)
             }
             (
                 Command::SettleCharge { .. },
@@ -638,11 +595,8 @@ impl Model {
                 },
             ) => {
                 self.entries = entry;
-                let Some(settled) = self.charges.get_mut(&charge) else {
-                    unreachable!("decide() found charge {charge}");
-                };
-                settled.status = status;
-                settled.captured = captured;
+                let settled = self.charge_mut(charge);
+                (settled.status, settled.captured) = (status, captured);
                 ModelEvent::Settled {
                     charge,
                     status,
@@ -658,12 +612,9 @@ impl Model {
                 },
             ) => {
                 self.entries = number;
-                let Some(refunded) = self.charges.get_mut(&charge) else {
-                    unreachable!("decide() found charge {charge}");
-                };
-                refunded.refunded += amount;
-                self.refunds.insert(text("id"), (number, amount));
-                self.other_entry_ids.push(text("id"));
+                self.charge_mut(charge).refunded += amount;
+                self.refunds.insert(id.clone(), (number, amount));
+                self.other_entry_ids.push(id);
                 ModelEvent::Refund {
                     number,
                     charge,
@@ -672,27 +623,96 @@ impl Model {
             }
             (Command::CreateTransfer(new), &Entry::Transfer { number }) => {
                 self.entries = number;
-                self.transfers.insert(text("id"), (number, new.legs.len()));
-                self.other_entry_ids.push(text("id"));
+                self.transfers.insert(id.clone(), (number, new.legs.len()));
+                self.other_entry_ids.push(id);
                 ModelEvent::Transfer {
                     number,
-                    legs: new
-                        .legs
-                        .iter()
-                        .map(|l| {
-                            (
-                                l.source.as_str().to_owned(),
-                                l.destination.as_str().to_owned(),
-                                l.amount.minor(),
-                            )
-                        })
-                        .collect(),
+                    legs: legs(&new.legs),
                 }
             }
             (command, entry) => unreachable!("{entry:?} does not answer {command:?}"),
         };
         self.events.push(event);
     }
+
+    /// A new charge or authorization, numbered `number`, named `id` by its answer `body`.
+    fn add_charge(
+        &mut self,
+        charge: &NewCharge,
+        number: u64,
+        id: String,
+        authorized: bool,
+        body: &Value,
+    ) -> ModelEvent {
+        self.entries = number;
+        let mut added = ModelCharge::new(charge, id, authorized, self.events.len() as u64 + 1);
+        added.created_at = body["created_at"].as_str().unwrap_or_default().to_owned();
+        let (source, destination, amount) = (
+            added.source.clone(),
+            added.destination.clone(),
+            added.amount,
+        );
+        self.charges.insert(number, added);
+        if authorized {
+            ModelEvent::Authorized {
+                number,
+                source,
+                destination,
+                amount,
+            }
+        } else {
+            ModelEvent::Charge {
+                number,
+                source,
+                destination,
+                amount,
+            }
+        }
+    }
+
+    fn charge_mut(&mut self, number: u64) -> &mut ModelCharge {
+        match self.charges.get_mut(&number) {
+            Some(charge) => charge,
+            None => unreachable!("decide() found charge {number}"),
+        }
+    }
+}
+
+impl ModelCharge {
+    /// `charge` as created (immediate, or `authorized`), its event the `event_seq`-th.
+    pub fn new(charge: &NewCharge, id: String, authorized: bool, event_seq: u64) -> ModelCharge {
+        let amount = charge.amount.minor();
+        ModelCharge {
+            id,
+            source: charge.source.as_str().to_owned(),
+            destination: charge.destination.as_str().to_owned(),
+            amount,
+            currency: charge.currency.as_str().to_owned(),
+            metadata: charge.metadata.pairs().clone(),
+            status: if authorized {
+                ChargeStatus::Authorized
+            } else {
+                ChargeStatus::Succeeded
+            },
+            captured: if authorized { 0 } else { amount },
+            refunded: 0,
+            event_seq,
+            created_at: String::new(),
+        }
+    }
+}
+
+/// A transfer's legs as (source, destination, amount).
+pub(super) fn legs(legs: &[TransferLeg]) -> Vec<(String, String, u64)> {
+    legs.iter()
+        .map(|l| {
+            (
+                l.source.as_str().to_owned(),
+                l.destination.as_str().to_owned(),
+                l.amount.minor(),
+            )
+        })
+        .collect()
 }
 
 /// `--authorization-ttl`'s default, which the system under test runs with (`WriterConfig`'s).
