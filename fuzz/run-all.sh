@@ -34,8 +34,9 @@ target_args() {
   case "$1" in
     # Plain-text HTTP requests: the dictionary's tokens are what the parser looks for.
     request_parse) echo "-dict=fuzz/dict/http_json.dict -max_len=4096" ;;
-    # 64 operations of at most 7 bytes each: let the inputs be that long from the start (with the
-    # store's small marks, that crosses checkpoints, account flushes and key merges many times).
+    # 64 operations of 2 to 14 bytes (a transfer is the longest; a mix averages under 6): let the
+    # inputs be that long from the start (with the store's small marks, that crosses checkpoints,
+    # account flushes and key merges many times).
     ledger_model) echo "-max_len=512 -len_control=0" ;;
     # JSON batches: the dictionary has the JSON tokens and the event field names.
     replication_decode) echo "-dict=fuzz/dict/http_json.dict -max_len=8192" ;;

@@ -1,15 +1,32 @@
 //! ledger_model: a sequence of operations against the real store, writer and idempotency steps,
 //! compared with a small in-memory reference model after every step.
 //!
-//! Operations: create an account, charge, retry an earlier request (also re-formatted: other key
-//! order and whitespace), retry with a changed body, send a burst of requests at once (one
-//! writer batch), arm a one-shot storage fault, and stop the store (power loss, process kill or a
-//! clean stop) and open it again. Every input ends with a power loss and a reopen: nothing
-//! acknowledged may be lost.
+//! Operations: create an account, charge, authorize (a charge with `"capture": false`), capture
+//! (all of the hold, part of it, or more), void, refund (part, the rest, too much), transfer (one
+//! to three legs, each on the balances the legs before it left), retry an earlier request (also
+//! re-formatted: other key order and whitespace), retry with a changed body, send a burst of
+//! requests at once (one writer batch), arm a one-shot storage fault, and stop the store (power
+//! loss, process kill or a clean stop) and open it again. Every input ends with a power loss and
+//! a reopen: nothing acknowledged may be lost.
+//!
+//! Captures, voids and refunds name a charge by an id that an earlier answer gave (the model
+//! learns each one from the answer that created it), picked by a selector, newest first; or an
+//! id that names no charge: one never issued, the legacy form of charge 1 (refused, since this
+//! store's ids are opaque from 1 on), or a refund's or transfer's id.
 //!
 //! What must match the model: each answer's status, replays byte for byte with
-//! `Idempotent-Replayed`, the fields of each new answer, every balance, every stored answer, the
-//! outbox (dense, in order, one event per account and per charge), and the invariant checker.
+//! `Idempotent-Replayed`, the fields of each new answer (a decline's type, status, detail and a
+//! transfer's failing `leg`), every account's four totals and `available`, every charge's status
+//! and its captured and refunded amounts, every stored answer, the outbox (dense, in order, one
+//! event per account, charge, settlement, refund and transfer), and the invariant checker.
+//!
+//! **No authorization expires within an input.** Expiry is the writer's, against the wall clock;
+//! an input that waited for it would run a minute at least (60 s is the shortest `expires_in`),
+//! and `test_clock::set_authorization_second_ms` shortens every authorization of the process at
+//! once, so the moment of expiry would depend on how fast the input ran, not on its bytes. So
+//! authorizations take the default TTL (7 days), an hour, or 30 days (`EXPIRIES`), each far
+//! longer than an input; the model checks each one's `expires_at - created_at`, and that it is
+//! still `authorized` at every restart. Expiry itself is covered by `tests/it/lifecycle.rs`.
 //!
 //! A request answered 503 after the writer failed a commit is *uncertain*: redb may have made the
 //! batch durable before the failing I/O, and the contract (docs/CONTRACT-NOTES.md) says a 503
@@ -23,19 +40,24 @@
 //! The input is a byte code, not an `Arbitrary` derive, so seeds can be written by hand
 //! ([`Op::encode`]) and a mutated byte changes one operation, not the framing of all that follow.
 
-use std::collections::{BTreeMap, HashMap};
+mod expect;
+mod reference;
+
+use std::ops::RangeInclusive;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
-use onceledger_core::idempotency::{Fingerprint, IdempotencyKey};
-use onceledger_core::ledger::{AccountId, ChargeIds, Command, TenantId};
-use onceledger_core::limits::AMOUNT_MINOR_MAX;
-use onceledger_core::store::{EventBody, check};
+use onceledger_core::ledger::TenantId;
+use onceledger_core::limits::{
+    AMOUNT_MINOR_MAX, AUTHORIZATION_EXPIRES_IN_S_MAX, AUTHORIZATION_EXPIRES_IN_S_MIN,
+};
 use onceledger_server::api::{ApiRequest, WriteIntent, parse_request};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::backend::FaultKind;
 use crate::system::{Answer, Crossings, Stop, System};
+use expect::{check_balances, check_new_body, check_store, problem_type};
+use reference::{Expected, Model, Uncertain};
 
 /// Operations per input at most: enough for a few accounts, charges, retries and restarts, and,
 /// with the store's small marks (`Marks::SMALL`), for several checkpoints, account flushes and key
@@ -80,6 +102,63 @@ pub const LIMITS: [Limit; 5] = [
     Limit::Absent,
 ];
 
+/// How an authorization's body ends, by selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// `"capture": false` alone: the default TTL (7 days).
+    Default,
+    /// `"capture": false, "expires_in": N`: valid ones are an hour or more, so that none expires
+    /// within an input (see the module's doc); 59 and 2592001 are refused by the parser.
+    ExpiresIn(u64),
+    /// `"capture": true`: an immediate charge after all.
+    CaptureTrue,
+}
+pub const EXPIRIES: [Expiry; 6] = [
+    Expiry::Default,
+    Expiry::ExpiresIn(3600),
+    Expiry::ExpiresIn(AUTHORIZATION_EXPIRES_IN_S_MAX),
+    Expiry::Default,
+    Expiry::ExpiresIn(AUTHORIZATION_EXPIRES_IN_S_MIN - 1),
+    Expiry::ExpiresIn(AUTHORIZATION_EXPIRES_IN_S_MAX + 1),
+];
+const _: () = assert!(3600 >= 60 * AUTHORIZATION_EXPIRES_IN_S_MIN);
+
+/// A capture's amount by selector, from the hold of the charge it names (100 for an id that
+/// names none): absent (all of it), all, about half, 1, one more than the hold, and 0 (refused
+/// by the parser; so is one more than the largest hold).
+pub const CAPTURES: usize = 6;
+fn capture_amount(selector: u8, held: u64) -> Option<u64> {
+    match usize::from(selector) % CAPTURES {
+        0 => None,
+        1 => Some(held),
+        2 => Some(held.div_ceil(2)),
+        3 => Some(1),
+        4 => Some(held + 1),
+        _ => Some(0),
+    }
+}
+
+/// A refund's amount by selector, from what is left to refund of the charge it names when the
+/// request is made (100 for an id that names none): absent (the rest), the rest (at least 1), 1,
+/// one more than the rest, the largest amount, and 0 (refused by the parser).
+pub const REFUNDS: usize = 6;
+fn refund_amount(selector: u8, refundable: u64) -> Option<u64> {
+    match usize::from(selector) % REFUNDS {
+        0 => None,
+        1 => Some(refundable.max(1)),
+        2 => Some(1),
+        3 => Some(refundable + 1),
+        4 => Some(AMOUNT_MINOR_MAX),
+        _ => Some(0),
+    }
+}
+
+/// Charge ids that name no charge: one never issued (26 base32 digits, like an opaque id), and
+/// the legacy form of charge 1, which a store whose ids are opaque from 1 on refuses.
+pub const UNKNOWN_CHARGE_IDS: [&str; 2] = ["ch_aaaaaaaaaaaaaaaaaaaaaaaaaa", "ch_0000000000000001"];
+/// The hold or refundable amount assumed for an id that names no charge.
+const UNKNOWN_CHARGE_AMOUNT: u64 = 100;
+
 // ---------------------------------------------------------------------------------------------
 // The operations and their byte code.
 
@@ -100,6 +179,16 @@ pub enum Op {
     ArmFault { after: u8, lose_pages: bool },
     /// Stops the store and opens it again.
     Restart { how: u8 },
+    /// POST /v1/charges with `"capture": false`.
+    Authorize(AuthorizeSpec),
+    /// POST /v1/charges/{id}/capture.
+    Capture(CaptureSpec),
+    /// POST /v1/charges/{id}/void.
+    Void(VoidSpec),
+    /// POST /v1/refunds.
+    Refund(RefundSpec),
+    /// POST /v1/transfers.
+    Transfer(TransferSpec),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +209,80 @@ pub struct ChargeSpec {
     pub metadata: u8,
 }
 
-const OPCODES: u8 = 7;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthorizeSpec {
+    pub charge: ChargeSpec,
+    /// Into [`EXPIRIES`].
+    pub expires: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureSpec {
+    pub key: u8,
+    /// Which charge: see [`Op`]'s doc and `Run::charge_id`.
+    pub charge: u8,
+    /// See [`capture_amount`].
+    pub amount: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoidSpec {
+    pub key: u8,
+    pub charge: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundSpec {
+    pub key: u8,
+    pub charge: u8,
+    /// See [`refund_amount`].
+    pub amount: u8,
+    pub metadata: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegSpec {
+    pub source: u8,
+    pub destination: u8,
+    pub amount: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferSpec {
+    pub key: u8,
+    pub currency: u8,
+    /// `1 + legs % TRANSFER_LEGS` of `leg` are sent.
+    pub legs: u8,
+    pub leg: [LegSpec; TRANSFER_LEGS],
+    pub metadata: u8,
+}
+
+/// Legs of a transfer at most (the API allows 16; three are enough for a later leg to fail on
+/// what an earlier one did).
+pub const TRANSFER_LEGS: usize = 3;
+
+/// The opcodes of the operations that came first; a byte `b` outside the ranges below is opcode
+/// `b % 7`, as it always was.
+const OPCODES_FIRST: u8 = 7;
+/// The lifecycle operations' own opcodes, 7 to 11 (what `encode` writes).
+const OPCODES_LIFECYCLE: RangeInclusive<u8> = 7..=11;
+/// More bytes that decode as lifecycle operations (`7 + (b - 136) % 5`), so that a random byte
+/// picks one about a third of the time. No input committed before these operations existed uses
+/// one of 7..=11 or 136..=223 as an opcode (`tests/seeds.rs` checks that those inputs decode as
+/// they did), so every committed input means what it meant.
+const OPCODES_LIFECYCLE_ALIASES: RangeInclusive<u8> = 136..=223;
+
+fn opcode(byte: u8) -> u8 {
+    let lifecycle = *OPCODES_LIFECYCLE.start();
+    let count = OPCODES_LIFECYCLE.end() - lifecycle + 1;
+    if OPCODES_LIFECYCLE.contains(&byte) {
+        byte
+    } else if OPCODES_LIFECYCLE_ALIASES.contains(&byte) {
+        lifecycle + (byte - OPCODES_LIFECYCLE_ALIASES.start()) % count
+    } else {
+        byte % OPCODES_FIRST
+    }
+}
 
 /// Reads bytes for the operations; past the end every byte reads as 0.
 struct Reader<'a>(&'a [u8]);
@@ -148,22 +310,23 @@ impl Op {
         ops
     }
 
+    /// Whether this is one of the lifecycle operations (opcodes 7 to 11).
+    pub fn is_lifecycle(&self) -> bool {
+        matches!(
+            self,
+            Op::Authorize(_) | Op::Capture(_) | Op::Void(_) | Op::Refund(_) | Op::Transfer(_)
+        )
+    }
+
     fn decode(r: &mut Reader<'_>) -> Op {
-        match r.byte() % OPCODES {
+        match opcode(r.byte()) {
             0 => Op::CreateAccount(AccountSpec {
                 key: r.byte(),
                 account: r.byte(),
                 currency: r.byte(),
                 limit: r.byte(),
             }),
-            1 => Op::Charge(ChargeSpec {
-                key: r.byte(),
-                source: r.byte(),
-                destination: r.byte(),
-                amount: r.byte(),
-                currency: r.byte(),
-                metadata: r.byte(),
-            }),
+            1 => Op::Charge(charge_spec(r)),
             2 => Op::Retry {
                 nth: r.byte(),
                 reformat: r.byte() & 1 == 1,
@@ -174,28 +337,78 @@ impl Op {
                 after: r.byte(),
                 lose_pages: r.byte() & 1 == 1,
             },
-            _ => Op::Restart { how: r.byte() },
+            6 => Op::Restart { how: r.byte() },
+            7 => Op::Authorize(AuthorizeSpec {
+                charge: charge_spec(r),
+                expires: r.byte(),
+            }),
+            8 => Op::Capture(CaptureSpec {
+                key: r.byte(),
+                charge: r.byte(),
+                amount: r.byte(),
+            }),
+            9 => Op::Void(VoidSpec {
+                key: r.byte(),
+                charge: r.byte(),
+            }),
+            10 => Op::Refund(RefundSpec {
+                key: r.byte(),
+                charge: r.byte(),
+                amount: r.byte(),
+                metadata: r.byte(),
+            }),
+            _ => Op::Transfer(TransferSpec {
+                key: r.byte(),
+                currency: r.byte(),
+                legs: r.byte(),
+                leg: [(); TRANSFER_LEGS].map(|()| LegSpec {
+                    source: r.byte(),
+                    destination: r.byte(),
+                    amount: r.byte(),
+                }),
+                metadata: r.byte(),
+            }),
         }
     }
 
     /// The inverse of `decode`, for writing seed files.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        match *self {
-            Op::CreateAccount(a) => out.extend([0, a.key, a.account, a.currency, a.limit]),
-            Op::Charge(c) => out.extend([
-                1,
+        let charge = |c: ChargeSpec| {
+            [
                 c.key,
                 c.source,
                 c.destination,
                 c.amount,
                 c.currency,
                 c.metadata,
-            ]),
+            ]
+        };
+        match *self {
+            Op::CreateAccount(a) => out.extend([0, a.key, a.account, a.currency, a.limit]),
+            Op::Charge(c) => {
+                out.push(1);
+                out.extend(charge(c));
+            }
             Op::Retry { nth, reformat } => out.extend([2, nth, u8::from(reformat)]),
             Op::RetryChanged { nth } => out.extend([3, nth]),
             Op::Burst { count } => out.extend([4, count]),
             Op::ArmFault { after, lose_pages } => out.extend([5, after, u8::from(lose_pages)]),
             Op::Restart { how } => out.extend([6, how]),
+            Op::Authorize(a) => {
+                out.push(7);
+                out.extend(charge(a.charge));
+                out.push(a.expires);
+            }
+            Op::Capture(c) => out.extend([8, c.key, c.charge, c.amount]),
+            Op::Void(v) => out.extend([9, v.key, v.charge]),
+            Op::Refund(r) => out.extend([10, r.key, r.charge, r.amount, r.metadata]),
+            Op::Transfer(t) => {
+                out.extend([11, t.key, t.currency, t.legs]);
+                for leg in t.leg {
+                    out.extend([leg.source, leg.destination, leg.amount]);
+                }
+                out.push(t.metadata);
+            }
         }
     }
 
@@ -208,16 +421,43 @@ impl Op {
     }
 }
 
+fn charge_spec(r: &mut Reader<'_>) -> ChargeSpec {
+    ChargeSpec {
+        key: r.byte(),
+        source: r.byte(),
+        destination: r.byte(),
+        amount: r.byte(),
+        currency: r.byte(),
+        metadata: r.byte(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Requests as a client sends them.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A request's body, with every selector that depends on the model's state (which charge, how
+/// much of it) resolved when the request was first made, so that a retry sends the same one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Body {
     Account(AccountSpec),
     Charge(ChargeSpec),
+    Authorize(AuthorizeSpec),
+    Capture {
+        charge: String,
+        amount: Option<u64>,
+    },
+    Void {
+        charge: String,
+    },
+    Refund {
+        charge: String,
+        amount: Option<u64>,
+        metadata: u8,
+    },
+    Transfer(TransferSpec),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Request {
     /// Low bits: which key; the high bit sends it in the Structured Field string form, which
     /// must mean the same key.
@@ -235,11 +475,29 @@ fn key_name(selector: u8) -> String {
     format!("k{}", selector % KEYS_COUNT)
 }
 
+fn json_text(value: &str) -> String {
+    json!(value).to_string()
+}
+
+fn invalid_amount(amount: u64) -> bool {
+    amount == 0 || amount > AMOUNT_MINOR_MAX
+}
+
+impl TransferSpec {
+    fn legs(&self) -> &[LegSpec] {
+        &self.leg[..1 + usize::from(self.legs) % TRANSFER_LEGS]
+    }
+}
+
 impl Request {
-    fn path(&self) -> &'static str {
-        match self.body {
-            Body::Account(_) => "/v1/accounts",
-            Body::Charge(_) => "/v1/charges",
+    fn path(&self) -> String {
+        match &self.body {
+            Body::Account(_) => "/v1/accounts".into(),
+            Body::Charge(_) | Body::Authorize(_) => "/v1/charges".into(),
+            Body::Capture { charge, .. } => format!("/v1/charges/{charge}/capture"),
+            Body::Void { charge } => format!("/v1/charges/{charge}/void"),
+            Body::Refund { .. } => "/v1/refunds".into(),
+            Body::Transfer(_) => "/v1/transfers".into(),
         }
     }
 
@@ -262,13 +520,13 @@ impl Request {
         headers
     }
 
-    /// The JSON body, with its fields in one of two orders and styles.
-    fn body(&self) -> Vec<u8> {
-        let fields: Vec<(&str, String)> = match self.body {
+    /// The body's fields as (name, JSON text), in the order a client would write them.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        match &self.body {
             Body::Account(a) => {
                 let mut fields = vec![
-                    ("id", json!(pick(&ACCOUNT_IDS, a.account)).to_string()),
-                    ("currency", json!(pick(&CURRENCIES, a.currency)).to_string()),
+                    ("id", json_text(pick(&ACCOUNT_IDS, a.account))),
+                    ("currency", json_text(pick(&CURRENCIES, a.currency))),
                 ];
                 match pick(&LIMITS, a.limit) {
                     Limit::Value(limit) => fields.push(("overdraft_limit", limit.to_string())),
@@ -277,28 +535,87 @@ impl Request {
                 }
                 fields
             }
-            Body::Charge(c) => {
-                let mut fields = vec![
-                    ("source", json!(pick(&ACCOUNT_IDS, c.source)).to_string()),
-                    (
-                        "destination",
-                        json!(pick(&ACCOUNT_IDS, c.destination)).to_string(),
-                    ),
-                    ("amount", pick(&AMOUNTS, c.amount).to_string()),
-                    ("currency", json!(pick(&CURRENCIES, c.currency)).to_string()),
-                ];
-                if let Some(metadata) = metadata(c.metadata, self.reformat) {
-                    fields.push(("metadata", metadata));
+            Body::Charge(c) => self.charge_fields(c),
+            Body::Authorize(a) => {
+                let mut fields = self.charge_fields(&a.charge);
+                match pick(&EXPIRIES, a.expires) {
+                    Expiry::Default => fields.push(("capture", "false".into())),
+                    Expiry::ExpiresIn(seconds) => {
+                        fields.push(("capture", "false".into()));
+                        fields.push(("expires_in", seconds.to_string()));
+                    }
+                    Expiry::CaptureTrue => fields.push(("capture", "true".into())),
                 }
                 fields
             }
-        };
+            Body::Capture { amount, .. } => amount
+                .map(|amount| ("amount", amount.to_string()))
+                .into_iter()
+                .collect(),
+            Body::Void { .. } => Vec::new(),
+            Body::Refund {
+                charge,
+                amount,
+                metadata: selector,
+            } => {
+                let mut fields = vec![("charge", json_text(charge))];
+                if let Some(amount) = amount {
+                    fields.push(("amount", amount.to_string()));
+                }
+                self.push_metadata(&mut fields, *selector);
+                fields
+            }
+            Body::Transfer(t) => self.transfer_fields(t),
+        }
+    }
+
+    fn charge_fields(&self, c: &ChargeSpec) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("source", json_text(pick(&ACCOUNT_IDS, c.source))),
+            ("destination", json_text(pick(&ACCOUNT_IDS, c.destination))),
+            ("amount", pick(&AMOUNTS, c.amount).to_string()),
+            ("currency", json_text(pick(&CURRENCIES, c.currency))),
+        ];
+        self.push_metadata(&mut fields, c.metadata);
+        fields
+    }
+
+    fn transfer_fields(&self, t: &TransferSpec) -> Vec<(&'static str, String)> {
+        let legs: Vec<String> = t
+            .legs()
+            .iter()
+            .map(|leg| {
+                json!({
+                    "source": pick(&ACCOUNT_IDS, leg.source),
+                    "destination": pick(&ACCOUNT_IDS, leg.destination),
+                    "amount": pick(&AMOUNTS, leg.amount),
+                })
+                .to_string()
+            })
+            .collect();
+        let mut fields = vec![
+            ("currency", json_text(pick(&CURRENCIES, t.currency))),
+            ("legs", format!("[{}]", legs.join(","))),
+        ];
+        self.push_metadata(&mut fields, t.metadata);
+        fields
+    }
+
+    fn push_metadata(&self, fields: &mut Vec<(&'static str, String)>, selector: u8) {
+        if let Some(metadata) = metadata(selector, self.reformat) {
+            fields.push(("metadata", metadata));
+        }
+    }
+
+    /// The JSON body, with its fields in one of two orders and styles.
+    fn body(&self) -> Vec<u8> {
         let (open, separator, colon, close) = if self.reformat {
             ("{\n  ", ",\n  ", " : ", "\n}\n")
         } else {
             ("{", ",", ":", "}")
         };
-        let mut fields: Vec<String> = fields
+        let mut fields: Vec<String> = self
+            .fields()
             .into_iter()
             .map(|(name, value)| format!("\"{name}\"{colon}{value}"))
             .collect();
@@ -309,30 +626,54 @@ impl Request {
     }
 
     fn parse(&self) -> Result<WriteIntent, String> {
-        match parse_request(&Method::POST, self.path(), &self.headers(), &self.body()) {
+        match parse_request(&Method::POST, &self.path(), &self.headers(), &self.body()) {
             Ok(ApiRequest::Write(intent)) => Ok(intent),
             Ok(other) => panic!("a POST parsed as {other:?}"),
             Err(problem) => Err(format!("{problem:?}")),
         }
     }
 
-    /// Whether the parser must refuse it (API.md: bad amount, bad currency, same accounts).
+    /// Whether the parser must refuse it (API.md: bad amount, bad currency, same accounts, an
+    /// `expires_in` out of range).
     fn invalid(&self) -> bool {
-        match self.body {
+        let charge_invalid = |c: &ChargeSpec| {
+            pick(&CURRENCIES, c.currency) == "eur"
+                || invalid_amount(pick(&AMOUNTS, c.amount))
+                || pick(&ACCOUNT_IDS, c.source) == pick(&ACCOUNT_IDS, c.destination)
+        };
+        match &self.body {
             Body::Account(a) => pick(&CURRENCIES, a.currency) == "eur",
-            Body::Charge(c) => {
-                let amount = pick(&AMOUNTS, c.amount);
-                pick(&CURRENCIES, c.currency) == "eur"
-                    || amount == 0
-                    || amount > AMOUNT_MINOR_MAX
-                    || pick(&ACCOUNT_IDS, c.source) == pick(&ACCOUNT_IDS, c.destination)
+            Body::Charge(c) => charge_invalid(c),
+            Body::Authorize(a) => {
+                let expires = match pick(&EXPIRIES, a.expires) {
+                    Expiry::ExpiresIn(seconds) => !(AUTHORIZATION_EXPIRES_IN_S_MIN
+                        ..=AUTHORIZATION_EXPIRES_IN_S_MAX)
+                        .contains(&seconds),
+                    Expiry::Default | Expiry::CaptureTrue => false,
+                };
+                charge_invalid(&a.charge) || expires
+            }
+            Body::Capture { amount, .. } | Body::Refund { amount, .. } => {
+                amount.is_some_and(invalid_amount)
+            }
+            Body::Void { .. } => false,
+            Body::Transfer(t) => {
+                pick(&CURRENCIES, t.currency) == "eur"
+                    || t.legs().iter().any(|leg| {
+                        invalid_amount(pick(&AMOUNTS, leg.amount))
+                            || pick(&ACCOUNT_IDS, leg.source) == pick(&ACCOUNT_IDS, leg.destination)
+                    })
             }
         }
     }
 
     /// The same key with a body that means something else.
     fn changed(&self) -> Request {
-        let body = match self.body {
+        let other_amount = |amount: &Option<u64>| match amount {
+            None => Some(1),
+            Some(_) => None,
+        };
+        let body = match self.body.clone() {
             Body::Account(mut a) => {
                 // Another currency (EUR <-> USD); an invalid one becomes valid.
                 a.currency = if pick(&CURRENCIES, a.currency) == "USD" {
@@ -346,12 +687,41 @@ impl Request {
                 c.amount = c.amount.wrapping_add(1);
                 Body::Charge(c)
             }
+            Body::Authorize(mut a) => {
+                a.charge.amount = a.charge.amount.wrapping_add(1);
+                Body::Authorize(a)
+            }
+            Body::Capture { charge, amount } => Body::Capture {
+                amount: other_amount(&amount),
+                charge,
+            },
+            // The same charge, captured instead: another path.
+            Body::Void { charge } => Body::Capture {
+                charge,
+                amount: None,
+            },
+            Body::Refund {
+                charge,
+                amount,
+                metadata,
+            } => Body::Refund {
+                amount: other_amount(&amount),
+                charge,
+                metadata,
+            },
+            Body::Transfer(mut t) => {
+                t.legs = t.legs.wrapping_add(1);
+                Body::Transfer(t)
+            }
         };
-        Request { body, ..*self }
+        Request {
+            body,
+            ..self.clone()
+        }
     }
 }
 
-/// Charge metadata by selector, in the requested key order (the meaning is the sorted map).
+/// Metadata by selector, in the requested key order (the meaning is the sorted map).
 fn metadata(selector: u8, reversed: bool) -> Option<String> {
     let mut pairs: Vec<(&str, &str)> = match selector % 4 {
         0 => return None,
@@ -370,369 +740,6 @@ fn metadata(selector: u8, reversed: bool) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The reference model.
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ModelAccount {
-    currency: String,
-    overdraft_limit: Option<u64>,
-    debits: u64,
-    credits: u64,
-}
-
-impl ModelAccount {
-    fn balance(&self) -> i128 {
-        i128::from(self.credits) - i128::from(self.debits)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ModelEvent {
-    AccountCreated(String),
-    Charge {
-        number: u64,
-        source: String,
-        destination: String,
-        amount: u64,
-    },
-}
-
-/// A finished key: what it answered, byte for byte.
-#[derive(Debug, Clone)]
-struct Finished {
-    fingerprint: Fingerprint,
-    status: u16,
-    body: Bytes,
-}
-
-/// A request that got a 503 from a writer whose commit failed: maybe durable.
-#[derive(Debug, Clone)]
-struct Uncertain {
-    intent: WriteIntent,
-}
-
-/// The ledger's decision for a new command, and what it changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Decision {
-    AccountCreated,
-    Charged { number: u64 },
-    Declined { status: u16, problem: &'static str },
-}
-
-impl Decision {
-    fn status(&self) -> u16 {
-        match self {
-            Decision::AccountCreated | Decision::Charged { .. } => 201,
-            Decision::Declined { status, .. } => *status,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Model {
-    accounts: BTreeMap<String, ModelAccount>,
-    finished: HashMap<String, Finished>,
-    events: Vec<ModelEvent>,
-    charges: u64,
-    uncertain: Vec<Uncertain>,
-}
-
-/// What the model expects the system to answer.
-#[derive(Debug)]
-enum Expected {
-    Replay(Finished),
-    Mismatch,
-    New(Decision),
-}
-
-impl Model {
-    fn expect(&self, intent: &WriteIntent) -> Expected {
-        match self.finished.get(intent.key.as_str()) {
-            Some(done) if done.fingerprint == intent.fingerprint => Expected::Replay(done.clone()),
-            Some(_) => Expected::Mismatch,
-            None => Expected::New(self.decide(&intent.command)),
-        }
-    }
-
-    /// The ledger rules of API.md, written out again: the order of the checks is
-    /// src/ledger/charge.rs's (currencies, then the destination's credit total, then the
-    /// source's debit total, then the overdraft limit).
-    fn decide(&self, command: &Command) -> Decision {
-        let declined = |status, problem| Decision::Declined { status, problem };
-        match command {
-            // The model never replicates, so it holds no dead letters.
-            Command::RedriveDeadLetter { .. } => declined(404, "dead-letter-not-found"),
-            // The model's operations are the ledger's; tenants and tokens are not among them.
-            Command::CreateTenant { .. }
-            | Command::CreateToken { .. }
-            | Command::RevokeToken { .. } => {
-                panic!("the model makes no tenant or token commands: {command:?}")
-            }
-            Command::CreateAccount(new) => {
-                if self.accounts.contains_key(new.id.as_str()) {
-                    declined(400, "account-exists")
-                } else {
-                    Decision::AccountCreated
-                }
-            }
-            Command::CreateCharge(charge) => {
-                let (Some(source), Some(destination)) = (
-                    self.accounts.get(charge.source.as_str()),
-                    self.accounts.get(charge.destination.as_str()),
-                ) else {
-                    return declined(404, "account-not-found");
-                };
-                let amount = charge.amount.minor();
-                if source.currency != charge.currency.as_str()
-                    || destination.currency != charge.currency.as_str()
-                {
-                    return declined(400, "currency-mismatch");
-                }
-                let within = |total: u64| {
-                    total
-                        .checked_add(amount)
-                        .is_some_and(|t| t <= AMOUNT_MINOR_MAX)
-                };
-                if !within(destination.credits) || !within(source.debits) {
-                    return declined(400, "balance-overflow");
-                }
-                let limit_passed = source.overdraft_limit.is_some_and(|limit| {
-                    source.balance() - i128::from(amount) < -i128::from(limit)
-                });
-                if limit_passed {
-                    return declined(402, "insufficient-funds");
-                }
-                Decision::Charged {
-                    number: self.charges + 1,
-                }
-            }
-        }
-    }
-
-    /// Records a request that ran: its effects and its answer.
-    fn apply(&mut self, intent: &WriteIntent, decision: &Decision, answer: &Answer) {
-        match (&intent.command, decision) {
-            (Command::CreateAccount(new), Decision::AccountCreated) => {
-                self.accounts.insert(
-                    new.id.as_str().to_owned(),
-                    ModelAccount {
-                        currency: new.currency.as_str().to_owned(),
-                        overdraft_limit: new.overdraft_limit,
-                        debits: 0,
-                        credits: 0,
-                    },
-                );
-                self.events
-                    .push(ModelEvent::AccountCreated(new.id.as_str().to_owned()));
-            }
-            (Command::CreateCharge(charge), Decision::Charged { number }) => {
-                let amount = charge.amount.minor();
-                for (id, debit) in [(&charge.source, true), (&charge.destination, false)] {
-                    let Some(account) = self.accounts.get_mut(id.as_str()) else {
-                        unreachable!("decide() found both accounts");
-                    };
-                    if debit {
-                        account.debits += amount;
-                    } else {
-                        account.credits += amount;
-                    }
-                }
-                self.charges = *number;
-                self.events.push(ModelEvent::Charge {
-                    number: *number,
-                    source: charge.source.as_str().to_owned(),
-                    destination: charge.destination.as_str().to_owned(),
-                    amount,
-                });
-            }
-            _ => {}
-        }
-        self.finished.insert(
-            intent.key.as_str().to_owned(),
-            Finished {
-                fingerprint: intent.fingerprint,
-                status: answer.status,
-                body: answer.body.clone(),
-            },
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Checking answers.
-
-fn json_body(body: &[u8]) -> Value {
-    match serde_json::from_slice(body) {
-        Ok(value) => value,
-        Err(error) => panic!(
-            "answer body is not JSON ({error}): {}",
-            String::from_utf8_lossy(body)
-        ),
-    }
-}
-
-/// The body of a new answer says what the model decided. A charge is named by the id the
-/// store's `ChargeIds` give its number, and that id leads back to the number.
-fn check_new_body(
-    model: &Model,
-    ids: &ChargeIds,
-    intent: &WriteIntent,
-    decision: &Decision,
-    body: &[u8],
-) {
-    let body = json_body(body);
-    match (&intent.command, decision) {
-        (Command::CreateAccount(new), Decision::AccountCreated) => {
-            let limit = new.overdraft_limit.map_or(Value::Null, |l| json!(l));
-            for (field, expected) in [
-                ("id", json!(new.id.as_str())),
-                ("currency", json!(new.currency.as_str())),
-                ("overdraft_limit", limit),
-                ("balance", json!(0)),
-                ("available", json!(0)),
-                ("debits_posted", json!(0)),
-                ("credits_posted", json!(0)),
-            ] {
-                assert_eq!(body[field], expected, "new account's {field}: {body}");
-            }
-        }
-        (Command::CreateCharge(charge), Decision::Charged { number }) => {
-            let metadata: serde_json::Map<String, Value> = charge
-                .metadata
-                .pairs()
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            let id = ids.id_of(*number);
-            assert_eq!(
-                ids.number_of(&id),
-                Some(*number),
-                "{id} names charge {number}"
-            );
-            for (field, expected) in [
-                ("id", json!(id)),
-                ("status", json!("succeeded")),
-                ("source", json!(charge.source.as_str())),
-                ("destination", json!(charge.destination.as_str())),
-                ("amount", json!(charge.amount.minor())),
-                ("currency", json!(charge.currency.as_str())),
-                ("metadata", Value::Object(metadata)),
-                // The charge's event is the next one in the outbox.
-                ("event_seq", json!(model.events.len() + 1)),
-            ] {
-                assert_eq!(body[field], expected, "new charge's {field}: {body}");
-            }
-        }
-        (_, Decision::Declined { status, problem }) => {
-            assert_eq!(
-                body["type"],
-                json!(format!("/problems/{problem}")),
-                "{body}"
-            );
-            assert_eq!(body["status"], json!(status), "{body}");
-        }
-        (command, decision) => unreachable!("{decision:?} does not answer {command:?}"),
-    }
-}
-
-fn problem_type(answer: &Answer) -> String {
-    json_body(&answer.body)["type"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The whole store against the model: accounts, stored answers, events, the invariant checker.
-fn check_store(system: &System, model: &Model) {
-    let store = system.store();
-    let tenant = TenantId::DEFAULT;
-    for id in ACCOUNT_IDS {
-        let Ok(account_id) = AccountId::parse(id) else {
-            unreachable!("pool ids are valid");
-        };
-        let stored = match store.account(tenant, &account_id) {
-            Ok(stored) => stored,
-            Err(error) => panic!("account {id} unreadable: {error}"),
-        };
-        match (stored, model.accounts.get(id)) {
-            (None, None) => {}
-            (Some(stored), Some(expected)) => {
-                let seen = ModelAccount {
-                    currency: stored.currency.as_str().to_owned(),
-                    overdraft_limit: stored.overdraft_limit,
-                    debits: stored.debits_posted,
-                    credits: stored.credits_posted,
-                };
-                assert_eq!(&seen, expected, "account {id}");
-            }
-            (stored, expected) => panic!("account {id}: stored {stored:?}, model {expected:?}"),
-        }
-    }
-    for k in 0..KEYS_COUNT {
-        let name = key_name(k);
-        let Ok(key) = IdempotencyKey::parse(name.as_bytes()) else {
-            unreachable!("pool keys are valid");
-        };
-        let stored = match store.idempotency_record(tenant, &key) {
-            Ok(stored) => stored,
-            Err(error) => panic!("key {name} unreadable: {error}"),
-        };
-        match (stored, model.finished.get(&name)) {
-            (None, None) => {}
-            (Some(stored), Some(expected)) => {
-                assert_eq!(stored.fingerprint, expected.fingerprint, "key {name}");
-                assert_eq!(stored.status, expected.status, "key {name}");
-                assert_eq!(
-                    stored.body,
-                    expected.body.as_ref(),
-                    "key {name}: the stored answer is the one the client got"
-                );
-            }
-            (stored, expected) => panic!("key {name}: stored {stored:?}, model {expected:?}"),
-        }
-    }
-    let events = match store.events_after(0, OPS_MAX * BURST_MAX + 1) {
-        Ok(events) => events,
-        Err(error) => panic!("outbox unreadable: {error}"),
-    };
-    let seen: Vec<ModelEvent> = events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            assert_eq!(event.seq, i as u64 + 1, "the outbox is dense from 1");
-            match &event.body {
-                EventBody::AccountCreated(account) => {
-                    ModelEvent::AccountCreated(account.id.as_str().to_owned())
-                }
-                EventBody::ChargeSucceeded(charge) => {
-                    assert_eq!(charge.event_seq, event.seq, "a charge names its event");
-                    ModelEvent::Charge {
-                        number: charge.number,
-                        source: charge.source.as_str().to_owned(),
-                        destination: charge.destination.as_str().to_owned(),
-                        amount: charge.amount.minor(),
-                    }
-                }
-            }
-        })
-        .collect();
-    assert_eq!(seen, model.events, "the outbox");
-    let report = match check::verify(store) {
-        Ok(report) => report,
-        Err(error) => panic!("the invariant checker cannot read the store: {error}"),
-    };
-    assert!(
-        report.violations.is_empty(),
-        "invariants: {:?}",
-        report.violations
-    );
-    assert_eq!(report.accounts, model.accounts.len() as u64);
-    assert_eq!(report.charges, model.charges);
-    assert_eq!(report.events, model.events.len() as u64);
-    assert_eq!(report.idempotency_records, model.finished.len() as u64);
-}
-
-// ---------------------------------------------------------------------------------------------
 // The run.
 
 struct Run {
@@ -743,9 +750,90 @@ struct Run {
 }
 
 impl Run {
+    /// The request an operation makes, if it makes one; `burst` holds the requests made before it
+    /// in its burst and not sent yet (a retry may name them too).
+    fn request(&self, op: &Op, burst: &[Request]) -> Option<Request> {
+        let earlier = |nth: u8| {
+            let count = self.history.len() + burst.len();
+            let nth = usize::from(nth).checked_rem(count)?;
+            Some(match nth.checked_sub(self.history.len()) {
+                None => self.history[nth].clone(),
+                Some(in_burst) => burst[in_burst].clone(),
+            })
+        };
+        let (key, body) = match *op {
+            Op::CreateAccount(spec) => (spec.key, Body::Account(spec)),
+            Op::Charge(spec) => (spec.key, Body::Charge(spec)),
+            Op::Authorize(spec) => (spec.charge.key, Body::Authorize(spec)),
+            Op::Capture(spec) => {
+                let (charge, held, _) = self.charge_id(spec.charge);
+                let amount = capture_amount(spec.amount, held);
+                (spec.key, Body::Capture { charge, amount })
+            }
+            Op::Void(spec) => {
+                let (charge, ..) = self.charge_id(spec.charge);
+                (spec.key, Body::Void { charge })
+            }
+            Op::Refund(spec) => {
+                let (charge, _, refundable) = self.charge_id(spec.charge);
+                let amount = refund_amount(spec.amount, refundable);
+                let metadata = spec.metadata;
+                let body = Body::Refund {
+                    charge,
+                    amount,
+                    metadata,
+                };
+                (spec.key, body)
+            }
+            Op::Transfer(spec) => (spec.key, Body::Transfer(spec)),
+            Op::Retry { nth, reformat } => {
+                let earlier = earlier(nth)?;
+                return Some(Request {
+                    reformat: reformat != earlier.reformat,
+                    ..earlier
+                });
+            }
+            Op::RetryChanged { nth } => return Some(earlier(nth)?.changed()),
+            Op::Burst { .. } | Op::ArmFault { .. } | Op::Restart { .. } => return None,
+        };
+        Some(Request {
+            key,
+            body,
+            reformat: false,
+        })
+    }
+
+    /// The charge id a selector picks, with the charge's hold and what is left to refund of it
+    /// as the model knows them now: the charges' ids newest first, then the ids that name no
+    /// charge (`UNKNOWN_CHARGE_IDS`, then refunds' and transfers' newest first).
+    fn charge_id(&self, selector: u8) -> (String, u64, u64) {
+        let charges = self.model.charges.values().rev();
+        let others = self.model.other_entry_ids.iter().rev();
+        let known = charges.len();
+        let count = known + UNKNOWN_CHARGE_IDS.len() + others.len();
+        let at = usize::from(selector) % count;
+        match self.model.charges.values().rev().nth(at) {
+            Some(charge) => (
+                charge.id.clone(),
+                charge.amount,
+                charge.captured - charge.refunded,
+            ),
+            None => {
+                let mut unknown = UNKNOWN_CHARGE_IDS
+                    .iter()
+                    .map(|id| (*id).to_owned())
+                    .chain(others.cloned());
+                let Some(id) = unknown.nth(at - known) else {
+                    unreachable!("{at} is below {count}");
+                };
+                (id, UNKNOWN_CHARGE_AMOUNT, UNKNOWN_CHARGE_AMOUNT)
+            }
+        }
+    }
+
     /// Sends requests together and checks every answer against the model, in order.
     fn send(&mut self, requests: &[Request]) {
-        self.history.extend_from_slice(requests);
+        self.history.extend(requests.iter().cloned());
         let mut intents = Vec::new();
         for request in requests {
             match request.parse() {
@@ -939,28 +1027,6 @@ impl Run {
     }
 }
 
-/// After every step on a healthy store: balances match the model. These reads count towards an
-/// armed fault too; one that strikes here ends the check.
-fn check_balances(system: &System, model: &Model) {
-    for (id, expected) in &model.accounts {
-        let Ok(account_id) = AccountId::parse(id) else {
-            unreachable!("model ids are valid");
-        };
-        match system.store().account(TenantId::DEFAULT, &account_id) {
-            Ok(Some(account)) => {
-                assert_eq!(
-                    (account.debits_posted, account.credits_posted),
-                    (expected.debits, expected.credits),
-                    "account {id}"
-                );
-                assert_eq!(i128::from(account.balance()), expected.balance());
-            }
-            Err(_) if system.disk.fault_struck() => return,
-            other => panic!("account {id} is {other:?}"),
-        }
-    }
-}
-
 /// With `LEDGER_MODEL_TRACE=1`, prints every operation and answer: the story of a crash input,
 /// when replayed with `tests/replay_corpus.rs`'s `one_file`.
 fn trace(line: impl FnOnce() -> String) {
@@ -987,39 +1053,12 @@ pub fn run(data: &[u8]) -> Crossings {
     let mut ops = ops.into_iter().peekable();
     while let Some(op) = ops.next() {
         trace(|| format!("{op:?}"));
-        let request = |op: &Op, history: &[Request]| -> Option<Request> {
-            match *op {
-                Op::CreateAccount(spec) => Some(Request {
-                    key: spec.key,
-                    body: Body::Account(spec),
-                    reformat: false,
-                }),
-                Op::Charge(spec) => Some(Request {
-                    key: spec.key,
-                    body: Body::Charge(spec),
-                    reformat: false,
-                }),
-                Op::Retry { nth, reformat } if !history.is_empty() => {
-                    let earlier = history[usize::from(nth) % history.len()];
-                    Some(Request {
-                        reformat: reformat != earlier.reformat,
-                        ..earlier
-                    })
-                }
-                Op::RetryChanged { nth } if !history.is_empty() => {
-                    Some(history[usize::from(nth) % history.len()].changed())
-                }
-                _ => None,
-            }
-        };
         match op {
             Op::Burst { count } => {
                 let mut burst = Vec::new();
                 while burst.len() < usize::from(count).clamp(2, BURST_MAX) {
                     let Some(next) = ops.peek() else { break };
-                    let mut history = run.history.clone();
-                    history.extend_from_slice(&burst);
-                    let Some(next) = request(next, &history) else {
+                    let Some(next) = run.request(next, &burst) else {
                         break;
                     };
                     burst.push(next);
@@ -1046,7 +1085,7 @@ pub fn run(data: &[u8]) -> Crossings {
                 run.restart(how);
             }
             other => {
-                if let Some(next) = request(&other, &run.history) {
+                if let Some(next) = run.request(&other, &[]) {
                     run.send(&[next]);
                 }
             }

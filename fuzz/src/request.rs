@@ -19,7 +19,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use onceledger_core::idempotency::Fingerprint;
 use onceledger_core::idempotency::canonical_body;
-use onceledger_core::ledger::Command;
+use onceledger_core::ledger::{Command, Settle};
 use onceledger_core::limits::{BODY_BYTES_MAX, EVENTS_PAGE_MAX, HEADERS_COUNT_MAX};
 use onceledger_server::api::{ApiRequest, ProblemKind, parse_request};
 
@@ -126,9 +126,23 @@ fn check_write(request: &RawRequest, intent: &onceledger_server::api::WriteInten
         .split_once('?')
         .map_or(request.target.as_str(), |(path, _)| path);
     assert_eq!(request.method, Method::POST, "only POSTs are writes");
-    let expected_path = match intent.command {
+    let expected_path = match &intent.command {
         Command::CreateAccount(_) => "/v1/accounts".to_owned(),
-        Command::CreateCharge(_) => "/v1/charges".to_owned(),
+        Command::CreateCharge(_) | Command::Authorize(_) => "/v1/charges".to_owned(),
+        Command::SettleCharge { charge, how } => {
+            let action = match how {
+                Settle::Capture(_) => "capture",
+                Settle::Void | Settle::Expire => "void",
+            };
+            // The id segment may be percent-encoded; the parser decodes it.
+            if path.contains('%') {
+                path.to_owned()
+            } else {
+                format!("/v1/charges/{charge}/{action}")
+            }
+        }
+        Command::CreateRefund(_) => "/v1/refunds".to_owned(),
+        Command::CreateTransfer(_) => "/v1/transfers".to_owned(),
         Command::RedriveDeadLetter { id } => format!("/v1/dead-letters/{id}/redrive"),
         Command::CreateTenant { .. } => "/v1/tenants".to_owned(),
         Command::CreateToken { .. } => "/v1/tokens".to_owned(),
