@@ -21,6 +21,7 @@ async fn prove_applies_each_logical_charge_once_on_node_and_hub_through_every_fa
     // hub exactly 100 charge events, with matching merchant credits and clean stores.
     let config = ProveConfig {
         charges: 100,
+        lifecycle: None,
         tasks: 8,
         customers: 4,
         duplicate_rate: 0.1,
