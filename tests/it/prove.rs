@@ -5,13 +5,17 @@
 use std::process::Command;
 use std::time::Duration;
 
-use onceledger_testkit::prove::{ProveConfig, prove};
+use onceledger_testkit::prove::{LifecycleCounts, LifecycleMix, ProveConfig, prove};
 use onceledger_testkit::proxy::FaultRates;
 
 use crate::harness::{BIN, run_bounded};
 
 /// How long one prove run may take in all (its own deadline is shorter, so it reports first).
 const PROVE_DEADLINE: Duration = Duration::from_secs(240);
+/// An authorization's second in the lifecycle runs: `expires_in` 60 is then 0.6 s. The test
+/// build's fault point (`writer::set_authorization_second_ms` in process,
+/// `ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS` for the command); a release build waits the minute.
+const SHORT_SECOND_MS: u64 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prove_applies_each_logical_charge_once_on_node_and_hub_through_every_fault() {
@@ -57,6 +61,13 @@ async fn prove_applies_each_logical_charge_once_on_node_and_hub_through_every_fa
     );
     assert_eq!(report.failed_operations, 0, "{:?}", report.failure_samples);
     assert!(report.invariant_violations.is_empty());
+    assert_eq!(
+        report.node_lifecycle,
+        LifecycleCounts::default(),
+        "charges only"
+    );
+    assert_eq!(report.accounts.len(), 5, "every account is compared");
+    assert!(report.accounts.iter().all(|a| a.matches()));
     // Each fault happened.
     assert!(report.lost_responses > 0, "no answer was lost");
     assert!(report.resets > 0, "no connection was reset");
@@ -76,6 +87,71 @@ async fn prove_applies_each_logical_charge_once_on_node_and_hub_through_every_fa
     );
     assert_eq!(report.inbox_dead_lettered, 0);
     assert!(report.retry_budget_left <= report.retry_budget_capacity);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prove_takes_each_lifecycle_operation_once_on_node_and_hub_through_every_fault() {
+    // Guards the lifecycle mix (issue 19): 80 payments (authorized, then captured whole or in
+    // part, voided, left to expire or left open), refunds of some captures and 20 two-leg
+    // transfers, next to 30 charges, through lost answers, resets, twins and the relay crash.
+    // The node counts each lifecycle operation exactly as planned, the hub applies every event
+    // of the node, and every account's four totals are the plan's on the node and the hub.
+    onceledger_core::writer::set_authorization_second_ms(SHORT_SECOND_MS);
+    let config = ProveConfig {
+        charges: 30,
+        lifecycle: Some(LifecycleMix {
+            payments: 80,
+            transfers: 20,
+            expire_rate: 0.15,
+        }),
+        tasks: 8,
+        customers: 4,
+        duplicate_rate: 0.1,
+        rates: FaultRates {
+            lost_response: 0.15,
+            reset: 0.1,
+            delay: 0.0,
+        },
+        delay: Duration::ZERO,
+        relay_crash_after: None,
+        seed: 0x19_0ce5,
+        timeout: PROVE_DEADLINE - Duration::from_secs(30),
+        keep_data: false,
+        progress: false,
+    };
+    let report = tokio::time::timeout(PROVE_DEADLINE, prove(&config))
+        .await
+        .expect("prove finishes within its deadline")
+        .unwrap_or_else(|e| panic!("prove could not run: {e}"));
+    eprintln!("{}", report.table());
+    assert!(report.holds(), "{:?}", report.failures());
+    assert_eq!(report.node_lifecycle, report.planned);
+    assert_eq!(report.planned.authorized, 80);
+    assert_eq!(report.planned.transferred, 20);
+    for operation in LifecycleCounts::OPERATIONS {
+        assert!(report.planned.get(operation) > 0, "no {operation} planned");
+    }
+    assert_eq!(report.node_charges_applied, 30);
+    assert_eq!(report.hub_charge_events_applied, 30);
+    assert_eq!(
+        report.hub_lifecycle_events_applied,
+        report.planned.total(),
+        "the hub applied each lifecycle event once"
+    );
+    assert_eq!(report.hub_events_applied, report.node_events);
+    assert_eq!(report.inbox_dead_lettered, 0);
+    assert_eq!(
+        report.accounts.len(),
+        6,
+        "4 customers, the merchant and the platform"
+    );
+    assert!(report.accounts.iter().all(|a| a.matches()));
+    let pending: u64 = report.accounts.iter().map(|a| a.node.debits_pending).sum();
+    assert!(pending > 0, "authorizations left open hold their amounts");
+    assert_eq!(report.failed_operations, 0, "{:?}", report.failure_samples);
+    assert!(report.lost_responses > 0 && report.resets > 0 && report.replays > 0);
+    assert!(report.concurrent_duplicates > 0);
+    assert_eq!(report.relay_crashes, 1, "the replicator crashed once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,4 +210,69 @@ async fn prove_command_prints_the_table_and_exits_0() {
         .expect("the logical operations row");
     assert_eq!(logical, "40", "{}", done.stdout);
     assert!(done.stderr.contains("prove:"), "{}", done.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prove_command_with_the_lifecycle_mix_prints_its_rows_and_exits_0() {
+    // Guards `onceledger prove --mix lifecycle`: the table has a row per lifecycle operation
+    // (node / plan) and the accounts row, the PASS line names the lifecycle counts, and the
+    // run waits for its expiries (shortened by the test build's fault point) and exits 0.
+    let done = run_bounded(
+        Command::new(BIN)
+            .args([
+                "prove",
+                "--mix",
+                "lifecycle",
+                "--charges",
+                "20",
+                "--payments",
+                "40",
+                "--transfers",
+                "10",
+                "--expire-rate",
+                "0.2",
+                "--tasks",
+                "4",
+                "--customers",
+                "2",
+                "--seed",
+                "19",
+                "--timeout",
+                "200s",
+            ])
+            .env(
+                "ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS",
+                SHORT_SECOND_MS.to_string(),
+            ),
+        PROVE_DEADLINE,
+    )
+    .await;
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        done.stdout,
+        done.stderr
+    );
+    for row in [
+        "  of which charges",
+        "authorized node / plan",
+        "captured node / plan",
+        "canceled node / plan",
+        "expired node / plan",
+        "refunded node / plan",
+        "transferred node / plan",
+        "  of which lifecycle events",
+        "accounts matching the plan",
+        "PASS: each logical operation took effect once",
+    ] {
+        assert!(done.stdout.contains(row), "no {row:?} in:\n{}", done.stdout);
+    }
+    let authorized = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("authorized node / plan"))
+        .map(|l| l.split_whitespace().skip(4).take(3).collect::<Vec<_>>())
+        .expect("the authorized row");
+    assert_eq!(authorized, ["40", "/", "40"], "{}", done.stdout);
 }
