@@ -3,23 +3,28 @@
 //! ```text
 //! client tasks ──► proxy (lost answers, resets, delays) ──► node ──replicator──► hub
 //!  (one key per                                              │  relay crash after delivery N,
-//!   logical charge,                                          │  before the cursor moves; a new
+//!   logical operation,                                       │  before the cursor moves; a new
 //!   twins at once)                                           │  replicator resends from the cursor
 //! ```
 //!
 //! Phases: start the hub, the node (replicating to the hub through a sink that crashes its
-//! replicator once, `relay_crash`)
-//! and the proxy; create the accounts directly on the node; send the logical charges through the
-//! proxy from many tasks (`load`); let the proxy settle; wait until the hub holds every event of
-//! the node and the node's outbox lag is 0; read `/metrics` of both and the merchant's account on
-//! both; stop both and run the invariant checker on both stores; report (`report`).
+//! replicator once, `relay_crash`) and the proxy; create the accounts directly on the node; send
+//! the plan through the proxy from many tasks (`load`): with `--mix lifecycle` first the
+//! lifecycle mix (`lifecycle`; its authorizations left to expire first of all), then the
+//! immediate charges; let the proxy settle; wait (bounded, with a progress line) until the node
+//! expired the authorizations left to expire; wait until the hub holds every event of the node
+//! and the node's outbox lag is 0; read `/metrics` of both and every account of the run on both;
+//! stop both and run the invariant checker on both stores; report (`report`).
 //!
 //! The verdict ([`Report::failures`]): charges applied on the node (its
-//! `onceledger_charges_applied_total`) and charge events applied on the hub (its
-//! `onceledger_inbox_events_total{result="applied"}` minus the node's
-//! `onceledger_accounts_created_total`, the account events among them) both equal the logical
-//! operations; the merchant's credits on the node and in the hub's mirror both equal the sum of
-//! the logical charges' amounts; every logical charge got one agreed 201; both stores pass check.
+//! `onceledger_charges_applied_total`) and charge events applied on the hub both equal the
+//! planned charges; each lifecycle operation the node counted during the run
+//! (`onceledger_lifecycle_operations_total{operation=...}`) equals the plan's; the hub applied
+//! (`onceledger_inbox_events_total{result="applied"}`) every event the node made (its accounts,
+//! charges and lifecycle operations, one event each) and dead-lettered none; every account's
+//! four totals on the node and in the hub's mirror equal what the plan implies (`totals`); every
+//! logical operation got one agreed answer of its expected status (a decline is a failure: the
+//! plan's amounts are never declined); both stores pass check.
 
 mod error;
 mod lifecycle;
