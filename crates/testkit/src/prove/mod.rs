@@ -116,10 +116,10 @@ pub struct ProveArgs {
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub tasks: u32,
-    /// Customer accounts the charges are taken from (no overdraft limit); one merchant takes them.
+    /// Customer accounts the payments are taken from (no overdraft limit); one merchant takes them.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub customers: u32,
-    /// Share of logical charges sent by two tasks at once (same key, same body).
+    /// Share of logical operations sent by two tasks at once (same key, same body).
     #[arg(long, default_value_t = 0.05, value_parser = share)]
     pub duplicate_rate: f64,
     /// Share of requests whose answer the proxy drops after the node processed them.
@@ -135,14 +135,15 @@ pub struct ProveArgs {
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub delay: Duration,
     /// The replicator crashes once, right after this many acknowledged deliveries and before its
-    /// cursor moves [default: accounts + 1, so the crash falls among the charges].
+    /// cursor moves [default: accounts + 1, so the crash falls among the payments].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub relay_crash_after: Option<u64>,
     /// Seed of the plan (sources, amounts, duplicates) and of the proxy's faults [default:
     /// random, printed]. Which request gets which fault still depends on timing.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// The whole run (charges, then the hub catching up) must finish within this.
+    /// The whole run (payments, the expiries of the lifecycle mix, then the hub catching up) must
+    /// finish within this.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Keep the node's and the hub's data directories (their paths are printed).
