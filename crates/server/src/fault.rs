@@ -12,7 +12,8 @@
 //!   with it so that a SIGKILL lands on a checkpoint, a flush or a merge, not once in 65,536.
 //! - `ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS=10`: an authorization's `expires_in` (and the
 //!   default TTL) counts seconds of 10 ms, so a test sees an authorization of the shortest life
-//!   (60 s) expire in 0.6 s. Read once, when the node starts.
+//!   (60 s) expire in 0.6 s. Read when a server starts (`onceledger prove`'s in-process node
+//!   included), process-wide.
 //! - The others: below.
 
 use std::sync::OnceLock;

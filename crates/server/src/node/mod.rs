@@ -295,6 +295,10 @@ pub async fn serve_store_secured(
     rate_limit_per_second: Option<u32>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    // Here rather than where `run` opens the store, so that every server of a test build reads
+    // it, the ones `onceledger prove` serves in process included.
+    #[cfg(feature = "fault-injection")]
+    crate::fault::shorten_authorization_seconds();
     let metrics = Arc::new(Metrics::new());
     let writer = WriterHandle::spawn(Arc::clone(&store), writer, Arc::clone(&metrics) as _)
         .map_err(NodeError::WriterThread)?;
@@ -358,7 +362,5 @@ async fn open_off_worker(data_dir: PathBuf, node_id: Option<String>) -> Result<S
         tracing::warn!(%marks, "test build: the store's marks moved by ONCELEDGER_FAULT_MARKS");
         store.set_marks(marks);
     }
-    #[cfg(feature = "fault-injection")]
-    crate::fault::shorten_authorization_seconds();
     Ok(store)
 }

@@ -77,8 +77,8 @@ pub enum ProveError {
         url: String,
         source: serde_json::Error,
     },
-    /// The account read has no integer `credits_posted`.
-    NoCredits {
+    /// The account read lacks one of its four totals (or one is not a whole number).
+    NoTotals {
         url: String,
         account: Value,
     },
@@ -150,8 +150,8 @@ impl fmt::Display for ProveError {
                 write!(f, "GET {url}: no answer within {after:?}")
             }
             ProveError::NotJson { url, source } => write!(f, "GET {url}: not JSON: {source}"),
-            ProveError::NoCredits { url, account } => {
-                write!(f, "GET {url}: no credits_posted in {account}")
+            ProveError::NoTotals { url, account } => {
+                write!(f, "GET {url}: not the four totals of an account: {account}")
             }
             ProveError::NoHeldLast { events } => {
                 write!(f, "the node's events page has no held.last: {events}")

@@ -1,8 +1,11 @@
-//! The charge phase: many client tasks take logical charges from one seeded plan and send each
-//! through the retrying client (one key, one body per charge); a planned duplicate is sent by a
-//! second task at the same time with the same key and body. Every answer a logical charge gets
-//! must be a 201 naming the same charge.
+//! Sending the plan: many client tasks take planned items from one seeded list (`run_pool`) and
+//! send each logical operation through the retrying client, one key and one body each
+//! ([`Sender::once`]); a planned duplicate is sent by a second task at the same time with the
+//! same key and body. Every answer a logical operation gets must be the one 2xx it expects, the
+//! same bytes for both senders of a duplicate. The immediate charges (`plan`, `run`) and the
+//! lifecycle mix (`super::lifecycle`) both go through here.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +14,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::totals::Model;
 use onceledger_client::rng::Rng;
 use onceledger_client::{Client, ClientError, NewCharge, Operation};
 
@@ -18,15 +22,32 @@ use onceledger_client::{Client, ClientError, NewCharge, Operation};
 const RESEND_PAUSE: Duration = Duration::from_millis(100);
 /// Failure descriptions kept for the report.
 const FAILURE_SAMPLES_MAX: usize = 5;
+/// The status of a created charge, authorization, refund or transfer.
+pub const CREATED: u16 = 201;
+
+/// One logical operation: where it goes, its key and body, whether two tasks send it at once,
+/// and the status its final answer must have.
+#[derive(Debug, Clone)]
+pub struct Logical {
+    pub operation: Operation,
+    pub key: String,
+    pub body: Bytes,
+    pub duplicate: bool,
+    pub expect: u16,
+}
 
 /// One logical charge.
 #[derive(Debug, Clone)]
 pub struct PlannedCharge {
-    pub key: String,
-    pub body: Bytes,
+    pub send: Logical,
+    pub source: String,
+    pub destination: String,
     pub amount: u64,
-    /// Sent by two tasks at once.
-    pub duplicate: bool,
+}
+
+/// Encodes a request body of the client's types (plain strings and integers: always encodes).
+pub fn body(value: &impl serde::Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// The run's charges: sources, amounts and duplicates are a function of the seed; keys are
@@ -52,21 +73,33 @@ pub fn plan(
                 currency: currency.to_owned(),
                 metadata: [("n".to_owned(), i.to_string())].into(),
             };
-            // A NewCharge of plain strings and integers always encodes.
-            let body = serde_json::to_vec(&charge).unwrap_or_default();
             PlannedCharge {
-                key: Client::new_key(),
-                body: Bytes::from(body),
+                send: Logical {
+                    operation: Operation::CreateCharge,
+                    key: Client::new_key(),
+                    body: body(&charge),
+                    duplicate,
+                    expect: CREATED,
+                },
+                source: source.clone(),
+                destination: merchant.to_owned(),
                 amount,
-                duplicate,
             }
         })
         .collect()
 }
 
+/// What the planned charges leave on the accounts: each posted once.
+pub fn model_charges(plan: &[PlannedCharge], model: &mut Model) {
+    for charge in plan {
+        model.post(&charge.source, &charge.destination, charge.amount);
+    }
+}
+
 /// Counters the progress line and the report read.
 #[derive(Default)]
 pub struct LoadStats {
+    /// Planned items finished (a charge, a payment with its operations, a transfer).
     pub done: AtomicU64,
     pub resent_after_giving_up: AtomicU64,
     pub failed: AtomicU64,
@@ -74,7 +107,7 @@ pub struct LoadStats {
 }
 
 impl LoadStats {
-    fn fail(&self, message: String) {
+    pub fn fail(&self, message: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut samples = self
             .failure_samples
@@ -86,27 +119,24 @@ impl LoadStats {
     }
 }
 
-/// Sends every planned charge from `tasks` tasks; returns when each has its answer or `deadline`
-/// passed.
-pub async fn run(
-    client: &Client,
-    plan: Arc<Vec<PlannedCharge>>,
-    tasks: usize,
-    stats: Arc<LoadStats>,
-    deadline: Instant,
-) {
+/// Runs `each(0..items)` from `tasks` tasks, each task taking the next index when it is done
+/// with one; returns when all are done. `each` bounds itself (the senders' deadline).
+pub async fn run_pool<F, Fut>(items: usize, tasks: usize, stats: &Arc<LoadStats>, each: F)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..tasks.max(1))
         .map(|_| {
-            let (client, plan, stats, next) = (
-                client.clone(),
-                Arc::clone(&plan),
-                Arc::clone(&stats),
-                Arc::clone(&next),
-            );
+            let (each, stats, next) = (each.clone(), Arc::clone(stats), Arc::clone(&next));
             tokio::spawn(async move {
-                while let Some(charge) = plan.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    one_logical_charge(&client, charge, &stats, deadline).await;
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= items {
+                        break;
+                    }
+                    each(index).await;
                     stats.done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -119,93 +149,104 @@ pub async fn run(
     }
 }
 
-async fn one_logical_charge(
-    client: &Client,
-    charge: &PlannedCharge,
-    stats: &Arc<LoadStats>,
-    deadline: Instant,
-) {
-    let outcome = if charge.duplicate {
-        // The twin: another task sending the same key and body now.
-        let twin = tokio::spawn(send_until_answered(
-            client.clone(),
-            charge.key.clone(),
-            charge.body.clone(),
-            Arc::clone(stats),
-            deadline,
-        ));
-        let mine = send_until_answered(
-            client.clone(),
-            charge.key.clone(),
-            charge.body.clone(),
-            Arc::clone(stats),
-            deadline,
-        )
-        .await;
-        let theirs = twin
-            .await
-            .unwrap_or_else(|e| Err(format!("the twin task ended abnormally: {e}")));
-        match (mine, theirs) {
-            (Ok(a), Ok(b)) if a == b => Ok(a),
-            (Ok(a), Ok(b)) => Err(format!("the two senders were told of charges {a} and {b}")),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+/// Sends every planned charge from `tasks` tasks; returns when each has its answer or the
+/// sender's deadline passed.
+pub async fn run(sender: &Sender, plan: Arc<Vec<PlannedCharge>>, tasks: usize) {
+    let sender = sender.clone();
+    let stats = Arc::clone(&sender.stats);
+    run_pool(plan.len(), tasks, &stats, move |index| {
+        let (sender, plan) = (sender.clone(), Arc::clone(&plan));
+        async move {
+            sender.once(&plan[index].send).await;
         }
-    } else {
-        send_until_answered(
-            client.clone(),
-            charge.key.clone(),
-            charge.body.clone(),
-            Arc::clone(stats),
-            deadline,
-        )
-        .await
-    };
-    if let Err(error) = outcome {
-        stats.fail(format!("key {}: {error}", charge.key));
-    }
+    })
+    .await;
 }
 
-/// Sends one logical charge until it has a final answer; when the client gives up (attempts or
-/// budget), sends it again with the same key, as an operator would with the printed key. `Ok`
-/// carries the charge id of a 201.
-async fn send_until_answered(
-    client: Client,
-    key: String,
-    body: Bytes,
-    stats: Arc<LoadStats>,
-    deadline: Instant,
-) -> Result<String, String> {
-    loop {
-        let sent = tokio::time::timeout_at(
-            deadline,
-            client.send(Operation::CreateCharge, &key, body.clone()),
-        )
-        .await
-        .map_err(|_| "no answer before the run's deadline".to_owned())?;
-        match sent {
-            Ok(answer) if answer.status == 201 => {
-                let charge: Value = serde_json::from_slice(&answer.body)
-                    .map_err(|e| format!("the 201 is not JSON: {e}"))?;
-                return charge["id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("the 201 names no charge: {charge}"));
+/// What every logical operation is sent with: the retrying client, the counters, the run's
+/// deadline.
+#[derive(Clone)]
+pub struct Sender {
+    pub client: Client,
+    pub stats: Arc<LoadStats>,
+    pub deadline: Instant,
+}
+
+impl Sender {
+    /// Sends one logical operation (and its twin, if it is a duplicate) until it has a final
+    /// answer; returns the answer's JSON when it is the expected status (the same bytes for both
+    /// senders), else counts a failure and returns `None`.
+    pub async fn once(&self, logical: &Logical) -> Option<Value> {
+        let outcome = if logical.duplicate {
+            // The twin: another task sending the same key and body now.
+            let twin = tokio::spawn({
+                let (sender, logical) = (self.clone(), logical.clone());
+                async move { sender.until_answered(&logical).await }
+            });
+            let mine = self.until_answered(logical).await;
+            let theirs = twin
+                .await
+                .unwrap_or_else(|e| Err(format!("the twin task ended abnormally: {e}")));
+            match (mine, theirs) {
+                (Ok(a), Ok(b)) if a == b => Ok(a),
+                (Ok(a), Ok(b)) => Err(format!(
+                    "the two senders were told different things: {} and {}",
+                    String::from_utf8_lossy(&a),
+                    String::from_utf8_lossy(&b)
+                )),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             }
-            Ok(answer) => {
-                return Err(format!(
-                    "HTTP {}: {}",
-                    answer.status,
-                    String::from_utf8_lossy(&answer.body)
-                ));
+        } else {
+            self.until_answered(logical).await
+        };
+        let json = outcome.and_then(|body| {
+            serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON: {e}"))
+        });
+        match json {
+            Ok(json) => Some(json),
+            Err(error) => {
+                let name = logical.operation.name();
+                self.stats
+                    .fail(format!("{name} key {}: {error}", logical.key));
+                None
             }
-            Err(ClientError::GaveUp { .. }) => {
-                stats.resent_after_giving_up.fetch_add(1, Ordering::Relaxed);
-                if Instant::now() + RESEND_PAUSE >= deadline {
-                    return Err("the client gave up and the run's deadline is near".into());
+        }
+    }
+
+    /// Sends one logical operation until it has a final answer; when the client gives up
+    /// (attempts or budget), sends it again with the same key, as an operator would with the
+    /// printed key. `Ok` carries the body of an answer with the expected status.
+    async fn until_answered(&self, logical: &Logical) -> Result<Bytes, String> {
+        loop {
+            let sent = tokio::time::timeout_at(
+                self.deadline,
+                self.client.send(
+                    logical.operation.clone(),
+                    &logical.key,
+                    logical.body.clone(),
+                ),
+            )
+            .await
+            .map_err(|_| "no answer before the run's deadline".to_owned())?;
+            match sent {
+                Ok(answer) if answer.status == logical.expect => return Ok(answer.body),
+                Ok(answer) => {
+                    return Err(format!(
+                        "HTTP {} (expected {}): {}",
+                        answer.status,
+                        logical.expect,
+                        String::from_utf8_lossy(&answer.body)
+                    ));
                 }
-                tokio::time::sleep(RESEND_PAUSE).await;
+                Err(ClientError::GaveUp { .. }) => {
+                    (self.stats.resent_after_giving_up).fetch_add(1, Ordering::Relaxed);
+                    if Instant::now() + RESEND_PAUSE >= self.deadline {
+                        return Err("the client gave up and the run's deadline is near".into());
+                    }
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                Err(error) => return Err(error.to_string()),
             }
-            Err(error) => return Err(error.to_string()),
         }
     }
 }

@@ -3,30 +3,37 @@
 //! ```text
 //! client tasks ──► proxy (lost answers, resets, delays) ──► node ──replicator──► hub
 //!  (one key per                                              │  relay crash after delivery N,
-//!   logical charge,                                          │  before the cursor moves; a new
+//!   logical operation,                                       │  before the cursor moves; a new
 //!   twins at once)                                           │  replicator resends from the cursor
 //! ```
 //!
 //! Phases: start the hub, the node (replicating to the hub through a sink that crashes its
-//! replicator once, `relay_crash`)
-//! and the proxy; create the accounts directly on the node; send the logical charges through the
-//! proxy from many tasks (`load`); let the proxy settle; wait until the hub holds every event of
-//! the node and the node's outbox lag is 0; read `/metrics` of both and the merchant's account on
-//! both; stop both and run the invariant checker on both stores; report (`report`).
+//! replicator once, `relay_crash`) and the proxy; create the accounts directly on the node; send
+//! the plan through the proxy from many tasks (`load`): with `--mix lifecycle` first the
+//! lifecycle mix (`lifecycle`; its authorizations left to expire first of all), then the
+//! immediate charges; let the proxy settle; wait (bounded, with a progress line) until the node
+//! expired the authorizations left to expire; wait until the hub holds every event of the node
+//! and the node's outbox lag is 0; read `/metrics` of both and every account of the run on both;
+//! stop both and run the invariant checker on both stores; report (`report`).
 //!
 //! The verdict ([`Report::failures`]): charges applied on the node (its
-//! `onceledger_charges_applied_total`) and charge events applied on the hub (its
-//! `onceledger_inbox_events_total{result="applied"}` minus the node's
-//! `onceledger_accounts_created_total`, the account events among them) both equal the logical
-//! operations; the merchant's credits on the node and in the hub's mirror both equal the sum of
-//! the logical charges' amounts; every logical charge got one agreed 201; both stores pass check.
+//! `onceledger_charges_applied_total`) and charge events applied on the hub both equal the
+//! planned charges; each lifecycle operation the node counted during the run
+//! (`onceledger_lifecycle_operations_total{operation=...}`) equals the plan's; the hub applied
+//! (`onceledger_inbox_events_total{result="applied"}`) every event the node made (its accounts,
+//! charges and lifecycle operations, one event each) and dead-lettered none; every account's
+//! four totals on the node and in the hub's mirror equal what the plan implies (`totals`); every
+//! logical operation got one agreed answer of its expected status (a decline is a failure: the
+//! plan's amounts are never declined); both stores pass check.
 
 mod error;
+mod lifecycle;
 mod load;
 mod reader;
 mod relay_crash;
 mod report;
 mod servers;
+mod totals;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,13 +44,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use error::ProveError;
+pub use lifecycle::{LifecycleCounts, LifecycleMix};
 pub use report::Report;
+pub use totals::{AccountTotals, Totals};
 
 use crate::bench::prom::Scrape;
 use crate::bench::share;
 use crate::proxy::{FaultCounts, FaultRates, Proxy, ProxyConfig, RatesError};
-use load::{LoadStats, PlannedCharge};
+use lifecycle::{Item, Parties};
+use load::{LoadStats, PlannedCharge, Sender};
 use onceledger_client::cli::parse_duration;
+use onceledger_client::lifecycle::EXPIRES_IN_SECS_MIN;
 use onceledger_client::{Backoff, Client, ClientConfig, NewAccount, RetryBudget};
 use onceledger_server::auth::TokenSecret;
 use onceledger_server::node::Sinks;
@@ -52,27 +63,63 @@ use onceledger_server::replication::{Replicator, ReplicatorConfig};
 use reader::Reader;
 use relay_crash::CrashAfterDelivery;
 use servers::{DataDirs, Running};
+use totals::Model;
 
 const NODE_ID: &str = "prove-node";
 const HUB_ID: &str = "prove-hub";
 const MERCHANT: &str = "merchant";
+/// The lifecycle mix's transfers pay a fee to it.
+const PLATFORM: &str = "platform";
 const CURRENCY: &str = "EUR";
 /// Interval of the progress line, and of the polls while waiting for the hub.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Polls of the node's expiry counter (the expiries come within a second of `expires_at`).
+const EXPIRY_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What a run sends.
+///
+/// The immediate charges stay the default, and the lifecycle mix is asked for: its
+/// authorizations left to expire live at least `expires_in` 60 s, and a release build has no
+/// clock knob, so a lifecycle run takes over a minute where the default takes seconds (and its
+/// table and promises, README "Proving effectively-once", stay as they were).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    /// Immediate charges only.
+    #[default]
+    Charges,
+    /// The charges, and payments authorized then captured (whole or part), voided, left to
+    /// expire or left open, refunds of some captured ones, and two-leg transfers.
+    Lifecycle,
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProveArgs {
+    /// What to send: the immediate charges, or those and the lifecycle mix.
+    #[arg(long, value_enum, default_value_t = Mix::Charges)]
+    pub mix: Mix,
     /// Logical charges to make (each one idempotency key).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub charges: u64,
+    /// With --mix lifecycle: payments, each an authorization then (by the seed) a capture of the
+    /// whole or a part, a void, nothing until it expires, or nothing (left open).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub payments: u64,
+    /// With --mix lifecycle: two-leg transfers (customer to merchant, merchant to platform).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub transfers: u64,
+    /// With --mix lifecycle: share of payments left to expire (`expires_in` 60 s; the run waits
+    /// for their expiry, over a minute). 0 leaves none and does not wait.
+    #[arg(long, default_value_t = 0.1, value_parser = share)]
+    pub expire_rate: f64,
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub tasks: u32,
-    /// Customer accounts the charges are taken from (no overdraft limit); one merchant takes them.
+    /// Customer accounts the payments are taken from (no overdraft limit); one merchant takes them.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub customers: u32,
-    /// Share of logical charges sent by two tasks at once (same key, same body).
+    /// Share of logical operations sent by two tasks at once (same key, same body).
     #[arg(long, default_value_t = 0.05, value_parser = share)]
     pub duplicate_rate: f64,
     /// Share of requests whose answer the proxy drops after the node processed them.
@@ -88,14 +135,15 @@ pub struct ProveArgs {
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub delay: Duration,
     /// The replicator crashes once, right after this many acknowledged deliveries and before its
-    /// cursor moves [default: accounts + 1, so the crash falls among the charges].
+    /// cursor moves [default: accounts + 1, so the crash falls among the payments].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub relay_crash_after: Option<u64>,
     /// Seed of the plan (sources, amounts, duplicates) and of the proxy's faults [default:
     /// random, printed]. Which request gets which fault still depends on timing.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// The whole run (charges, then the hub catching up) must finish within this.
+    /// The whole run (payments, the expiries of the lifecycle mix, then the hub catching up) must
+    /// finish within this.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Keep the node's and the hub's data directories (their paths are printed).
@@ -107,6 +155,8 @@ pub struct ProveArgs {
 #[derive(Debug, Clone)]
 pub struct ProveConfig {
     pub charges: u64,
+    /// The lifecycle mix, sent before the charges; `None`: charges only.
+    pub lifecycle: Option<LifecycleMix>,
     pub tasks: usize,
     pub customers: u32,
     pub duplicate_rate: f64,
@@ -130,6 +180,11 @@ impl ProveConfig {
         rates.validate()?;
         Ok(ProveConfig {
             charges: args.charges,
+            lifecycle: (args.mix == Mix::Lifecycle).then_some(LifecycleMix {
+                payments: args.payments,
+                transfers: args.transfers,
+                expire_rate: args.expire_rate,
+            }),
             tasks: args.tasks as usize,
             customers: args.customers,
             duplicate_rate: args.duplicate_rate,
@@ -175,6 +230,8 @@ fn counter(scrape: &Scrape, name: &str) -> u64 {
 const REPLAYED: &str = r#"onceledger_idempotency_requests_total{outcome="replayed"}"#;
 const IN_FLIGHT: &str = r#"onceledger_idempotency_requests_total{outcome="in_flight"}"#;
 const CHARGES_APPLIED: &str = "onceledger_charges_applied_total";
+const LIFECYCLE: &str = "onceledger_lifecycle_operations_total";
+const EXPIRED: &str = r#"onceledger_lifecycle_operations_total{operation="expired"}"#;
 const ACCOUNTS_CREATED: &str = "onceledger_accounts_created_total";
 const OUTBOX_LAG: &str = r#"onceledger_outbox_lag_events{sink="hub"}"#;
 const RESTARTS: &str = r#"onceledger_replication_restarts_total{sink="hub"}"#;
@@ -188,21 +245,32 @@ pub async fn prove(config: &ProveConfig) -> Result<Report, ProveError> {
     let started = Instant::now();
     let deadline = started + config.timeout;
     let dirs = DataDirs::create(config.keep_data)?;
-    let accounts = u64::from(config.customers) + 1;
+    let platform = config.lifecycle.map(|_| PLATFORM);
+    let accounts = u64::from(config.customers) + 1 + u64::from(platform.is_some());
     let crash_after = config.relay_crash_after.unwrap_or(accounts + 1);
     let servers = Servers::start(&dirs, config, crash_after).await?;
     let reader = Reader::new();
     if config.progress {
         servers.announce(config, crash_after);
     }
-    let customers = create_accounts(&servers.node, config.customers).await?;
+    let customers = create_accounts(&servers.node, config.customers, platform).await?;
     let before = reader.metrics(&servers.node.url).await?;
-    let charged = charge(config, &customers, &servers, started, deadline).await?;
+    let sent = send(config, &customers, &servers, started, deadline).await?;
+    let expiries = lifecycle::counts(&sent.lifecycle).expired;
+    wait_for_expiries(
+        &reader,
+        &servers.node,
+        &before,
+        expiries,
+        deadline,
+        config.progress,
+    )
+    .await?;
     wait_for_hub(&reader, &servers, deadline, config.progress).await?;
-    let observed = servers.observe_and_stop(&reader).await?;
+    let observed = servers.observe_and_stop(&reader, &sent.model).await?;
     Ok(report(
         config,
-        &charged,
+        &sent,
         &before,
         observed,
         started.elapsed().as_secs_f64(),
@@ -246,9 +314,17 @@ impl Servers {
 
     /// The first progress line: what runs where, and when the relay crashes.
     fn announce(&self, config: &ProveConfig, crash_after: u64) {
+        let lifecycle = config.lifecycle.map_or(String::new(), |mix| {
+            format!(
+                ", {} payments ({} % left to expire) and {} transfers",
+                mix.payments,
+                (mix.expire_rate * 100.0).round(),
+                mix.transfers
+            )
+        });
         eprintln!(
-            "prove: seed {}; node {} replicating to hub {}; proxy {}; {} charges from {} tasks; \
-             relay crash after delivery {crash_after}",
+            "prove: seed {}; node {} replicating to hub {}; proxy {}; {} charges{lifecycle} from \
+             {} tasks; relay crash after delivery {crash_after}",
             config.seed,
             self.node.url,
             self.hub.url,
@@ -258,9 +334,14 @@ impl Servers {
         );
     }
 
-    /// Reads what the verdict compares from both servers, then stops both and checks their
-    /// stores. The proxy goes first: nothing may reach the node while it stops.
-    async fn observe_and_stop(self, reader: &Reader) -> Result<Observed, ProveError> {
+    /// Reads what the verdict compares from both servers (metrics, every account of `model` on
+    /// the node and in the hub's mirror), then stops both and checks their stores. The proxy
+    /// goes first: nothing may reach the node while it stops.
+    async fn observe_and_stop(
+        self,
+        reader: &Reader,
+        model: &Model,
+    ) -> Result<Observed, ProveError> {
         let Servers {
             mut hub,
             mut node,
@@ -268,18 +349,17 @@ impl Servers {
         } = self;
         let node_metrics = reader.metrics(&node.url).await?;
         let hub_metrics = reader.metrics(&hub.url).await?;
-        let node_merchant_credits = reader
-            .credits(&format!("{}/v1/accounts/{MERCHANT}", node.url), &node.admin)
-            .await?;
-        let hub_merchant_credits = reader
-            .credits(
-                &format!(
-                    "{}/v1/replication/origins/{NODE_ID}/accounts/{MERCHANT}",
-                    hub.url
-                ),
-                &hub.admin,
-            )
-            .await?;
+        let mut accounts = Vec::new();
+        for (id, plan) in model.accounts() {
+            let node_url = format!("{}/v1/accounts/{id}", node.url);
+            let hub_url = format!("{}/v1/replication/origins/{NODE_ID}/accounts/{id}", hub.url);
+            accounts.push(AccountTotals {
+                id: id.to_owned(),
+                plan: *plan,
+                node: reader.totals(&node_url, &node.admin).await?,
+                hub: reader.totals(&hub_url, &hub.admin).await?,
+            });
+        }
         let faults = proxy.counts();
         drop(proxy);
         let mut invariant_violations = node.stop_and_check("node").await?;
@@ -287,8 +367,7 @@ impl Servers {
         Ok(Observed {
             node_metrics,
             hub_metrics,
-            node_merchant_credits,
-            hub_merchant_credits,
+            accounts,
             faults,
             invariant_violations,
         })
@@ -318,9 +397,13 @@ fn replication_to(hub: &Running, crash_after: u64) -> Result<Sinks, ProveError> 
     })
 }
 
-/// Creates the customers and the merchant straight on the node: the faults are for the
-/// charges. Returns the customers' ids.
-async fn create_accounts(node: &Running, customers: u32) -> Result<Vec<String>, ProveError> {
+/// Creates the customers, the merchant and (for the lifecycle mix) the platform straight on the
+/// node: the faults are for the payments. Returns the customers' ids.
+async fn create_accounts(
+    node: &Running,
+    customers: u32,
+    platform: Option<&str>,
+) -> Result<Vec<String>, ProveError> {
     let setup = Client::new(
         &node.url,
         ClientConfig {
@@ -334,6 +417,7 @@ async fn create_accounts(node: &Running, customers: u32) -> Result<Vec<String>, 
         .iter()
         .map(|c| (c.as_str(), None))
         .chain([(MERCHANT, Some(0))])
+        .chain(platform.map(|p| (p, Some(0))))
     {
         let answer = setup
             .create_account(&NewAccount {
@@ -357,23 +441,27 @@ async fn create_accounts(node: &Running, customers: u32) -> Result<Vec<String>, 
     Ok(customers)
 }
 
-/// What the charge phase leaves for the report.
-struct Charged {
-    plan: Arc<Vec<PlannedCharge>>,
+/// What the sending phase leaves for the report.
+struct Sent {
+    charges: Arc<Vec<PlannedCharge>>,
+    lifecycle: Arc<Vec<Item>>,
+    /// What the plan implies for every account of the run.
+    model: Model,
     client: Client,
     budget: Arc<RetryBudget>,
     stats: Arc<LoadStats>,
 }
 
-/// Sends the planned charges through the proxy from many tasks, then lets the proxy settle.
-async fn charge(
+/// Sends the planned lifecycle mix (if any; its expiring authorizations first of all), then the
+/// planned charges, through the proxy from many tasks, then lets the proxy settle.
+async fn send(
     config: &ProveConfig,
     customers: &[String],
     servers: &Servers,
     started: Instant,
     deadline: Instant,
-) -> Result<Charged, ProveError> {
-    let plan = Arc::new(load::plan(
+) -> Result<Sent, ProveError> {
+    let charges = Arc::new(load::plan(
         config.seed,
         config.charges,
         customers,
@@ -381,27 +469,32 @@ async fn charge(
         CURRENCY,
         config.duplicate_rate,
     ));
+    let parties = Parties {
+        customers,
+        merchant: MERCHANT,
+        platform: PLATFORM,
+        currency: CURRENCY,
+    };
+    let lifecycle = Arc::new(config.lifecycle.map_or_else(Vec::new, |mix| {
+        lifecycle::plan(config.seed, &mix, &parties, config.duplicate_rate)
+    }));
+    let platform = config.lifecycle.map(|_| PLATFORM);
+    let ids = customers.iter().map(String::as_str).chain([MERCHANT]);
+    let mut model = Model::with_accounts(ids.chain(platform));
+    load::model_charges(&charges, &mut model);
+    lifecycle::model(&lifecycle, &mut model);
     let budget = Arc::new(RetryBudget::default());
-    let client = charge_client(&servers.proxy, &servers.node.admin, Arc::clone(&budget))?;
-    let stats = Arc::new(LoadStats::default());
-    let progress = config.progress.then(|| {
-        let proxy = Arc::clone(&servers.proxy);
-        spawn_progress(
-            client.clone(),
-            Arc::clone(&stats),
-            config.charges,
-            proxy,
-            started,
-        )
-    });
-    load::run(
-        &client,
-        Arc::clone(&plan),
-        config.tasks,
-        Arc::clone(&stats),
+    let sender = Sender {
+        client: charge_client(&servers.proxy, &servers.node.admin, Arc::clone(&budget))?,
+        stats: Arc::new(LoadStats::default()),
         deadline,
-    )
-    .await;
+    };
+    let progress = config.progress.then(|| {
+        let items = (charges.len() + lifecycle.len()) as u64;
+        spawn_progress(&sender, items, Arc::clone(&servers.proxy), started)
+    });
+    lifecycle::run(&sender, Arc::clone(&lifecycle), config.tasks).await;
+    load::run(&sender, Arc::clone(&charges), config.tasks).await;
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -409,11 +502,13 @@ async fn charge(
     tokio::time::timeout_at(deadline, servers.proxy.settle())
         .await
         .map_err(|_| ProveError::ProxySettle)?;
-    Ok(Charged {
-        plan,
-        client,
+    Ok(Sent {
+        charges,
+        lifecycle,
+        model,
+        client: sender.client,
         budget,
-        stats,
+        stats: sender.stats,
     })
 }
 
@@ -441,14 +536,15 @@ fn charge_client(
     .map_err(ProveError::Client)
 }
 
-/// Prints the progress line of the charge phase every `PROGRESS_INTERVAL` until aborted.
+/// Prints the progress line of the sending phase every `PROGRESS_INTERVAL` until aborted: planned
+/// items done (a charge, a payment with all its operations, a transfer) of `total`.
 fn spawn_progress(
-    client: Client,
-    stats: Arc<LoadStats>,
+    sender: &Sender,
     total: u64,
     proxy: Arc<Proxy>,
     started: Instant,
 ) -> JoinHandle<()> {
+    let (client, stats) = (sender.client.clone(), Arc::clone(&sender.stats));
     tokio::spawn(async move {
         let mut ticks =
             tokio::time::interval_at(Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
@@ -456,7 +552,7 @@ fn spawn_progress(
             ticks.tick().await;
             let faults = proxy.counts();
             eprintln!(
-                "prove: {:5.1} s  charges {}/{total}  attempts {}  lost {}  resets {}  gave up and re-sent {}",
+                "prove: {:5.1} s  done {}/{total}  attempts {}  lost {}  resets {}  gave up and re-sent {}",
                 started.elapsed().as_secs_f64(),
                 stats.done.load(Ordering::Relaxed),
                 client.attempts_total(),
@@ -466,6 +562,40 @@ fn spawn_progress(
             );
         }
     })
+}
+
+/// Waits until the node expired the `planned` authorizations left to expire (its
+/// `expired` counter grew by that much since `before`), with a progress line. At the deadline it
+/// stops waiting: the verdict then shows the expiries that did not happen.
+async fn wait_for_expiries(
+    reader: &Reader,
+    node: &Running,
+    before: &Scrape,
+    planned: u64,
+    deadline: Instant,
+    progress: bool,
+) -> Result<(), ProveError> {
+    let target = counter(before, EXPIRED) + planned;
+    let mut announced = Instant::now();
+    loop {
+        let expired = counter(&reader.metrics(&node.url).await?, EXPIRED);
+        if expired >= target {
+            return Ok(());
+        }
+        let so_far = expired.saturating_sub(target - planned);
+        if Instant::now() >= deadline {
+            eprintln!("prove: the deadline passed with {so_far} of {planned} expiries");
+            return Ok(());
+        }
+        if progress && announced.elapsed() >= PROGRESS_INTERVAL {
+            eprintln!(
+                "prove: waiting for the expiries: {so_far} of {planned} authorizations expired \
+                 (expires_in {EXPIRES_IN_SECS_MIN} s)"
+            );
+            announced = Instant::now();
+        }
+        tokio::time::sleep(EXPIRY_POLL_INTERVAL).await;
+    }
 }
 
 /// Waits until the hub applied every event of the node and the node's replicator has recorded
@@ -528,53 +658,74 @@ async fn replication_state(
 struct Observed {
     node_metrics: Scrape,
     hub_metrics: Scrape,
-    node_merchant_credits: u64,
-    hub_merchant_credits: u64,
+    accounts: Vec<AccountTotals>,
     faults: FaultCounts,
     invariant_violations: Vec<String>,
 }
 
-/// The report of a run: counters during the charges are the node's now minus `before`.
+/// The report of a run: counters during the run are the node's now minus `before`.
 fn report(
     config: &ProveConfig,
-    charged: &Charged,
+    sent: &Sent,
     before: &Scrape,
     observed: Observed,
     seconds: f64,
 ) -> Report {
     let (node, hub) = (&observed.node_metrics, &observed.hub_metrics);
+    let during = |name: &str| counter(node, name).saturating_sub(counter(before, name));
     let node_accounts_created = counter(node, ACCOUNTS_CREATED);
+    let node_charges_applied = counter(node, CHARGES_APPLIED);
+    let node_lifecycle = LifecycleCounts::from_fn(|operation| {
+        during(&format!("{LIFECYCLE}{{operation=\"{operation}\"}}"))
+    });
     let hub_events_applied = counter(hub, INBOX_APPLIED);
-    let (stats, plan) = (&charged.stats, &charged.plan);
+    let stats = &sent.stats;
     let failure_samples = stats
         .failure_samples
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let (lifecycle_sent, lifecycle_duplicates) = lifecycle::operations(&sent.lifecycle);
+    let charges = sent.charges.len() as u64;
+    let merchant = observed.accounts.iter().find(|a| a.id == MERCHANT);
     Report {
         seed: config.seed,
         tasks: config.tasks,
-        logical_operations: config.charges,
-        concurrent_duplicates: plan.iter().filter(|c| c.duplicate).count() as u64,
-        attempts: charged.client.attempts_total(),
-        replays: counter(node, REPLAYED).saturating_sub(counter(before, REPLAYED)),
-        conflicts_409: counter(node, IN_FLIGHT).saturating_sub(counter(before, IN_FLIGHT)),
+        mix: if config.lifecycle.is_some() {
+            Mix::Lifecycle
+        } else {
+            Mix::Charges
+        },
+        logical_operations: charges + lifecycle_sent,
+        charges,
+        planned: lifecycle::counts(&sent.lifecycle),
+        node_lifecycle,
+        concurrent_duplicates: sent.charges.iter().filter(|c| c.send.duplicate).count() as u64
+            + lifecycle_duplicates,
+        attempts: sent.client.attempts_total(),
+        replays: during(REPLAYED),
+        conflicts_409: during(IN_FLIGHT),
         lost_responses: observed.faults.lost_responses,
         resets: observed.faults.resets,
         delays: observed.faults.delays,
         resent_after_giving_up: stats.resent_after_giving_up.load(Ordering::Relaxed),
-        node_charges_applied: counter(node, CHARGES_APPLIED),
+        node_charges_applied,
         node_accounts_created,
         hub_events_applied,
-        hub_charge_events_applied: hub_events_applied.saturating_sub(node_accounts_created),
+        node_events: node_accounts_created + node_charges_applied + node_lifecycle.total(),
+        hub_charge_events_applied: hub_events_applied
+            .saturating_sub(node_accounts_created + node_lifecycle.total()),
+        hub_lifecycle_events_applied: hub_events_applied
+            .saturating_sub(node_accounts_created + node_charges_applied),
         inbox_duplicates_dropped: counter(hub, INBOX_DUPLICATE),
         inbox_dead_lettered: counter(hub, INBOX_DEAD_LETTERED),
         relay_crashes: counter(node, RESTARTS),
-        amount_sum: plan.iter().map(|c| c.amount).sum(),
-        node_merchant_credits: observed.node_merchant_credits,
-        hub_merchant_credits: observed.hub_merchant_credits,
-        retry_budget_left: charged.budget.tokens(),
-        retry_budget_capacity: charged.budget.capacity(),
+        merchant_credits_planned: merchant.map_or(0, |m| m.plan.credits_posted),
+        node_merchant_credits: merchant.map_or(0, |m| m.node.credits_posted),
+        hub_merchant_credits: merchant.map_or(0, |m| m.hub.credits_posted),
+        accounts: observed.accounts,
+        retry_budget_left: sent.budget.tokens(),
+        retry_budget_capacity: sent.budget.capacity(),
         failed_operations: stats.failed.load(Ordering::Relaxed),
         failure_samples,
         invariant_violations: observed.invariant_violations,

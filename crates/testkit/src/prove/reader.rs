@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use super::ProveError;
+use super::totals::Totals;
 use crate::bench::prom::Scrape;
 use onceledger_server::auth::TokenSecret;
 
@@ -89,15 +90,16 @@ impl Reader {
         Ok(Scrape::parse(&String::from_utf8_lossy(&body)))
     }
 
-    /// `credits_posted` of the account at `url` (a node's account or a hub's mirror of one).
-    pub(super) async fn credits(&self, url: &str, token: &TokenSecret) -> Result<u64, ProveError> {
+    /// The four totals of the account at `url` (a node's account or a hub's mirror of one).
+    pub(super) async fn totals(
+        &self,
+        url: &str,
+        token: &TokenSecret,
+    ) -> Result<Totals, ProveError> {
         let account = self.json(url, token).await?;
-        match account["credits_posted"].as_u64() {
-            Some(credits) => Ok(credits),
-            None => Err(ProveError::NoCredits {
-                url: url.to_owned(),
-                account,
-            }),
-        }
+        Totals::of_account(&account).ok_or_else(|| ProveError::NoTotals {
+            url: url.to_owned(),
+            account,
+        })
     }
 }
