@@ -224,6 +224,85 @@ async fn two_nodes_publish_1000_charges_each_and_the_hub_applies_each_once_in_or
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_events_travel_through_jetstream_and_the_hub_mirrors_them() {
+    // Guards the NATS path for the payment lifecycle: authorizations captured whole and in part,
+    // voided, expired on the terminal's clock and left open, refunds and a transfer are published
+    // as version 2 events; a consuming hub applies each once, in order, and its mirrors hold the
+    // terminal's four totals. Seconds last 10 ms on the terminal (a test-build knob).
+    let nats = Nats::start().await;
+    let hub = start_consumer(&nats, &[], &[]).await;
+    let node = start_publisher(
+        &nats,
+        &[],
+        &[("ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS", "10")],
+    )
+    .await;
+    let ep = node.endpoint();
+    let (customers, merchant) = create_accounts_and_fund(&ep, 2).await;
+    let mut expiring = Vec::new();
+    for i in 0..40usize {
+        let mut body = serde_json::json!({"source": customers[i % 2], "destination": merchant,
+            "amount": 20 + i, "currency": "EUR", "capture": false});
+        if i % 5 == 3 {
+            body["expires_in"] = serde_json::json!(60);
+        }
+        let held = ep
+            .post("/v1/charges", Some(&format!("auth-{i}")), &body.to_string())
+            .await;
+        assert_eq!(held.status, 201, "{held}");
+        let id = held.json()["id"].as_str().expect("id").to_owned();
+        let (path, settle) = match i % 5 {
+            0 => (format!("/v1/charges/{id}/capture"), "{}".to_owned()),
+            1 => (
+                format!("/v1/charges/{id}/capture"),
+                r#"{"amount":10}"#.to_owned(),
+            ),
+            2 => (format!("/v1/charges/{id}/void"), "{}".to_owned()),
+            3 => {
+                expiring.push(id);
+                continue;
+            }
+            _ => continue,
+        };
+        let settled = ep.post(&path, Some(&format!("settle-{i}")), &settle).await;
+        assert_eq!(settled.status, 200, "{settled}");
+        if i % 5 == 0 {
+            let refund = serde_json::json!({"charge": id, "amount": 5}).to_string();
+            let refunded = ep
+                .post("/v1/refunds", Some(&format!("refund-{i}")), &refund)
+                .await;
+            assert_eq!(refunded.status, 201, "{refunded}");
+        }
+    }
+    let legs = serde_json::json!({"currency": "EUR", "legs": [
+        {"source": customers[0], "destination": merchant, "amount": 7},
+        {"source": merchant, "destination": customers[1], "amount": 2}]});
+    assert_eq!(
+        ep.post("/v1/transfers", Some("tr"), &legs.to_string())
+            .await
+            .status,
+        201
+    );
+    for id in &expiring {
+        crate::harness::eventually(
+            "a short authorization expires",
+            Duration::from_secs(30),
+            || {
+                let (ep, path) = (ep.clone(), format!("/v1/charges/{id}"));
+                async move { (ep.get(&path).await.json()["status"] == "expired").then_some(()) }
+            },
+        )
+        .await;
+    }
+    assert_delivered_once(&hub.endpoint(), &ep, &customers, &merchant).await;
+    let text = metrics(&hub.endpoint()).await;
+    assert_eq!(inbox_count(&text, "dead_lettered"), 0.0);
+    node.check().await;
+    let summary = hub.check().await;
+    assert_eq!(summary["mirrored_authorizations_open"], 8, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_dies_before_its_cursor_moved_republishes_and_nothing_doubles() {
     // Guards the publisher crash: the node publishes a batch, JetStream acknowledges it, and
     // the node aborts before moving its cursor. After a restart it publishes the batch again;
