@@ -39,8 +39,15 @@ pub fn check(data: &[u8]) {
     let again = decode_batch(&encode_batch(&batch)).expect("a re-encoded batch decodes");
     // The encoder writes the oldest version that has every kind the batch holds: a version 2
     // batch of only version 1's kinds comes back as version 1, with the same events.
-    assert_eq!(again.version, version_for(&batch.events), "the version follows the kinds");
-    assert!(again.version <= batch.version, "never a newer version than was read");
+    assert_eq!(
+        again.version,
+        version_for(&batch.events),
+        "the version follows the kinds"
+    );
+    assert!(
+        again.version <= batch.version,
+        "never a newer version than was read"
+    );
     assert_eq!(
         (again.origin.as_str(), &again.events),
         (batch.origin.as_str(), &batch.events),
