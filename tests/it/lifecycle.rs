@@ -149,6 +149,53 @@ async fn an_authorization_holds_and_its_capture_posts_once() {
     assert_problem(&after_void, 400, "charge-state-invalid");
     assert_eq!(totals(&ep, "alice").await, (50, 0, 0, 0, -50));
 
+    // Malformed lifecycle requests are the parser's 400s: not stored, the key stays free.
+    let base = json!({"source":"alice","destination":"shop","amount":1,"currency":"EUR"});
+    for (name, extra) in [
+        ("short", json!({"capture": false, "expires_in": 59})),
+        ("long", json!({"capture": false, "expires_in": 2_592_001})),
+        ("immediate", json!({"expires_in": 3600})),
+    ] {
+        let mut body = base.clone();
+        for (field, value) in extra.as_object().expect("an object") {
+            body[field] = value.clone();
+        }
+        let refused = ep
+            .post(
+                "/v1/charges",
+                Some(&format!("bad-{name}")),
+                &body.to_string(),
+            )
+            .await;
+        assert_problem(&refused, 400, "invalid-request");
+        assert_created(
+            &ep.post(
+                "/v1/charges",
+                Some(&format!("bad-{name}")),
+                &authorization_body("alice", "shop", 1),
+            )
+            .await,
+        );
+    }
+    assert_problem(
+        &capture(&ep, &charge, "cap-zero", r#"{"amount":0}"#).await,
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &void(&ep, &charge, "void-body").await,
+        400,
+        "charge-state-invalid",
+    );
+    let with_body = ep
+        .post(
+            &format!("/v1/charges/{charge}/void"),
+            Some("void-amount"),
+            r#"{"amount":1}"#,
+        )
+        .await;
+    assert_problem(&with_body, 400, "invalid-request");
+
     let unknown = capture(&ep, "ch_aaaaaaaaaaaaaaaaaaaaaaaaaa", "cap-ghost", "{}").await;
     assert_problem(&unknown, 404, "charge-not-found");
     let got = ep.get(&format!("/v1/charges/{charge}")).await;
@@ -166,7 +213,11 @@ async fn an_authorization_holds_and_its_capture_posts_once() {
             "charge.authorized",
             "charge.captured",
             "charge.authorized",
-            "charge.canceled"
+            "charge.canceled",
+            // The three keys freed by the parser's refusals, used for valid authorizations.
+            "charge.authorized",
+            "charge.authorized",
+            "charge.authorized"
         ]
     );
     let text = metrics(&ep).await;
@@ -183,10 +234,10 @@ async fn an_authorization_holds_and_its_capture_posts_once() {
             operation("captured"),
             operation("canceled")
         ),
-        (2.0, 1.0, 1.0)
+        (5.0, 1.0, 1.0)
     );
     let summary = server.check().await;
-    assert_eq!(summary["authorizations_open"], 0, "{summary}");
+    assert_eq!(summary["authorizations_open"], 3, "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
