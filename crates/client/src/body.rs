@@ -22,6 +22,13 @@ pub const METADATA_VALUE_CHARS_MAX: usize = 500;
 /// Most characters of a charge id put into a path. Ids are opaque and today 29 characters
 /// (`ch_` and 26 base32 digits); the bound only keeps a wrong argument from making a long URL.
 pub const CHARGE_ID_CHARS_MAX: usize = 255;
+/// Shortest `expires_in` of an authorization (API.md: `60..=2592000` seconds).
+pub const EXPIRES_IN_SECS_MIN: u32 = 60;
+/// Longest `expires_in` of an authorization: 30 days.
+pub const EXPIRES_IN_SECS_MAX: u32 = 2_592_000;
+const _: () = assert!(EXPIRES_IN_SECS_MAX == 30 * 24 * 60 * 60);
+/// Most legs of one transfer (API.md: `1..=16`).
+pub const TRANSFER_LEGS_MAX: usize = 16;
 
 /// A body part that API.md would refuse, found before sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +45,7 @@ pub enum BodyError {
     /// A key longer than `METADATA_KEY_CHARS_MAX` characters, or a value longer than
     /// `METADATA_VALUE_CHARS_MAX`, or an empty key.
     MetadataPair(String),
-    /// A transfer with no leg or with more than `transfer::LEGS_MAX`.
+    /// A transfer with no leg or with more than `TRANSFER_LEGS_MAX`.
     LegCount(usize),
     /// A charge id that cannot stand as one path segment.
     ChargeId(String),
@@ -73,8 +80,7 @@ impl fmt::Display for BodyError {
             ),
             BodyError::LegCount(count) => write!(
                 f,
-                "{count} legs; a transfer has 1 to {} legs",
-                crate::transfer::LEGS_MAX
+                "{count} legs; a transfer has 1 to {TRANSFER_LEGS_MAX} legs"
             ),
             BodyError::ChargeId(text) => write!(
                 f,
@@ -83,9 +89,7 @@ impl fmt::Display for BodyError {
             ),
             BodyError::ExpiresIn(secs) => write!(
                 f,
-                "expires_in {secs} s is not {} to {} s",
-                crate::lifecycle::EXPIRES_IN_SECS_MIN,
-                crate::lifecycle::EXPIRES_IN_SECS_MAX
+                "expires_in {secs} s is not {EXPIRES_IN_SECS_MIN} to {EXPIRES_IN_SECS_MAX} s"
             ),
         }
     }

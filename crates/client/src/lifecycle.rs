@@ -8,12 +8,8 @@ use serde::Serialize;
 
 use crate::NewCharge;
 use crate::body::{BodyError, ChargeId};
-
-/// Shortest `expires_in` of an authorization (API.md: `60..=2592000` seconds).
-pub const EXPIRES_IN_SECS_MIN: u32 = 60;
-/// Longest `expires_in` of an authorization: 30 days.
-pub const EXPIRES_IN_SECS_MAX: u32 = 2_592_000;
-const _: () = assert!(EXPIRES_IN_SECS_MAX == 30 * 24 * 60 * 60);
+// Defined with the other limits in `body` (the leaf every request module uses), here by name.
+pub use crate::body::{EXPIRES_IN_SECS_MAX, EXPIRES_IN_SECS_MIN};
 
 /// `POST /v1/charges` with `"capture": false`: the amount is held, not moved, until a capture,
 /// a void or the expiry.

@@ -9,8 +9,7 @@ use serde::Serialize;
 
 use crate::body::{BodyError, check_account_id, check_amount, check_currency, check_metadata};
 
-/// Most legs of one transfer (API.md: `1..=16`).
-pub const LEGS_MAX: usize = 16;
+pub use crate::body::TRANSFER_LEGS_MAX as LEGS_MAX;
 
 /// One leg: `amount` moves from `source` to `destination`, seeing the balances the legs before
 /// it left.
