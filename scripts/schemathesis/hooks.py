@@ -38,6 +38,7 @@ def before_call(context, case, kwargs):
                 distinct_accounts(leg)
     elif operation == ("POST", "/v1/replication/events"):
         consecutive_events(case.body)
+        lifecycle_events_as_an_origin_writes_them(case.body)
     elif operation == ("POST", "/v1/tokens/{id}/revoke"):
         spare_own_token(case)
 
@@ -131,10 +132,43 @@ def consecutive_events(body):
     if not all(isinstance(e, dict) and type(e.get("seq")) is int for e in events):
         return
     first = events[0]["seq"]
-    if first < 1 or first + len(events) - 1 > INT64_MAX:
+    if first < 1:
         return
+    if first + len(events) - 1 > INT64_MAX:
+        first = 1
     for offset, event in enumerate(events):
         event["seq"] = first + offset
+
+
+# The event kinds version 1 of the wire has; the others need a version 2 batch.
+WIRE_VERSION_1_KINDS = {"account_created", "charge_succeeded"}
+
+
+def lifecycle_events_as_an_origin_writes_them(body):
+    """What an origin's encoder always does and the decoder checks across fields: a batch with a
+    lifecycle event is version 2; a transfer leg goes between two accounts; a settlement captured
+    1 to the charge's amount when `succeeded`, nothing otherwise."""
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        return
+    for event in body["events"]:
+        kinds = event.get("body") if isinstance(event, dict) else None
+        if not isinstance(kinds, dict):
+            continue
+        if body.get("version") == 1 and any(k not in WIRE_VERSION_1_KINDS for k in kinds):
+            body["version"] = 2
+        transfer = kinds.get("transfer_succeeded")
+        if isinstance(transfer, dict) and isinstance(transfer.get("legs"), list):
+            for leg in transfer["legs"]:
+                distinct_accounts(leg)
+        settled = kinds.get("charge_settled")
+        if isinstance(settled, dict) and isinstance(settled.get("charge"), dict):
+            amount = settled["charge"].get("amount")
+            if settled.get("status") != "succeeded":
+                settled["amount_captured"] = 0
+            elif type(amount) is int and amount >= 1:
+                captured = settled.get("amount_captured")
+                if type(captured) is not int or not 1 <= captured <= amount:
+                    settled["amount_captured"] = amount
 
 
 def spare_own_token(case):

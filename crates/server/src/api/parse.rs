@@ -627,7 +627,8 @@ fn parse_refund_body(body: &[u8]) -> Result<Command, String> {
     let parsed: RefundBody = serde_json::from_slice(body).map_err(json_error)?;
     // Ids are opaque, but never longer than an account id: a longer one names nothing, and a
     // stored 404 need not keep it.
-    if parsed.charge.is_empty() || parsed.charge.len() > ACCOUNT_ID_BYTES_MAX {
+    // Characters, as the document's `maxLength` counts them.
+    if parsed.charge.is_empty() || parsed.charge.chars().count() > ACCOUNT_ID_BYTES_MAX {
         return Err(format!(
             "charge must be a charge id (1 to {ACCOUNT_ID_BYTES_MAX} characters)"
         ));
