@@ -131,16 +131,11 @@ fn create_charge(
     charge: &NewCharge,
     now_ms: u64,
 ) -> Execution {
-    let Some(mut source) = tables.account(tenant, &charge.source)? else {
-        return Ok(Err(Decline::AccountNotFound {
-            account: charge.source.clone(),
-        }));
-    };
-    let Some(mut destination) = tables.account(tenant, &charge.destination)? else {
-        return Ok(Err(Decline::AccountNotFound {
-            account: charge.destination.clone(),
-        }));
-    };
+    let (mut source, mut destination) =
+        match lifecycle::accounts(tables, tenant, [&charge.source, &charge.destination])? {
+            Ok(pair) => pair,
+            Err(decline) => return Ok(Err(decline)),
+        };
     let postings = match post_charge(charge, &mut source, &mut destination) {
         Ok(postings) => postings,
         Err(decline) => return Ok(Err(decline)),

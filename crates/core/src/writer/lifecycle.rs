@@ -258,7 +258,7 @@ fn charge_accounts(
 }
 
 /// Two accounts of `tenant` as the batch left them, or a decline naming the first missing one.
-fn accounts(
+pub(super) fn accounts(
     tables: &BatchTables<'_>,
     tenant: TenantId,
     [first, second]: [&AccountId; 2],
