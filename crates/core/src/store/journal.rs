@@ -55,7 +55,9 @@ use super::schema::{
 };
 use super::schema::{AUTH_COUNTERS, CHARGE_TENANTS, TENANT_EVENTS, TENANT_NAMES, TENANTS, TOKENS};
 use super::schema::{AUTHORIZATION_EXPIRY, CHARGE_PROGRESS, REFUNDS, TRANSFERS};
-use super::schema::{REPLICA_CHARGE_PROGRESS, REPLICA_REFUNDS, REPLICA_TRANSFERS};
+use super::schema::{
+    REPLICA_CHARGE_PROGRESS, REPLICA_ENTRY_NUMBERS, REPLICA_REFUNDS, REPLICA_TRANSFERS,
+};
 use crate::limits::{JOURNAL_CHECKPOINT_BYTES, JOURNAL_CHECKPOINT_COMMITS, JOURNAL_FILE_BYTES};
 use header::{Header, RECORDS_START, Slots};
 pub use header::{JournalRefusal, StoreId};
@@ -598,6 +600,7 @@ journaled_tables! {
     25 => REPLICA_CHARGE_PROGRESS,
     26 => REPLICA_REFUNDS,
     27 => REPLICA_TRANSFERS,
+    28 => REPLICA_ENTRY_NUMBERS,
 }
 
 fn replay_in<K: Key + 'static, V: Value + 'static>(

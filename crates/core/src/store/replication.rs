@@ -18,8 +18,8 @@ use super::journal::{Logged, Redo};
 use super::records::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
 use super::schema::{
     COUNTER_NEXT_APPLIED_INDEX, COUNTER_NEXT_DEAD_LETTER_ID, DEAD_LETTERS, INBOX, ORIGINS,
-    REPLICA_ACCOUNTS, REPLICA_CHARGE_PROGRESS, REPLICA_CHARGES, REPLICA_REFUNDS, REPLICA_TRANSFERS,
-    REPLICATION_COUNTERS, SINK_CURSORS,
+    REPLICA_ACCOUNTS, REPLICA_CHARGE_PROGRESS, REPLICA_CHARGES, REPLICA_ENTRY_NUMBERS,
+    REPLICA_REFUNDS, REPLICA_TRANSFERS, REPLICATION_COUNTERS, SINK_CURSORS,
 };
 use super::{Store, StoreError};
 use crate::ledger::{Account, AccountId, Charge, ChargeProgress};
@@ -50,6 +50,7 @@ pub struct ReplicationTables<'txn> {
     progress: Logged<'txn, (&'static str, u64), &'static [u8]>,
     refunds: Logged<'txn, (&'static str, u64), &'static [u8]>,
     transfers: Logged<'txn, (&'static str, u64), &'static [u8]>,
+    entry_numbers: Logged<'txn, (&'static str, u64), u64>,
     dead_letters: Logged<'txn, u64, &'static [u8]>,
     counters: Logged<'txn, &'static str, u64>,
     /// Mirrored accounts changed by this transaction, written once by `flush`.
@@ -79,6 +80,7 @@ impl<'txn> ReplicationTables<'txn> {
             progress: Logged::open(txn, redo, REPLICA_CHARGE_PROGRESS)?,
             refunds: Logged::open(txn, redo, REPLICA_REFUNDS)?,
             transfers: Logged::open(txn, redo, REPLICA_TRANSFERS)?,
+            entry_numbers: Logged::open(txn, redo, REPLICA_ENTRY_NUMBERS)?,
             dead_letters: Logged::open(txn, redo, DEAD_LETTERS)?,
             counters,
             staged_accounts: HashMap::new(),

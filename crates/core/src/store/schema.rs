@@ -120,6 +120,11 @@ pub const REPLICA_REFUNDS: TableDefinition<(&str, u64), &[u8]> =
 /// (origin node, event seq) → Transfer: the transfers a hub applied to its mirror.
 pub const REPLICA_TRANSFERS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("replica_transfers");
+/// (origin, the origin's entry number) → the event seq that carried it: each entry number of an
+/// origin is mirrored at most once (a charge's, a refund's or a transfer's), so a refund names
+/// exactly one mirrored charge.
+pub const REPLICA_ENTRY_NUMBERS: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("replica_entry_numbers");
 /// dead letter id → DeadLetter. Ids are dense from 1 per hub.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// name → value: the replication counters (kept apart from META so the ledger's batch code and
@@ -193,6 +198,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REPLICA_CHARGE_PROGRESS)?;
     txn.open_table(REPLICA_REFUNDS)?;
     txn.open_table(REPLICA_TRANSFERS)?;
+    txn.open_table(REPLICA_ENTRY_NUMBERS)?;
     txn.open_table(DEAD_LETTERS)?;
     txn.open_table(REPLICATION_COUNTERS)?;
     super::auth::create_tables(txn)?;

@@ -221,9 +221,15 @@ fn add_refunds(
     violations: &mut Vec<String>,
 ) -> HashMap<(String, u64), u64> {
     // Refunds name their charge by number; mirrors key charges by the event that created them.
-    let by_number: HashMap<(&str, u64), (u64, &Charge)> = (mirrored.charges.iter())
-        .map(|((origin, seq), c)| ((origin.as_str(), c.number), (*seq, c)))
-        .collect();
+    let mut by_number: HashMap<(&str, u64), (u64, &Charge)> = HashMap::new();
+    for ((origin, seq), c) in &mirrored.charges {
+        if let Some((first, _)) = by_number.insert((origin.as_str(), c.number), (*seq, c)) {
+            violations.push(format!(
+                "mirrored charges {origin}:{first} and {origin}:{seq} have one entry number {}",
+                c.number
+            ));
+        }
+    }
     let mut refunded: HashMap<(String, u64), u64> = HashMap::new();
     for ((origin, seq), refund) in &mirrored.refunds {
         let Some((charge_seq, charge)) = by_number.get(&(origin.as_str(), refund.charge_number))

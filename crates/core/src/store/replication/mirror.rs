@@ -54,6 +54,19 @@ pub(super) fn outcome(result: Result<(), Stop>) -> Result<Result<(), ApplyRefusa
 }
 
 impl ReplicationTables<'_> {
+    /// An origin numbers its entries once each (charges, refunds and transfers share one
+    /// counter), so a number mirrored before means an event that no origin makes; refused, or a
+    /// refund would name two mirrored charges (found by the replication_decode fuzz target).
+    fn entry_number_is_new(&self, origin: &str, number: u64) -> Result<(), Stop> {
+        match self.entry_numbers.get((origin, number))? {
+            Some(seq) => refused(format!(
+                "entry number {number} of {origin} was mirrored from event {} already",
+                seq.value()
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn mirror_new_account(
         &mut self,
         origin: &str,
@@ -91,6 +104,7 @@ impl ReplicationTables<'_> {
         expires_at_ms: Option<u64>,
     ) -> Result<(), Stop> {
         self.new_charge_fits(origin, seq, charge)?;
+        self.entry_number_is_new(origin, charge.number)?;
         let (mut source, mut destination) = self.charge_mirrors(origin, charge)?;
         let new = new_charge(charge);
         let applied = match expires_at_ms {
@@ -101,6 +115,7 @@ impl ReplicationTables<'_> {
             return refused(format!("the charge: {decline}"));
         }
         self.stage_mirrors([source, destination], origin);
+        self.entry_numbers.insert((origin, charge.number), seq)?;
         self.charges
             .insert((origin, seq), encode(charge).as_slice())?;
         if let Some(expires_at_ms) = expires_at_ms {
@@ -196,6 +211,7 @@ impl ReplicationTables<'_> {
         if self.refunds.get((origin, seq))?.is_some() {
             return refused(format!("event {seq} was applied before"));
         }
+        self.entry_number_is_new(origin, made.number)?;
         let progress = self.mirrored_progress(origin, charge)?;
         let (mut source, mut destination) = self.charge_mirrors(origin, charge)?;
         let amount = match refund(
@@ -221,6 +237,7 @@ impl ReplicationTables<'_> {
             .insert((origin, charge.event_seq), encode(&after).as_slice())?;
         self.refunds
             .insert((origin, seq), encode(made).as_slice())?;
+        self.entry_numbers.insert((origin, made.number), seq)?;
         Ok(())
     }
 
@@ -241,6 +258,7 @@ impl ReplicationTables<'_> {
         if self.transfers.get((origin, seq))?.is_some() {
             return refused(format!("event {seq} was applied before"));
         }
+        self.entry_number_is_new(origin, transfer.number)?;
         let mut touched: HashMap<AccountId, Account> = HashMap::new();
         for (index, leg) in transfer.legs.iter().enumerate() {
             if leg.source == leg.destination {
@@ -259,6 +277,7 @@ impl ReplicationTables<'_> {
         self.stage_mirrors(touched.into_values(), origin);
         self.transfers
             .insert((origin, seq), encode(transfer).as_slice())?;
+        self.entry_numbers.insert((origin, transfer.number), seq)?;
         Ok(())
     }
 
