@@ -651,3 +651,76 @@ async fn capture_void_and_expiry_race_to_exactly_one_winner() {
     let summary = server.check().await;
     assert_eq!(summary["authorizations_open"], 0, "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_ttl_sets_the_default_lifetime_and_is_bounded() {
+    // Guards `--authorization-ttl`: an authorization without `expires_in` expires that long after
+    // it was made (one with `expires_in` keeps its own), and a TTL outside 60 s..30 days stops
+    // the server before it serves.
+    let server = Server::start_with(&["--authorization-ttl", "90s"]).await;
+    let ep = server.endpoint();
+    create_account(&ep, "alice", "EUR", None).await;
+    create_account(&ep, "shop", "EUR", Some(0)).await;
+    let lifetime_ms = |charge: &Value| {
+        let at = |field: &str| {
+            let text = charge[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} of {charge}"));
+            time_ms(text)
+        };
+        at("expires_at") - at("created_at")
+    };
+    let default = authorize(&ep, "alice", "shop", 5).await;
+    assert_eq!(lifetime_ms(&default), 90_000, "{default}");
+    let own = json!({"source":"alice","destination":"shop","amount":5,"currency":"EUR",
+                     "capture": false, "expires_in": 600});
+    let own = assert_created(&ep.post("/v1/charges", Some("own"), &own.to_string()).await);
+    assert_eq!(lifetime_ms(&own), 600_000, "{own}");
+    server.check().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = crate::harness::run_bounded(
+        std::process::Command::new(crate::harness::BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--authorization-ttl",
+                "59s",
+                "--data-dir",
+            ])
+            .arg(dir.path()),
+        crate::harness::CHECK_DEADLINE,
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("authorization TTL"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// Milliseconds since the epoch of an answer's RFC 3339 UTC time (`2026-12-07T11:21:50.554Z`).
+fn time_ms(text: &str) -> i64 {
+    let digits: Vec<i64> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().expect("digits"))
+        .collect();
+    let [year, month, day, hour, minute, second, millis] = digits[..] else {
+        panic!("not an RFC 3339 time with milliseconds: {text}");
+    };
+    // Days since the epoch of a proleptic Gregorian date (the civil-from-days inverse).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis
+}
