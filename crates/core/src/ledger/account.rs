@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::charge::{Posting, PostingKind, PostingSide};
+use super::charge::Posting;
+use super::history::Totals;
 use super::values::{AccountId, Currency};
-use crate::limits::AMOUNT_MINOR_MAX;
 
 /// A request to open an account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,6 +24,9 @@ pub enum TotalsError {
     /// A release of more than the account holds pending: never made by the rules, so a store
     /// that holds one is corrupt.
     ReleaseExceedsHold,
+    /// Taking a posting back out (`unapply`) of totals smaller than it: they cannot have
+    /// included it, so the store that paired them is corrupt.
+    Underflow,
 }
 
 /// An account's state. Posted totals only ever grow, pending ones go up with a hold and down with
@@ -57,40 +60,31 @@ impl Account {
 
     /// `credits_posted - debits_posted`. Totals are at most i64::MAX each, so this fits an i64.
     pub fn balance(&self) -> i64 {
-        let balance = i128::from(self.credits_posted) - i128::from(self.debits_posted);
-        i64::try_from(balance).unwrap_or(if balance < 0 { i64::MIN } else { i64::MAX })
+        Totals::of(self).balance()
     }
 
     /// `balance - debits_pending`.
     pub fn available(&self) -> i64 {
-        let available = i128::from(self.balance()) - i128::from(self.debits_pending);
-        i64::try_from(available).unwrap_or(i64::MIN)
+        Totals::of(self).available()
     }
 
     /// Applies one posting to the totals. Checks only their range: the overdraft limit is the
     /// caller's to check once all of an entry's postings to the account are applied.
     pub fn apply(&mut self, posting: &Posting) -> Result<(), TotalsError> {
         debug_assert_eq!(posting.account, self.id);
-        let amount = posting.amount.minor();
-        let total = match (posting.kind, posting.side) {
-            (PostingKind::Posted, PostingSide::Debit) => &mut self.debits_posted,
-            (PostingKind::Posted, PostingSide::Credit) => &mut self.credits_posted,
-            (PostingKind::Hold | PostingKind::Release, PostingSide::Debit) => {
-                &mut self.debits_pending
-            }
-            (PostingKind::Hold | PostingKind::Release, PostingSide::Credit) => {
-                &mut self.credits_pending
-            }
-        };
-        *total = match posting.kind {
-            PostingKind::Release => total
-                .checked_sub(amount)
-                .ok_or(TotalsError::ReleaseExceedsHold)?,
-            PostingKind::Posted | PostingKind::Hold => total
-                .checked_add(amount)
-                .filter(|t| *t <= AMOUNT_MINOR_MAX)
-                .ok_or(TotalsError::Overflow)?,
-        };
+        let mut totals = Totals::of(self);
+        totals.apply(posting)?;
+        totals.set_on(self);
+        Ok(())
+    }
+
+    /// Takes one posting back out of the totals: the inverse of `apply` (a statement's totals
+    /// before an entry, from the account after it). `Err` when the totals cannot have included it.
+    pub fn unapply(&mut self, posting: &Posting) -> Result<(), TotalsError> {
+        debug_assert_eq!(posting.account, self.id);
+        let mut totals = Totals::of(self);
+        totals.unapply(posting)?;
+        totals.set_on(self);
         Ok(())
     }
 

@@ -185,7 +185,8 @@ fn apply_all(
                 });
             }
             // The rules release exactly what they held; the caller read a corrupt hold.
-            Err(TotalsError::ReleaseExceedsHold) => {
+            // (`apply` never underflows; only `unapply` does.)
+            Err(TotalsError::ReleaseExceedsHold | TotalsError::Underflow) => {
                 return Err(Decline::HoldInconsistent {
                     account: account.id.clone(),
                 });

@@ -6,6 +6,7 @@
 mod account;
 mod charge;
 mod charge_id;
+mod history;
 mod lifecycle;
 mod values;
 
@@ -13,6 +14,7 @@ pub use account::TotalsError;
 pub use account::{Account, NewAccount};
 pub use charge::{Charge, Decline, NewCharge, Posting, PostingKind, PostingSide, post_charge};
 pub use charge_id::{CHARGE_ID_KEY_BYTES, ChargeIds, EntryKind};
+pub use history::{EntryOf, EntryType, StatementLine, Totals, totals_after_each};
 pub use lifecycle::{
     ChargeProgress, ChargeStatus, NewAuthorization, NewRefund, NewTransfer, Refund, Settle,
     Settlement, Transfer, TransferLeg, authorize, post_leg, refund, settle,

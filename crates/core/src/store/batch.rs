@@ -21,11 +21,13 @@ use super::schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_ANSWER_NUMBER,
     META_NEXT_ENTRY_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
 };
+use super::schema::{ACCOUNTS_BY_CREATION, CHARGE_REFUNDS, STATEMENTS, TENANT_ENTRIES, TIMELINE};
 use super::schema::{AUTHORIZATION_EXPIRY, CHARGE_PROGRESS, REFUNDS, TRANSFERS};
 use super::schema::{read_counter, write_counter};
 use crate::idempotency::IdempotencyKey;
-use crate::ledger::{Account, AccountId, Charge, ChargeIds, NewCharge, Posting, TenantId};
+use crate::ledger::{Account, AccountId, Charge, ChargeIds, EntryOf, NewCharge, Posting, TenantId};
 
+mod history;
 mod lifecycle;
 
 pub struct BatchTables<'txn> {
@@ -47,6 +49,15 @@ pub struct BatchTables<'txn> {
     refunds: Logged<'txn, u64, &'static [u8]>,
     transfers: Logged<'txn, u64, &'static [u8]>,
     outbox: Logged<'txn, u64, &'static [u8]>,
+    statements: Logged<'txn, (u32, &'static str, u64, u8), &'static [u8]>,
+    tenant_entries: Logged<'txn, (u32, u8, u64), u64>,
+    charge_refunds: Logged<'txn, (u64, u64), u64>,
+    accounts_by_creation: Logged<'txn, (u32, u64, &'static str), ()>,
+    timeline: Logged<'txn, u64, u64>,
+    /// The time of the last event committed (the timeline's last key): no row goes below it.
+    timeline_floor_ms: u64,
+    /// (ms, last seq at that ms) of this batch's events, written once at `flush`.
+    timeline_added: Vec<(u64, u64)>,
     meta: Logged<'txn, &'static str, &'static [u8]>,
     replication: ReplicationTables<'txn>,
     auth: AuthTables<'txn>,
@@ -94,6 +105,8 @@ impl<'txn> BatchTables<'txn> {
         let next_entry_number = counter(META_NEXT_ENTRY_NUMBER)?;
         let accounts_through_charge =
             accounts::through_charge(&*meta)?.unwrap_or(next_entry_number - 1);
+        let timeline = Logged::open(txn, redo, TIMELINE)?;
+        let timeline_floor_ms = timeline.last()?.map_or(0, |(ms, _)| ms.value());
         Ok(BatchTables {
             redo,
             accounts: Logged::open(txn, redo, ACCOUNTS)?,
@@ -110,6 +123,13 @@ impl<'txn> BatchTables<'txn> {
             refunds: Logged::open(txn, redo, REFUNDS)?,
             transfers: Logged::open(txn, redo, TRANSFERS)?,
             outbox: Logged::open(txn, redo, OUTBOX)?,
+            statements: Logged::open(txn, redo, STATEMENTS)?,
+            tenant_entries: Logged::open(txn, redo, TENANT_ENTRIES)?,
+            charge_refunds: Logged::open(txn, redo, CHARGE_REFUNDS)?,
+            accounts_by_creation: Logged::open(txn, redo, ACCOUNTS_BY_CREATION)?,
+            timeline,
+            timeline_floor_ms,
+            timeline_added: Vec::new(),
             meta,
             replication: ReplicationTables::open(txn, redo)?,
             auth: AuthTables::open(txn, redo)?,
@@ -198,6 +218,8 @@ impl<'txn> BatchTables<'txn> {
     ) -> Result<u64, StoreError> {
         self.accounts
             .insert((tenant.0, account.id.as_str()), encode(&account).as_slice())?;
+        self.accounts_by_creation
+            .insert((tenant.0, account.created_at_ms, account.id.as_str()), ())?;
         let seq = self.append_event(
             EventKind::AccountCreated {
                 account: account.clone(),
@@ -247,7 +269,8 @@ impl<'txn> BatchTables<'txn> {
             event_seq: self.next_event_seq,
         };
         self.charges.insert(number, encode(&stored).as_slice())?;
-        self.put_postings(number, postings)?;
+        self.put_postings(tenant, number, (EntryOf::Charge, number), postings, now_ms)?;
+        self.list_entry(tenant, history::ListedKind::Charge, number)?;
         let seq = self.append_owned_event(tenant, event(number), now_ms)?;
         debug_assert_eq!(seq, stored.event_seq);
         Ok(stored)
@@ -262,14 +285,23 @@ impl<'txn> BatchTables<'txn> {
         Ok(number)
     }
 
-    /// An entry's postings, legs numbered from 0 in the order given.
-    fn put_postings(&mut self, entry: u64, postings: &[Posting]) -> Result<(), StoreError> {
+    /// An entry's postings, legs numbered from 0 in the order given, each with its statement
+    /// line (`history.rs`). The entry's event takes the next seq, which keys the lines; the caller
+    /// has staged the accounts as the entry left them.
+    fn put_postings(
+        &mut self,
+        tenant: TenantId,
+        entry: u64,
+        made_by: (EntryOf, u64),
+        postings: &[Posting],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         for (leg, posting) in (0u8..).zip(postings) {
             self.postings
                 .insert((entry, leg), encode(posting).as_slice())?;
         }
         debug_assert!(postings.len() <= usize::from(u8::MAX));
-        Ok(())
+        self.put_statement_lines(tenant, entry, made_by, postings, now_ms)
     }
 
     /// Appends an event and records its owner, together, so no caller can forget the owner.
@@ -291,14 +323,18 @@ impl<'txn> BatchTables<'txn> {
             created_at_ms: now_ms,
             kind,
         };
-        let previous = self.outbox.insert(seq, encode(&record).as_slice())?;
-        if previous.is_some() {
+        let taken = self
+            .outbox
+            .insert(seq, encode(&record).as_slice())?
+            .is_some();
+        if taken {
             return Err(StoreError::Corrupt {
                 record: "outbox event",
                 detail: format!("sequence {seq} was already taken"),
             });
         }
         self.next_event_seq += 1;
+        self.note_on_timeline(seq, now_ms);
         Ok(seq)
     }
 
@@ -379,6 +415,7 @@ impl<'txn> BatchTables<'txn> {
     /// Writes staged accounts and counters. Called once, just before commit.
     pub(super) fn flush(&mut self) -> Result<(), StoreError> {
         self.replication.flush()?;
+        self.flush_timeline()?;
         self.flush_accounts()?;
         keys::merge_slice(
             self.key_overlay,

@@ -27,6 +27,7 @@ pub mod codec;
 mod entries;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
+pub mod history;
 mod journal;
 mod keys;
 mod marks;

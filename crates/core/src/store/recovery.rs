@@ -16,7 +16,10 @@
 //!    into memory (`keys.rs`).
 //! 6. **Bring the accounts up to date**: the postings after `meta.accounts_through_charge`
 //!    re-applied to the account rows (`accounts.rs`). After the migration, before the node id.
-//! 7. **Node id** and the **charge-id key**: read, or made on a fresh store; the key also on a
+//! 7. **Index history** of a store from before history: statement lines, list indexes and the
+//!    timeline for every posting, entry and account it holds (`history/backfill.rs`), once; a
+//!    store is marked when done. After the journal replay, so it indexes the replayed batches.
+//! 8. **Node id** and the **charge-id key**: read, or made on a fresh store; the key also on a
 //!    store from before opaque ids, marked to start after its last charge (`charge_ids.rs`). Last,
 //!    so that the mark counts the charges the journal replay brought back.
 //!
@@ -47,17 +50,19 @@ pub enum RecoveryStep {
     MigrateLegacyAnswers,
     RecoverKeyOverlay,
     RecoverAccounts,
+    IndexHistory,
     NodeId,
 }
 
 /// The order of the steps; the module doc says why each comes where it does.
-pub const RECOVERY_ORDER: [RecoveryStep; 7] = [
+pub const RECOVERY_ORDER: [RecoveryStep; 8] = [
     RecoveryStep::CreateTables,
     RecoveryStep::ReplayJournal,
     RecoveryStep::DropLegacyTables,
     RecoveryStep::MigrateLegacyAnswers,
     RecoveryStep::RecoverKeyOverlay,
     RecoveryStep::RecoverAccounts,
+    RecoveryStep::IndexHistory,
     RecoveryStep::NodeId,
 ];
 
@@ -147,6 +152,9 @@ pub(super) fn run(
     recovery.step(RecoveryStep::RecoverAccounts, |txn| {
         let last_charge = last_charge_number(&txn.open_table(META)?)?;
         accounts::recover(txn, last_charge).map(|postings| ((), postings))
+    })?;
+    recovery.step(RecoveryStep::IndexHistory, |txn| {
+        super::history::backfill(txn).map(|postings| ((), postings))
     })?;
     let (node_id, charge_ids) = recovery.step(RecoveryStep::NodeId, |txn| {
         Ok(((node_id(txn, requested)?, charge_ids::recover(txn)?), 0))

@@ -94,6 +94,30 @@ pub const AUTHORIZATION_EXPIRY: TableDefinition<(u64, u64), ()> =
 pub const REFUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("refunds");
 /// entry number → Transfer.
 pub const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
+// History (`history.rs`): indexes written in the transaction of what they index, kept for ever.
+/// (tenant, account id, event seq, leg) → StatementLine: an account's statement, one line per
+/// posting to it, keyed by the seq of the entry's event (dense and in commit order, so the lines
+/// of `as_of_seq` are one seek away) and the posting's leg in its entry.
+pub const STATEMENTS: TableDefinition<(u32, &str, u64, u8), &[u8]> =
+    TableDefinition::new("statements");
+/// (tenant, kind, event seq) → entry number: each tenant's charges, refunds and transfers in
+/// creation order (`history::ListedKind`).
+pub const TENANT_ENTRIES: TableDefinition<(u32, u8, u64), u64> =
+    TableDefinition::new("tenant_entries");
+/// (charge number, refund event seq) → refund number: a charge's refunds, in order.
+pub const CHARGE_REFUNDS: TableDefinition<(u64, u64), u64> = TableDefinition::new("charge_refunds");
+/// (tenant, created at ms, account id) → (): each tenant's accounts in creation order.
+pub const ACCOUNTS_BY_CREATION: TableDefinition<(u32, u64, &str), ()> =
+    TableDefinition::new("accounts_by_creation");
+/// ms → the last event seq created at or before it: one row per commit (per distinct time), so
+/// `as_of=` a moment is a seek here, then one in the statement. Keys and values both only grow
+/// (the writer never stamps an entry earlier than the last one, `BatchTables::clock`).
+pub const TIMELINE: TableDefinition<u64, u64> = TableDefinition::new("timeline");
+/// (origin node, account id, origin event seq, leg) → StatementLine: a hub's mirror of each
+/// origin's statements (`made_by` and `entry` are the mirror's own keys, see `mirror.rs`).
+pub const REPLICA_STATEMENTS: TableDefinition<(&str, &str, u64, u8), &[u8]> =
+    TableDefinition::new("replica_statements");
+
 /// event sequence number → EventRecord. Dense from 1.
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// sink name → highest event seq the sink acknowledged (the replicator's cursor).
@@ -166,6 +190,9 @@ pub const META_ACCOUNTS_THROUGH_CHARGE: &str = "accounts_through_charge";
 /// The last journaled batch the redb file holds (see `store/journal.rs`): written by every
 /// durable commit of a store with a journal.
 pub const META_JOURNAL_THROUGH: &str = "journal_through";
+/// Present once every posting, entry and account has its history rows (`history::backfill`):
+/// set by the first open of a store by a build with history.
+pub const META_HISTORY_INDEXED: &str = "history_indexed";
 /// The store's identity (16 bytes, `journal::StoreId`), which its journal's header must carry.
 /// Absent on a store from before journals had headers, until its next open.
 pub const META_STORE_ID: &str = "store_id";
@@ -188,6 +215,12 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(AUTHORIZATION_EXPIRY)?;
     txn.open_table(REFUNDS)?;
     txn.open_table(TRANSFERS)?;
+    txn.open_table(STATEMENTS)?;
+    txn.open_table(TENANT_ENTRIES)?;
+    txn.open_table(CHARGE_REFUNDS)?;
+    txn.open_table(ACCOUNTS_BY_CREATION)?;
+    txn.open_table(TIMELINE)?;
+    txn.open_table(REPLICA_STATEMENTS)?;
     txn.open_table(OUTBOX)?;
     txn.open_table(META)?;
     txn.open_table(SINK_CURSORS)?;

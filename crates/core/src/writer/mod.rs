@@ -437,6 +437,13 @@ impl Writer {
         let expiry_due = self.next_expiry_ms.is_some_and(|at| at <= now);
         let self_next_expiry_ms = self.next_expiry_ms;
         let result = self.store.commit_batch(|tables| {
+            // Entries are stamped no earlier than the last committed one: a wall clock stepped
+            // back must not put history out of order (`as_of` and `created_*` seek by time).
+            let now = now.max(tables.clock_floor_ms());
+            let context = apply::Context {
+                now_ms: now,
+                ..context
+            };
             let outbox_before = tables.next_event_seq();
             // Expiries first: a capture in this batch of an authorization that expired before it
             // finds it expired (and would expire it itself otherwise, see `lifecycle`).

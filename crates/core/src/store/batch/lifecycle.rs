@@ -7,8 +7,8 @@ use redb::ReadableTable;
 
 use super::BatchTables;
 use crate::ledger::{
-    Amount, Charge, ChargeProgress, ChargeStatus, Metadata, NewCharge, NewTransfer, Posting,
-    Refund, Settlement, TenantId, Transfer,
+    Amount, Charge, ChargeProgress, ChargeStatus, EntryOf, Metadata, NewCharge, NewTransfer,
+    Posting, Refund, Settlement, TenantId, Transfer,
 };
 use crate::store::StoreError;
 use crate::store::codec::{decode, encode};
@@ -82,7 +82,8 @@ impl BatchTables<'_> {
     ) -> Result<ChargeProgress, StoreError> {
         debug_assert_ne!(after.status, ChargeStatus::Authorized);
         let entry = self.take_entry_number(tenant)?;
-        self.put_postings(entry, postings)?;
+        let made_by = (EntryOf::Settlement, charge.number);
+        self.put_postings(tenant, entry, made_by, postings, now_ms)?;
         if let Some(expires_at_ms) = after.expires_at_ms {
             self.expiry.remove((expires_at_ms, charge.number))?;
         }
@@ -129,7 +130,10 @@ impl BatchTables<'_> {
             event_seq: self.next_event_seq,
         };
         self.refunds.insert(number, encode(&refund).as_slice())?;
-        self.put_postings(number, postings)?;
+        self.put_postings(tenant, number, (EntryOf::Refund, number), postings, now_ms)?;
+        self.list_entry(tenant, super::history::ListedKind::Refund, number)?;
+        self.charge_refunds
+            .insert((charge.number, refund.event_seq), number)?;
         let mut after = before.clone();
         after.amount_refunded += amount.minor();
         debug_assert!(after.amount_refunded <= after.amount_captured);
@@ -166,7 +170,14 @@ impl BatchTables<'_> {
         };
         self.transfers
             .insert(number, encode(&transfer).as_slice())?;
-        self.put_postings(number, postings)?;
+        self.put_postings(
+            tenant,
+            number,
+            (EntryOf::Transfer, number),
+            postings,
+            now_ms,
+        )?;
+        self.list_entry(tenant, super::history::ListedKind::Transfer, number)?;
         let seq = self.append_owned_event(
             tenant,
             EventKind::TransferSucceeded {

@@ -1,0 +1,107 @@
+//! The history rows of a batch (`store/history.rs` reads them): each posting's statement line,
+//! each entry's place in its tenant's lists, and the timeline, all in the transaction of what
+//! they index, so a list never shows what a crash could take back and never misses a commit.
+
+use super::BatchTables;
+use crate::ledger::{EntryOf, EntryType, Posting, StatementLine, TenantId, totals_after_each};
+use crate::store::StoreError;
+use crate::store::codec::encode;
+pub(super) use crate::store::history::ListedKind;
+
+impl BatchTables<'_> {
+    /// The statement lines of an entry's postings: for each account it touches, the account's
+    /// totals after each of its postings, worked back from the staged account (the totals after
+    /// the whole entry). Keyed by the seq the entry's event is about to take.
+    pub(super) fn put_statement_lines(
+        &mut self,
+        tenant: TenantId,
+        entry: u64,
+        (made_by_kind, made_by): (EntryOf, u64),
+        postings: &[Posting],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let seq = self.next_event_seq;
+        let mut done: Vec<&crate::ledger::AccountId> = Vec::with_capacity(2);
+        for posting in postings {
+            if done.contains(&&posting.account) {
+                continue;
+            }
+            done.push(&posting.account);
+            let lines = {
+                let account = self
+                    .staged_accounts
+                    .get(&tenant)
+                    .and_then(|accounts| accounts.get(&posting.account))
+                    .ok_or_else(|| StoreError::Corrupt {
+                        record: "statement line",
+                        detail: format!(
+                            "entry {entry} posts to unstaged account {}",
+                            posting.account
+                        ),
+                    })?;
+                totals_after_each(account, postings).map_err(|error| StoreError::Corrupt {
+                    record: "statement line",
+                    detail: format!("entry {entry} on {}: {error:?}", posting.account),
+                })?
+            };
+            for (index, after) in lines {
+                let leg = u8::try_from(index).map_err(|_| StoreError::Corrupt {
+                    record: "statement line",
+                    detail: format!("entry {entry} has more than 256 postings"),
+                })?;
+                let line = StatementLine {
+                    entry,
+                    made_by,
+                    entry_type: EntryType::of(made_by_kind, postings[index].kind),
+                    side: postings[index].side,
+                    amount: postings[index].amount,
+                    after,
+                    created_at_ms: now_ms,
+                };
+                self.statements.insert(
+                    (tenant.0, posting.account.as_str(), seq, leg),
+                    encode(&line).as_slice(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts an entry in its tenant's list of its kind, under the seq its event is about to take.
+    pub(super) fn list_entry(
+        &mut self,
+        tenant: TenantId,
+        kind: ListedKind,
+        number: u64,
+    ) -> Result<(), StoreError> {
+        self.tenant_entries
+            .insert((tenant.0, kind as u8, self.next_event_seq), number)?;
+        Ok(())
+    }
+
+    /// Notes an event on the timeline (written by `flush_timeline`). A time before the last one
+    /// noted counts as the last one, so the timeline's keys and values both only grow.
+    pub(super) fn note_on_timeline(&mut self, seq: u64, now_ms: u64) {
+        let ms = now_ms.max(self.timeline_floor_ms);
+        self.timeline_floor_ms = ms;
+        match self.timeline_added.last_mut() {
+            Some((last_ms, last_seq)) if *last_ms == ms => *last_seq = seq,
+            _ => self.timeline_added.push((ms, seq)),
+        }
+    }
+
+    /// The batch's timeline rows: at most one per distinct time, however many events.
+    pub(super) fn flush_timeline(&mut self) -> Result<(), StoreError> {
+        for (ms, seq) in std::mem::take(&mut self.timeline_added) {
+            self.timeline.insert(ms, seq)?;
+        }
+        Ok(())
+    }
+
+    /// The time the next entry may be stamped with at the earliest: the last committed event's.
+    /// The writer stamps `max(now, this)`, so a wall clock stepped back never puts an entry
+    /// before an earlier one (`as_of` seeks rely on it).
+    pub fn clock_floor_ms(&self) -> u64 {
+        self.timeline_floor_ms
+    }
+}

@@ -1,0 +1,808 @@
+//! History: the lists (accounts, charges, refunds, transfers), an account's statement, and its
+//! balance as of any moment, read from the indexes each batch writes with what they index
+//! (`batch/history.rs`). Nothing here is ever deleted: outbox and idempotency retention touch
+//! other tables.
+//!
+//! **Pages cost their length.** Every list is a range of one index under the caller's tenant,
+//! walked from the cursor in the list's direction, `limit + 1` rows at most (the extra one answers
+//! `has_more`). A list filtered by account walks that account's statement and skips the lines of
+//! other kinds: its cost grows with the account's activity between two matches, never with the
+//! store. `created_gte` and `created_lt` become seq bounds through the timeline (one seek each).
+//!
+//! **Positions.** Rows of a list are ordered by the seq of the event that created them (dense, in
+//! commit order); a statement's by (seq, leg). Both map to one `u64` (`seq << 8 | leg` for a
+//! statement) so one pager serves every list; seqs stay below 2^56 for as long as any store will
+//! live (2^56 events at a million a second is two thousand years).
+
+mod backfill;
+
+use std::ops::RangeInclusive;
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
+
+use super::codec::{Record, decode};
+use super::schema::{
+    ACCOUNTS_BY_CREATION, CHARGE_PROGRESS, CHARGE_REFUNDS, CHARGE_TENANTS, CHARGES, REFUNDS,
+    REPLICA_STATEMENTS, STATEMENTS, TENANT_ENTRIES, TIMELINE, TRANSFERS,
+};
+use super::{Store, StoreError};
+use crate::ledger::{
+    Account, AccountId, Charge, ChargeProgress, ChargeStatus, EntryKind, EntryType, Refund,
+    StatementLine, TenantId, Totals, Transfer,
+};
+
+/// The history rows of a store from before history (a recovery step).
+pub(super) fn backfill(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    backfill::run(txn)
+}
+
+impl Record for StatementLine {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "statement line";
+}
+
+/// The lists of `tenant_entries`, by the byte stored in its key: the file format, never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ListedKind {
+    Charge = 1,
+    Refund = 2,
+    Transfer = 3,
+}
+
+/// The largest and the default page (API.md, "Lists").
+pub const LIST_LIMIT_MAX: usize = 100;
+pub const LIST_LIMIT_DEFAULT: usize = 10;
+
+/// Newest first is every list's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// Where a page starts: after an item, or before one, in the list's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    StartingAfter(String),
+    EndingBefore(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// 1..=`LIST_LIMIT_MAX` (the parser checks).
+    pub limit: usize,
+    pub order: Order,
+    pub cursor: Option<Cursor>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            limit: LIST_LIMIT_DEFAULT,
+            order: Order::NewestFirst,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of a list, in the list's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Filters of `GET /v1/charges`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChargeFilter {
+    pub account: Option<AccountId>,
+    pub status: Option<ChargeStatus>,
+    pub created_gte_ms: Option<u64>,
+    pub created_lt_ms: Option<u64>,
+}
+
+/// A moment of an account's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// After the last posting created at or before this time (ms since the epoch).
+    Time(u64),
+    /// After the last posting whose event seq is at most this.
+    Seq(u64),
+}
+
+/// Why a list cannot be answered (the caller's mistakes, told apart from the store's).
+#[derive(Debug)]
+pub enum ListError {
+    /// A cursor that names nothing in this list for this tenant (400): another tenant's id is
+    /// refused the same way, so nothing leaks.
+    UnknownCursor(String),
+    /// A filter naming an id this tenant does not have (400).
+    UnknownFilter {
+        field: &'static str,
+        id: String,
+    },
+    /// The account of a statement or balance does not exist for this tenant (404).
+    UnknownAccount(AccountId),
+    Store(StoreError),
+}
+
+impl<E: Into<StoreError>> From<E> for ListError {
+    fn from(error: E) -> Self {
+        ListError::Store(error.into())
+    }
+}
+
+/// A posting as its statement shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementEntry {
+    pub seq: u64,
+    pub leg: u8,
+    pub line: StatementLine,
+}
+
+impl StatementEntry {
+    /// The posting's public id: `po_`, its event seq and its leg in hex. Not encrypted like
+    /// entry ids: the seq is shown beside it (`event_seq`), so it tells nothing more.
+    pub fn id(&self) -> String {
+        posting_id(self.seq, self.leg)
+    }
+
+    /// The public id of the charge, refund or transfer that made the line.
+    pub fn entry_id(&self, ids: &crate::ledger::ChargeIds) -> String {
+        let kind = match self.line.entry_type {
+            EntryType::Refund => EntryKind::Refund,
+            EntryType::Transfer => EntryKind::Transfer,
+            _ => EntryKind::Charge,
+        };
+        ids.entry_id(kind, self.line.made_by)
+    }
+}
+
+pub fn posting_id(seq: u64, leg: u8) -> String {
+    format!("po_{seq:016x}{leg:02x}")
+}
+
+/// `(seq, leg)` of a posting id, if it is one.
+pub fn parse_posting_id(id: &str) -> Option<(u64, u8)> {
+    let hex = id.strip_prefix("po_")?;
+    if hex.len() != 18 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let seq = u64::from_str_radix(&hex[..16], 16).ok()?;
+    let leg = u8::from_str_radix(&hex[16..], 16).ok()?;
+    Some((seq, leg))
+}
+
+/// A statement position: see the module's note.
+fn line_position(seq: u64, leg: u8) -> u64 {
+    (seq << 8) | u64::from(leg)
+}
+
+fn line_of_position(position: u64) -> (u64, u8) {
+    (position >> 8, (position & 0xff) as u8)
+}
+
+/// How a page walks its index: the inclusive range of positions (empty when `lo > hi`), from
+/// which end, and whether the rows found come out in the list's order or must be turned round.
+struct Walk {
+    lo: u64,
+    hi: u64,
+    backwards: bool,
+    turn_round: bool,
+}
+
+impl Walk {
+    /// `span`: the list's positions after its filters; `cursor`: the cursor item's position
+    /// (exclusive), with its kind.
+    fn new(query: &ListQuery, span: RangeInclusive<u64>, cursor: Option<(bool, u64)>) -> Walk {
+        let (mut lo, mut hi) = (*span.start(), *span.end());
+        let newest_first = query.order == Order::NewestFirst;
+        // `after`: the cursor is `starting_after`; the page lies beyond it in the list's order.
+        let (backwards, turn_round) = match cursor {
+            None => (newest_first, false),
+            Some((after, at)) => {
+                // Beyond the cursor in storage order: later positions.
+                let later = after != newest_first;
+                if later {
+                    lo = lo.max(at.saturating_add(1));
+                    if at == u64::MAX {
+                        hi = 0;
+                        lo = 1;
+                    }
+                } else {
+                    match at.checked_sub(1) {
+                        Some(below) => hi = hi.min(below),
+                        None => (lo, hi) = (1, 0),
+                    }
+                }
+                // Walk away from the cursor; an `ending_before` page is turned round into the
+                // list's order afterwards.
+                (!later, !after)
+            }
+        };
+        Walk {
+            lo,
+            hi,
+            backwards,
+            turn_round,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lo > self.hi
+    }
+
+    /// Takes up to `limit + 1` kept rows (`Ok(None)` rows are skipped) into a page.
+    fn collect<T>(
+        &self,
+        limit: usize,
+        rows: impl Iterator<Item = Result<Option<T>, ListError>>,
+    ) -> Result<Page<T>, ListError> {
+        let mut data = Vec::with_capacity(limit.min(LIST_LIMIT_MAX) + 1);
+        for row in rows {
+            if let Some(item) = row? {
+                data.push(item);
+                if data.len() > limit {
+                    break;
+                }
+            }
+        }
+        let has_more = data.len() > limit;
+        data.truncate(limit);
+        if self.turn_round {
+            data.reverse();
+        }
+        Ok(Page { data, has_more })
+    }
+}
+
+/// Walks `range` of `table` in the walk's direction.
+fn walk_range<'t, K: redb::Key + 'static, V: redb::Value + 'static>(
+    table: &'t ReadOnlyTable<K, V>,
+    walk: &Walk,
+    range: redb::Range<'t, K, V>,
+) -> Box<
+    dyn Iterator<
+            Item = Result<(redb::AccessGuard<'t, K>, redb::AccessGuard<'t, V>), redb::StorageError>,
+        > + 't,
+> {
+    let _ = table;
+    if walk.backwards {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    }
+}
+
+/// The tables a list reads, in one snapshot.
+struct HistoryTables {
+    statements: ReadOnlyTable<(u32, &'static str, u64, u8), &'static [u8]>,
+    tenant_entries: ReadOnlyTable<(u32, u8, u64), u64>,
+    charge_refunds: ReadOnlyTable<(u64, u64), u64>,
+    timeline: ReadOnlyTable<u64, u64>,
+    charges: ReadOnlyTable<u64, &'static [u8]>,
+    progress: ReadOnlyTable<u64, &'static [u8]>,
+    refunds: ReadOnlyTable<u64, &'static [u8]>,
+    transfers: ReadOnlyTable<u64, &'static [u8]>,
+    owners: ReadOnlyTable<u64, u32>,
+}
+
+impl HistoryTables {
+    fn open(txn: &ReadTransaction) -> Result<HistoryTables, StoreError> {
+        Ok(HistoryTables {
+            statements: txn.open_table(STATEMENTS)?,
+            tenant_entries: txn.open_table(TENANT_ENTRIES)?,
+            charge_refunds: txn.open_table(CHARGE_REFUNDS)?,
+            timeline: txn.open_table(TIMELINE)?,
+            charges: txn.open_table(CHARGES)?,
+            progress: txn.open_table(CHARGE_PROGRESS)?,
+            refunds: txn.open_table(REFUNDS)?,
+            transfers: txn.open_table(TRANSFERS)?,
+            owners: txn.open_table(CHARGE_TENANTS)?,
+        })
+    }
+
+    fn owner(&self, number: u64) -> Result<TenantId, StoreError> {
+        Ok(TenantId(self.owners.get(number)?.map_or(0, |t| t.value())))
+    }
+
+    fn record<R: Record>(
+        table: &ReadOnlyTable<u64, &'static [u8]>,
+        number: u64,
+        what: &'static str,
+    ) -> Result<R, StoreError> {
+        let bytes = table.get(number)?.ok_or_else(|| StoreError::Corrupt {
+            record: what,
+            detail: format!("an index names missing entry {number}"),
+        })?;
+        decode(bytes.value())
+    }
+
+    fn charge(&self, number: u64) -> Result<(Charge, ChargeProgress), StoreError> {
+        let charge: Charge = Self::record(&self.charges, number, "charge")?;
+        let progress = match self.progress.get(number)? {
+            Some(bytes) => decode(bytes.value())?,
+            None => ChargeProgress::immediate(&charge),
+        };
+        Ok((charge, progress))
+    }
+
+    /// The highest event seq created before `ms` (0: none).
+    fn last_seq_before(&self, ms: u64) -> Result<u64, StoreError> {
+        Ok(self
+            .timeline
+            .range(..ms)?
+            .next_back()
+            .transpose()?
+            .map_or(0, |(_, seq)| seq.value()))
+    }
+
+    /// The event seq of `tenant`'s entry of `kind` with public id `id`, for a cursor.
+    fn entry_seq(
+        &self,
+        ids: &crate::ledger::ChargeIds,
+        tenant: TenantId,
+        kind: EntryKind,
+        id: &str,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let Some(number) = ids.entry_number(kind, id) else {
+            return Ok(None);
+        };
+        if self.owner(number)? != tenant {
+            return Ok(None);
+        }
+        let table = match kind {
+            EntryKind::Charge => &self.charges,
+            EntryKind::Refund => &self.refunds,
+            EntryKind::Transfer => &self.transfers,
+        };
+        let Some(bytes) = table.get(number)? else {
+            return Ok(None);
+        };
+        let seq = match kind {
+            EntryKind::Charge => decode::<Charge>(bytes.value())?.event_seq,
+            EntryKind::Refund => decode::<Refund>(bytes.value())?.event_seq,
+            EntryKind::Transfer => decode::<Transfer>(bytes.value())?.event_seq,
+        };
+        Ok(Some((number, seq)))
+    }
+
+    /// The cursor of a list of entries of `kind`, as a walk's cursor of seq positions (mapped
+    /// to statement positions when the list walks a statement).
+    fn entry_cursor(
+        &self,
+        ids: &crate::ledger::ChargeIds,
+        tenant: TenantId,
+        kind: EntryKind,
+        query: &ListQuery,
+        on_statement: bool,
+    ) -> Result<Option<(bool, u64)>, ListError> {
+        let Some(cursor) = &query.cursor else {
+            return Ok(None);
+        };
+        let (after, id) = match cursor {
+            Cursor::StartingAfter(id) => (true, id),
+            Cursor::EndingBefore(id) => (false, id),
+        };
+        let (_, seq) = self
+            .entry_seq(ids, tenant, kind, id)?
+            .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
+        if !on_statement {
+            return Ok(Some((after, seq)));
+        }
+        // Every line of the cursor's entry lies on the cursor's side: its first leg when the
+        // page lies below it, its last above.
+        let later = after != (query.order == Order::NewestFirst);
+        let leg = if later { u8::MAX } else { 0 };
+        Ok(Some((after, line_position(seq, leg))))
+    }
+
+    /// The lines of `account`'s statement in `walk`, decoded.
+    fn lines<'t>(
+        &'t self,
+        tenant: TenantId,
+        account: &'t str,
+        walk: &Walk,
+    ) -> Result<impl Iterator<Item = Result<StatementEntry, ListError>> + 't, ListError> {
+        let (lo, hi) = if walk.is_empty() {
+            // An empty range of this account: (0, 0) to (0, 0) exclusive of nothing real.
+            ((0, 0), (0, 0))
+        } else {
+            (line_of_position(walk.lo), line_of_position(walk.hi))
+        };
+        let range = self
+            .statements
+            .range((tenant.0, account, lo.0, lo.1)..=(tenant.0, account, hi.0, hi.1))?;
+        let empty = walk.is_empty();
+        Ok(walk_range(&self.statements, walk, range)
+            .filter(move |_| !empty)
+            .map(|row| {
+                let (key, value) = row?;
+                let (_, _, seq, leg) = key.value();
+                Ok(StatementEntry {
+                    seq,
+                    leg,
+                    line: decode(value.value())?,
+                })
+            }))
+    }
+
+    /// The seq span of the `created_gte` / `created_lt` filters.
+    fn created_span(
+        &self,
+        gte_ms: Option<u64>,
+        lt_ms: Option<u64>,
+    ) -> Result<(u64, u64), StoreError> {
+        let lo = match gte_ms {
+            Some(ms) => self.last_seq_before(ms)?.saturating_add(1),
+            None => 0,
+        };
+        let hi = match lt_ms {
+            Some(ms) => self.last_seq_before(ms)?,
+            None => u64::MAX >> 8,
+        };
+        Ok((lo, hi))
+    }
+
+    /// A page of `tenant`'s entries of `kind`, by the `tenant_entries` index.
+    fn listed<T>(
+        &self,
+        tenant: TenantId,
+        kind: ListedKind,
+        walk: &Walk,
+        limit: usize,
+        mut item: impl FnMut(u64) -> Result<Option<T>, ListError>,
+    ) -> Result<Page<T>, ListError> {
+        if walk.is_empty() {
+            return walk.collect(limit, std::iter::empty());
+        }
+        let k = kind as u8;
+        let range = self
+            .tenant_entries
+            .range((tenant.0, k, walk.lo)..=(tenant.0, k, walk.hi))?;
+        walk.collect(
+            limit,
+            walk_range(&self.tenant_entries, walk, range).map(|row| {
+                let (_, number) = row?;
+                item(number.value())
+            }),
+        )
+    }
+}
+
+impl Store {
+    fn history(&self) -> Result<(ReadTransaction, HistoryTables), StoreError> {
+        let txn = self.database().begin_read()?;
+        let tables = HistoryTables::open(&txn)?;
+        Ok((txn, tables))
+    }
+
+    /// `GET /v1/accounts`: `tenant`'s accounts in creation order.
+    pub fn list_accounts(
+        &self,
+        tenant: TenantId,
+        query: &ListQuery,
+    ) -> Result<Page<Account>, ListError> {
+        let cursor = match &query.cursor {
+            None => None,
+            Some(Cursor::StartingAfter(id) | Cursor::EndingBefore(id)) => {
+                let account = AccountId::parse(id)
+                    .ok()
+                    .map(|parsed| self.account(tenant, &parsed))
+                    .transpose()?
+                    .flatten()
+                    .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
+                Some((
+                    matches!(query.cursor, Some(Cursor::StartingAfter(_))),
+                    (account.created_at_ms, account.id),
+                ))
+            }
+        };
+        let txn = self.database().begin_read()?;
+        let index = txn.open_table(ACCOUNTS_BY_CREATION)?;
+        let newest_first = query.order == Order::NewestFirst;
+        let start = (tenant.0, 0u64, "");
+        // Account ids are shorter than this string, which sorts after every valid one.
+        let end = (tenant.0, u64::MAX, "\u{10ffff}");
+        let (range, backwards, turn_round) = match &cursor {
+            None => (index.range(start..=end)?, newest_first, false),
+            Some((after, (ms, id))) => {
+                let at = (tenant.0, *ms, id.as_str());
+                let later = *after != newest_first;
+                let range = if later {
+                    index.range((
+                        std::ops::Bound::Excluded(at),
+                        std::ops::Bound::Included(end),
+                    ))?
+                } else {
+                    index.range((
+                        std::ops::Bound::Included(start),
+                        std::ops::Bound::Excluded(at),
+                    ))?
+                };
+                (range, !later, !after)
+            }
+        };
+        let walk = Walk {
+            lo: 0,
+            hi: 0,
+            backwards,
+            turn_round,
+        };
+        let accounts = walk_range(&index, &walk, range).map(|row| {
+            let (key, _) = row?;
+            let (_, _, id) = key.value();
+            let id = AccountId::parse(id).map_err(|_| StoreError::Corrupt {
+                record: "account index",
+                detail: format!("invalid account id {id:?}"),
+            })?;
+            let account = self
+                .account(tenant, &id)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    record: "account index",
+                    detail: format!("names missing account {id}"),
+                })?;
+            Ok(Some(account))
+        });
+        walk.collect(query.limit, accounts)
+    }
+
+    /// `GET /v1/charges`: `tenant`'s charges, newest first by default, filtered.
+    pub fn list_charges(
+        &self,
+        tenant: TenantId,
+        filter: &ChargeFilter,
+        query: &ListQuery,
+    ) -> Result<Page<(Charge, ChargeProgress)>, ListError> {
+        if let Some(account) = &filter.account {
+            self.known_account(tenant, account, "account")?;
+        }
+        let (_txn, tables) = self.history()?;
+        let ids = self.charge_ids();
+        let (lo, hi) = tables.created_span(filter.created_gte_ms, filter.created_lt_ms)?;
+        let wanted = |progress: &ChargeProgress| filter.status.is_none_or(|s| s == progress.status);
+        let Some(account) = &filter.account else {
+            let cursor = tables.entry_cursor(ids, tenant, EntryKind::Charge, query, false)?;
+            let walk = Walk::new(query, lo..=hi, cursor);
+            return tables.listed(tenant, ListedKind::Charge, &walk, query.limit, |number| {
+                let (charge, progress) = tables.charge(number)?;
+                Ok(wanted(&progress).then_some((charge, progress)))
+            });
+        };
+        let cursor = tables.entry_cursor(ids, tenant, EntryKind::Charge, query, true)?;
+        let span = line_position(lo, 0)..=line_position(hi, u8::MAX);
+        let walk = Walk::new(query, span, cursor);
+        let lines = tables.lines(tenant, account.as_str(), &walk)?;
+        walk.collect(
+            query.limit,
+            lines.map(|entry| {
+                let entry = entry?;
+                // A charge's one line on each of its accounts is its hold or its posting.
+                if !matches!(
+                    entry.line.entry_type,
+                    EntryType::Charge | EntryType::Authorization
+                ) {
+                    return Ok(None);
+                }
+                let (charge, progress) = tables.charge(entry.line.made_by)?;
+                Ok(wanted(&progress).then_some((charge, progress)))
+            }),
+        )
+    }
+
+    /// `GET /v1/refunds`: `tenant`'s refunds, or one charge's, each with its charge.
+    pub fn list_refunds(
+        &self,
+        tenant: TenantId,
+        charge: Option<&str>,
+        query: &ListQuery,
+    ) -> Result<Page<(Refund, Charge)>, ListError> {
+        let (_txn, tables) = self.history()?;
+        let ids = self.charge_ids();
+        let cursor = tables.entry_cursor(ids, tenant, EntryKind::Refund, query, false)?;
+        let walk = Walk::new(query, 0..=u64::MAX >> 8, cursor);
+        let with_charge = |number: u64| -> Result<Option<(Refund, Charge)>, ListError> {
+            let refund: Refund = HistoryTables::record(&tables.refunds, number, "refund")?;
+            let (charge, _) = tables.charge(refund.charge_number)?;
+            Ok(Some((refund, charge)))
+        };
+        let Some(charge_id) = charge else {
+            return tables.listed(tenant, ListedKind::Refund, &walk, query.limit, with_charge);
+        };
+        let (charge_number, _) = tables
+            .entry_seq(ids, tenant, EntryKind::Charge, charge_id)?
+            .ok_or_else(|| ListError::UnknownFilter {
+                field: "charge",
+                id: charge_id.to_owned(),
+            })?;
+        if walk.is_empty() {
+            return walk.collect(query.limit, std::iter::empty());
+        }
+        let range = tables
+            .charge_refunds
+            .range((charge_number, walk.lo)..=(charge_number, walk.hi))?;
+        walk.collect(
+            query.limit,
+            walk_range(&tables.charge_refunds, &walk, range).map(|row| {
+                let (_, number) = row?;
+                with_charge(number.value())
+            }),
+        )
+    }
+
+    /// `GET /v1/transfers`: `tenant`'s transfers, or those with a leg on one account.
+    pub fn list_transfers(
+        &self,
+        tenant: TenantId,
+        account: Option<&AccountId>,
+        query: &ListQuery,
+    ) -> Result<Page<Transfer>, ListError> {
+        if let Some(account) = account {
+            self.known_account(tenant, account, "account")?;
+        }
+        let (_txn, tables) = self.history()?;
+        let ids = self.charge_ids();
+        let transfer = |number: u64| -> Result<Transfer, ListError> {
+            Ok(HistoryTables::record(
+                &tables.transfers,
+                number,
+                "transfer",
+            )?)
+        };
+        let Some(account) = account else {
+            let cursor = tables.entry_cursor(ids, tenant, EntryKind::Transfer, query, false)?;
+            let walk = Walk::new(query, 0..=u64::MAX >> 8, cursor);
+            return tables.listed(tenant, ListedKind::Transfer, &walk, query.limit, |n| {
+                transfer(n).map(Some)
+            });
+        };
+        let cursor = tables.entry_cursor(ids, tenant, EntryKind::Transfer, query, true)?;
+        let walk = Walk::new(query, 0..=u64::MAX, cursor);
+        let lines = tables.lines(tenant, account.as_str(), &walk)?;
+        // A transfer with several legs on the account has several lines, next to each other
+        // (one seq): it is listed once.
+        let mut last_seq = None;
+        walk.collect(
+            query.limit,
+            lines.map(|entry| {
+                let entry = entry?;
+                if entry.line.entry_type != EntryType::Transfer || last_seq == Some(entry.seq) {
+                    return Ok(None);
+                }
+                last_seq = Some(entry.seq);
+                transfer(entry.line.made_by).map(Some)
+            }),
+        )
+    }
+
+    /// `GET /v1/accounts/{id}/postings`: the account's statement.
+    pub fn statement(
+        &self,
+        tenant: TenantId,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Page<StatementEntry>, ListError> {
+        self.known_account(tenant, account, "")?;
+        let (_txn, tables) = self.history()?;
+        let cursor = match &query.cursor {
+            None => None,
+            Some(Cursor::StartingAfter(id) | Cursor::EndingBefore(id)) => {
+                let (seq, leg) = parse_posting_id(id)
+                    .filter(|&(seq, leg)| {
+                        seq < 1 << 56
+                            && tables
+                                .statements
+                                .get((tenant.0, account.as_str(), seq, leg))
+                                .is_ok_and(|found| found.is_some())
+                    })
+                    .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
+                Some((
+                    matches!(query.cursor, Some(Cursor::StartingAfter(_))),
+                    line_position(seq, leg),
+                ))
+            }
+        };
+        let walk = Walk::new(query, 0..=u64::MAX, cursor);
+        let lines = tables.lines(tenant, account.as_str(), &walk)?;
+        walk.collect(query.limit, lines.map(|line| line.map(Some)))
+    }
+
+    /// `GET /v1/accounts/{id}/balance?as_of=`: the account with its totals as they were after
+    /// the last posting at or before `at`, and the event seq they are as of (for a time, the
+    /// last event created at or before it; 0: before any). Two seeks: the timeline (for a
+    /// time), then the statement.
+    pub fn balance_as_of(
+        &self,
+        tenant: TenantId,
+        account: &AccountId,
+        at: AsOf,
+    ) -> Result<(Account, u64), ListError> {
+        let current = self.known_account(tenant, account, "")?;
+        let (_txn, tables) = self.history()?;
+        let seq = match at {
+            AsOf::Seq(seq) => seq,
+            AsOf::Time(ms) => tables.last_seq_before(ms.saturating_add(1))?,
+        };
+        let seq = seq.min((1 << 56) - 1);
+        let last = tables
+            .statements
+            .range((tenant.0, account.as_str(), 0, 0)..=(tenant.0, account.as_str(), seq, u8::MAX))?
+            .next_back()
+            .transpose()?;
+        let totals = match last {
+            Some((_, value)) => decode::<StatementLine>(value.value())?.after,
+            None => Totals::default(),
+        };
+        Ok((totals.on(&current), seq))
+    }
+
+    /// A hub's statement of `account` as mirrored from `origin`, oldest first unless asked.
+    pub fn mirrored_statement(
+        &self,
+        origin: &str,
+        account: &AccountId,
+        query: &ListQuery,
+    ) -> Result<Page<StatementEntry>, ListError> {
+        let txn = self.database().begin_read()?;
+        let statements = txn.open_table(REPLICA_STATEMENTS)?;
+        let cursor = match &query.cursor {
+            None => None,
+            Some(Cursor::StartingAfter(id) | Cursor::EndingBefore(id)) => {
+                let (seq, leg) = parse_posting_id(id)
+                    .filter(|&(seq, leg)| {
+                        seq < 1 << 56
+                            && statements
+                                .get((origin, account.as_str(), seq, leg))
+                                .is_ok_and(|found| found.is_some())
+                    })
+                    .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
+                Some((
+                    matches!(query.cursor, Some(Cursor::StartingAfter(_))),
+                    line_position(seq, leg),
+                ))
+            }
+        };
+        let walk = Walk::new(query, 0..=u64::MAX, cursor);
+        if walk.is_empty() {
+            return walk.collect(query.limit, std::iter::empty());
+        }
+        let (lo, hi) = (line_of_position(walk.lo), line_of_position(walk.hi));
+        let range = statements.range(
+            (origin, account.as_str(), lo.0, lo.1)..=(origin, account.as_str(), hi.0, hi.1),
+        )?;
+        walk.collect(
+            query.limit,
+            walk_range(&statements, &walk, range).map(|row| {
+                let (key, value) = row?;
+                let (_, _, seq, leg) = key.value();
+                Ok(Some(StatementEntry {
+                    seq,
+                    leg,
+                    line: decode(value.value())?,
+                }))
+            }),
+        )
+    }
+
+    /// `tenant`'s account `id`, or the list error for a missing one: 404 for the account of a
+    /// path (`field` empty), 400 for a filter's.
+    fn known_account(
+        &self,
+        tenant: TenantId,
+        id: &AccountId,
+        field: &'static str,
+    ) -> Result<Account, ListError> {
+        self.account(tenant, id)?.ok_or_else(|| {
+            if field.is_empty() {
+                ListError::UnknownAccount(id.clone())
+            } else {
+                ListError::UnknownFilter {
+                    field,
+                    id: id.as_str().to_owned(),
+                }
+            }
+        })
+    }
+}
