@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+mod lists;
 pub mod problem;
 
 use crate::clock::rfc3339_ms;
@@ -14,6 +15,10 @@ use crate::ledger::{
     TransferLeg,
 };
 use crate::store::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, OriginState};
+pub use lists::{
+    accounts_page, balance_as_of, charges_page, mirrored_postings_page, postings_page,
+    refunds_page, transfers_page,
+};
 pub use problem::{Problem, ProblemKind};
 
 #[derive(Serialize)]

@@ -725,10 +725,11 @@ impl Store {
             AsOf::Seq(seq) => seq,
             AsOf::Time(ms) => tables.last_seq_before(ms.saturating_add(1))?,
         };
-        let seq = seq.min((1 << 56) - 1);
+        // The seek stays inside the positions seqs can have; the seq answered is the one asked.
+        let seek = seq.min((1 << 56) - 1);
         let last = tables
             .statements
-            .range((tenant.0, account.as_str(), 0, 0)..=(tenant.0, account.as_str(), seq, u8::MAX))?
+            .range((tenant.0, account.as_str(), 0, 0)..=(tenant.0, account.as_str(), seek, u8::MAX))?
             .next_back()
             .transpose()?;
         let totals = match last {
