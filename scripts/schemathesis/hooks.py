@@ -5,8 +5,12 @@ run tests everything else; docs/CONTRACT-NOTES.md ("The OpenAPI run") lists them
 request only where that rule applies, so a request the schema calls invalid stays invalid.
 """
 
+import json
 import os
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 
 import schemathesis
@@ -17,6 +21,9 @@ VALID_KEY = re.compile(r'^(?:[!#-~][!-~]{0,254}|"(?:[!#-\[\]-~]|\\["\\]){1,255}"
 INT64_MAX = 2**63 - 1
 # The token the run authenticates with: revoking it would turn the rest of the run into 401s.
 OWN_TOKEN_ID = int(os.environ.get("ONCELEDGER_TOKEN_ID", "1"))
+# The server under test, for the hooks that ask it which ids exist (run.sh exports both).
+BASE_URL = os.environ.get("ONCELEDGER_URL", "")
+TOKEN = os.environ.get("ONCELEDGER_TOKEN", "")
 
 
 @schemathesis.hook
@@ -41,6 +48,10 @@ def before_call(context, case, kwargs):
         lifecycle_events_as_an_origin_writes_them(case.body)
     elif operation == ("POST", "/v1/tokens/{id}/revoke"):
         spare_own_token(case)
+    elif operation[0] == "GET" and operation[1] in LISTS:
+        existing_ids_in_list_parameters(case)
+    elif operation == ("GET", "/v1/accounts/{id}/balance"):
+        exactly_one_moment(case)
 
 
 # Answers the ledger decides (API.md: "Outcomes decided while executing against the ledger are
@@ -182,3 +193,114 @@ def spare_own_token(case):
         own = False
     if own:
         parameters["id"] = OWN_TOKEN_ID + 1_000_000
+
+
+# The lists (API.md, "Lists"). A cursor must name an item of its list, a filter an item of the
+# caller's tenant: any other id is 400 invalid-request, a rule of the server's contents that JSON
+# Schema cannot state. Filters by (operation, parameter): the list that holds what they name.
+LISTS = {
+    "/v1/accounts",
+    "/v1/charges",
+    "/v1/refunds",
+    "/v1/transfers",
+    "/v1/accounts/{id}/postings",
+    "/v1/replication/origins/{node}/accounts/{id}/postings",
+}
+FILTERS = {
+    ("/v1/charges", "account"): "/v1/accounts",
+    ("/v1/transfers", "account"): "/v1/accounts",
+    ("/v1/refunds", "charge"): "/v1/charges",
+}
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def existing_ids_in_list_parameters(case):
+    """A well-formed cursor or filter id becomes one that exists, asked of the server (the first
+    item of the list it must name), or is dropped when that list is empty. Both cursors at once
+    are 400 too: a request with two well-formed ones keeps `starting_after`. A malformed id stays,
+    and so does any id when the account of a statement does not exist (that is a 404 first)."""
+    query = case.query
+    if not isinstance(query, dict):
+        return
+    path = case.operation.path
+    for name in ("account", "charge"):
+        source = FILTERS.get((path, name))
+        if source is not None and well_formed_id(query.get(name), name == "account"):
+            found = first_id(source)
+            if found is not MISSING:
+                replace_or_drop(query, name, found)
+    cursors = [n for n in ("starting_after", "ending_before") if well_formed_id(query.get(n))]
+    if len(cursors) == 2:
+        del query["ending_before"]
+        cursors.pop()
+    for name in cursors:
+        found = first_id(list_path(case))
+        if found is not MISSING:
+            replace_or_drop(query, name, found)
+
+
+def exactly_one_moment(case):
+    """`GET /v1/accounts/{id}/balance` takes exactly one of `as_of` and `as_of_seq`; the schema
+    makes each optional. Two well-formed ones keep `as_of`; none gets `as_of_seq=0`."""
+    if case.query is None:
+        case.query = {}
+    query = case.query
+    if not isinstance(query, dict):
+        return
+    has_time, has_seq = "as_of" in query, "as_of_seq" in query
+    if has_time and has_seq:
+        seq, time = query["as_of_seq"], query["as_of"]
+        # The coverage phase may give a query value as the text it sends.
+        if isinstance(seq, str) and re.fullmatch(r"[0-9]{1,19}", seq):
+            seq = int(seq)
+        if type(seq) is int and 0 <= seq <= INT64_MAX and isinstance(time, str) and RFC3339.match(time):
+            del query["as_of_seq"]
+    elif not has_time and not has_seq:
+        query["as_of_seq"] = 0
+
+
+def well_formed_id(value, account=False):
+    if not isinstance(value, str):
+        return False
+    if account:
+        return ACCOUNT_ID.match(value) is not None
+    return 1 <= len(value) <= 64
+
+
+def replace_or_drop(query, name, found):
+    if found is None:
+        del query[name]
+    else:
+        query[name] = found
+
+
+def list_path(case):
+    """The case's own path with its parameters filled in (percent-encoded)."""
+    path = case.operation.path
+    for name, value in (case.path_parameters or {}).items():
+        path = path.replace("{" + name + "}", urllib.parse.quote(str(value), safe=""))
+    return path
+
+
+# `first_id`'s answer when the list itself is not there (its account does not exist).
+MISSING = object()
+
+
+def first_id(path):
+    """The id of the first item of the list at `path`, None when it is empty, MISSING when the
+    list cannot be read (a 404 or a malformed path: the case's answer does not hinge on its ids)."""
+    request = urllib.request.Request(
+        f"{BASE_URL}{path}?limit=1", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            page = json.load(response)
+    except (urllib.error.URLError, ValueError, OSError):
+        return MISSING
+    data = page.get("data") if isinstance(page, dict) else None
+    if not isinstance(data, list):
+        return MISSING
+    return data[0].get("id") if data else None

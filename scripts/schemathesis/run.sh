@@ -24,6 +24,7 @@ TOKEN=$(cat "$WORK/data/admin.token")
 echo "schemathesis $("$ST" --version | awk '{print $NF}') against http://$ADDR, seed $SEED, $EXAMPLES examples per operation"
 status=0
 SCHEMATHESIS_HOOKS=scripts/schemathesis/hooks.py ONCELEDGER_TOKEN="$TOKEN" ONCELEDGER_TOKEN_ID=1 \
+  ONCELEDGER_URL="http://$ADDR" \
   "$ST" --config-file scripts/schemathesis/schemathesis.toml run "http://$ADDR/openapi.json" \
     --checks all --seed "$SEED" --max-examples "$EXAMPLES" --workers 1 \
     --generation-database none --no-color --request-timeout 10 \

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
 use super::{OPENAPI_JSON, ProblemKind, parse_request};
+use onceledger_core::store::history::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 use onceledger_core::limits::{
     ACCOUNT_ID_BYTES_MAX, AMOUNT_MINOR_MAX, EVENTS_PAGE_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
     LIST_PAGE_MAX, METADATA_KEY_CHARS_MAX, METADATA_PAIRS_MAX, METADATA_VALUE_CHARS_MAX,
@@ -114,6 +115,12 @@ fn documented_limits_and_patterns_are_the_parsers() {
         "one Limit parameter serves both"
     );
     assert_eq!(parameter("After")["maximum"], i64::MAX);
+    assert_eq!(parameter("ListLimit")["maximum"], LIST_LIMIT_MAX);
+    assert_eq!(parameter("ListLimit")["default"], LIST_LIMIT_DEFAULT);
+    for name in ["StartingAfter", "EndingBefore", "RefundChargeFilter"] {
+        assert_eq!(parameter(name)["maxLength"], ACCOUNT_ID_BYTES_MAX, "{name}");
+    }
+    assert_eq!(parameter("AsOfSeq")["maximum"], i64::MAX);
     let key = parameter("IdempotencyKey")["pattern"]
         .as_str()
         .expect("pattern")

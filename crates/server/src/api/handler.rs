@@ -227,6 +227,23 @@ impl App {
                     .map(|rows| present::inbox_page(&rows, after)),
             ),
             ApiRequest::GetMirrorAccount { origin, id } => self.get_mirror_account(&origin, &id),
+            ApiRequest::ListAccounts(query) => self.list_accounts(tenant, &query),
+            ApiRequest::ListCharges { filter, query } => self.list_charges(tenant, &filter, &query),
+            ApiRequest::ListRefunds { charge, query } => {
+                self.list_refunds(tenant, charge.as_deref(), &query)
+            }
+            ApiRequest::ListTransfers { account, query } => {
+                self.list_transfers(tenant, account.as_ref(), &query)
+            }
+            ApiRequest::ListPostings { account, query } => {
+                self.list_postings(tenant, &account, &query)
+            }
+            ApiRequest::GetBalance { account, at } => self.get_balance(tenant, &account, at),
+            ApiRequest::ListMirrorPostings {
+                origin,
+                account,
+                query,
+            } => self.list_mirror_postings(&origin, &account, &query),
             // Writes and memory-only answers never reach here (`run_as`).
             other => {
                 tracing::error!(?other, "not a read");
@@ -475,7 +492,7 @@ fn stored(answer: StoredAnswer, replayed: bool) -> Response<Full<Bytes>> {
     response
 }
 
-fn storage_failure(error: &onceledger_core::store::StoreError) -> Response<Full<Bytes>> {
+pub(super) fn storage_failure(error: &onceledger_core::store::StoreError) -> Response<Full<Bytes>> {
     tracing::error!(%error, "store read failed");
     problem(&Problem::new(
         ProblemKind::StorageUnavailable,
@@ -497,7 +514,7 @@ pub(super) fn problem(problem: &Problem) -> Response<Full<Bytes>> {
     response
 }
 
-fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Full<Bytes>> {
+pub(super) fn json(status: StatusCode, bytes: Vec<u8>) -> Response<Full<Bytes>> {
     body(status, JSON, Bytes::from(bytes))
 }
 
@@ -518,7 +535,7 @@ fn body(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Respons
     response
 }
 
-fn shorten(text: &str) -> String {
+pub(super) fn shorten(text: &str) -> String {
     text.chars().take(64).collect()
 }
 

@@ -1,12 +1,14 @@
 //! The HTTP edge: the only code that knows hyper and JSON.
 //!
 //! `parse` turns a request into a typed [`ApiRequest`] (pure, fuzzed); `handler` runs it against
-//! the idempotency layer, the store and the writer; `present` renders bodies; `server` owns
-//! sockets, connection limits, timeouts and graceful shutdown.
+//! the idempotency layer, the store and the writer, and `history` the lists, statements and
+//! as-of balances; `present` renders bodies; `server` owns sockets, connection limits, timeouts
+//! and graceful shutdown.
 
 #[cfg(test)]
 mod contract;
 mod handler;
+mod history;
 pub mod parse;
 mod server;
 

@@ -27,6 +27,11 @@ use onceledger_core::limits::{
 use onceledger_core::render::problem::{Problem, ProblemKind};
 use onceledger_core::wire::{EventBatch, decode_batch};
 
+mod lists;
+
+pub use lists::BalanceAt;
+pub use onceledger_core::store::history::{ChargeFilter, ListQuery};
+
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// What a request asks for, fully validated.
@@ -60,6 +65,37 @@ pub enum ApiRequest {
     GetMirrorAccount {
         origin: String,
         id: String,
+    },
+    /// `GET /v1/accounts`: the caller's tenant's accounts.
+    ListAccounts(ListQuery),
+    ListCharges {
+        filter: ChargeFilter,
+        query: ListQuery,
+    },
+    /// `charge`: the raw id of the filter, if any (the store says whether it names one).
+    ListRefunds {
+        charge: Option<String>,
+        query: ListQuery,
+    },
+    ListTransfers {
+        account: Option<AccountId>,
+        query: ListQuery,
+    },
+    /// `GET /v1/accounts/{id}/postings`; the raw id as for `GetAccount`.
+    ListPostings {
+        account: String,
+        query: ListQuery,
+    },
+    /// `GET /v1/accounts/{id}/balance`; the raw id as for `GetAccount`.
+    GetBalance {
+        account: String,
+        at: BalanceAt,
+    },
+    /// A hub's statement of an origin's account; raw ids as for `GetMirrorAccount`.
+    ListMirrorPostings {
+        origin: String,
+        account: String,
+        query: ListQuery,
     },
     /// `POST /v1/replication/events`: deduplicated by (origin, seq), no Idempotency-Key.
     Replicate(EventBatch),
@@ -100,6 +136,10 @@ enum Route<'a> {
     OpenApi,
     Accounts,
     Account(&'a str),
+    /// `GET /v1/accounts/{id}/postings`.
+    Postings(&'a str),
+    /// `GET /v1/accounts/{id}/balance`.
+    Balance(&'a str),
     Charges,
     Charge(&'a str),
     /// `POST /v1/charges/{id}/capture` or `/void`.
@@ -115,6 +155,7 @@ enum Route<'a> {
     Origins,
     Inbox(&'a str),
     MirrorAccount(&'a str, &'a str),
+    MirrorPostings(&'a str, &'a str),
     ReplicationEvents,
     Tenants,
     Tokens,
@@ -150,12 +191,40 @@ pub fn parse_request(
         Route::Metrics => get_only(ApiRequest::Metrics),
         Route::OpenApi => get_only(ApiRequest::OpenApi),
         Route::Account(id) => get_only(ApiRequest::GetAccount(segment(id))),
+        Route::Postings(_) | Route::Balance(_) | Route::MirrorPostings(..) if !is_get => {
+            Err(not_allowed("GET"))
+        }
+        Route::Postings(id) => Ok(ApiRequest::ListPostings {
+            account: segment(id),
+            query: lists::plain_list(query)?,
+        }),
+        Route::Balance(id) => Ok(ApiRequest::GetBalance {
+            account: segment(id),
+            at: lists::balance(query)?,
+        }),
+        Route::MirrorPostings(origin, id) => Ok(ApiRequest::ListMirrorPostings {
+            origin: origin_in_path(origin)?,
+            account: segment(id),
+            query: lists::plain_list(query)?,
+        }),
+        Route::Accounts if is_get => lists::plain_list(query).map(ApiRequest::ListAccounts),
+        Route::Charges if is_get => {
+            let (filter, query) = lists::charges(query)?;
+            Ok(ApiRequest::ListCharges { filter, query })
+        }
+        Route::Refunds if is_get => {
+            let (charge, query) = lists::refunds(query)?;
+            Ok(ApiRequest::ListRefunds { charge, query })
+        }
+        Route::Transfers if is_get => {
+            let (account, query) = lists::transfers(query)?;
+            Ok(ApiRequest::ListTransfers { account, query })
+        }
         Route::Charge(id) => get_only(ApiRequest::GetCharge(segment(id))),
         Route::Refund(id) => get_only(ApiRequest::GetRefund(segment(id))),
         Route::Transfer(id) => get_only(ApiRequest::GetTransfer(segment(id))),
-        Route::SettleCharge(..) | Route::Refunds | Route::Transfers if !is_post => {
-            Err(not_allowed("POST"))
-        }
+        Route::SettleCharge(..) if !is_post => Err(not_allowed("POST")),
+        Route::Refunds | Route::Transfers if !is_post => Err(not_allowed("GET, POST")),
         Route::SettleCharge(id, action) => {
             let charge = segment(id);
             write(headers, body, path, |body| {
@@ -212,7 +281,7 @@ pub fn parse_request(
             })
             .map(ApiRequest::Write)
         }
-        Route::Accounts | Route::Charges if !is_post => Err(not_allowed("POST")),
+        Route::Accounts | Route::Charges if !is_post => Err(not_allowed("GET, POST")),
         Route::Accounts => write(headers, body, path, parse_account_body).map(ApiRequest::Write),
         Route::Charges => write(headers, body, path, parse_charge_body).map(ApiRequest::Write),
     }
@@ -236,8 +305,13 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/tokens" => Route::Tokens,
         REPLICATION_EVENTS_PATH => Route::ReplicationEvents,
         _ => {
-            if let Some(id) = path.strip_prefix("/v1/accounts/") {
-                single_segment(id).then_some(Route::Account(id))?
+            if let Some(rest) = path.strip_prefix("/v1/accounts/") {
+                match rest.split_once('/') {
+                    None => single_segment(rest).then_some(Route::Account(rest))?,
+                    Some((id, "postings")) if single_segment(id) => Route::Postings(id),
+                    Some((id, "balance")) if single_segment(id) => Route::Balance(id),
+                    Some(_) => return None,
+                }
             } else if let Some(rest) = path.strip_prefix("/v1/charges/") {
                 match rest.split_once('/') {
                     None => single_segment(rest).then_some(Route::Charge(rest))?,
@@ -267,8 +341,14 @@ fn route(path: &str) -> Option<Route<'_>> {
                 if rest == "inbox" {
                     Route::Inbox(origin)
                 } else {
-                    let id = rest.strip_prefix("accounts/")?;
-                    single_segment(id).then_some(Route::MirrorAccount(origin, id))?
+                    let rest = rest.strip_prefix("accounts/")?;
+                    match rest.split_once('/') {
+                        None => single_segment(rest).then_some(Route::MirrorAccount(origin, rest))?,
+                        Some((id, "postings")) if single_segment(id) => {
+                            Route::MirrorPostings(origin, id)
+                        }
+                        Some(_) => return None,
+                    }
                 }
             } else {
                 return None;
@@ -1083,8 +1163,90 @@ mod tests {
             parse_request(&Method::DELETE, "/v1/charges", &HeaderMap::new(), b"").expect_err("405");
         assert_eq!(
             (refused.kind, refused.allow),
-            (ProblemKind::MethodNotAllowed, Some("POST"))
+            (ProblemKind::MethodNotAllowed, Some("GET, POST"))
         );
-        assert_eq!(kind(get("/v1/charges")), ProblemKind::MethodNotAllowed);
+        assert_eq!(
+            get("/v1/charges"),
+            Ok(ApiRequest::ListCharges {
+                filter: ChargeFilter::default(),
+                query: ListQuery::default()
+            })
+        );
+    }
+
+    /// The history routes (API.md, "Lists"): GET only; the account's raw id as for `GetAccount`;
+    /// a hub's origin checked as for its mirrored accounts.
+    #[test]
+    fn history_routes() {
+        let get = |target: &str| parse_request(&Method::GET, target, &HeaderMap::new(), b"");
+        assert_eq!(
+            get("/v1/accounts?limit=3"),
+            Ok(ApiRequest::ListAccounts(ListQuery {
+                limit: 3,
+                ..ListQuery::default()
+            }))
+        );
+        assert_eq!(
+            get("/v1/accounts/a%3Ab/postings"),
+            Ok(ApiRequest::ListPostings {
+                account: "a:b".into(),
+                query: ListQuery::default()
+            })
+        );
+        assert_eq!(
+            get("/v1/accounts/alice/balance?as_of_seq=7"),
+            Ok(ApiRequest::GetBalance {
+                account: "alice".into(),
+                at: BalanceAt::Seq(7)
+            })
+        );
+        assert_eq!(
+            get("/v1/replication/origins/7:till/accounts/alice/postings"),
+            Ok(ApiRequest::ListMirrorPostings {
+                origin: "7:till".into(),
+                account: "alice".into(),
+                query: ListQuery::default()
+            })
+        );
+        assert!(matches!(
+            get("/v1/refunds?charge=ch_1"),
+            Ok(ApiRequest::ListRefunds { charge: Some(_), .. })
+        ));
+        assert!(matches!(
+            get("/v1/transfers?account=alice"),
+            Ok(ApiRequest::ListTransfers {
+                account: Some(_),
+                ..
+            })
+        ));
+        for missing in [
+            "/v1/accounts/alice/postings/x",
+            "/v1/accounts/alice/history",
+            "/v1/accounts//postings",
+            "/v1/replication/origins/till/accounts/alice/balance",
+        ] {
+            assert_eq!(kind(get(missing)), ProblemKind::NotFound, "{missing}");
+        }
+        for invalid in [
+            "/v1/accounts/alice/balance",
+            "/v1/accounts?charge=x",
+            "/v1/replication/origins/a:b/accounts/alice/postings",
+        ] {
+            assert_eq!(kind(get(invalid)), ProblemKind::InvalidRequest, "{invalid}");
+        }
+        for path in [
+            "/v1/accounts/alice/postings",
+            "/v1/accounts/alice/balance",
+            "/v1/replication/origins/till/accounts/alice/postings",
+        ] {
+            let refused = post(path, Some("k"), "{}").expect_err("405");
+            assert_eq!(
+                (refused.kind, refused.allow),
+                (ProblemKind::MethodNotAllowed, Some("GET"))
+            );
+        }
+        let refused =
+            parse_request(&Method::PUT, "/v1/refunds", &HeaderMap::new(), b"").expect_err("405");
+        assert_eq!(refused.allow, Some("GET, POST"));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | routes | admin | client | replicator |
 //! |---|---|---|---|
-//! | `/v1/accounts…`, `/v1/charges…`, `/v1/events` | yes (its tenant; events: all) | yes (its tenant) | no |
+//! | `/v1/accounts…`, `/v1/charges…`, `/v1/refunds…`, `/v1/transfers…`, `/v1/events` | yes (its tenant; events: all) | yes (its tenant) | no |
 //! | `POST /v1/replication/events` | yes | yes (filed under its tenant) | — |
 //! | `/v1/replication/origins…`, `/v1/dead-letters…` (hub operator) | yes | no | no |
 //! | `/v1/tenants…`, `/v1/tokens…` | yes | no | no |
@@ -58,6 +58,14 @@ mod tests {
             ("/v1/accounts/alice", [Allowed, Allowed, Forbidden]),
             ("/v1/charges", [Allowed, Allowed, Forbidden]),
             ("/v1/charges/ch_1", [Allowed, Allowed, Forbidden]),
+            ("/v1/accounts/alice/postings", [Allowed, Allowed, Forbidden]),
+            ("/v1/accounts/alice/balance", [Allowed, Allowed, Forbidden]),
+            ("/v1/refunds", [Allowed, Allowed, Forbidden]),
+            ("/v1/transfers", [Allowed, Allowed, Forbidden]),
+            (
+                "/v1/replication/origins/n1/accounts/a/postings",
+                [Allowed, Forbidden, Forbidden],
+            ),
             ("/v1/events", [Allowed, Allowed, Forbidden]),
             ("/v1/replication/events", [Allowed, Forbidden, Allowed]),
             ("/v1/replication/origins", [Allowed, Forbidden, Forbidden]),
