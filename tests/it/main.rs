@@ -19,6 +19,7 @@ mod disconnect;
 mod durability;
 mod events;
 mod fleet;
+mod history;
 mod idempotency;
 mod lifecycle;
 mod lifecycle_crash;

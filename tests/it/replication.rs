@@ -36,7 +36,7 @@ fn hub_token_file(hub: SocketAddr) -> std::path::PathBuf {
 }
 
 /// Starts a hub and gives its terminals a replicator token of it (through the admin endpoint).
-async fn start_hub_at(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Server {
+pub(crate) async fn start_hub_at(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Server {
     let hub = Server::start_at(addr, args, env).await;
     let token = crate::harness::make_token(&hub.endpoint(), "default", "replicator").await;
     let path = hub_token_file(addr);
@@ -46,7 +46,7 @@ async fn start_hub_at(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> 
     hub
 }
 
-async fn start_terminal(hub: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Server {
+pub(crate) async fn start_terminal(hub: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = upstream_args(hub);
     args.push("--upstream-token-file".into());
     args.push(hub_token_file(hub).display().to_string());
