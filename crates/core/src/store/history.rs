@@ -806,3 +806,176 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{id, open_accounts, stage_charge};
+    use super::*;
+
+    /// 37 charges from `a` to `b`, several per batch (so several per millisecond of the clock).
+    fn store_with_charges() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        open_accounts(&store, TenantId::DEFAULT);
+        for batch in 0..8u64 {
+            store
+                .commit_batch(|tables| {
+                    for i in 0..(1 + batch % 5) {
+                        stage_charge(tables, TenantId::DEFAULT, 1 + batch * 10 + i)?;
+                    }
+                    Ok(())
+                })
+                .expect("charges");
+        }
+        (dir, store)
+    }
+
+    fn query(limit: usize, order: Order, cursor: Option<Cursor>) -> ListQuery {
+        ListQuery {
+            limit,
+            order,
+            cursor,
+        }
+    }
+
+    /// Guards the pager's arithmetic: for every limit and both orders, walking forwards with
+    /// `starting_after` and backwards with `ending_before` yields every posting exactly once, in
+    /// the list's order, and `has_more` is false exactly on the last page.
+    #[test]
+    fn pages_in_both_directions_concatenate_to_the_full_statement() {
+        let (_dir, store) = store_with_charges();
+        let tenant = TenantId::DEFAULT;
+        let a = id("a");
+        let full = store
+            .statement(tenant, &a, &query(100, Order::OldestFirst, None))
+            .map_err(|e| format!("{e:?}"))
+            .expect("statement");
+        assert!(!full.has_more);
+        let full: Vec<String> = full.data.iter().map(StatementEntry::id).collect();
+        assert_eq!(full.len(), 1 + 2 + 3 + 4 + 5 + 1 + 2 + 3);
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            let mut expected = full.clone();
+            if order == Order::NewestFirst {
+                expected.reverse();
+            }
+            for limit in 1..=40 {
+                let mut seen = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = store
+                        .statement(tenant, &a, &query(limit, order, cursor))
+                        .map_err(|e| format!("{e:?}"))
+                        .expect("page");
+                    assert!(page.data.len() <= limit);
+                    seen.extend(page.data.iter().map(StatementEntry::id));
+                    if !page.has_more {
+                        break;
+                    }
+                    cursor = Some(Cursor::StartingAfter(seen.last().expect("item").clone()));
+                }
+                assert_eq!(seen, expected, "forwards, limit {limit}, {order:?}");
+
+                let last = expected.last().expect("item").clone();
+                let mut before = vec![last.clone()];
+                let mut cursor = Cursor::EndingBefore(last);
+                loop {
+                    let page = store
+                        .statement(tenant, &a, &query(limit, order, Some(cursor)))
+                        .map_err(|e| format!("{e:?}"))
+                        .expect("page");
+                    let ids: Vec<String> = page.data.iter().map(StatementEntry::id).collect();
+                    before.splice(0..0, ids);
+                    if !page.has_more {
+                        break;
+                    }
+                    cursor = Cursor::EndingBefore(before[0].clone());
+                }
+                assert_eq!(before, expected, "backwards, limit {limit}, {order:?}");
+            }
+        }
+    }
+
+    /// Each line's totals are the balance as of its seq, and before the first posting they are
+    /// zero; the charges list filtered by account walks the statement and finds each charge once.
+    #[test]
+    fn as_of_a_seq_is_the_line_at_or_before_it_and_filters_find_each_charge_once() {
+        let (_dir, store) = store_with_charges();
+        let tenant = TenantId::DEFAULT;
+        let b = id("b");
+        let lines = store
+            .statement(tenant, &b, &query(100, Order::OldestFirst, None))
+            .map_err(|e| format!("{e:?}"))
+            .expect("statement")
+            .data;
+        let (before, _) = store
+            .balance_as_of(tenant, &b, AsOf::Seq(lines[0].seq - 1))
+            .map_err(|e| format!("{e:?}"))
+            .expect("balance");
+        assert_eq!(before.credits_posted, 0);
+        let mut running = 0;
+        for line in &lines {
+            running += line.line.amount.minor();
+            assert_eq!(line.line.after.credits_posted, running);
+            let (then, seq) = store
+                .balance_as_of(tenant, &b, AsOf::Seq(line.seq))
+                .map_err(|e| format!("{e:?}"))
+                .expect("balance");
+            assert_eq!((then.credits_posted, seq), (running, line.seq));
+        }
+        let now = store.account(tenant, &b).expect("read").expect("b");
+        assert_eq!(now.credits_posted, running);
+
+        let filter = ChargeFilter {
+            account: Some(b.clone()),
+            ..ChargeFilter::default()
+        };
+        let charges = store
+            .list_charges(tenant, &filter, &query(100, Order::NewestFirst, None))
+            .map_err(|e| format!("{e:?}"))
+            .expect("charges");
+        assert_eq!(charges.data.len(), lines.len());
+        let unfiltered = store
+            .list_charges(
+                tenant,
+                &ChargeFilter::default(),
+                &query(100, Order::NewestFirst, None),
+            )
+            .map_err(|e| format!("{e:?}"))
+            .expect("charges");
+        assert_eq!(charges.data, unfiltered.data);
+        assert_eq!(charges.data[0].0.event_seq, lines.last().expect("line").seq);
+    }
+
+    /// A cursor another tenant owns, or that names nothing, is refused, never used.
+    #[test]
+    fn foreign_and_unknown_cursors_are_refused() {
+        let (_dir, store) = store_with_charges();
+        let other = TenantId(7);
+        open_accounts(&store, other);
+        let mine = store
+            .statement(
+                TenantId::DEFAULT,
+                &id("a"),
+                &query(1, Order::NewestFirst, None),
+            )
+            .map_err(|e| format!("{e:?}"))
+            .expect("statement")
+            .data[0]
+            .id();
+        for cursor in [mine.clone(), "po_zz".into(), posting_id(1 << 60, 0)] {
+            let refused = store.statement(
+                other,
+                &id("a"),
+                &query(
+                    10,
+                    Order::NewestFirst,
+                    Some(Cursor::StartingAfter(cursor.clone())),
+                ),
+            );
+            assert!(
+                matches!(refused, Err(ListError::UnknownCursor(ref c)) if *c == cursor),
+                "{cursor}: {refused:?}"
+            );
+        }
+    }
+}
