@@ -21,6 +21,8 @@ use crate::store::schema::{
     ACCOUNTS, ACCOUNTS_BY_CREATION, CHARGE_PROGRESS, CHARGE_REFUNDS, CHARGE_TENANTS, CHARGES, META,
     META_HISTORY_INDEXED, POSTINGS, REFUNDS, STATEMENTS, TENANT_ENTRIES, TIMELINE, TRANSFERS,
 };
+use crate::store::schema::{META_NEXT_EVENT_SEQ, META_STATEMENTS_THROUGH_SEQ};
+use crate::store::schema::{read_counter, write_counter};
 
 /// What made an entry, found from its record.
 struct EntryFacts {
@@ -144,8 +146,11 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
         let account: crate::ledger::Account = decode(value.value())?;
         by_creation.insert((tenant, account.created_at_ms, id), ())?;
     }
-    txn.open_table(META)?
-        .insert(META_HISTORY_INDEXED, [1u8].as_slice())?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(META_HISTORY_INDEXED, [1u8].as_slice())?;
+    // Every line written here is in `statements` already; none waits in the tail.
+    let next_seq = read_counter(&meta, META_NEXT_EVENT_SEQ)?.unwrap_or(1);
+    write_counter(&mut meta, META_STATEMENTS_THROUGH_SEQ, next_seq - 1)?;
     if indexed > 0 {
         tracing::info!(
             postings = indexed,
