@@ -488,6 +488,11 @@ fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
             "note: the store was not stopped cleanly; checked a recovered copy (the data directory was not changed)"
         );
     }
+    if !report.history_indexed {
+        eprintln!(
+            "note: the store is from before history: it has no history indexes to check yet (its next start makes them)"
+        );
+    }
     if report.violations.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }

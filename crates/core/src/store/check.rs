@@ -26,6 +26,7 @@ use super::{JOURNAL_FILE_NAME, STORE_FILE_NAME, StoppedStore, Store, StoreError}
 use crate::ledger::{Account, ChargeIds, ChargeStatus, EntryKind};
 
 mod entries;
+mod history;
 mod mirrors;
 
 #[derive(Debug, Default, Serialize)]
@@ -51,6 +52,13 @@ pub struct Report {
     pub mirrored_refunds: u64,
     pub mirrored_transfers: u64,
     pub dead_letters_parked: u64,
+    /// The store has its history indexes (`META_HISTORY_INDEXED`), and they were checked
+    /// (invariant 8). `false`: a store from before history checked read-only, which has none yet;
+    /// its next start indexes it.
+    pub history_indexed: bool,
+    pub statement_lines: u64,
+    /// As a hub: the lines of its mirrored statements.
+    pub mirrored_statement_lines: u64,
     /// Invariant 1: every value must be 0.
     pub balance_sum_by_currency: BTreeMap<String, i128>,
     /// Invariant 6: per currency, pending credits minus pending debits; every value must be 0.
@@ -162,7 +170,13 @@ fn verify_snapshot(
         letters: &letters,
     };
     verify_idempotency(txn, keys_overlay, &seen, &mut report, &mut violations)?;
-    verify_hub(txn, &letters, &mut report, &mut violations)?;
+    let mirror_accounts_moved = verify_hub(txn, &letters, &mut report, &mut violations)?;
+    let history_seen = history::Seen {
+        accounts: &accounts,
+        entries: &entries,
+        mirror_accounts_moved: &mirror_accounts_moved,
+    };
+    history::verify_history(txn, &history_seen, &mut report, &mut violations)?;
     report.violations = violations;
     Ok(report)
 }
@@ -486,13 +500,14 @@ fn verify_idempotency(
 
 /// Invariant 4 and the mirrors: per origin, inbox rows are exactly 1..=applied_through, each
 /// applied or dead-lettered once; mirrored totals are what the mirrored entries add up to, and
-/// every mirror balances to zero per currency (`mirrors`).
+/// every mirror balances to zero per currency (`mirrors`). Returns the mirror accounts mirrored
+/// entries moved.
 fn verify_hub(
     txn: &redb::ReadTransaction,
     letters: &BTreeMap<u64, DeadLetter>,
     report: &mut Report,
     violations: &mut Vec<String>,
-) -> Result<(), StoreError> {
+) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
     verify_inboxes(txn, letters, report, violations)?;
     mirrors::verify_mirrors(txn, report, violations)
 }
