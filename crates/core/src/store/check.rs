@@ -84,7 +84,8 @@ pub(crate) fn assert_consistent(store: &Store) -> Report {
 /// between its snapshot and its look at the overlays would show as a mismatch.
 pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let txn = store.database().begin_read()?;
-    verify_snapshot(&txn, store.accounts_overlay(), store.keys_overlay())
+    let lines = store.statement_overlay.read().by_name.clone();
+    verify_snapshot(&txn, store.accounts_overlay(), store.keys_overlay(), lines)
 }
 
 /// Verifies a stopped node's store and changes nothing (`onceledger check`). A store stopped
@@ -100,7 +101,13 @@ pub fn verify_stopped(data_dir: &Path) -> Result<Report, StoreError> {
     };
     let txn = stopped.db.begin_read()?;
     let keys = stopped.recovered.keys.snapshot();
-    verify_snapshot(&txn, stopped.recovered.accounts, keys)
+    // What an open would read back from the tail: empty after a clean stop, which merges all.
+    let lines = super::history::overlay::StatementOverlay::default();
+    if let Some(tail) = super::schema::open_if_present(&txn, super::schema::STATEMENT_TAIL)? {
+        super::history::read_back_tail(&tail, &lines)?;
+    }
+    let lines = lines.read().by_name.clone();
+    verify_snapshot(&txn, stopped.recovered.accounts, keys, lines)
 }
 
 /// Copies the store's two files into a fresh scratch directory (under the system's temporary
@@ -146,6 +153,7 @@ fn verify_snapshot(
     txn: &redb::ReadTransaction,
     accounts_overlay: AccountMap,
     keys_overlay: Vec<(u32, String, u64)>,
+    statement_memory: history::MemoryLines,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let mut violations: Vec<String> = Vec::new();
@@ -175,6 +183,7 @@ fn verify_snapshot(
         accounts: &accounts,
         entries: &entries,
         mirror_accounts_moved: &mirror_accounts_moved,
+        statement_memory: &statement_memory,
     };
     history::verify_history(txn, &history_seen, &mut report, &mut violations)?;
     report.violations = violations;

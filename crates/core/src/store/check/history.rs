@@ -25,6 +25,7 @@ use crate::ledger::{Account, EntryOf, EntryType, Posting, StatementLine, Totals}
 use crate::store::StoreError;
 use crate::store::codec::decode;
 use crate::store::history::ListedKind;
+use crate::store::history::overlay::{LineName, line_name, split_line_name};
 use crate::store::schema::{
     ACCOUNTS_BY_CREATION, CHARGE_REFUNDS, META, META_HISTORY_INDEXED, META_NEXT_EVENT_SEQ,
     POSTINGS, REPLICA_ACCOUNTS, REPLICA_STATEMENTS, STATEMENTS, TENANT_ENTRIES, TIMELINE,
@@ -34,12 +35,125 @@ use crate::store::schema::{
 /// `statements`, read: (tenant, account, seq, leg) → StatementLine.
 type Statements = ReadOnlyTable<(u32, &'static str, u64, u8), &'static [u8]>;
 
+/// The lines still in memory (`history/overlay.rs`), by line name.
+pub(in crate::store) type MemoryLines = std::collections::BTreeMap<LineName, Box<[u8]>>;
+
+/// The statement as readers see it: the table's lines and the lines not merged into it yet. A
+/// line in both (read back after a restart, merged before it) must be the same bytes.
+struct StatementView {
+    table: Option<Statements>,
+    memory: MemoryLines,
+}
+
+impl StatementView {
+    fn get(
+        &self,
+        tenant: u32,
+        account: &str,
+        seq: u64,
+        leg: u8,
+    ) -> Result<Option<StatementLine>, StoreError> {
+        if let Some(bytes) = self.memory.get(&*line_name(tenant, account, seq, leg)) {
+            return decode(bytes).map(Some);
+        }
+        match &self.table {
+            Some(table) => table
+                .get((tenant, account, seq, leg))?
+                .map(|bytes| decode(bytes.value()))
+                .transpose(),
+            None => Ok(None),
+        }
+    }
+
+    fn has_lines(&self, tenant: u32, account: &str) -> Result<bool, StoreError> {
+        let low = line_name(tenant, account, 0, 0);
+        let high = line_name(tenant, account, u64::MAX, u8::MAX);
+        if self.memory.range(low..=high).next().is_some() {
+            return Ok(true);
+        }
+        Ok(match &self.table {
+            Some(table) => table
+                .range((tenant, account, 0, 0)..=(tenant, account, u64::MAX, u8::MAX))?
+                .next()
+                .is_some(),
+            None => false,
+        })
+    }
+
+    /// Every line once, in key order, table and memory merged; a line in both whose bytes differ
+    /// is reported.
+    fn for_each(
+        &self,
+        violations: &mut Vec<String>,
+        mut visit: impl FnMut(
+            (u32, &str, u64, u8),
+            StatementLine,
+            &mut Vec<String>,
+        ) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut memory = self.memory.iter().peekable();
+        let mut table = match &self.table {
+            Some(table) => Some(table.iter()?),
+            None => None,
+        };
+        let mut pull = || -> Result<Option<(LineName, Vec<u8>)>, StoreError> {
+            let Some(rows) = table.as_mut() else {
+                return Ok(None);
+            };
+            match rows.next() {
+                None => Ok(None),
+                Some(row) => {
+                    let (key, value) = row?;
+                    let (tenant, account, seq, leg) = key.value();
+                    Ok(Some((
+                        line_name(tenant, account, seq, leg),
+                        value.value().to_vec(),
+                    )))
+                }
+            }
+        };
+        let mut from_table = pull()?;
+        loop {
+            let (name, bytes) = match (&from_table, memory.peek()) {
+                (None, None) => break,
+                (Some((name, _)), Some((in_memory, _))) if **in_memory < *name => {
+                    let (name, bytes) = memory.next().expect("peeked");
+                    (name.clone(), bytes.to_vec())
+                }
+                (None, Some(_)) => {
+                    let (name, bytes) = memory.next().expect("peeked");
+                    (name.clone(), bytes.to_vec())
+                }
+                (Some((name, bytes)), in_memory) => {
+                    if let Some((same, memory_bytes)) = in_memory.filter(|(n, _)| **n == *name) {
+                        if memory_bytes[..] != bytes[..] {
+                            let (tenant, account, seq, leg) = split_line_name(same);
+                            violations.push(format!(
+                                "{} differs in memory from the table",
+                                line_key(tenant, account, seq, leg)
+                            ));
+                        }
+                        memory.next();
+                    }
+                    let taken = (name.clone(), bytes.clone());
+                    from_table = pull()?;
+                    taken
+                }
+            };
+            visit(split_line_name(&name), decode(&bytes)?, violations)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the earlier steps read, for the history to be checked against.
 pub(super) struct Seen<'a> {
     pub accounts: &'a AccountsByKey,
     pub entries: &'a Entries,
     /// (origin, account) of every mirror account a mirrored entry moved (`mirrors.rs`).
     pub mirror_accounts_moved: &'a HashSet<(String, String)>,
+    /// The statement lines not merged into `statements` yet (`history/overlay.rs`).
+    pub statement_memory: &'a MemoryLines,
 }
 
 /// What made an entry, as its statement lines must say: from its record, or for a settlement
@@ -151,12 +265,13 @@ pub(super) fn verify_history(
     let facts = EntryFacts::new(seen.entries);
     // Marked stores have every table (each writable open creates them all); a missing one reads
     // as empty, so everything it should index is reported missing.
-    let statements = open_if_present(txn, STATEMENTS)?;
-    verify_postings_have_lines(txn, statements.as_ref(), &facts, violations)?;
-    if let Some(statements) = &statements {
-        verify_statements(txn, statements, &facts, seen.accounts, report, violations)?;
-    }
-    verify_accounts_without_lines(statements.as_ref(), seen.accounts, violations)?;
+    let statements = StatementView {
+        table: open_if_present(txn, STATEMENTS)?,
+        memory: seen.statement_memory.clone(),
+    };
+    verify_postings_have_lines(txn, &statements, &facts, violations)?;
+    verify_statements(txn, &statements, &facts, seen.accounts, report, violations)?;
+    verify_accounts_without_lines(&statements, seen.accounts, violations)?;
     verify_tenant_entries(txn, seen.entries, violations)?;
     verify_charge_refunds(txn, seen.entries, violations)?;
     verify_accounts_by_creation(txn, seen.accounts, violations)?;
@@ -180,7 +295,7 @@ fn line_agrees(line: &StatementLine, entry: u64, facts: &Facts, posting: &Postin
 /// say. A posting of no entry is `entries.rs`'s to report.
 fn verify_postings_have_lines(
     txn: &redb::ReadTransaction,
-    statements: Option<&Statements>,
+    statements: &StatementView,
     facts: &EntryFacts<'_>,
     violations: &mut Vec<String>,
 ) -> Result<(), StoreError> {
@@ -200,13 +315,7 @@ fn verify_postings_have_lines(
         };
         let Some(f) = entry_facts else { continue };
         let account = posting.account.as_str();
-        let line: Option<StatementLine> = match statements {
-            Some(table) => table
-                .get((f.tenant, account, f.seq, leg))?
-                .map(|bytes| decode(bytes.value()))
-                .transpose()?,
-            None => None,
-        };
+        let line = statements.get(f.tenant, account, f.seq, leg)?;
         match line {
             None => violations.push(format!(
                 "posting {entry}/{leg} on {account} of tenant {} has no {}",
@@ -238,7 +347,7 @@ struct Running {
 /// and each account's last line is its current totals.
 fn verify_statements(
     txn: &redb::ReadTransaction,
-    statements: &Statements,
+    statements: &StatementView,
     facts: &EntryFacts<'_>,
     accounts: &AccountsByKey,
     report: &mut Report,
@@ -246,61 +355,62 @@ fn verify_statements(
 ) -> Result<(), StoreError> {
     let postings = txn.open_table(POSTINGS)?;
     let mut running: Option<Running> = None;
-    for row in statements.iter()? {
-        let (key, value) = row?;
-        let (tenant, account, seq, leg) = key.value();
-        let line: StatementLine = decode(value.value())?;
-        report.statement_lines += 1;
-        let posting: Option<Posting> = postings
-            .get((line.entry, leg))?
-            .map(|bytes| decode(bytes.value()))
-            .transpose()?;
-        let belongs_here = posting.is_some_and(|p| p.account.as_str() == account)
-            && facts
-                .of(line.entry)
-                .is_some_and(|f| f.tenant == tenant && f.seq == seq);
-        if !belongs_here {
-            violations.push(format!(
-                "{} names entry {}, which has no posting of that leg, account, tenant and seq",
-                line_key(tenant, account, seq, leg),
-                line.entry
-            ));
-        }
-        let next_account = running
-            .as_ref()
-            .is_none_or(|r| r.tenant != tenant || r.account != account);
-        if next_account {
-            if let Some(done) = running.take() {
-                account_ends(&done, accounts, violations);
+    statements.for_each(
+        violations,
+        |(tenant, account, seq, leg), line, violations| {
+            report.statement_lines += 1;
+            let posting: Option<Posting> = postings
+                .get((line.entry, leg))?
+                .map(|bytes| decode(bytes.value()))
+                .transpose()?;
+            let belongs_here = posting.is_some_and(|p| p.account.as_str() == account)
+                && facts
+                    .of(line.entry)
+                    .is_some_and(|f| f.tenant == tenant && f.seq == seq);
+            if !belongs_here {
+                violations.push(format!(
+                    "{} names entry {}, which has no posting of that leg, account, tenant and seq",
+                    line_key(tenant, account, seq, leg),
+                    line.entry
+                ));
             }
-            running = Some(Running {
-                tenant,
-                account: account.to_owned(),
-                totals: Totals::default(),
-            });
-        }
-        let Some(running) = running.as_mut() else {
-            unreachable!("set above");
-        };
-        let mut expected = running.totals;
-        let applied = expected.apply(&line_posting(&line, account)?);
-        if applied.is_err() || expected != line.after {
-            violations.push(format!(
-                "{}: after {:?}, but the lines before it and its {:?} of {} give {}",
-                line_key(tenant, account, seq, leg),
-                line.after,
-                line.entry_type,
-                line.amount.minor(),
-                match applied {
-                    Ok(()) => format!("{expected:?}"),
-                    Err(error) => format!("no totals ({error:?})"),
+            let next_account = running
+                .as_ref()
+                .is_none_or(|r| r.tenant != tenant || r.account != account);
+            if next_account {
+                if let Some(done) = running.take() {
+                    account_ends(&done, accounts, violations);
                 }
-            ));
-        }
-        // Each line is checked against the one before it as stored: one damaged line is
-        // reported where it is, not again at every later line of its account.
-        running.totals = line.after;
-    }
+                running = Some(Running {
+                    tenant,
+                    account: account.to_owned(),
+                    totals: Totals::default(),
+                });
+            }
+            let Some(running) = running.as_mut() else {
+                unreachable!("set above");
+            };
+            let mut expected = running.totals;
+            let applied = expected.apply(&line_posting(&line, account)?);
+            if applied.is_err() || expected != line.after {
+                violations.push(format!(
+                    "{}: after {:?}, but the lines before it and its {:?} of {} give {}",
+                    line_key(tenant, account, seq, leg),
+                    line.after,
+                    line.entry_type,
+                    line.amount.minor(),
+                    match applied {
+                        Ok(()) => format!("{expected:?}"),
+                        Err(error) => format!("no totals ({error:?})"),
+                    }
+                ));
+            }
+            // Each line is checked against the one before it as stored: one damaged line is
+            // reported where it is, not again at every later line of its account.
+            running.totals = line.after;
+            Ok(())
+        },
+    )?;
     if let Some(done) = running {
         account_ends(&done, accounts, violations);
     }
@@ -342,7 +452,7 @@ fn account_ends(done: &Running, accounts: &AccountsByKey, violations: &mut Vec<S
 
 /// An account with no statement line never moved: its totals are zero.
 fn verify_accounts_without_lines(
-    statements: Option<&Statements>,
+    statements: &StatementView,
     accounts: &AccountsByKey,
     violations: &mut Vec<String>,
 ) -> Result<(), StoreError> {
@@ -351,13 +461,7 @@ fn verify_accounts_without_lines(
         if totals == Totals::default() {
             continue;
         }
-        let has_lines = match statements {
-            Some(table) => table
-                .range((*tenant, id.as_str(), 0, 0)..=(*tenant, id.as_str(), u64::MAX, u8::MAX))?
-                .next()
-                .is_some(),
-            None => false,
-        };
+        let has_lines = statements.has_lines(*tenant, id.as_str())?;
         if !has_lines {
             violations.push(format!(
                 "account {id} of tenant {tenant} has totals {totals:?} and no statement lines"
