@@ -91,6 +91,10 @@ enum Command {
     /// Post a transfer of 1 to 16 legs (--leg SRC:DST:AMOUNT, repeated) in one transaction: all
     /// legs or none. The legs are checked against API.md's limits before anything is sent.
     Transfer(onceledger_client::cli::TransferArgs),
+    /// Client commands that read: `client list PATH` walks a list (following has_more) and
+    /// prints each item as a JSON line.
+    #[command(subcommand)]
+    Client(onceledger_client::cli::ClientCommand),
     /// Prove effectively-once in one process on loopback: a node, a hub it replicates to and a
     /// fault proxy; many client tasks make logical charges through lost answers, resets and
     /// concurrent duplicates while the replicator crashes once between delivery and cursor
@@ -349,6 +353,9 @@ fn main() -> ExitCode {
         }
         Command::Transfer(args) => {
             onceledger_client::cli::run_transfer(args).map_err(|e| e.to_string())
+        }
+        Command::Client(command) => {
+            onceledger_client::cli::run_client(command).map_err(|e| e.to_string())
         }
         Command::Prove(args) => onceledger_testkit::prove::run(args).map_err(|e| e.to_string()),
         Command::Tenant(command) => tenant_command(command).map_err(|e| e.to_string()),

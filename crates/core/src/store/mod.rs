@@ -37,7 +37,7 @@ mod recovery;
 mod replication;
 mod schema;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -119,7 +119,10 @@ pub const ACCOUNTS_BY_CREATION: TableDefinition<(u32, u64, &str), ()> =
 /// (the writer never stamps an entry earlier than the last one, `BatchTables::clock`).
 pub const TIMELINE: TableDefinition<u64, u64> = TableDefinition::new("timeline");
 /// (origin node, account id, origin event seq, leg) → StatementLine: a hub's mirror of each
-/// origin's statements (`made_by` and `entry` are the mirror's own keys, see `mirror.rs`).
+/// origin's statements, written as the mirror applies each event (`replication/statement.rs`).
+/// `made_by` is the origin's number of the charge, refund or transfer; `entry` the origin's entry
+/// number, which the wire carries for a charge, refund and transfer but not for a settlement: a
+/// capture's and a release's lines have `entry` 0.
 pub const REPLICA_STATEMENTS: TableDefinition<(&str, &str, u64, u8), &[u8]> =
     TableDefinition::new("replica_statements");
 
