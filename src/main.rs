@@ -91,6 +91,10 @@ enum Command {
     /// Post a transfer of 1 to 16 legs (--leg SRC:DST:AMOUNT, repeated) in one transaction: all
     /// legs or none. The legs are checked against API.md's limits before anything is sent.
     Transfer(onceledger_client::cli::TransferArgs),
+    /// Client commands that read: `client list PATH` walks a list (following has_more) and
+    /// prints each item as a JSON line.
+    #[command(subcommand)]
+    Client(onceledger_client::cli::ClientCommand),
     /// Prove effectively-once in one process on loopback: a node, a hub it replicates to and a
     /// fault proxy; many client tasks make logical charges through lost answers, resets and
     /// concurrent duplicates while the replicator crashes once between delivery and cursor
@@ -350,6 +354,9 @@ fn main() -> ExitCode {
         Command::Transfer(args) => {
             onceledger_client::cli::run_transfer(args).map_err(|e| e.to_string())
         }
+        Command::Client(command) => {
+            onceledger_client::cli::run_client(command).map_err(|e| e.to_string())
+        }
         Command::Prove(args) => onceledger_testkit::prove::run(args).map_err(|e| e.to_string()),
         Command::Tenant(command) => tenant_command(command).map_err(|e| e.to_string()),
         Command::Token(command) => token_command(command).map_err(|e| e.to_string()),
@@ -486,6 +493,11 @@ fn check_store(data_dir: &std::path::Path) -> Result<ExitCode, String> {
     if report.checked_a_recovered_copy {
         eprintln!(
             "note: the store was not stopped cleanly; checked a recovered copy (the data directory was not changed)"
+        );
+    }
+    if !report.history_indexed {
+        eprintln!(
+            "note: the store is from before history: it has no history indexes to check yet (its next start makes them)"
         );
     }
     if report.violations.is_empty() {

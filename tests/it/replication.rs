@@ -5,6 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use onceledger_core::ledger::{AccountId, EntryType, TenantId};
+use onceledger_core::store::Store;
+use onceledger_core::store::history::{Cursor, ListError, ListQuery, Order, Page, StatementEntry};
 use serde_json::{Value, json};
 
 use crate::harness::{
@@ -640,6 +643,27 @@ async fn node_id_is_stable_and_settable_only_on_a_fresh_directory() {
     assert!(refused.stderr.contains("till-04"), "{}", refused.stderr);
 }
 
+/// Every line of a statement, oldest first, following `has_more` a page of 7 at a time.
+fn whole_statement(
+    read: impl Fn(&ListQuery) -> Result<Page<StatementEntry>, ListError>,
+) -> Vec<StatementEntry> {
+    let mut lines: Vec<StatementEntry> = Vec::new();
+    let mut query = ListQuery {
+        limit: 7,
+        order: Order::OldestFirst,
+        cursor: None,
+    };
+    loop {
+        let page = read(&query).expect("a statement page");
+        lines.extend(page.data);
+        if !page.has_more {
+            return lines;
+        }
+        let last = lines.last().expect("a page with more has lines");
+        query.cursor = Some(Cursor::StartingAfter(last.id()));
+    }
+}
+
 /// POSTs `body` to `path` with a fresh key and returns the 2xx answer.
 async fn lifecycle_ok(ep: &Endpoint, path: &str, body: Value) -> Value {
     let resp = ep.post(path, Some(&key("lc")), &body.to_string()).await;
@@ -655,9 +679,9 @@ async fn a_hub_mirrors_captures_voids_expiries_refunds_and_transfers_as_the_term
     // through wire version 2; every mirrored account ends with the terminal's four totals, and
     // `onceledger check` is clean on both.
     let hub_addr = free_loopback_addr();
-    let hub = start_hub_at(hub_addr, &[], &[]).await;
+    let mut hub = start_hub_at(hub_addr, &[], &[]).await;
     let env = [("ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS", "10")];
-    let terminal = start_terminal(hub_addr, &[], &env).await;
+    let mut terminal = start_terminal(hub_addr, &[], &env).await;
     let ep = terminal.endpoint();
     create_account(&ep, "bank", "EUR", None).await;
     for id in ["alice", "shop", "fee"] {
@@ -718,6 +742,33 @@ async fn a_hub_mirrors_captures_voids_expiries_refunds_and_transfers_as_the_term
         alice["debits_pending"], 400,
         "the open authorization: {alice}"
     );
+
+    // The hub's statement of each account is the terminal's, line for line (read from both
+    // stores, stopped): the same postings at the same seqs and legs, numbers, times and totals
+    // after each; only a settlement's entry number, which the wire does not carry, is 0.
+    terminal.terminate().await;
+    hub.terminate().await;
+    let (node_store, hub_store) = (
+        Store::open(terminal.data_dir()).expect("the terminal's store"),
+        Store::open(hub.data_dir()).expect("the hub's store"),
+    );
+    for name in ids {
+        let account = AccountId::parse(&name).expect("an id");
+        let mut expected =
+            whole_statement(|q| node_store.statement(TenantId::DEFAULT, &account, q));
+        for entry in &mut expected {
+            if matches!(
+                entry.line.entry_type,
+                EntryType::Capture | EntryType::Release
+            ) {
+                entry.line.entry = 0;
+            }
+        }
+        let mirrored = whole_statement(|q| hub_store.mirrored_statement(&origin, &account, q));
+        assert!(!mirrored.is_empty(), "{name} has postings");
+        assert_eq!(mirrored, expected, "the statement of {name}");
+    }
+    drop((node_store, hub_store));
 
     terminal.check().await;
     let summary = hub.check().await;

@@ -7,9 +7,14 @@
 //! stdout; 1 when the client gave up (the operation may have run: run again with the printed
 //! `--idempotency-key` to find out), and also when a transfer is refused before sending (its
 //! legs or metadata break API.md's limits; nothing was sent).
+//!
+//! `onceledger client list PATH` walks a list (`list.rs`) and prints one JSON line per item as
+//! pages come; the summary (items, pages, whether the list goes on) goes to stderr. Same exit
+//! statuses, except that a refusal's body goes to stderr, stdout being the items.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,8 +22,8 @@ use std::time::Duration;
 
 use super::{
     ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_DEFAULT, ATTEMPTS_MAX, Backoff, BodyError, ChargeId, Client,
-    ClientConfig, ClientError, Leg, NewAccount, NewAuthorization, NewCapture, NewCharge, NewRefund,
-    NewTransfer, NewVoid, Operation, RetryBudget, Transcript,
+    ClientConfig, ClientError, Leg, ListError, ListRequest, NewAccount, NewAuthorization,
+    NewCapture, NewCharge, NewRefund, NewTransfer, NewVoid, Operation, RetryBudget, Transcript,
 };
 use crate::body::AMOUNT_MAX;
 use crate::lifecycle::{EXPIRES_IN_SECS_MAX, EXPIRES_IN_SECS_MIN};
@@ -33,15 +38,22 @@ const EXIT_REFUSED: u8 = 4;
 /// How to reach the server and how to retry; shared by every command that POSTs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Idempotency key of the operation [default: a new UUIDv4]. Give the key an earlier run
+    /// printed to learn what became of that operation without running it twice.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// How to reach the server and how to retry, for every command (a GET has no idempotency key).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectionArgs {
     /// Base URL of the server (http:// or https://).
     #[arg(long, env = "ONCELEDGER_URL", default_value = "http://127.0.0.1:7070")]
     pub url: String,
     #[command(flatten)]
     pub credentials: Credentials,
-    /// Idempotency key of the operation [default: a new UUIDv4]. Give the key an earlier run
-    /// printed to learn what became of that operation without running it twice.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
     /// Attempts at most, the first included (1 = never retry).
     #[arg(long, default_value_t = ATTEMPTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(ATTEMPTS_MAX)))]
     pub attempts: u32,
@@ -271,41 +283,114 @@ pub fn run_transfer(args: TransferArgs) -> Result<ExitCode, CliError> {
     run(&args.client, Operation::CreateTransfer, &body)
 }
 
+/// The client commands without a ledger operation of their own (`onceledger client ...`).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ClientCommand {
+    /// Walk a list (GET PATH, following has_more) and print each item as one JSON line; exit 0
+    /// once the list (or --max) is done, 4 on a refusal (400 for an unknown cursor), 1 when a
+    /// page gave up.
+    List(ListArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListArgs {
+    /// The list's path, such as /v1/accounts or /v1/accounts/ID/postings (its query goes in
+    /// --limit, --order and --param).
+    #[arg(value_name = "PATH")]
+    pub path: String,
+    /// Items per page, 1 to 100 [default: the server's, 10].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=crate::list::LIMIT_MAX as i64))]
+    pub limit: Option<u16>,
+    /// asc (oldest first) or desc (newest first) [default: the server's, desc].
+    #[arg(long, value_parser = ["asc", "desc"])]
+    pub order: Option<String>,
+    /// A query parameter K=V: a filter (status=succeeded, account=ID, created_gte=...), or a
+    /// cursor to start from (starting_after=ID; ending_before=ID walks backward, nearest the
+    /// cursor first). Repeat for more.
+    #[arg(long = "param", value_name = "K=V", value_parser = metadata_pair)]
+    pub params: Vec<(String, String)>,
+    /// Stop after this many items [default: the whole list].
+    #[arg(long, value_name = "N")]
+    pub max: Option<usize>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+pub fn run_client(command: ClientCommand) -> Result<ExitCode, CliError> {
+    match command {
+        ClientCommand::List(args) => run_list(args),
+    }
+}
+
+fn run_list(args: ListArgs) -> Result<ExitCode, CliError> {
+    let mut params = args.params;
+    if let Some(limit) = args.limit {
+        params.push(("limit".into(), limit.to_string()));
+    }
+    if let Some(order) = args.order {
+        params.push(("order".into(), order));
+    }
+    let request = ListRequest {
+        path: args.path.clone(),
+        params,
+        max: args.max,
+    };
+    let config = client_config(&args.connection)?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let client = Client::new(&args.connection.url, config).map_err(CliError::Client)?;
+        let mut pages = client.list(request).map_err(CliError::List)?;
+        let stopped = loop {
+            match pages.next_page().await {
+                Ok(Some(items)) => {
+                    // One line per item, written as its page comes: a long list streams.
+                    let mut out = std::io::stdout().lock();
+                    for item in items {
+                        writeln!(out, "{item}").map_err(CliError::Output)?;
+                    }
+                    out.flush().map_err(CliError::Output)?;
+                }
+                Ok(None) => break None,
+                Err(error) => break Some(error),
+            }
+        };
+        let summary = format!(
+            "list {} items={} pages={} has_more={}",
+            args.path,
+            pages.items(),
+            pages.pages(),
+            pages.has_more()
+        );
+        match stopped {
+            None => {
+                eprintln!("{summary}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(error @ ListError::Refused { .. }) => {
+                eprintln!("onceledger client list: {error} ({summary})");
+                Ok(ExitCode::from(EXIT_REFUSED))
+            }
+            Some(ListError::Client(error @ ClientError::GaveUp { .. })) => {
+                eprintln!("onceledger client list: {error} ({summary})");
+                Ok(ExitCode::FAILURE)
+            }
+            Some(ListError::Client(error)) => Err(CliError::Client(error)),
+            Some(error) => Err(CliError::List(error)),
+        }
+    })
+}
+
 fn run(
     args: &ClientArgs,
     operation: Operation,
     body: &impl serde::Serialize,
 ) -> Result<ExitCode, CliError> {
-    let transcript = match &args.transcript {
-        Some(path) => Some(
-            Transcript::create(path).map_err(|source| CliError::Transcript {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-        None => None,
-    };
-    let config = ClientConfig {
-        backoff: Backoff {
-            base: args.backoff_base,
-            cap: args.backoff_cap,
-        },
-        attempts_max: args.attempts,
-        attempt_timeout: args.timeout,
-        budget: Arc::new(RetryBudget::default()),
-        transcript,
-        token: args.credentials.token().map_err(CliError::Token)?,
-        ca_file: args.credentials.ca_file.clone(),
-        ..ClientConfig::default()
-    };
+    let config = client_config(&args.connection)?;
     let key = args.idempotency_key.clone().unwrap_or_else(Client::new_key);
     let name = operation.name();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
+    let runtime = runtime()?;
     let result = runtime.block_on(async {
-        let client = Client::new(&args.url, config)?;
+        let client = Client::new(&args.connection.url, config)?;
         client.send_json(operation, &key, body).await
     });
     match result {
@@ -332,6 +417,38 @@ fn run(
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+fn client_config(args: &ConnectionArgs) -> Result<ClientConfig, CliError> {
+    let transcript = match &args.transcript {
+        Some(path) => Some(
+            Transcript::create(path).map_err(|source| CliError::Transcript {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    Ok(ClientConfig {
+        backoff: Backoff {
+            base: args.backoff_base,
+            cap: args.backoff_cap,
+        },
+        attempts_max: args.attempts,
+        attempt_timeout: args.timeout,
+        budget: Arc::new(RetryBudget::default()),
+        transcript,
+        token: args.credentials.token().map_err(CliError::Token)?,
+        ca_file: args.credentials.ca_file.clone(),
+        ..ClientConfig::default()
+    })
+}
+
 /// Why a command could not run its operation (a client that gave up is not an
 /// error: it has its own exit status). Each message is one sentence for the operator.
 #[derive(Debug)]
@@ -350,6 +467,10 @@ pub enum CliError {
     Client(ClientError),
     /// The request breaks a limit of API.md (a transfer's legs, an expiry); nothing was sent.
     Body(BodyError),
+    /// A list cannot be walked: not a list request (nothing sent), or a page that is not one.
+    List(ListError),
+    /// The items cannot be written to stdout.
+    Output(std::io::Error),
 }
 
 impl fmt::Display for CliError {
@@ -366,6 +487,8 @@ impl fmt::Display for CliError {
             CliError::Runtime(source) => write!(f, "cannot start the runtime: {source}"),
             CliError::Client(error) => error.fmt(f),
             CliError::Body(error) => write!(f, "not sent: {error}"),
+            CliError::List(error) => error.fmt(f),
+            CliError::Output(source) => write!(f, "cannot write to stdout: {source}"),
         }
     }
 }
@@ -373,7 +496,10 @@ impl fmt::Display for CliError {
 impl std::error::Error for CliError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CliError::Transcript { source, .. } | CliError::Runtime(source) => Some(source),
+            CliError::Transcript { source, .. }
+            | CliError::Runtime(source)
+            | CliError::Output(source) => Some(source),
+            CliError::List(error) => std::error::Error::source(error),
             // Transparent: the message is the wrapped error's, so the source is its own.
             CliError::Token(error) => std::error::Error::source(error),
             CliError::Client(error) => std::error::Error::source(error),
@@ -433,6 +559,8 @@ mod tests {
         Void(VoidArgs),
         Refund(RefundArgs),
         Transfer(TransferArgs),
+        #[command(subcommand)]
+        Client(ClientCommand),
     }
 
     fn parse(words: &str) -> Result<Commands, clap::Error> {
@@ -496,5 +624,32 @@ mod tests {
         }
         assert!(parse("transfer --currency EUR").is_err());
         assert!(parse("transfer --currency EUR --leg c:m").is_err());
+    }
+
+    /// Guards `client list PATH`: repeated --param keep their order, --limit and --order take
+    /// only what API.md allows, and no idempotency key is taken (a GET has none).
+    #[test]
+    fn client_list_takes_params_limit_order_and_max() {
+        let words = "client list /v1/charges --limit 7 --order asc --param status=succeeded \
+                     --param created_gte=2026-01-01T00:00:00Z --max 30";
+        match parse(words) {
+            Ok(Commands::Client(ClientCommand::List(args))) => {
+                assert_eq!(args.path, "/v1/charges");
+                assert_eq!((args.limit, args.order.as_deref()), (Some(7), Some("asc")));
+                assert_eq!(args.max, Some(30));
+                let keys: Vec<&str> = args.params.iter().map(|(k, _)| k.as_str()).collect();
+                assert_eq!(keys, ["status", "created_gte"]);
+            }
+            other => panic!("a list: {other:?}"),
+        }
+        for bad in [
+            "client list /v1/accounts --limit 0",
+            "client list /v1/accounts --limit 101",
+            "client list /v1/accounts --order up",
+            "client list /v1/accounts --param nokey",
+            "client list /v1/accounts --idempotency-key k",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -25,6 +25,7 @@ mod classify;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod lifecycle;
+pub mod list;
 mod metrics;
 pub mod rng;
 pub mod tls;
@@ -50,6 +51,7 @@ pub use budget::{
 };
 pub use classify::{RetryCause, Verdict, classify_status};
 pub use lifecycle::{NewAuthorization, NewCapture, NewRefund, NewVoid};
+pub use list::{ListError, ListRequest, Pages};
 pub use metrics::ClientMetrics;
 pub use transcript::{AttemptRecord, Decision, Transcript};
 pub use transfer::{Leg, NewTransfer};
@@ -204,12 +206,14 @@ pub enum ClientError {
     /// The request could not be built (for example a key with bytes a header cannot carry).
     Request(RequestError),
     /// No final answer. The operation may or may not have run: retrying with `key` finds out
-    /// without running it twice.
+    /// without running it twice. For a GET (`read_only`), nothing ran: `key` only names its
+    /// attempts (`x-request-id`), and asking again is all there is to do.
     GaveUp {
         key: String,
         attempts: u32,
         reason: GiveUp,
         last: Failure,
+        read_only: bool,
     },
 }
 
@@ -223,6 +227,7 @@ impl fmt::Display for ClientError {
                 attempts,
                 reason,
                 last,
+                read_only,
             } => {
                 let why = match reason {
                     GiveUp::Attempts => "no attempts left".to_owned(),
@@ -237,6 +242,13 @@ impl fmt::Display for ClientError {
                     }
                     Failure::Transport { message, .. } => message.clone(),
                 };
+                if *read_only {
+                    return write!(
+                        f,
+                        "gave up after {attempts} attempt(s), {why}; last: {last} (request {key}, \
+                         which changes nothing: ask again)"
+                    );
+                }
                 write!(
                     f,
                     "gave up after {attempts} attempt(s), {why}; last: {last}; the operation may \
@@ -378,17 +390,50 @@ impl Client {
         self.send(operation, key, Bytes::from(body)).await
     }
 
-    /// The retry loop: a bounded `for` over attempts. Every attempt sends the same key and the
-    /// same bytes, so the server sees one logical operation.
+    /// Sends `operation` under `key` with the retry loop: every attempt sends the same key and
+    /// the same bytes, so the server sees one logical operation.
     pub async fn send(
         &self,
         operation: Operation,
         key: &str,
         body: Bytes,
     ) -> Result<Answer, ClientError> {
-        let config = &self.inner.config;
         // Built once: every attempt goes to the same path.
         let path = operation.path();
+        let transport = &self.inner.transport;
+        self.retrying(operation.name(), key, false, |request_id| {
+            transport.post_request(&path, key, request_id, body.clone())
+        })
+        .await
+    }
+
+    /// `GET path_and_query` (`/v1/accounts?limit=7`) with the same retries, backoff, budget and
+    /// attempt timeout as a POST: a GET changes nothing, so a lost answer is simply asked
+    /// again. `name` labels its transcript lines and metrics; the answer's `key` is a fresh
+    /// UUIDv4 that only names the attempts (`x-request-id`), never sent as an idempotency key.
+    pub async fn get(
+        &self,
+        name: &'static str,
+        path_and_query: &str,
+    ) -> Result<Answer, ClientError> {
+        let key = Self::new_key();
+        let transport = &self.inner.transport;
+        self.retrying(name, &key, true, |request_id| {
+            transport.get_request(path_and_query, request_id)
+        })
+        .await
+    }
+
+    /// The retry loop: a bounded `for` over attempts of the request `request` builds for each
+    /// attempt's request id.
+    async fn retrying(
+        &self,
+        name: &'static str,
+        key: &str,
+        read_only: bool,
+        request: impl Fn(&str) -> Result<http::Request<http_body_util::Full<Bytes>>, RequestError>,
+    ) -> Result<Answer, ClientError> {
+        let config = &self.inner.config;
         let mut rng = Rng::from_entropy();
         // Tokens the latest retry took; a 2xx after it gives them back (AWS standard mode).
         let mut retry_cost_taken: Option<u32> = None;
@@ -398,13 +443,9 @@ impl Client {
         };
         for attempt in 1..=config.attempts_max {
             let request_id = format!("{key}.{attempt}");
-            let request = self
-                .inner
-                .transport
-                .post_request(&path, key, &request_id, body.clone())
-                .map_err(ClientError::Request)?;
+            let request = request(&request_id).map_err(ClientError::Request)?;
             self.inner.attempts_total.fetch_add(1, Ordering::Relaxed);
-            self.inner.metrics.count_attempt(operation.name(), attempt);
+            self.inner.metrics.count_attempt(name, attempt);
             let outcome = self.inner.transport.send(request).await;
             let seen = Seen::of(&outcome);
 
@@ -414,7 +455,7 @@ impl Client {
                         if (200..300).contains(&reply.status) {
                             self.release(retry_cost_taken.unwrap_or(NO_RETRY_INCREMENT));
                         }
-                        self.record(&operation, key, attempt, &seen, Decision::Done, None);
+                        self.record(name, key, attempt, &seen, Decision::Done, None);
                         return Ok(Answer {
                             status: reply.status,
                             body: reply.body.clone(),
@@ -439,15 +480,14 @@ impl Client {
                 None
             };
             if let Some((decision, reason)) = give_up {
-                self.record(&operation, key, attempt, &seen, decision, None);
-                self.inner
-                    .metrics
-                    .count_gave_up(operation.name(), reason.label());
+                self.record(name, key, attempt, &seen, decision, None);
+                self.inner.metrics.count_gave_up(name, reason.label());
                 return Err(ClientError::GaveUp {
                     key: key.to_owned(),
                     attempts: attempt,
                     reason,
                     last,
+                    read_only,
                 });
             }
             retry_cost_taken = Some(cause.cost());
@@ -455,14 +495,7 @@ impl Client {
             let delay = config
                 .backoff
                 .delay(attempt - 1, seen.retry_after, &mut rng);
-            self.record(
-                &operation,
-                key,
-                attempt,
-                &seen,
-                Decision::Retry,
-                Some(delay),
-            );
+            self.record(name, key, attempt, &seen, Decision::Retry, Some(delay));
             tokio::time::sleep(delay).await;
         }
         // Only reached with attempts_max == 0, which `new` refuses.
@@ -471,6 +504,7 @@ impl Client {
             attempts: 0,
             reason: GiveUp::Attempts,
             last,
+            read_only,
         })
     }
 
@@ -486,7 +520,7 @@ impl Client {
 
     fn record(
         &self,
-        operation: &Operation,
+        operation: &'static str,
         key: &str,
         attempt: u32,
         seen: &Seen,
@@ -497,7 +531,7 @@ impl Client {
             return;
         };
         transcript.record(&AttemptRecord {
-            operation: operation.name(),
+            operation,
             key,
             attempt,
             status: seen.status,

@@ -19,8 +19,9 @@ use hyper_util::rt::TokioExecutor;
 use super::backoff::parse_retry_after;
 use super::classify::RetryCause;
 
-/// Largest answer body read: the server's answers are a few hundred bytes. A bound so a wrong
-/// URL cannot make the client buffer without limit.
+/// Largest answer body read: the server's answers are a few hundred bytes, a list page of 100
+/// items some tens of kilobytes. A bound so a wrong URL cannot make the client buffer without
+/// limit.
 const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 /// Idle pooled connections are dropped after this, before the server's 10 s header read timeout
 /// closes them under a request.
@@ -97,15 +98,41 @@ impl Transport {
             .header("x-request-id", request_id)
             .body(Full::new(body))
             .map_err(|source| RequestError::Build {
+                method: "POST",
                 path: path.to_owned(),
                 source,
             })?;
+        self.authorize(&mut request);
+        Ok(request)
+    }
+
+    /// A GET of `path_and_query` (already percent-encoded), with no body and no idempotency key.
+    pub fn get_request(
+        &self,
+        path_and_query: &str,
+        request_id: &str,
+    ) -> Result<Request<Full<Bytes>>, RequestError> {
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path_and_query}", self.base))
+            .header(header::ACCEPT, "application/json")
+            .header("x-request-id", request_id)
+            .body(Full::new(Bytes::new()))
+            .map_err(|source| RequestError::Build {
+                method: "GET",
+                path: path_and_query.to_owned(),
+                source,
+            })?;
+        self.authorize(&mut request);
+        Ok(request)
+    }
+
+    fn authorize(&self, request: &mut Request<Full<Bytes>>) {
         if let Some(value) = &self.authorization {
             request
                 .headers_mut()
                 .insert(header::AUTHORIZATION, value.clone());
         }
-        Ok(request)
     }
 
     /// One exchange, bounded by the attempt timeout from the connect to the last body byte.
@@ -287,14 +314,22 @@ impl From<TokenError> for SetupError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RequestError {
-    Build { path: String, source: http::Error },
+    Build {
+        method: &'static str,
+        path: String,
+        source: http::Error,
+    },
     Encode(serde_json::Error),
 }
 
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RequestError::Build { path, source } => write!(f, "cannot build POST {path}: {source}"),
+            RequestError::Build {
+                method,
+                path,
+                source,
+            } => write!(f, "cannot build {method} {path}: {source}"),
             RequestError::Encode(source) => write!(f, "cannot encode the body: {source}"),
         }
     }

@@ -153,6 +153,13 @@ pub const KEY_OVERLAY_MERGE_FROM: usize = 65_536;
 /// Keys merged per commit at least, once merging started (twice the batch's keys if more).
 pub const KEY_MERGE_SLICE_MIN: usize = 64;
 
+/// Statement lines held in memory before commits start merging them into the account-ordered
+/// `statements` table (see `store/history/overlay.rs`): ~150 bytes each, read back from the tail
+/// on open.
+pub const STATEMENT_OVERLAY_MERGE_FROM: usize = 65_536;
+/// Statement lines merged per commit at least, once merging started (twice the batch's if more).
+pub const STATEMENT_MERGE_SLICE_MIN: usize = 64;
+
 /// Journal (see `store/journal.rs`): a batch commits durably in redb (a checkpoint) once this
 /// many bytes of records were journaled since the last one. Bounds what a restart replays.
 pub const JOURNAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;

@@ -13,10 +13,12 @@ use super::accounts::{self, AccountMap, AccountOverlay};
 use super::answers::{self, AnswerRow};
 use super::auth::AuthTables;
 use super::codec::{decode, encode};
+use super::history::overlay::{LineChanges, StatementOverlay};
 use super::journal::{Logged, Redo};
 use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name, with_key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
+use super::schema::STATEMENT_TAIL;
 use super::schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_ANSWER_NUMBER,
     META_NEXT_ENTRY_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
@@ -50,6 +52,11 @@ pub struct BatchTables<'txn> {
     transfers: Logged<'txn, u64, &'static [u8]>,
     outbox: Logged<'txn, u64, &'static [u8]>,
     statements: Logged<'txn, (u32, &'static str, u64, u8), &'static [u8]>,
+    statement_tail: Logged<'txn, (u64, u8), &'static [u8]>,
+    /// Lines not yet in `statements` (see `history/overlay.rs`).
+    statement_overlay: &'txn StatementOverlay,
+    /// Lines this batch wrote and merged: what the statement overlay learns after the commit.
+    line_changes: LineChanges,
     tenant_entries: Logged<'txn, (u32, u8, u64), u64>,
     charge_refunds: Logged<'txn, (u64, u64), u64>,
     accounts_by_creation: Logged<'txn, (u32, u64, &'static str), ()>,
@@ -96,6 +103,7 @@ impl<'txn> BatchTables<'txn> {
         redo: &'txn Redo,
         overlay: &'txn AccountOverlay,
         key_overlay: &'txn KeyOverlay,
+        statement_overlay: &'txn StatementOverlay,
         charge_ids: &'txn ChargeIds,
         account_flush: AccountFlush,
     ) -> Result<Self, StoreError> {
@@ -124,6 +132,9 @@ impl<'txn> BatchTables<'txn> {
             transfers: Logged::open(txn, redo, TRANSFERS)?,
             outbox: Logged::open(txn, redo, OUTBOX)?,
             statements: Logged::open(txn, redo, STATEMENTS)?,
+            statement_tail: Logged::open(txn, redo, STATEMENT_TAIL)?,
+            statement_overlay,
+            line_changes: LineChanges::default(),
             tenant_entries: Logged::open(txn, redo, TENANT_ENTRIES)?,
             charge_refunds: Logged::open(txn, redo, CHARGE_REFUNDS)?,
             accounts_by_creation: Logged::open(txn, redo, ACCOUNTS_BY_CREATION)?,
@@ -416,6 +427,7 @@ impl<'txn> BatchTables<'txn> {
     pub(super) fn flush(&mut self) -> Result<(), StoreError> {
         self.replication.flush()?;
         self.flush_timeline()?;
+        self.merge_statement_lines()?;
         self.flush_accounts()?;
         keys::merge_slice(
             self.key_overlay,
@@ -473,6 +485,11 @@ impl BatchTables<'_> {
         accounts::set_through_charge(&mut self.meta, last_charge)?;
         self.account_flush = AccountFlush::Written;
         Ok(())
+    }
+
+    /// What the statement overlay must learn once the commit returned `Ok`.
+    pub(super) fn take_line_changes(&mut self) -> LineChanges {
+        std::mem::take(&mut self.line_changes)
     }
 
     /// What the key overlay must learn once the commit returned `Ok`.

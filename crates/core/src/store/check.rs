@@ -26,6 +26,7 @@ use super::{JOURNAL_FILE_NAME, STORE_FILE_NAME, StoppedStore, Store, StoreError}
 use crate::ledger::{Account, ChargeIds, ChargeStatus, EntryKind};
 
 mod entries;
+mod history;
 mod mirrors;
 
 #[derive(Debug, Default, Serialize)]
@@ -51,6 +52,13 @@ pub struct Report {
     pub mirrored_refunds: u64,
     pub mirrored_transfers: u64,
     pub dead_letters_parked: u64,
+    /// The store has its history indexes (`META_HISTORY_INDEXED`), and they were checked
+    /// (invariant 8). `false`: a store from before history checked read-only, which has none yet;
+    /// its next start indexes it.
+    pub history_indexed: bool,
+    pub statement_lines: u64,
+    /// As a hub: the lines of its mirrored statements.
+    pub mirrored_statement_lines: u64,
     /// Invariant 1: every value must be 0.
     pub balance_sum_by_currency: BTreeMap<String, i128>,
     /// Invariant 6: per currency, pending credits minus pending debits; every value must be 0.
@@ -76,7 +84,8 @@ pub(crate) fn assert_consistent(store: &Store) -> Report {
 /// between its snapshot and its look at the overlays would show as a mismatch.
 pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let txn = store.database().begin_read()?;
-    verify_snapshot(&txn, store.accounts_overlay(), store.keys_overlay())
+    let lines = store.statement_overlay.read().by_name.clone();
+    verify_snapshot(&txn, store.accounts_overlay(), store.keys_overlay(), lines)
 }
 
 /// Verifies a stopped node's store and changes nothing (`onceledger check`). A store stopped
@@ -92,7 +101,13 @@ pub fn verify_stopped(data_dir: &Path) -> Result<Report, StoreError> {
     };
     let txn = stopped.db.begin_read()?;
     let keys = stopped.recovered.keys.snapshot();
-    verify_snapshot(&txn, stopped.recovered.accounts, keys)
+    // What an open would read back from the tail: empty after a clean stop, which merges all.
+    let lines = super::history::overlay::StatementOverlay::default();
+    if let Some(tail) = super::schema::open_if_present(&txn, super::schema::STATEMENT_TAIL)? {
+        super::history::read_back_tail(&tail, &lines)?;
+    }
+    let lines = lines.read().by_name.clone();
+    verify_snapshot(&txn, stopped.recovered.accounts, keys, lines)
 }
 
 /// Copies the store's two files into a fresh scratch directory (under the system's temporary
@@ -138,6 +153,7 @@ fn verify_snapshot(
     txn: &redb::ReadTransaction,
     accounts_overlay: AccountMap,
     keys_overlay: Vec<(u32, String, u64)>,
+    statement_memory: history::MemoryLines,
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let mut violations: Vec<String> = Vec::new();
@@ -162,7 +178,14 @@ fn verify_snapshot(
         letters: &letters,
     };
     verify_idempotency(txn, keys_overlay, &seen, &mut report, &mut violations)?;
-    verify_hub(txn, &letters, &mut report, &mut violations)?;
+    let mirror_accounts_moved = verify_hub(txn, &letters, &mut report, &mut violations)?;
+    let history_seen = history::Seen {
+        accounts: &accounts,
+        entries: &entries,
+        mirror_accounts_moved: &mirror_accounts_moved,
+        statement_memory: &statement_memory,
+    };
+    history::verify_history(txn, &history_seen, &mut report, &mut violations)?;
     report.violations = violations;
     Ok(report)
 }
@@ -486,13 +509,14 @@ fn verify_idempotency(
 
 /// Invariant 4 and the mirrors: per origin, inbox rows are exactly 1..=applied_through, each
 /// applied or dead-lettered once; mirrored totals are what the mirrored entries add up to, and
-/// every mirror balances to zero per currency (`mirrors`).
+/// every mirror balances to zero per currency (`mirrors`). Returns the mirror accounts mirrored
+/// entries moved.
 fn verify_hub(
     txn: &redb::ReadTransaction,
     letters: &BTreeMap<u64, DeadLetter>,
     report: &mut Report,
     violations: &mut Vec<String>,
-) -> Result<(), StoreError> {
+) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
     verify_inboxes(txn, letters, report, violations)?;
     mirrors::verify_mirrors(txn, report, violations)
 }

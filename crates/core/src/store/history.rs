@@ -15,6 +15,7 @@
 //! live (2^56 events at a million a second is two thousand years).
 
 mod backfill;
+pub(super) mod overlay;
 
 use std::ops::RangeInclusive;
 
@@ -39,6 +40,38 @@ pub(super) fn backfill(txn: &redb::WriteTransaction) -> Result<u64, StoreError> 
 impl Record for StatementLine {
     const VERSION: u8 = 1;
     const NAME: &'static str = "statement line";
+}
+
+/// A statement line in the tail (`statement_tail`): with the tenant and account its key in
+/// `statements` will carry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct TailLine {
+    pub tenant: u32,
+    pub account: AccountId,
+    pub line: StatementLine,
+}
+
+impl Record for TailLine {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "statement tail line";
+}
+
+/// On open: the tail (every line after `meta.statements_through_seq`) back into the overlay.
+/// Returns how many lines.
+pub(super) fn read_back_tail(
+    tail: &impl redb::ReadableTable<(u64, u8), &'static [u8]>,
+    statements: &overlay::StatementOverlay,
+) -> Result<u64, StoreError> {
+    let mut read = 0;
+    for row in tail.iter()? {
+        let (key, value) = row?;
+        let (seq, leg) = key.value();
+        let stored: TailLine = decode(value.value())?;
+        let name = overlay::line_name(stored.tenant, stored.account.as_str(), seq, leg);
+        statements.insert(name, super::codec::encode(&stored.line).into_boxed_slice());
+        read += 1;
+    }
+    Ok(read)
 }
 
 /// The lists of `tenant_entries`, by the byte stored in its key: the file format, never renumber.
@@ -160,6 +193,57 @@ impl StatementEntry {
     }
 }
 
+impl StatementEntry {
+    fn decoded(seq: u64, leg: u8, bytes: &[u8]) -> Result<StatementEntry, StoreError> {
+        Ok(StatementEntry {
+            seq,
+            leg,
+            line: decode(bytes)?,
+        })
+    }
+}
+
+/// Two walks of one statement in the same direction, the table's and the overlay's, as one.
+struct MergedLines<A: Iterator, B: Iterator> {
+    table: std::iter::Peekable<A>,
+    memory: std::iter::Peekable<B>,
+    backwards: bool,
+}
+
+type Positioned = Result<((u64, u8), StatementEntry), ListError>;
+
+impl<A: Iterator<Item = Positioned>, B: Iterator<Item = Positioned>> Iterator
+    for MergedLines<A, B>
+{
+    type Item = Result<StatementEntry, ListError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.table.peek(), self.memory.peek()) {
+            (None, None) => return None,
+            (Some(Err(_)) | Some(Ok(_)), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) | (Some(Ok(_)), Some(Err(_))) => std::cmp::Ordering::Greater,
+            (Some(Err(_)), Some(_)) => std::cmp::Ordering::Less,
+            (Some(Ok((a, _))), Some(Ok((b, _)))) => {
+                let order = a.cmp(b);
+                if self.backwards {
+                    order.reverse()
+                } else {
+                    order
+                }
+            }
+        };
+        let taken = match order {
+            std::cmp::Ordering::Less => self.table.next(),
+            std::cmp::Ordering::Greater => self.memory.next(),
+            std::cmp::Ordering::Equal => {
+                self.memory.next();
+                self.table.next()
+            }
+        };
+        taken.map(|item| item.map(|(_, entry)| entry))
+    }
+}
+
 pub fn posting_id(seq: u64, leg: u8) -> String {
     format!("po_{seq:016x}{leg:02x}")
 }
@@ -174,6 +258,9 @@ pub fn parse_posting_id(id: &str) -> Option<(u64, u8)> {
     let leg = u8::from_str_radix(&hex[16..], 16).ok()?;
     Some((seq, leg))
 }
+
+/// The largest seq a statement position holds (see the module's note).
+const LINE_SEQ_MAX: u64 = (1 << 56) - 1;
 
 /// A statement position: see the module's note.
 fn line_position(seq: u64, leg: u8) -> u64 {
@@ -399,34 +486,88 @@ impl HistoryTables {
         Ok(Some((after, line_position(seq, leg))))
     }
 
-    /// The lines of `account`'s statement in `walk`, decoded.
+    /// The lines of `account`'s statement in `walk`, decoded: the table's and the overlay's
+    /// (`overlay.rs`: lines not merged yet), merged in the walk's direction. A line in both (read
+    /// back after a restart, merged before it) is one line.
     fn lines<'t>(
         &'t self,
+        overlay: &'t overlay::Lines,
         tenant: TenantId,
         account: &'t str,
         walk: &Walk,
     ) -> Result<impl Iterator<Item = Result<StatementEntry, ListError>> + 't, ListError> {
         let (lo, hi) = if walk.is_empty() {
-            // An empty range of this account: (0, 0) to (0, 0) exclusive of nothing real.
+            // Any empty range: the filter below drops what it finds.
             ((0, 0), (0, 0))
         } else {
             (line_of_position(walk.lo), line_of_position(walk.hi))
         };
+        let empty = walk.is_empty();
         let range = self
             .statements
             .range((tenant.0, account, lo.0, lo.1)..=(tenant.0, account, hi.0, hi.1))?;
-        let empty = walk.is_empty();
-        Ok(walk_range(&self.statements, walk, range)
-            .filter(move |_| !empty)
-            .map(|row| {
-                let (key, value) = row?;
-                let (_, _, seq, leg) = key.value();
-                Ok(StatementEntry {
-                    seq,
-                    leg,
-                    line: decode(value.value())?,
-                })
-            }))
+        let table = walk_range(&self.statements, walk, range).map(|row| {
+            let (key, value) = row?;
+            let (_, _, seq, leg) = key.value();
+            Ok((
+                (seq, leg),
+                StatementEntry::decoded(seq, leg, value.value())?,
+            ))
+        });
+        let memory = overlay.of_account(tenant.0, account, lo, hi);
+        let memory: Box<dyn Iterator<Item = _> + 't> = if walk.backwards {
+            Box::new(memory.rev())
+        } else {
+            Box::new(memory)
+        };
+        let memory = memory.map(|(name, line)| {
+            let (_, _, seq, leg) = overlay::split_line_name(name);
+            Ok(((seq, leg), StatementEntry::decoded(seq, leg, line)?))
+        });
+        Ok(MergedLines {
+            table: table.peekable(),
+            memory: memory.peekable(),
+            backwards: walk.backwards,
+        }
+        .filter(move |_| !empty))
+    }
+
+    /// The last line of `account` at or before `(seq, 255)`, from the table or the overlay.
+    fn last_line_through(
+        &self,
+        overlay: &overlay::Lines,
+        tenant: TenantId,
+        account: &str,
+        seq: u64,
+    ) -> Result<Option<StatementEntry>, ListError> {
+        let walk = Walk {
+            lo: 0,
+            hi: line_position(seq, u8::MAX),
+            backwards: true,
+            turn_round: false,
+        };
+        self.lines(overlay, tenant, account, &walk)?
+            .next()
+            .transpose()
+    }
+
+    /// Whether `account` has the line `(seq, leg)`.
+    fn has_line(
+        &self,
+        overlay: &overlay::Lines,
+        tenant: TenantId,
+        account: &str,
+        (seq, leg): (u64, u8),
+    ) -> Result<bool, ListError> {
+        let in_memory = overlay
+            .of_account(tenant.0, account, (seq, leg), (seq, leg))
+            .next()
+            .is_some();
+        Ok(in_memory
+            || self
+                .statements
+                .get((tenant.0, account, seq, leg))?
+                .is_some())
     }
 
     /// The seq span of the `created_gte` / `created_lt` filters.
@@ -559,37 +700,41 @@ impl Store {
         if let Some(account) = &filter.account {
             self.known_account(tenant, account, "account")?;
         }
-        let (_txn, tables) = self.history()?;
-        let ids = self.charge_ids();
-        let (lo, hi) = tables.created_span(filter.created_gte_ms, filter.created_lt_ms)?;
-        let wanted = |progress: &ChargeProgress| filter.status.is_none_or(|s| s == progress.status);
-        let Some(account) = &filter.account else {
-            let cursor = tables.entry_cursor(ids, tenant, EntryKind::Charge, query, false)?;
-            let walk = Walk::new(query, lo..=hi, cursor);
-            return tables.listed(tenant, ListedKind::Charge, &walk, query.limit, |number| {
-                let (charge, progress) = tables.charge(number)?;
-                Ok(wanted(&progress).then_some((charge, progress)))
-            });
-        };
-        let cursor = tables.entry_cursor(ids, tenant, EntryKind::Charge, query, true)?;
-        let span = line_position(lo, 0)..=line_position(hi, u8::MAX);
-        let walk = Walk::new(query, span, cursor);
-        let lines = tables.lines(tenant, account.as_str(), &walk)?;
-        walk.collect(
-            query.limit,
-            lines.map(|entry| {
-                let entry = entry?;
-                // A charge's one line on each of its accounts is its hold or its posting.
-                if !matches!(
-                    entry.line.entry_type,
-                    EntryType::Charge | EntryType::Authorization
-                ) {
-                    return Ok(None);
-                }
-                let (charge, progress) = tables.charge(entry.line.made_by)?;
-                Ok(wanted(&progress).then_some((charge, progress)))
-            }),
-        )
+        self.publication.read(|| {
+            let (_txn, tables) = self.history()?;
+            let ids = self.charge_ids();
+            let (lo, hi) = tables.created_span(filter.created_gte_ms, filter.created_lt_ms)?;
+            let wanted =
+                |progress: &ChargeProgress| filter.status.is_none_or(|s| s == progress.status);
+            let Some(account) = &filter.account else {
+                let cursor = tables.entry_cursor(ids, tenant, EntryKind::Charge, query, false)?;
+                let walk = Walk::new(query, lo..=hi, cursor);
+                return tables.listed(tenant, ListedKind::Charge, &walk, query.limit, |number| {
+                    let (charge, progress) = tables.charge(number)?;
+                    Ok(wanted(&progress).then_some((charge, progress)))
+                });
+            };
+            let cursor = tables.entry_cursor(ids, tenant, EntryKind::Charge, query, true)?;
+            let span = line_position(lo, 0)..=line_position(hi, u8::MAX);
+            let walk = Walk::new(query, span, cursor);
+            let overlay = self.statement_overlay.read();
+            let lines = tables.lines(&overlay, tenant, account.as_str(), &walk)?;
+            walk.collect(
+                query.limit,
+                lines.map(|entry| {
+                    let entry = entry?;
+                    // A charge's one line on each of its accounts is its hold or its posting.
+                    if !matches!(
+                        entry.line.entry_type,
+                        EntryType::Charge | EntryType::Authorization
+                    ) {
+                        return Ok(None);
+                    }
+                    let (charge, progress) = tables.charge(entry.line.made_by)?;
+                    Ok(wanted(&progress).then_some((charge, progress)))
+                }),
+            )
+        })
     }
 
     /// `GET /v1/refunds`: `tenant`'s refunds, or one charge's, each with its charge.
@@ -642,39 +787,42 @@ impl Store {
         if let Some(account) = account {
             self.known_account(tenant, account, "account")?;
         }
-        let (_txn, tables) = self.history()?;
-        let ids = self.charge_ids();
-        let transfer = |number: u64| -> Result<Transfer, ListError> {
-            Ok(HistoryTables::record(
-                &tables.transfers,
-                number,
-                "transfer",
-            )?)
-        };
-        let Some(account) = account else {
-            let cursor = tables.entry_cursor(ids, tenant, EntryKind::Transfer, query, false)?;
-            let walk = Walk::new(query, 0..=u64::MAX >> 8, cursor);
-            return tables.listed(tenant, ListedKind::Transfer, &walk, query.limit, |n| {
-                transfer(n).map(Some)
-            });
-        };
-        let cursor = tables.entry_cursor(ids, tenant, EntryKind::Transfer, query, true)?;
-        let walk = Walk::new(query, 0..=u64::MAX, cursor);
-        let lines = tables.lines(tenant, account.as_str(), &walk)?;
-        // A transfer with several legs on the account has several lines, next to each other
-        // (one seq): it is listed once.
-        let mut last_seq = None;
-        walk.collect(
-            query.limit,
-            lines.map(|entry| {
-                let entry = entry?;
-                if entry.line.entry_type != EntryType::Transfer || last_seq == Some(entry.seq) {
-                    return Ok(None);
-                }
-                last_seq = Some(entry.seq);
-                transfer(entry.line.made_by).map(Some)
-            }),
-        )
+        self.publication.read(|| {
+            let (_txn, tables) = self.history()?;
+            let ids = self.charge_ids();
+            let transfer = |number: u64| -> Result<Transfer, ListError> {
+                Ok(HistoryTables::record(
+                    &tables.transfers,
+                    number,
+                    "transfer",
+                )?)
+            };
+            let Some(account) = account else {
+                let cursor = tables.entry_cursor(ids, tenant, EntryKind::Transfer, query, false)?;
+                let walk = Walk::new(query, 0..=u64::MAX >> 8, cursor);
+                return tables.listed(tenant, ListedKind::Transfer, &walk, query.limit, |n| {
+                    transfer(n).map(Some)
+                });
+            };
+            let cursor = tables.entry_cursor(ids, tenant, EntryKind::Transfer, query, true)?;
+            let walk = Walk::new(query, 0..=u64::MAX, cursor);
+            let overlay = self.statement_overlay.read();
+            let lines = tables.lines(&overlay, tenant, account.as_str(), &walk)?;
+            // A transfer with several legs on the account has several lines, next to each other
+            // (one seq): it is listed once.
+            let mut last_seq = None;
+            walk.collect(
+                query.limit,
+                lines.map(|entry| {
+                    let entry = entry?;
+                    if entry.line.entry_type != EntryType::Transfer || last_seq == Some(entry.seq) {
+                        return Ok(None);
+                    }
+                    last_seq = Some(entry.seq);
+                    transfer(entry.line.made_by).map(Some)
+                }),
+            )
+        })
     }
 
     /// `GET /v1/accounts/{id}/postings`: the account's statement.
@@ -685,28 +833,30 @@ impl Store {
         query: &ListQuery,
     ) -> Result<Page<StatementEntry>, ListError> {
         self.known_account(tenant, account, "")?;
-        let (_txn, tables) = self.history()?;
-        let cursor = match &query.cursor {
-            None => None,
-            Some(Cursor::StartingAfter(id) | Cursor::EndingBefore(id)) => {
-                let (seq, leg) = parse_posting_id(id)
-                    .filter(|&(seq, leg)| {
-                        seq < 1 << 56
-                            && tables
-                                .statements
-                                .get((tenant.0, account.as_str(), seq, leg))
-                                .is_ok_and(|found| found.is_some())
-                    })
-                    .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
-                Some((
-                    matches!(query.cursor, Some(Cursor::StartingAfter(_))),
-                    line_position(seq, leg),
-                ))
-            }
-        };
-        let walk = Walk::new(query, 0..=u64::MAX, cursor);
-        let lines = tables.lines(tenant, account.as_str(), &walk)?;
-        walk.collect(query.limit, lines.map(|line| line.map(Some)))
+        self.publication.read(|| {
+            let (_txn, tables) = self.history()?;
+            let overlay = self.statement_overlay.read();
+            let cursor = match &query.cursor {
+                None => None,
+                Some(Cursor::StartingAfter(id) | Cursor::EndingBefore(id)) => {
+                    let line = parse_posting_id(id).filter(|&(seq, _)| seq < 1 << 56);
+                    let known = match line {
+                        Some(line) => tables.has_line(&overlay, tenant, account.as_str(), line)?,
+                        None => false,
+                    };
+                    let (seq, leg) = line
+                        .filter(|_| known)
+                        .ok_or_else(|| ListError::UnknownCursor(id.clone()))?;
+                    Some((
+                        matches!(query.cursor, Some(Cursor::StartingAfter(_))),
+                        line_position(seq, leg),
+                    ))
+                }
+            };
+            let walk = Walk::new(query, 0..=u64::MAX, cursor);
+            let lines = tables.lines(&overlay, tenant, account.as_str(), &walk)?;
+            walk.collect(query.limit, lines.map(|line| line.map(Some)))
+        })
     }
 
     /// `GET /v1/accounts/{id}/balance?as_of=`: the account with its totals as they were after
@@ -720,23 +870,22 @@ impl Store {
         at: AsOf,
     ) -> Result<(Account, u64), ListError> {
         let current = self.known_account(tenant, account, "")?;
-        let (_txn, tables) = self.history()?;
-        let seq = match at {
-            AsOf::Seq(seq) => seq,
-            AsOf::Time(ms) => tables.last_seq_before(ms.saturating_add(1))?,
-        };
-        // The seek stays inside the positions seqs can have; the seq answered is the one asked.
-        let seek = seq.min((1 << 56) - 1);
-        let last = tables
-            .statements
-            .range((tenant.0, account.as_str(), 0, 0)..=(tenant.0, account.as_str(), seek, u8::MAX))?
-            .next_back()
-            .transpose()?;
-        let totals = match last {
-            Some((_, value)) => decode::<StatementLine>(value.value())?.after,
-            None => Totals::default(),
-        };
-        Ok((totals.on(&current), seq))
+        self.publication.read(|| {
+            let (_txn, tables) = self.history()?;
+            let seq = match at {
+                AsOf::Seq(seq) => seq,
+                AsOf::Time(ms) => tables.last_seq_before(ms.saturating_add(1))?,
+            };
+            let overlay = self.statement_overlay.read();
+            let last = tables.last_line_through(
+                &overlay,
+                tenant,
+                account.as_str(),
+                seq.min(LINE_SEQ_MAX),
+            )?;
+            let totals = last.map_or_else(Totals::default, |entry| entry.line.after);
+            Ok((totals.on(&current), seq))
+        })
     }
 
     /// A hub's statement of `account` as mirrored from `origin`, oldest first unless asked.
@@ -805,5 +954,248 @@ impl Store {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema::STATEMENT_TAIL as STATEMENT_TAIL_TABLE;
+    use super::super::test_support::{id, open_accounts, stage_charge};
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    /// 37 charges from `a` to `b`, several per batch (so several per millisecond of the clock).
+    fn store_with_charges() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        open_accounts(&store, TenantId::DEFAULT);
+        for batch in 0..8u64 {
+            store
+                .commit_batch(|tables| {
+                    for i in 0..(1 + batch % 5) {
+                        stage_charge(tables, TenantId::DEFAULT, 1 + batch * 10 + i)?;
+                    }
+                    Ok(())
+                })
+                .expect("charges");
+        }
+        (dir, store)
+    }
+
+    fn query(limit: usize, order: Order, cursor: Option<Cursor>) -> ListQuery {
+        ListQuery {
+            limit,
+            order,
+            cursor,
+        }
+    }
+
+    /// Guards the pager's arithmetic: for every limit and both orders, walking forwards with
+    /// `starting_after` and backwards with `ending_before` yields every posting exactly once, in
+    /// the list's order, and `has_more` is false exactly on the last page.
+    #[test]
+    fn pages_in_both_directions_concatenate_to_the_full_statement() {
+        let (_dir, store) = store_with_charges();
+        let tenant = TenantId::DEFAULT;
+        let a = id("a");
+        let full = store
+            .statement(tenant, &a, &query(100, Order::OldestFirst, None))
+            .map_err(|e| format!("{e:?}"))
+            .expect("statement");
+        assert!(!full.has_more);
+        let full: Vec<String> = full.data.iter().map(StatementEntry::id).collect();
+        assert_eq!(full.len(), 1 + 2 + 3 + 4 + 5 + 1 + 2 + 3);
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            let mut expected = full.clone();
+            if order == Order::NewestFirst {
+                expected.reverse();
+            }
+            for limit in 1..=40 {
+                let mut seen = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page = store
+                        .statement(tenant, &a, &query(limit, order, cursor))
+                        .map_err(|e| format!("{e:?}"))
+                        .expect("page");
+                    assert!(page.data.len() <= limit);
+                    seen.extend(page.data.iter().map(StatementEntry::id));
+                    if !page.has_more {
+                        break;
+                    }
+                    cursor = Some(Cursor::StartingAfter(seen.last().expect("item").clone()));
+                }
+                assert_eq!(seen, expected, "forwards, limit {limit}, {order:?}");
+
+                let last = expected.last().expect("item").clone();
+                let mut before = vec![last.clone()];
+                let mut cursor = Cursor::EndingBefore(last);
+                loop {
+                    let page = store
+                        .statement(tenant, &a, &query(limit, order, Some(cursor)))
+                        .map_err(|e| format!("{e:?}"))
+                        .expect("page");
+                    let ids: Vec<String> = page.data.iter().map(StatementEntry::id).collect();
+                    before.splice(0..0, ids);
+                    if !page.has_more {
+                        break;
+                    }
+                    cursor = Cursor::EndingBefore(before[0].clone());
+                }
+                assert_eq!(before, expected, "backwards, limit {limit}, {order:?}");
+            }
+        }
+    }
+
+    /// Each line's totals are the balance as of its seq, and before the first posting they are
+    /// zero; the charges list filtered by account walks the statement and finds each charge once.
+    #[test]
+    fn as_of_a_seq_is_the_line_at_or_before_it_and_filters_find_each_charge_once() {
+        let (_dir, store) = store_with_charges();
+        let tenant = TenantId::DEFAULT;
+        let b = id("b");
+        let lines = store
+            .statement(tenant, &b, &query(100, Order::OldestFirst, None))
+            .map_err(|e| format!("{e:?}"))
+            .expect("statement")
+            .data;
+        let (before, _) = store
+            .balance_as_of(tenant, &b, AsOf::Seq(lines[0].seq - 1))
+            .map_err(|e| format!("{e:?}"))
+            .expect("balance");
+        assert_eq!(before.credits_posted, 0);
+        let mut running = 0;
+        for line in &lines {
+            running += line.line.amount.minor();
+            assert_eq!(line.line.after.credits_posted, running);
+            let (then, seq) = store
+                .balance_as_of(tenant, &b, AsOf::Seq(line.seq))
+                .map_err(|e| format!("{e:?}"))
+                .expect("balance");
+            assert_eq!((then.credits_posted, seq), (running, line.seq));
+        }
+        let now = store.account(tenant, &b).expect("read").expect("b");
+        assert_eq!(now.credits_posted, running);
+
+        let filter = ChargeFilter {
+            account: Some(b.clone()),
+            ..ChargeFilter::default()
+        };
+        let charges = store
+            .list_charges(tenant, &filter, &query(100, Order::NewestFirst, None))
+            .map_err(|e| format!("{e:?}"))
+            .expect("charges");
+        assert_eq!(charges.data.len(), lines.len());
+        let unfiltered = store
+            .list_charges(
+                tenant,
+                &ChargeFilter::default(),
+                &query(100, Order::NewestFirst, None),
+            )
+            .map_err(|e| format!("{e:?}"))
+            .expect("charges");
+        assert_eq!(charges.data, unfiltered.data);
+        assert_eq!(charges.data[0].0.event_seq, lines.last().expect("line").seq);
+    }
+
+    /// Guards the statement overlay (`overlay.rs`): with the small marks, lines are merged a
+    /// slice per commit, so a statement is part table, part memory, with lines in both after a
+    /// restart; every page still shows each line once, the tail holds only what is past the mark,
+    /// and the final checkpoint leaves nothing in memory.
+    #[test]
+    fn statements_split_between_table_and_memory_read_as_one() {
+        use super::super::marks::Marks;
+        use super::super::test_support::crash_image;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(&dir.path().join("a")).expect("opens");
+        store.set_marks(Marks::SMALL);
+        open_accounts(&store, TenantId::DEFAULT);
+        for amount in 1..=40 {
+            store
+                .commit_batch(|tables| stage_charge(tables, TenantId::DEFAULT, amount).map(|_| ()))
+                .expect("charge");
+        }
+        let all = |store: &Store| -> Vec<(String, u64)> {
+            store
+                .statement(
+                    TenantId::DEFAULT,
+                    &id("b"),
+                    &query(100, Order::OldestFirst, None),
+                )
+                .map_err(|e| format!("{e:?}"))
+                .expect("statement")
+                .data
+                .iter()
+                .map(|entry| (entry.id(), entry.line.after.credits_posted))
+                .collect()
+        };
+        let expected: Vec<u64> = (1..=40u64)
+            .scan(0, |sum, a| {
+                *sum += a;
+                Some(*sum)
+            })
+            .collect();
+        let before = all(&store);
+        assert_eq!(before.iter().map(|l| l.1).collect::<Vec<_>>(), expected);
+        assert!(
+            store.marks_crossed().statement_merges > 0,
+            "slices were merged"
+        );
+        assert!(
+            store.statement_overlay.len() > 0,
+            "and some lines wait in memory"
+        );
+
+        let image = dir.path().join("b");
+        crash_image(store, &image);
+        let reopened = Store::open(&image).expect("reopens");
+        assert_eq!(
+            all(&reopened),
+            before,
+            "read back from the tail, merged or not"
+        );
+        reopened.checkpoint().expect("final checkpoint");
+        assert_eq!(reopened.statement_overlay.len(), 0);
+        assert_eq!(all(&reopened), before);
+        let txn = reopened.database().begin_read().expect("read");
+        let tail = txn.open_table(STATEMENT_TAIL_TABLE).expect("tail");
+        assert_eq!(
+            tail.len().expect("len"),
+            0,
+            "the tail is empty once all merged"
+        );
+    }
+
+    /// A cursor another tenant owns, or that names nothing, is refused, never used.
+    #[test]
+    fn foreign_and_unknown_cursors_are_refused() {
+        let (_dir, store) = store_with_charges();
+        let other = TenantId(7);
+        open_accounts(&store, other);
+        let mine = store
+            .statement(
+                TenantId::DEFAULT,
+                &id("a"),
+                &query(1, Order::NewestFirst, None),
+            )
+            .map_err(|e| format!("{e:?}"))
+            .expect("statement")
+            .data[0]
+            .id();
+        for cursor in [mine.clone(), "po_zz".into(), posting_id(1 << 60, 0)] {
+            let refused = store.statement(
+                other,
+                &id("a"),
+                &query(
+                    10,
+                    Order::NewestFirst,
+                    Some(Cursor::StartingAfter(cursor.clone())),
+                ),
+            );
+            assert!(
+                matches!(refused, Err(ListError::UnknownCursor(ref c)) if *c == cursor),
+                "{cursor}: {refused:?}"
+            );
+        }
     }
 }

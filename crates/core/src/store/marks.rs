@@ -6,7 +6,9 @@
 //! - the **account flush** (the account overlay written back to its rows, `accounts.rs`), every
 //!   `ACCOUNT_FLUSH_CHARGES` charges;
 //! - the **key merge** (finished keys moved from memory into the keyed table, `keys.rs`), once
-//!   `KEY_OVERLAY_MERGE_FROM` keys wait, `KEY_MERGE_SLICE_MIN` keys or more per commit.
+//!   `KEY_OVERLAY_MERGE_FROM` keys wait, `KEY_MERGE_SLICE_MIN` keys or more per commit;
+//! - the **statement merge** (statement lines moved from memory into the account-ordered table,
+//!   `history/overlay.rs`), likewise from `STATEMENT_OVERLAY_MERGE_FROM` lines.
 //!
 //! A store always runs with [`Marks::default`], the limits. Tests, the fuzz targets and the crash
 //! tests (`--features fault-injection`) lower them with `Store::set_marks`, so that a few batches
@@ -18,6 +20,7 @@ use std::fmt;
 
 use crate::limits::{
     ACCOUNT_FLUSH_CHARGES, JOURNAL_CHECKPOINT_COMMITS, KEY_MERGE_SLICE_MIN, KEY_OVERLAY_MERGE_FROM,
+    STATEMENT_MERGE_SLICE_MIN, STATEMENT_OVERLAY_MERGE_FROM,
 };
 
 /// When the store checkpoints, flushes accounts and merges keys. Only settable with the
@@ -33,6 +36,10 @@ pub struct Marks {
     pub key_merge_from: usize,
     /// Keys merged per commit at least, once merging started (`KEY_MERGE_SLICE_MIN`).
     pub key_merge_slice_min: usize,
+    /// Statement lines in memory from which commits merge them (`STATEMENT_OVERLAY_MERGE_FROM`).
+    pub statement_merge_from: usize,
+    /// Lines merged per commit at least (`STATEMENT_MERGE_SLICE_MIN`).
+    pub statement_merge_slice_min: usize,
 }
 
 impl Default for Marks {
@@ -42,6 +49,8 @@ impl Default for Marks {
             account_flush_charges: ACCOUNT_FLUSH_CHARGES,
             key_merge_from: KEY_OVERLAY_MERGE_FROM,
             key_merge_slice_min: KEY_MERGE_SLICE_MIN,
+            statement_merge_from: STATEMENT_OVERLAY_MERGE_FROM,
+            statement_merge_slice_min: STATEMENT_MERGE_SLICE_MIN,
         }
     }
 }
@@ -56,6 +65,8 @@ impl Marks {
         account_flush_charges: 3,
         key_merge_from: 4,
         key_merge_slice_min: 1,
+        statement_merge_from: 4,
+        statement_merge_slice_min: 1,
     };
 }
 
@@ -84,9 +95,12 @@ impl std::str::FromStr for Marks {
                 "accounts" => marks.account_flush_charges = value,
                 "keys" => marks.key_merge_from = as_usize()?,
                 "key_slice" => marks.key_merge_slice_min = as_usize()?,
+                "lines" => marks.statement_merge_from = as_usize()?,
+                "line_slice" => marks.statement_merge_slice_min = as_usize()?,
                 other => {
                     return Err(MarksError(format!(
-                        "unknown mark {other:?} (journal, accounts, keys, key_slice)"
+                        "unknown mark {other:?} (journal, accounts, keys, key_slice, lines, \
+                         line_slice)"
                     )));
                 }
             }
@@ -99,11 +113,13 @@ impl fmt::Display for Marks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "journal={},accounts={},keys={},key_slice={}",
+            "journal={},accounts={},keys={},key_slice={},lines={},line_slice={}",
             self.journal_checkpoint_commits,
             self.account_flush_charges,
             self.key_merge_from,
-            self.key_merge_slice_min
+            self.key_merge_slice_min,
+            self.statement_merge_from,
+            self.statement_merge_slice_min
         )
     }
 }
@@ -127,6 +143,7 @@ pub struct MarksCrossed {
     pub checkpoints: u64,
     pub account_flushes: u64,
     pub key_merges: u64,
+    pub statement_merges: u64,
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ mod recovery;
 mod replication;
 mod schema;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -140,6 +140,8 @@ pub struct Store {
     overlay: accounts::AccountOverlay,
     /// Finished idempotency keys not yet in `idempotency_keys` (see `keys.rs`).
     key_overlay: keys::KeyOverlay,
+    /// Statement lines not yet in `statements` (`history/overlay.rs`).
+    statement_overlay: history::overlay::StatementOverlay,
     /// Makes a commit and its overlay updates one step for readers (`publication.rs`).
     publication: publication::Publication,
     /// Set by a fault point: every later checkpoint fails as on a failing disk.
@@ -283,7 +285,14 @@ impl Store {
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         let key_overlay = keys::KeyOverlay::default();
-        let mut recovered = recovery::run(&txn, journal_source, requested, &key_overlay)?;
+        let statement_overlay = history::overlay::StatementOverlay::default();
+        let mut recovered = recovery::run(
+            &txn,
+            journal_source,
+            requested,
+            &key_overlay,
+            &statement_overlay,
+        )?;
         txn.commit()?;
         if let Some(journal) = recovered.journal.as_mut() {
             // The commit made `journal_through` durable; the records that follow continue from it.
@@ -303,6 +312,7 @@ impl Store {
             path,
             overlay: accounts::AccountOverlay::default(),
             key_overlay,
+            statement_overlay,
             publication: publication::Publication::default(),
             #[cfg(feature = "fault-injection")]
             checkpoints_fail: std::sync::atomic::AtomicBool::new(false),
@@ -425,7 +435,9 @@ impl Store {
             )));
         }
         // Every charge changes two accounts: an empty overlay means none since the last one.
-        if self.overlay.len() == 0 && self.journal_bytes() == 0 {
+        // Statement lines read back on open wait in memory without either.
+        if self.overlay.len() == 0 && self.journal_bytes() == 0 && self.statement_overlay.len() == 0
+        {
             return Ok(());
         }
         self.write_batch_with(AccountFlush::Now, |_| Ok(()))
@@ -469,12 +481,13 @@ impl Store {
             redb::Durability::Immediate
         })?;
         txn.set_quick_repair(true);
-        let (result, (accounts, flushed), key_changes) = {
+        let (result, (accounts, flushed), key_changes, line_changes) = {
             let mut tables = BatchTables::open(
                 &txn,
                 &redo,
                 &self.overlay,
                 &self.key_overlay,
+                &self.statement_overlay,
                 &self.charge_ids,
                 account_flush,
             )?;
@@ -484,6 +497,7 @@ impl Store {
                 result,
                 tables.take_account_changes(),
                 tables.take_key_changes(),
+                tables.take_line_changes(),
             )
         };
         match journal.as_deref_mut() {
@@ -508,6 +522,7 @@ impl Store {
             hook();
         }
         self.key_overlay.apply(key_changes);
+        self.statement_overlay.apply(line_changes);
         // Only now are the batch's balances committed, so only now may readers see them.
         if flushed {
             self.overlay.clear();
@@ -540,6 +555,8 @@ impl Store {
         self.overlay.set_flush_charges(marks.account_flush_charges);
         self.key_overlay
             .set_marks(marks.key_merge_from, marks.key_merge_slice_min);
+        self.statement_overlay
+            .set_marks(marks.statement_merge_from, marks.statement_merge_slice_min);
     }
 
     /// How many times this store crossed each of its marks since it opened.
@@ -548,6 +565,7 @@ impl Store {
             checkpoints: self.checkpoints(),
             account_flushes: self.overlay.flushes(),
             key_merges: self.key_overlay.merges(),
+            statement_merges: self.statement_overlay.merges(),
         }
     }
 

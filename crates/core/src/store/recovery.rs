@@ -19,6 +19,8 @@
 //! 7. **Index history** of a store from before history: statement lines, list indexes and the
 //!    timeline for every posting, entry and account it holds (`history/backfill.rs`), once; a
 //!    store is marked when done. After the journal replay, so it indexes the replayed batches.
+//!    Then the statement lines not yet merged (the tail) are read back into memory
+//!    (`history/overlay.rs`).
 //! 8. **Node id** and the **charge-id key**: read, or made on a fresh store; the key also on a
 //!    store from before opaque ids, marked to start after its last charge (`charge_ids.rs`). Last,
 //!    so that the mark counts the charges the journal replay brought back.
@@ -129,6 +131,7 @@ pub(super) fn run(
     journal_source: JournalSource,
     requested: Option<&str>,
     key_overlay: &KeyOverlay,
+    statement_overlay: &super::history::overlay::StatementOverlay,
 ) -> Result<Recovered, StoreError> {
     let mut recovery = Recovery {
         txn,
@@ -154,7 +157,10 @@ pub(super) fn run(
         accounts::recover(txn, last_charge).map(|postings| ((), postings))
     })?;
     recovery.step(RecoveryStep::IndexHistory, |txn| {
-        super::history::backfill(txn).map(|postings| ((), postings))
+        let backfilled = super::history::backfill(txn)?;
+        let tail = txn.open_table(schema::STATEMENT_TAIL)?;
+        let read_back = super::history::read_back_tail(&tail, statement_overlay)?;
+        Ok(((), backfilled + read_back))
     })?;
     let (node_id, charge_ids) = recovery.step(RecoveryStep::NodeId, |txn| {
         Ok(((node_id(txn, requested)?, charge_ids::recover(txn)?), 0))

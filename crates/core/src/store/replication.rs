@@ -8,6 +8,7 @@
 //! rule is refused rather than applied half.
 
 mod mirror;
+mod statement;
 
 use std::collections::HashMap;
 
@@ -19,7 +20,7 @@ use super::records::{DeadLetter, Event, EventBody, InboxOutcome, InboxRecord, Or
 use super::schema::{
     COUNTER_NEXT_APPLIED_INDEX, COUNTER_NEXT_DEAD_LETTER_ID, DEAD_LETTERS, INBOX, ORIGINS,
     REPLICA_ACCOUNTS, REPLICA_CHARGE_PROGRESS, REPLICA_CHARGES, REPLICA_ENTRY_NUMBERS,
-    REPLICA_REFUNDS, REPLICA_TRANSFERS, REPLICATION_COUNTERS, SINK_CURSORS,
+    REPLICA_REFUNDS, REPLICA_STATEMENTS, REPLICA_TRANSFERS, REPLICATION_COUNTERS, SINK_CURSORS,
 };
 use super::{Store, StoreError};
 use crate::ledger::{Account, AccountId, Charge, ChargeProgress};
@@ -51,6 +52,8 @@ pub struct ReplicationTables<'txn> {
     refunds: Logged<'txn, (&'static str, u64), &'static [u8]>,
     transfers: Logged<'txn, (&'static str, u64), &'static [u8]>,
     entry_numbers: Logged<'txn, (&'static str, u64), u64>,
+    /// (origin, account, origin event seq, leg): the mirrored statements (`statement.rs`).
+    statements: Logged<'txn, (&'static str, &'static str, u64, u8), &'static [u8]>,
     dead_letters: Logged<'txn, u64, &'static [u8]>,
     counters: Logged<'txn, &'static str, u64>,
     /// Mirrored accounts changed by this transaction, written once by `flush`.
@@ -81,6 +84,7 @@ impl<'txn> ReplicationTables<'txn> {
             refunds: Logged::open(txn, redo, REPLICA_REFUNDS)?,
             transfers: Logged::open(txn, redo, REPLICA_TRANSFERS)?,
             entry_numbers: Logged::open(txn, redo, REPLICA_ENTRY_NUMBERS)?,
+            statements: Logged::open(txn, redo, REPLICA_STATEMENTS)?,
             dead_letters: Logged::open(txn, redo, DEAD_LETTERS)?,
             counters,
             staged_accounts: HashMap::new(),
@@ -127,30 +131,27 @@ impl<'txn> ReplicationTables<'txn> {
         origin: &str,
         event: &Event,
     ) -> Result<Result<(), ApplyRefusal>, StoreError> {
-        let seq = event.seq;
+        // The origin's seq and time of the event key and date its statement lines.
+        let at = statement::OriginEvent {
+            seq: event.seq,
+            at_ms: event.created_at_ms,
+        };
         mirror::outcome(match &event.body {
             EventBody::AccountCreated(account) => self.mirror_new_account(origin, account),
-            EventBody::ChargeSucceeded(charge) => self.mirror_charge(origin, seq, charge, None),
+            EventBody::ChargeSucceeded(charge) => self.mirror_charge(origin, at, charge, None),
             EventBody::ChargeAuthorized {
                 charge,
                 expires_at_ms,
-            } => self.mirror_charge(origin, seq, charge, Some(*expires_at_ms)),
+            } => self.mirror_charge(origin, at, charge, Some(*expires_at_ms)),
             EventBody::ChargeSettled {
                 charge,
                 status,
                 amount_captured,
-            } => self.mirror_settlement(
-                origin,
-                seq,
-                event.created_at_ms,
-                charge,
-                *status,
-                *amount_captured,
-            ),
+            } => self.mirror_settlement(origin, at, charge, *status, *amount_captured),
             EventBody::RefundSucceeded { refund, charge } => {
-                self.mirror_refund(origin, seq, refund, charge)
+                self.mirror_refund(origin, at, refund, charge)
             }
-            EventBody::TransferSucceeded(transfer) => self.mirror_transfer(origin, seq, transfer),
+            EventBody::TransferSucceeded(transfer) => self.mirror_transfer(origin, at, transfer),
         })
     }
 
@@ -456,11 +457,12 @@ mod tests {
     mod lifecycle {
         use super::super::ApplyRefusal;
         use crate::ledger::{
-            Account, AccountId, Amount, Charge, ChargeStatus, Currency, Metadata, NewAccount,
-            Refund, Transfer, TransferLeg,
+            Account, AccountId, Amount, Charge, ChargeStatus, Currency, EntryType, Metadata,
+            NewAccount, PostingSide, Refund, Transfer, TransferLeg,
         };
         use crate::store::records::{Event, EventBody};
-        use crate::store::{Store, check};
+        use crate::store::test_support::{assert_running_sums, mirrored_statement};
+        use crate::store::{Redrive, Store, check};
 
         const ORIGIN: &str = "till-1";
 
@@ -511,12 +513,229 @@ mod tests {
 
         fn refused_because(store: &Store, body: EventBody, why: &str) {
             let before = store.mirror_account(ORIGIN, &id("shop")).expect("readable");
+            let lines_before = ["alice", "shop"].map(|a| mirrored_statement(store, ORIGIN, a));
             match offer(store, body) {
                 Err(ApplyRefusal(reason)) => assert!(reason.contains(why), "{reason}"),
                 Ok(()) => panic!("applied; expected a refusal for {why}"),
             }
             let after = store.mirror_account(ORIGIN, &id("shop")).expect("readable");
             assert_eq!(before, after, "a refusal changes nothing");
+            let lines_after = ["alice", "shop"].map(|a| mirrored_statement(store, ORIGIN, a));
+            assert_eq!(
+                lines_before, lines_after,
+                "a refusal writes no statement line"
+            );
+        }
+
+        /// The mirror of `name`, which must exist.
+        fn mirrored(store: &Store, name: &str) -> Account {
+            store
+                .mirror_account(ORIGIN, &id(name))
+                .expect("readable")
+                .expect("mirrored")
+        }
+
+        /// `ORIGIN`'s events `first..` with these bodies, numbered in order.
+        fn events_from(first: u64, bodies: Vec<EventBody>) -> Vec<Event> {
+            (first..)
+                .zip(bodies)
+                .map(|(seq, body)| Event {
+                    seq,
+                    created_at_ms: 1000 + seq,
+                    body,
+                })
+                .collect()
+        }
+
+        /// Applies `event` (the origin's next) and records it; or parks it when `park`.
+        fn deliver(store: &Store, event: &Event, park: bool) -> Result<(), ApplyRefusal> {
+            store
+                .commit_batch(|tables| {
+                    let tables = tables.replication();
+                    assert_eq!(tables.origin(ORIGIN)?.applied_through + 1, event.seq);
+                    if park {
+                        tables.park(ORIGIN, event, "held back".into(), 1, 3)?;
+                        return Ok(Ok(()));
+                    }
+                    let outcome = tables.apply_event(ORIGIN, event)?;
+                    if outcome.is_ok() {
+                        tables.record_applied(ORIGIN, event.seq, 3)?;
+                    }
+                    Ok(outcome)
+                })
+                .expect("committed")
+        }
+
+        fn redrive(store: &Store, dead_letter: u64) -> Redrive {
+            store
+                .commit_batch(|tables| tables.replication().redrive(dead_letter, 4))
+                .expect("committed")
+        }
+
+        /// Seqs 1-3 open the bank, alice and the shop; the rest are one of each kind of entry.
+        fn mixed_events() -> Vec<Event> {
+            let mut bodies = Vec::new();
+            for (name, overdraft_limit) in [("bank", None), ("alice", Some(0)), ("shop", Some(0))] {
+                let new = NewAccount {
+                    id: id(name),
+                    currency: eur(),
+                    overdraft_limit,
+                };
+                bodies.push(EventBody::AccountCreated(Account::open(&new, 1)));
+            }
+            let mut sale = charge(1, 4, "bank", 100);
+            sale.destination = id("alice");
+            bodies.push(EventBody::ChargeSucceeded(sale));
+            bodies.push(EventBody::ChargeSucceeded(charge(2, 5, "alice", 30)));
+            let held = charge(3, 6, "alice", 20);
+            bodies.push(EventBody::ChargeAuthorized {
+                charge: held.clone(),
+                expires_at_ms: 1,
+            });
+            bodies.push(settled(&held, ChargeStatus::Succeeded, 15));
+            bodies.push(refund(4, 8, &held, 5));
+            let voided = charge(5, 9, "alice", 7);
+            bodies.push(EventBody::ChargeAuthorized {
+                charge: voided.clone(),
+                expires_at_ms: 1,
+            });
+            bodies.push(settled(&voided, ChargeStatus::Canceled, 0));
+            let leg = |source: &str, destination: &str, minor| TransferLeg {
+                source: id(source),
+                destination: id(destination),
+                amount: amount(minor),
+            };
+            bodies.push(EventBody::TransferSucceeded(Transfer {
+                number: 6,
+                currency: eur(),
+                legs: vec![leg("shop", "alice", 8), leg("alice", "bank", 3)],
+                metadata: Metadata::default(),
+                created_at_ms: 1011,
+                event_seq: 11,
+            }));
+            events_from(1, bodies)
+        }
+
+        /// One batch of every kind of entry: each mirrored account's statement, paged either
+        /// way, has one line per posting in the origin's order, with the origin's numbers and
+        /// times, and each line's totals are the running sum, the last the account's.
+        #[test]
+        fn a_mirrored_statement_has_a_line_per_posting_with_running_totals() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(dir.path()).expect("opens");
+            let events = mixed_events();
+            store
+                .commit_batch(|tables| {
+                    let tables = tables.replication();
+                    for event in &events {
+                        tables.apply_event(ORIGIN, event)?.expect("applies");
+                        tables.record_applied(ORIGIN, event.seq, 3)?;
+                    }
+                    Ok(())
+                })
+                .expect("committed");
+            for name in ["bank", "alice", "shop"] {
+                let lines = mirrored_statement(&store, ORIGIN, name);
+                assert_running_sums(&lines, &mirrored(&store, name));
+                for entry in &lines {
+                    assert_eq!(entry.line.created_at_ms, 1000 + entry.seq, "{}", entry.id());
+                }
+            }
+            use EntryType::{Authorization, Capture, Charge, Refund, Release, Transfer};
+            use PostingSide::{Credit, Debit};
+            // (seq, leg, type, side, amount, made_by, entry): a settlement's entry is 0.
+            let expected = [
+                (4, 1, Charge, Credit, 100, 1, 1),
+                (5, 0, Charge, Debit, 30, 2, 2),
+                (6, 0, Authorization, Debit, 20, 3, 3),
+                (7, 0, Release, Debit, 20, 3, 0),
+                (7, 2, Capture, Debit, 15, 3, 0),
+                (8, 1, Refund, Credit, 5, 4, 4),
+                (9, 0, Authorization, Debit, 7, 5, 5),
+                (10, 0, Release, Debit, 7, 5, 0),
+                (11, 1, Transfer, Credit, 8, 6, 6),
+                (11, 2, Transfer, Debit, 3, 6, 6),
+            ];
+            let alice: Vec<_> = mirrored_statement(&store, ORIGIN, "alice")
+                .into_iter()
+                .map(|e| {
+                    let l = e.line;
+                    let made = (l.made_by, l.entry);
+                    (
+                        e.seq,
+                        e.leg,
+                        l.entry_type,
+                        l.side,
+                        l.amount.minor(),
+                        made.0,
+                        made.1,
+                    )
+                })
+                .collect();
+            assert_eq!(alice, expected);
+            let alice = mirrored(&store, "alice");
+            assert_eq!(
+                (alice.balance(), alice.debits_pending),
+                (100 - 30 - 15 + 5 + 8 - 3, 0)
+            );
+            check::assert_consistent(&store);
+        }
+
+        /// A dead letter redriven after the events behind it: its lines go in at its seq and the
+        /// later lines are replayed on top, so the statements are those of an in-order mirror.
+        /// A settlement numbered before its charge is refused at redrive.
+        #[test]
+        fn a_redriven_event_takes_its_place_in_the_origin_order_of_the_statement() {
+            let events = mixed_events();
+            let (in_order_dir, redriven_dir) = (
+                tempfile::tempdir().expect("temp dir"),
+                tempfile::tempdir().expect("temp dir"),
+            );
+            let in_order = Store::open(in_order_dir.path()).expect("opens");
+            let redriven = Store::open(redriven_dir.path()).expect("opens");
+            for event in &events {
+                deliver(&in_order, event, false).expect("applies");
+                // The immediate charge of seq 5 is held back while the lifecycle behind it flows.
+                deliver(&redriven, event, event.seq == 5).expect("applies");
+            }
+            assert!(
+                mirrored_statement(&redriven, ORIGIN, "alice")
+                    .iter()
+                    .all(|l| l.seq != 5)
+            );
+            assert!(matches!(redrive(&redriven, 1), Redrive::Applied(_)));
+            for name in ["bank", "alice", "shop"] {
+                let lines = mirrored_statement(&redriven, ORIGIN, name);
+                assert_eq!(lines, mirrored_statement(&in_order, ORIGIN, name), "{name}");
+                assert_running_sums(&lines, &mirrored(&redriven, name));
+            }
+
+            // A capture numbered 12, of an authorization numbered 13: no origin sends that.
+            let late = charge(7, 13, "alice", 4);
+            let early = events_from(
+                12,
+                vec![
+                    settled(&late, ChargeStatus::Succeeded, 4),
+                    EventBody::ChargeAuthorized {
+                        charge: late,
+                        expires_at_ms: 1,
+                    },
+                ],
+            );
+            deliver(&redriven, &early[0], true).expect("parked");
+            deliver(&redriven, &early[1], false).expect("applies");
+            let Redrive::StillRefused(letter) = redrive(&redriven, 2) else {
+                panic!("a settlement before its charge was applied");
+            };
+            assert!(
+                letter.reason.contains("not later than"),
+                "{}",
+                letter.reason
+            );
+            let alice = mirrored_statement(&redriven, ORIGIN, "alice");
+            assert_running_sums(&alice, &mirrored(&redriven, "alice"));
+            assert_eq!(alice.last().map(|l| l.seq), Some(13));
+            check::assert_consistent(&redriven);
         }
 
         fn settled(charge: &Charge, status: ChargeStatus, amount_captured: u64) -> EventBody {

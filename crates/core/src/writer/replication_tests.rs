@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use super::test_node::Node;
 use super::{InboundOutcome, InboundRequest, WriteOutcome, WriterConfig};
 use crate::ledger::{
-    AccountId, Amount, ChargeStatus, Command, Currency, Metadata, NewAccount, NewAuthorization,
-    NewCharge, NewRefund, NewTransfer, Settle, TenantId, TransferLeg,
+    AccountId, Amount, ChargeStatus, Command, Currency, EntryType, Metadata, NewAccount,
+    NewAuthorization, NewCharge, NewRefund, NewTransfer, Settle, TenantId, TransferLeg,
 };
+use crate::store::history::Order;
+use crate::store::test_support::{assert_running_sums, mirrored_statement, statement_pages};
 use crate::store::{Event, EventBody, Store, check};
 use crate::wire::{Ack, EventBatch, WIRE_VERSION, decode_batch, encode_events};
 
@@ -239,6 +241,31 @@ fn a_hub_mirrors_a_nodes_lifecycle_with_the_nodes_decisions() {
             "{name}"
         );
     }
+    // The hub's statement of each account is the node's, line for line and page by page: same
+    // seqs, legs, numbers, times and totals after each posting. Only a settlement's entry number
+    // stays behind (the wire does not carry it): 0 on the hub.
+    let mut settlement_lines = 0;
+    for name in ACCOUNTS {
+        let read = |query: &_| node.store.statement(TenantId::DEFAULT, &id(name), query);
+        let mut expected = statement_pages(read, Order::OldestFirst, 4);
+        assert!(!expected.is_empty(), "{name} has postings");
+        for entry in &mut expected {
+            if matches!(
+                entry.line.entry_type,
+                EntryType::Capture | EntryType::Release
+            ) {
+                assert_ne!(entry.line.entry, 0, "the node numbers its settlements");
+                entry.line.entry = 0;
+                settlement_lines += 1;
+            }
+        }
+        let mirrored = mirrored_statement(&hub.store, ORIGIN, name);
+        assert_eq!(mirrored, expected, "{name}");
+        let account = hub.store.mirror_account(ORIGIN, &id(name));
+        assert_running_sums(&mirrored, &account.expect("readable").expect("mirrored"));
+    }
+    // Two captures, a void and an expiry: 2 + 2 + 1 + 1 lines on each of alice and the shop.
+    assert_eq!(settlement_lines, 12);
     let again = deliver(&hub, &events);
     assert_eq!((again.applied, again.duplicates), (0, events.len() as u64));
 

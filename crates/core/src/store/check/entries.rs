@@ -26,6 +26,8 @@ pub(super) struct Entries {
     pub charges: BTreeMap<u64, (Charge, ChargeProgress)>,
     pub refunds: BTreeMap<u64, Refund>,
     pub transfers: BTreeMap<u64, Transfer>,
+    /// Entry number → its tenant, for the entries of tenants other than 0.
+    pub owners: HashMap<u64, u32>,
     /// Progress rows whose charge does not exist.
     orphan_progress: Vec<u64>,
 }
@@ -45,7 +47,7 @@ pub(super) fn verify_entries(
     for number in &entries.orphan_progress {
         violations.push(format!("progress row {number} names no charge"));
     }
-    let owners = super::super::auth::charge_owners(txn)?;
+    let owners = &entries.owners;
     let tenant_of = |number: u64| owners.get(&number).copied().unwrap_or(0);
     // Every entry's expected postings and event, by entry number.
     let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
@@ -193,6 +195,7 @@ fn read_entries(txn: &redb::ReadTransaction) -> Result<Entries, StoreError> {
         charges,
         refunds,
         transfers,
+        owners: super::super::auth::charge_owners(txn)?,
         orphan_progress,
     })
 }

@@ -5,7 +5,7 @@
 //! and the refunds of a mirrored charge never exceed what was captured. Every mirrored entry
 //! needs an applied inbox row.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redb::ReadableTable;
 
@@ -51,11 +51,13 @@ struct Mirrored {
     transfers: BTreeMap<(String, u64), Transfer>,
 }
 
+/// Returns the (origin, account) of every mirror account a mirrored entry moved: those must have
+/// mirrored statement lines (`history.rs`).
 pub(super) fn verify_mirrors(
     txn: &redb::ReadTransaction,
     report: &mut Report,
     violations: &mut Vec<String>,
-) -> Result<(), StoreError> {
+) -> Result<HashSet<(String, String)>, StoreError> {
     let mirrored = read_mirrored(txn)?;
     report.mirrored_charges = mirrored.charges.len() as u64;
     report.mirrored_refunds = mirrored.refunds.len() as u64;
@@ -89,7 +91,9 @@ pub(super) fn verify_mirrors(
             add_leg(origin, leg, transfer.currency, &mut totals);
         }
     }
-    verify_accounts(txn, totals, violations)
+    let moved = totals.keys().cloned().collect();
+    verify_accounts(txn, totals, violations)?;
+    Ok(moved)
 }
 
 fn read_mirrored(txn: &redb::ReadTransaction) -> Result<Mirrored, StoreError> {

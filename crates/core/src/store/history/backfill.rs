@@ -5,8 +5,14 @@
 //! Each entry's kind, seq and time come from its record: a charge's, a refund's or a transfer's
 //! own, and a settlement's from the progress row of the authorization it ended (the only place
 //! its entry number is kept). Postings with no such record are corruption: the open stops.
+//!
+//! The timeline gets every event the outbox still holds (an account opened, too), merged in seq
+//! order with the entries, as the writer notes every event it appends: `as_of=` a moment then
+//! answers with the same event seq on an indexed store as on one the writer indexed. Events
+//! retention deleted are only on it through their entries.
 
 use std::collections::HashMap;
+use std::iter::Peekable;
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -17,10 +23,14 @@ use crate::ledger::{
 };
 use crate::store::StoreError;
 use crate::store::codec::{decode, encode};
+use crate::store::records::EventRecord;
 use crate::store::schema::{
     ACCOUNTS, ACCOUNTS_BY_CREATION, CHARGE_PROGRESS, CHARGE_REFUNDS, CHARGE_TENANTS, CHARGES, META,
-    META_HISTORY_INDEXED, POSTINGS, REFUNDS, STATEMENTS, TENANT_ENTRIES, TIMELINE, TRANSFERS,
+    META_HISTORY_INDEXED, OUTBOX, POSTINGS, REFUNDS, STATEMENTS, TENANT_ENTRIES, TIMELINE,
+    TRANSFERS,
 };
+use crate::store::schema::{META_NEXT_EVENT_SEQ, META_STATEMENTS_THROUGH_SEQ};
+use crate::store::schema::{read_counter, write_counter};
 
 /// What made an entry, found from its record.
 struct EntryFacts {
@@ -46,8 +56,11 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let mut tenant_entries = txn.open_table(TENANT_ENTRIES)?;
     let mut charge_refunds = txn.open_table(CHARGE_REFUNDS)?;
     let mut timeline = txn.open_table(TIMELINE)?;
+    let outbox = txn.open_table(OUTBOX)?;
+    let mut events = outbox.iter()?.peekable();
     let mut totals: HashMap<(u32, AccountId), Totals> = HashMap::new();
-    let mut floor_ms = 0u64;
+    // The timeline's last (ms, seq) so far: no row goes below either.
+    let mut noted = (0u64, 0u64);
     let mut indexed = 0u64;
     let mut current: Option<(u64, EntryFacts, u32)> = None;
     for row in postings.iter()? {
@@ -105,8 +118,10 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
                     detail: format!("entry {entry} has postings but no record"),
                 });
             };
-            floor_ms = floor_ms.max(facts.at_ms);
-            timeline.insert(floor_ms, facts.seq)?;
+            let before = facts.seq.saturating_sub(1);
+            note_events(&mut events, before, &mut noted, &mut timeline)?;
+            noted = (noted.0.max(facts.at_ms), facts.seq);
+            timeline.insert(noted.0, facts.seq)?;
             current = Some((entry, facts, tenant));
         }
         let Some((_, facts, tenant)) = current.as_ref() else {
@@ -136,6 +151,7 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
         )?;
         indexed += 1;
     }
+    note_events(&mut events, u64::MAX, &mut noted, &mut timeline)?;
     let accounts = txn.open_table(ACCOUNTS)?;
     let mut by_creation = txn.open_table(ACCOUNTS_BY_CREATION)?;
     for row in accounts.iter()? {
@@ -144,8 +160,11 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
         let account: crate::ledger::Account = decode(value.value())?;
         by_creation.insert((tenant, account.created_at_ms, id), ())?;
     }
-    txn.open_table(META)?
-        .insert(META_HISTORY_INDEXED, [1u8].as_slice())?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(META_HISTORY_INDEXED, [1u8].as_slice())?;
+    // Every line written here is in `statements` already; none waits in the tail.
+    let next_seq = read_counter(&meta, META_NEXT_EVENT_SEQ)?.unwrap_or(1);
+    write_counter(&mut meta, META_STATEMENTS_THROUGH_SEQ, next_seq - 1)?;
     if indexed > 0 {
         tracing::info!(
             postings = indexed,
@@ -153,6 +172,32 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
         );
     }
     Ok(indexed)
+}
+
+/// Notes the held events up to seq `through` on the timeline, each at its time or at the last
+/// time noted if that is later (as the writer's floor does), so keys and values both only grow.
+/// `noted`: (the last time, the last seq) on the timeline; an event at or below that seq (an
+/// entry's own, noted with its entry) is skipped.
+fn note_events(
+    events: &mut Peekable<redb::Range<'_, u64, &'static [u8]>>,
+    through: u64,
+    noted: &mut (u64, u64),
+    timeline: &mut redb::Table<'_, u64, u64>,
+) -> Result<(), StoreError> {
+    while let Some(row) =
+        events.next_if(|row| row.as_ref().map_or(true, |(seq, _)| seq.value() <= through))
+    {
+        let (seq, value) = row?;
+        let seq = seq.value();
+        if seq <= noted.1 {
+            continue;
+        }
+        let event: EventRecord = decode(value.value())?;
+        noted.0 = noted.0.max(event.created_at_ms);
+        noted.1 = seq;
+        timeline.insert(noted.0, seq)?;
+    }
+    Ok(())
 }
 
 /// Settlement entry → (the authorization's charge number, its event seq, its time).

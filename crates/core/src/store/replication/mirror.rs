@@ -10,6 +10,9 @@
 //! is refused and, after `--dead-letter-after` tries, parked. A refused event changes nothing:
 //! each function checks everything before it writes.
 //!
+//! Every entry applied also writes its statement lines, one per posting, with the origin's
+//! numbers and the mirrored account's totals after it (`statement.rs`), once nothing can refuse.
+//!
 //! A refusal calls a charge "the charge of event N" (the event that created it): the dead letter
 //! names its origin, and only the origin's key makes the charge's public id from its number.
 
@@ -18,9 +21,10 @@ use std::collections::HashMap;
 use redb::ReadableTable;
 
 use super::ReplicationTables;
+use super::statement::{MadeBy, OriginEvent};
 use crate::ledger::{
-    Account, AccountId, Amount, Charge, ChargeProgress, ChargeStatus, NewCharge, Refund, Settle,
-    Settlement, Transfer, authorize, post_charge, post_leg, refund, settle,
+    Account, AccountId, Amount, Charge, ChargeProgress, ChargeStatus, EntryOf, NewCharge, Posting,
+    Refund, Settle, Settlement, Transfer, authorize, post_charge, post_leg, refund, settle,
 };
 use crate::store::codec::{decode, encode};
 use crate::store::{ApplyRefusal, StoreError};
@@ -40,7 +44,7 @@ impl<E: Into<StoreError>> From<E> for Stop {
 }
 
 /// A refusal with this reason.
-fn refused<T>(reason: String) -> Result<T, Stop> {
+pub(super) fn refused<T>(reason: String) -> Result<T, Stop> {
     Err(Stop::Refused(ApplyRefusal(reason)))
 }
 
@@ -99,22 +103,31 @@ impl ReplicationTables<'_> {
     pub(super) fn mirror_charge(
         &mut self,
         origin: &str,
-        seq: u64,
+        at: OriginEvent,
         charge: &Charge,
         expires_at_ms: Option<u64>,
     ) -> Result<(), Stop> {
+        let seq = at.seq;
         self.new_charge_fits(origin, seq, charge)?;
         self.entry_number_is_new(origin, charge.number)?;
         let (mut source, mut destination) = self.charge_mirrors(origin, charge)?;
         let new = new_charge(charge);
         let applied = match expires_at_ms {
-            None => post_charge(&new, &mut source, &mut destination).map(drop),
-            Some(_) => authorize(&new, &mut source, &mut destination).map(drop),
+            None => post_charge(&new, &mut source, &mut destination),
+            Some(_) => authorize(&new, &mut source, &mut destination),
         };
-        if let Err(decline) = applied {
-            return refused(format!("the charge: {decline}"));
-        }
+        let postings = match applied {
+            Ok(postings) => postings,
+            Err(decline) => return refused(format!("the charge: {decline}")),
+        };
+        let made = MadeBy {
+            of: EntryOf::Charge,
+            number: charge.number,
+            entry: charge.number,
+        };
+        let lines = self.mirrored_lines(origin, at, made, &postings, &[&source, &destination])?;
         self.stage_mirrors([source, destination], origin);
+        self.put_mirrored_lines(origin, lines)?;
         self.entry_numbers.insert((origin, charge.number), seq)?;
         self.charges
             .insert((origin, seq), encode(charge).as_slice())?;
@@ -131,13 +144,14 @@ impl ReplicationTables<'_> {
     pub(super) fn mirror_settlement(
         &mut self,
         origin: &str,
-        seq: u64,
-        at_ms: u64,
+        at: OriginEvent,
         charge: &Charge,
         status: ChargeStatus,
         amount_captured: u64,
     ) -> Result<(), Stop> {
+        let seq = at.seq;
         let progress = self.mirrored_progress(origin, charge)?;
+        follows_its_charge(seq, charge, "settlement")?;
         let Some(expires_at_ms) = progress.expires_at_ms else {
             return refused(format!(
                 "the charge of event {} is not an authorization",
@@ -156,7 +170,7 @@ impl ReplicationTables<'_> {
             }
         };
         let (mut source, mut destination) = self.charge_mirrors(origin, charge)?;
-        let (mut after, _postings) = match settle(
+        let (mut after, postings) = match settle(
             charge,
             &progress,
             how,
@@ -179,9 +193,16 @@ impl ReplicationTables<'_> {
         after.settled = Some(Settlement {
             entry: 0,
             event_seq: seq,
-            at_ms,
+            at_ms: at.at_ms,
         });
+        let made = MadeBy {
+            of: EntryOf::Settlement,
+            number: charge.number,
+            entry: 0,
+        };
+        let lines = self.mirrored_lines(origin, at, made, &postings, &[&source, &destination])?;
         self.stage_mirrors([source, destination], origin);
+        self.put_mirrored_lines(origin, lines)?;
         self.progress
             .insert((origin, charge.event_seq), encode(&after).as_slice())?;
         Ok(())
@@ -192,10 +213,11 @@ impl ReplicationTables<'_> {
     pub(super) fn mirror_refund(
         &mut self,
         origin: &str,
-        seq: u64,
+        at: OriginEvent,
         made: &Refund,
         charge: &Charge,
     ) -> Result<(), Stop> {
+        let seq = at.seq;
         if made.event_seq != seq {
             return refused(format!(
                 "the refund names event {}, it came as event {seq}",
@@ -213,15 +235,16 @@ impl ReplicationTables<'_> {
         }
         self.entry_number_is_new(origin, made.number)?;
         let progress = self.mirrored_progress(origin, charge)?;
+        follows_its_charge(seq, charge, "refund")?;
         let (mut source, mut destination) = self.charge_mirrors(origin, charge)?;
-        let amount = match refund(
+        let (amount, postings) = match refund(
             charge,
             &progress,
             Some(made.amount),
             &mut source,
             &mut destination,
         ) {
-            Ok((amount, _postings)) => amount,
+            Ok(refunded) => refunded,
             Err(decline) => {
                 return refused(format!(
                     "the refund of the charge of event {}: {decline}",
@@ -232,7 +255,14 @@ impl ReplicationTables<'_> {
         debug_assert_eq!(amount, made.amount);
         let mut after = progress;
         after.amount_refunded += amount.minor();
+        let by = MadeBy {
+            of: EntryOf::Refund,
+            number: made.number,
+            entry: made.number,
+        };
+        let lines = self.mirrored_lines(origin, at, by, &postings, &[&source, &destination])?;
         self.stage_mirrors([source, destination], origin);
+        self.put_mirrored_lines(origin, lines)?;
         self.progress
             .insert((origin, charge.event_seq), encode(&after).as_slice())?;
         self.refunds
@@ -246,9 +276,10 @@ impl ReplicationTables<'_> {
     pub(super) fn mirror_transfer(
         &mut self,
         origin: &str,
-        seq: u64,
+        at: OriginEvent,
         transfer: &Transfer,
     ) -> Result<(), Stop> {
+        let seq = at.seq;
         if transfer.event_seq != seq {
             return refused(format!(
                 "the transfer names event {}, it came as event {seq}",
@@ -260,6 +291,8 @@ impl ReplicationTables<'_> {
         }
         self.entry_number_is_new(origin, transfer.number)?;
         let mut touched: HashMap<AccountId, Account> = HashMap::new();
+        // The legs' postings in order, as the origin's `create_transfer` numbers them.
+        let mut postings: Vec<Posting> = Vec::with_capacity(2 * transfer.legs.len());
         for (index, leg) in transfer.legs.iter().enumerate() {
             if leg.source == leg.destination {
                 return refused(format!(
@@ -268,13 +301,22 @@ impl ReplicationTables<'_> {
             }
             let mut source = self.leg_mirror(origin, &mut touched, &leg.source)?;
             let mut destination = self.leg_mirror(origin, &mut touched, &leg.destination)?;
-            if let Err(decline) = post_leg(transfer.currency, leg, &mut source, &mut destination) {
-                return refused(format!("transfer leg {index}: {decline}"));
+            match post_leg(transfer.currency, leg, &mut source, &mut destination) {
+                Ok(leg_postings) => postings.extend(leg_postings),
+                Err(decline) => return refused(format!("transfer leg {index}: {decline}")),
             }
             touched.insert(source.id.clone(), source);
             touched.insert(destination.id.clone(), destination);
         }
+        let made = MadeBy {
+            of: EntryOf::Transfer,
+            number: transfer.number,
+            entry: transfer.number,
+        };
+        let after: Vec<&Account> = touched.values().collect();
+        let lines = self.mirrored_lines(origin, at, made, &postings, &after)?;
         self.stage_mirrors(touched.into_values(), origin);
+        self.put_mirrored_lines(origin, lines)?;
         self.transfers
             .insert((origin, seq), encode(transfer).as_slice())?;
         self.entry_numbers.insert((origin, transfer.number), seq)?;
@@ -357,6 +399,20 @@ impl ReplicationTables<'_> {
                 .insert((origin.to_owned(), account.id.clone()), account);
         }
     }
+}
+
+/// An origin makes a charge's settlement and refunds after the charge, so their events come
+/// later: one numbered at or before the charge's is refused. (A redrive could otherwise apply it
+/// after its charge and put its statement lines before the charge's, and `check` wants a
+/// settlement later than its charge.)
+fn follows_its_charge(seq: u64, charge: &Charge, what: &str) -> Result<(), Stop> {
+    if seq <= charge.event_seq {
+        return refused(format!(
+            "the {what} (event {seq}) is not later than the charge of event {} it names",
+            charge.event_seq
+        ));
+    }
+    Ok(())
 }
 
 /// The request a mirrored charge was made from, for the rules.
