@@ -49,7 +49,11 @@ pub(crate) async fn start_hub_at(addr: SocketAddr, args: &[&str], env: &[(&str, 
     hub
 }
 
-pub(crate) async fn start_terminal(hub: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Server {
+pub(crate) async fn start_terminal(
+    hub: SocketAddr,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let mut args = upstream_args(hub);
     args.push("--upstream-token-file".into());
     args.push(hub_token_file(hub).display().to_string());

@@ -90,7 +90,11 @@ pub fn parse_rfc3339(text: &str) -> Option<Rfc3339Instant> {
             if h > 23 || m > 59 {
                 return None;
             }
-            if *sign == b'+' { h * 60 + m } else { -(h * 60 + m) }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
         }
         _ => return None,
     };
@@ -113,7 +117,10 @@ pub const RFC3339_MS_MAX: i64 = 253_402_300_799_999;
 /// or after, everything the ledger holds, so the answer is the same.
 pub fn rfc3339_ms_signed(unix_ms: i64) -> String {
     let unix_ms = unix_ms.clamp(RFC3339_MS_MIN, RFC3339_MS_MAX);
-    let (days, ms_of_day) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
+    let (days, ms_of_day) = (
+        unix_ms.div_euclid(86_400_000),
+        unix_ms.rem_euclid(86_400_000),
+    );
     let (year, month, day) = civil_from_days(days);
     let (seconds, ms) = (ms_of_day / 1000, ms_of_day % 1000);
     format!(
@@ -157,7 +164,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -170,7 +181,10 @@ mod tests {
     fn parses_rfc3339_with_offsets_fractions_and_both_cases() {
         let at = |text: &str| parse_rfc3339(text).map(|i| (i.ms_floor, i.exact_ms));
         assert_eq!(at("1970-01-01T00:00:00Z"), Some((0, true)));
-        assert_eq!(at("2026-11-18T11:06:40.123Z"), Some((1_795_000_000_123, true)));
+        assert_eq!(
+            at("2026-11-18T11:06:40.123Z"),
+            Some((1_795_000_000_123, true))
+        );
         assert_eq!(
             at("2026-11-18t12:06:40.1230z"),
             Some((1_795_003_600_123, true))
@@ -186,7 +200,10 @@ mod tests {
         assert_eq!(at("1969-12-31T23:59:59.999Z"), Some((-1, true)));
         assert_eq!(at("1969-12-31T23:59:59.9995-00:00"), Some((-1, false)));
         assert_eq!(at("2016-12-31T23:59:60Z"), at("2017-01-01T00:00:00Z"));
-        assert_eq!(at("0001-01-01T00:00:00+23:59").map(|(ms, _)| ms < 0), Some(true));
+        assert_eq!(
+            at("0001-01-01T00:00:00+23:59").map(|(ms, _)| ms < 0),
+            Some(true)
+        );
         for bad in [
             "",
             "2026-11-18",
@@ -209,19 +226,38 @@ mod tests {
 
     #[test]
     fn signed_milliseconds_format_like_rfc3339_ms_and_parse_back() {
-        for ms in [0i64, 1, 999, 951_782_400_000, 1_795_000_000_123, RFC3339_MS_MAX] {
+        for ms in [
+            0i64,
+            1,
+            999,
+            951_782_400_000,
+            1_795_000_000_123,
+            RFC3339_MS_MAX,
+        ] {
             assert_eq!(rfc3339_ms_signed(ms), rfc3339_ms(ms as u64));
         }
         assert_eq!(rfc3339_ms_signed(i64::MAX), "9999-12-31T23:59:59.999Z");
         assert_eq!(rfc3339_ms_signed(i64::MIN), "0000-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms_signed(RFC3339_MS_MIN), "0000-01-01T00:00:00.000Z");
-        for ms in [-1i64, -86_400_000, -62_135_596_800_000, -62_167_219_200_000, 951_782_400_000] {
+        assert_eq!(
+            rfc3339_ms_signed(RFC3339_MS_MIN),
+            "0000-01-01T00:00:00.000Z"
+        );
+        for ms in [
+            -1i64,
+            -86_400_000,
+            -62_135_596_800_000,
+            -62_167_219_200_000,
+            951_782_400_000,
+        ] {
             let text = rfc3339_ms_signed(ms);
             let back = parse_rfc3339(&text).expect(&text);
             assert_eq!((back.ms_floor, back.exact_ms), (ms, true), "{text}");
         }
         assert_eq!(rfc3339_ms_signed(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(rfc3339_ms_signed(-62_135_596_800_000), "0001-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_ms_signed(-62_135_596_800_000),
+            "0001-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

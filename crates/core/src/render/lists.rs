@@ -39,7 +39,9 @@ pub fn charges_page(charges: &Page<(Charge, ChargeProgress)>, ids: &ChargeIds) -
 
 /// `GET /v1/refunds`.
 pub fn refunds_page(refunds: &Page<(Refund, Charge)>, ids: &ChargeIds) -> Vec<u8> {
-    page(refunds, |(refund, charge)| RefundView::of(refund, charge, ids))
+    page(refunds, |(refund, charge)| {
+        RefundView::of(refund, charge, ids)
+    })
 }
 
 /// `GET /v1/transfers`.

@@ -9,11 +9,11 @@ use http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
 use super::{OPENAPI_JSON, ProblemKind, parse_request};
-use onceledger_core::store::history::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 use onceledger_core::limits::{
     ACCOUNT_ID_BYTES_MAX, AMOUNT_MINOR_MAX, EVENTS_PAGE_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
     LIST_PAGE_MAX, METADATA_KEY_CHARS_MAX, METADATA_PAIRS_MAX, METADATA_VALUE_CHARS_MAX,
 };
+use onceledger_core::store::history::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 
 fn document() -> Value {
     serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")

@@ -14,9 +14,13 @@ use onceledger_core::render::problem::{Problem, ProblemKind};
 use onceledger_core::store::history::{AsOf, Cursor, ListError, Page};
 
 impl App {
-    pub(super) fn list_accounts(&self, tenant: TenantId, query: &ListQuery) -> Response<Full<Bytes>> {
+    pub(super) fn list_accounts(
+        &self,
+        tenant: TenantId,
+        query: &ListQuery,
+    ) -> Response<Full<Bytes>> {
         let page = self.store.list_accounts(tenant, query);
-        list_answer(page, query, "", |page| present::accounts_page(page))
+        list_answer(page, query, "", present::accounts_page)
     }
 
     pub(super) fn list_charges(
@@ -141,10 +145,7 @@ fn list_error(error: ListError, query: Option<&ListQuery>, origin: &str) -> Resp
             };
             problem(&Problem::new(
                 ProblemKind::InvalidRequest,
-                format!(
-                    "{parameter}: {} names no item of this list",
-                    shorten(&id)
-                ),
+                format!("{parameter}: {} names no item of this list", shorten(&id)),
             ))
         }
         ListError::UnknownFilter { field, id } => problem(&Problem::new(

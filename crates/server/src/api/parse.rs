@@ -343,7 +343,9 @@ fn route(path: &str) -> Option<Route<'_>> {
                 } else {
                     let rest = rest.strip_prefix("accounts/")?;
                     match rest.split_once('/') {
-                        None => single_segment(rest).then_some(Route::MirrorAccount(origin, rest))?,
+                        None => {
+                            single_segment(rest).then_some(Route::MirrorAccount(origin, rest))?
+                        }
                         Some((id, "postings")) if single_segment(id) => {
                             Route::MirrorPostings(origin, id)
                         }
@@ -1210,7 +1212,10 @@ mod tests {
         );
         assert!(matches!(
             get("/v1/refunds?charge=ch_1"),
-            Ok(ApiRequest::ListRefunds { charge: Some(_), .. })
+            Ok(ApiRequest::ListRefunds {
+                charge: Some(_),
+                ..
+            })
         ));
         assert!(matches!(
             get("/v1/transfers?account=alice"),

@@ -79,8 +79,12 @@ fn paging(params: &mut Params) -> Result<ListQuery, Problem> {
         Some("asc") => Order::OldestFirst,
         Some(_) => return Err(invalid("order must be asc or desc".into())),
     };
-    let after = params.take("starting_after").map(|id| id_value("starting_after", id));
-    let before = params.take("ending_before").map(|id| id_value("ending_before", id));
+    let after = params
+        .take("starting_after")
+        .map(|id| id_value("starting_after", id));
+    let before = params
+        .take("ending_before")
+        .map(|id| id_value("ending_before", id));
     let cursor = match (after.transpose()?, before.transpose()?) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -194,9 +198,9 @@ pub(super) fn transfers(query: &str) -> Result<(Option<AccountId>, ListQuery), P
 /// `GET /v1/accounts/{id}/balance`: exactly one of `as_of` and `as_of_seq`.
 pub(super) fn balance(query: &str) -> Result<BalanceAt, Problem> {
     let mut params = Params::parse(query, &["as_of", "as_of_seq"])?;
-    let time = params.take("as_of").map(|value| {
-        instant("as_of", &value).map(|at| BalanceAt::Time { ms: at.ms_floor })
-    });
+    let time = params
+        .take("as_of")
+        .map(|value| instant("as_of", &value).map(|at| BalanceAt::Time { ms: at.ms_floor }));
     let seq = params.take("as_of_seq").map(|value| {
         decimal(&value).map(BalanceAt::Seq).ok_or_else(|| {
             invalid(format!(
