@@ -345,16 +345,19 @@ impl Walk {
     }
 }
 
+/// A table's rows as a walk yields them.
+type Rows<'t, K, V> = Box<
+    dyn Iterator<
+            Item = Result<(redb::AccessGuard<'t, K>, redb::AccessGuard<'t, V>), redb::StorageError>,
+        > + 't,
+>;
+
 /// Walks `range` of `table` in the walk's direction.
 fn walk_range<'t, K: redb::Key + 'static, V: redb::Value + 'static>(
     table: &'t ReadOnlyTable<K, V>,
     walk: &Walk,
     range: redb::Range<'t, K, V>,
-) -> Box<
-    dyn Iterator<
-            Item = Result<(redb::AccessGuard<'t, K>, redb::AccessGuard<'t, V>), redb::StorageError>,
-        > + 't,
-> {
+) -> Rows<'t, K, V> {
     let _ = table;
     if walk.backwards {
         Box::new(range.rev())
@@ -888,7 +891,7 @@ impl Store {
         })
     }
 
-    /// A hub's statement of `account` as mirrored from `origin`, oldest first unless asked.
+    /// A hub's statement of `account` as mirrored from `origin`, newest first unless asked.
     pub fn mirrored_statement(
         &self,
         origin: &str,

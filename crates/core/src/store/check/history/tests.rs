@@ -266,6 +266,13 @@ fn reported_after(damage: impl FnOnce(&Store, &Written)) -> Vec<String> {
     assert_eq!(
         violations(&store),
         Vec::<String>::new(),
+        "clean with the lines in memory"
+    );
+    // The final checkpoint's merge puts every line in the table, where the damage aims.
+    store.checkpoint().expect("merged");
+    assert_eq!(
+        violations(&store),
+        Vec::<String>::new(),
         "clean before the damage"
     );
     damage(&store, &written);
@@ -685,7 +692,13 @@ fn mirrored_statements_sum_to_their_mirror_accounts() {
         });
     };
     use crate::ledger::PostingSide::{Credit, Debit};
+    assert_eq!(
+        check::assert_consistent(&store).mirrored_statement_lines,
+        2,
+        "the mirror wrote both lines"
+    );
     put("bank", 0, Some(line(Debit, debited)));
+    put("alice", 1, None);
     let found = violations(&store);
     assert_names(
         &found,
