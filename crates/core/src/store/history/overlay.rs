@@ -6,18 +6,20 @@
 //! land on two B-tree leaves of their own, and each commit rewrote two leaves per charge. With the
 //! lines inserted directly, `put_statement_lines` was 22 % of the writer thread's time under the
 //! uniform load and the rate fell to ~75-80 % of the build before history (BENCHMARKS.md,
-//! sitting 10). Merged in slices of neighbours, a leaf is rewritten once for several lines.
+//! sitting 10). Merged in slices of neighbours, a leaf is rewritten once for several lines. (A
+//! first version also appended each line to a tail table for crashes: two more B-tree inserts and
+//! two deletes per charge, for what the postings already hold.)
 //!
 //! So:
-//! - A commit appends each line to `statement_tail`, keyed by (seq, leg): an append, one leaf. Its
-//!   lines go to this overlay once the commit returned `Ok`. Readers see the table and the overlay
-//!   together, between two publications.
+//! - A commit writes its lines only here, once it returned `Ok`: the postings it appends, its
+//!   entry records and the accounts already hold everything a line says. Readers see the table
+//!   and the overlay together, between two publications.
 //! - Once the overlay holds `STATEMENT_OVERLAY_MERGE_FROM` lines, every commit also moves the next
 //!   `max(STATEMENT_MERGE_SLICE_MIN, 2 × the batch's lines)` lines after a cursor, in key order,
 //!   wrapping round, into `statements`. A shutdown's final checkpoint merges all of them.
-//! - `meta.statements_through_seq` is below the lowest seq still in the overlay: every line up to
-//!   it is in the table, and the tail rows up to it are deleted. On open, the tail (everything
-//!   after the mark) is read back into the overlay; a crash loses nothing.
+//! - `meta.statements_through_entry` is below the lowest entry still in the overlay: every line
+//!   of the entries up to it is in the table. On open, the lines of the entries after it are
+//!   worked out again from their postings (`read_back.rs`); a crash loses nothing.
 //!
 //! Invariant: a line is in the overlay, or in `statements`, or both (after a restart, until its
 //! slice comes round), always with the same bytes.
@@ -56,29 +58,27 @@ pub(in crate::store) fn split_line_name(name: &[u8]) -> (u32, &str, u64, u8) {
 
 #[derive(Debug, Default)]
 pub(in crate::store) struct Lines {
-    /// Line name → the encoded `StatementLine`.
-    pub(in crate::store) by_name: BTreeMap<LineName, Box<[u8]>>,
-    /// How many lines of each seq the overlay holds, for the lowest one (the mark).
-    seqs: BTreeMap<u64, u32>,
+    /// Line name → (its entry, the encoded `StatementLine`).
+    pub(in crate::store) by_name: BTreeMap<LineName, (u64, Box<[u8]>)>,
+    /// How many lines of each entry the overlay holds, for the lowest one (the mark).
+    entries: BTreeMap<u64, u32>,
     /// The next slice starts after this name (empty: at the start).
     cursor: LineName,
 }
 
 impl Lines {
-    fn insert(&mut self, name: LineName, line: Box<[u8]>) {
-        let (_, _, seq, _) = split_line_name(&name);
-        if self.by_name.insert(name, line).is_none() {
-            *self.seqs.entry(seq).or_default() += 1;
+    fn insert(&mut self, name: LineName, entry: u64, line: Box<[u8]>) {
+        if self.by_name.insert(name, (entry, line)).is_none() {
+            *self.entries.entry(entry).or_default() += 1;
         }
     }
 
     fn remove(&mut self, name: &[u8]) {
-        if self.by_name.remove(name).is_some() {
-            let (_, _, seq, _) = split_line_name(name);
-            if let Some(count) = self.seqs.get_mut(&seq) {
+        if let Some((entry, _)) = self.by_name.remove(name) {
+            if let Some(count) = self.entries.get_mut(&entry) {
                 *count -= 1;
                 if *count == 0 {
-                    self.seqs.remove(&seq);
+                    self.entries.remove(&entry);
                 }
             }
         }
@@ -91,7 +91,7 @@ impl Lines {
         account: &str,
         from: (u64, u8),
         to: (u64, u8),
-    ) -> std::collections::btree_map::Range<'_, LineName, Box<[u8]>> {
+    ) -> std::collections::btree_map::Range<'_, LineName, (u64, Box<[u8]>)> {
         let low = line_name(tenant, account, from.0, from.1);
         let high = line_name(tenant, account, to.0, to.1);
         self.by_name
@@ -124,8 +124,8 @@ impl Default for StatementOverlay {
 /// What one commit changes in the overlay, applied only once it returned `Ok`.
 #[derive(Debug, Default)]
 pub(in crate::store) struct LineChanges {
-    /// Lines this commit wrote (to the tail).
-    pub(in crate::store) added: Vec<(LineName, Box<[u8]>)>,
+    /// Lines this commit wrote: name, entry, encoded line.
+    pub(in crate::store) added: Vec<(LineName, u64, Box<[u8]>)>,
     /// Lines this commit wrote to `statements` (out of the overlay).
     pub(in crate::store) merged: Vec<LineName>,
 }
@@ -163,7 +163,7 @@ impl StatementOverlay {
     }
 
     /// Up to `count` lines after the cursor in key order, wrapping round once.
-    pub(in crate::store) fn next_slice(&self, count: usize) -> Vec<(LineName, Box<[u8]>)> {
+    pub(in crate::store) fn next_slice(&self, count: usize) -> Vec<(LineName, u64, Box<[u8]>)> {
         let lines = self.read();
         let after = lines
             .by_name
@@ -175,41 +175,41 @@ impl StatementOverlay {
             );
         after
             .take(count)
-            .map(|(name, line)| (name.clone(), line.clone()))
+            .map(|(name, (entry, line))| (name.clone(), *entry, line.clone()))
             .collect()
     }
 
     /// Every line, for the shutdown's merge.
-    pub(in crate::store) fn all(&self) -> Vec<(LineName, Box<[u8]>)> {
+    pub(in crate::store) fn all(&self) -> Vec<(LineName, u64, Box<[u8]>)> {
         let lines = self.read();
         lines
             .by_name
             .iter()
-            .map(|(name, line)| (name.clone(), line.clone()))
+            .map(|(name, (entry, line))| (name.clone(), *entry, line.clone()))
             .collect()
     }
 
-    /// The lowest seq the overlay holds once `changes` applied.
-    pub(in crate::store) fn lowest_seq_after(&self, changes: &LineChanges) -> Option<u64> {
+    /// The lowest entry the overlay holds lines of once `changes` applied.
+    pub(in crate::store) fn lowest_entry_after(&self, changes: &LineChanges) -> Option<u64> {
         let lines = self.read();
         let mut leaving: BTreeMap<u64, u32> = BTreeMap::new();
         for name in &changes.merged {
-            if lines.by_name.contains_key(name) {
-                *leaving.entry(split_line_name(name).2).or_default() += 1;
+            if let Some((entry, _)) = lines.by_name.get(name) {
+                *leaving.entry(*entry).or_default() += 1;
             }
         }
         let kept = lines
-            .seqs
+            .entries
             .iter()
-            .find(|(seq, count)| leaving.get(seq).is_none_or(|gone| gone < count))
-            .map(|(seq, _)| *seq);
+            .find(|(entry, count)| leaving.get(entry).is_none_or(|gone| gone < count))
+            .map(|(entry, _)| *entry);
         let merged_now: std::collections::HashSet<&[u8]> =
             changes.merged.iter().map(|name| &**name).collect();
         let added = changes
             .added
             .iter()
-            .filter(|(name, _)| !merged_now.contains(&**name))
-            .map(|(name, _)| split_line_name(name).2)
+            .filter(|(name, _, _)| !merged_now.contains(&**name))
+            .map(|(_, entry, _)| *entry)
             .min();
         match (kept, added) {
             (Some(kept), Some(added)) => Some(kept.min(added)),
@@ -220,8 +220,8 @@ impl StatementOverlay {
     /// After a commit returned `Ok`.
     pub(in crate::store) fn apply(&self, changes: LineChanges) {
         let mut lines = self.write();
-        for (name, line) in changes.added {
-            lines.insert(name, line);
+        for (name, entry, line) in changes.added {
+            lines.insert(name, entry, line);
         }
         if let Some(last) = changes.merged.last() {
             lines.cursor = last.clone();
@@ -232,9 +232,9 @@ impl StatementOverlay {
         }
     }
 
-    /// A line read back from the tail on open.
-    pub(in crate::store) fn insert(&self, name: LineName, line: Box<[u8]>) {
-        self.write().insert(name, line);
+    /// A line worked out again on open (`read_back.rs`).
+    pub(in crate::store) fn insert(&self, name: LineName, entry: u64, line: Box<[u8]>) {
+        self.write().insert(name, entry, line);
     }
 }
 
@@ -263,27 +263,27 @@ mod tests {
         assert_eq!(back, tuples);
     }
 
-    /// The mark follows the lowest seq left: a merge of the oldest line moves it, one of a newer
-    /// line does not, and a line added and merged in one commit never holds it back.
+    /// The mark follows the lowest entry left: a merge of the oldest line moves it, one of a
+    /// newer line does not, and a line added and merged in one commit never holds it back.
     #[test]
-    fn the_lowest_seq_counts_what_stays() {
+    fn the_lowest_entry_counts_what_stays() {
         let overlay = StatementOverlay::default();
         let line = || vec![1u8].into_boxed_slice();
-        overlay.insert(line_name(0, "a", 3, 0), line());
-        overlay.insert(line_name(0, "b", 3, 1), line());
-        overlay.insert(line_name(0, "a", 7, 0), line());
+        overlay.insert(line_name(0, "a", 3, 0), 3, line());
+        overlay.insert(line_name(0, "b", 3, 1), 3, line());
+        overlay.insert(line_name(0, "a", 7, 0), 7, line());
         let merged_one_of_seq_3 = LineChanges {
             added: vec![],
             merged: vec![line_name(0, "a", 3, 0)],
         };
-        assert_eq!(overlay.lowest_seq_after(&merged_one_of_seq_3), Some(3));
+        assert_eq!(overlay.lowest_entry_after(&merged_one_of_seq_3), Some(3));
         let merged_seq_3 = LineChanges {
-            added: vec![(line_name(0, "c", 9, 0), line())],
+            added: vec![(line_name(0, "c", 9, 0), 9, line())],
             merged: vec![line_name(0, "a", 3, 0), line_name(0, "b", 3, 1)],
         };
-        assert_eq!(overlay.lowest_seq_after(&merged_seq_3), Some(7));
+        assert_eq!(overlay.lowest_entry_after(&merged_seq_3), Some(7));
         let everything = LineChanges {
-            added: vec![(line_name(0, "c", 9, 0), line())],
+            added: vec![(line_name(0, "c", 9, 0), 9, line())],
             merged: vec![
                 line_name(0, "a", 3, 0),
                 line_name(0, "b", 3, 1),
@@ -291,7 +291,7 @@ mod tests {
                 line_name(0, "c", 9, 0),
             ],
         };
-        assert_eq!(overlay.lowest_seq_after(&everything), None);
+        assert_eq!(overlay.lowest_entry_after(&everything), None);
         overlay.apply(everything);
         assert_eq!(overlay.len(), 0);
     }
