@@ -84,7 +84,7 @@ pub(crate) fn assert_consistent(store: &Store) -> Report {
 /// between its snapshot and its look at the overlays would show as a mismatch.
 pub fn verify(store: &Store) -> Result<Report, StoreError> {
     let txn = store.database().begin_read()?;
-    let lines = store.statement_overlay.read().by_name.clone();
+    let lines = store.statement_overlay.read().by_name();
     verify_snapshot(&txn, store.accounts_overlay(), store.keys_overlay(), lines)
 }
 

@@ -500,9 +500,9 @@ impl HistoryTables {
         } else {
             Box::new(memory)
         };
-        let memory = memory.map(|(name, (_, line))| {
-            let (_, _, seq, leg) = overlay::split_line_name(name);
-            Ok(((seq, leg), StatementEntry::decoded(seq, leg, line)?))
+        let memory = memory.map(|line| {
+            let (seq, leg) = (line.seq, line.leg);
+            Ok(((seq, leg), StatementEntry::decoded(seq, leg, &line.bytes)?))
         });
         Ok(MergedLines {
             table: table.peekable(),

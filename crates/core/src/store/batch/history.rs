@@ -7,7 +7,7 @@ use crate::ledger::{EntryOf, EntryType, Posting, StatementLine, TenantId, totals
 use crate::store::StoreError;
 use crate::store::codec::encode;
 pub(super) use crate::store::history::ListedKind;
-use crate::store::history::overlay::{line_name, split_line_name};
+use crate::store::history::overlay::Line;
 use crate::store::schema::{META_STATEMENTS_THROUGH_ENTRY, write_counter};
 
 impl BatchTables<'_> {
@@ -61,9 +61,14 @@ impl BatchTables<'_> {
                     created_at_ms: now_ms,
                 };
                 self.line_changes.added.push((
-                    line_name(tenant.0, posting.account.as_str(), seq, leg),
-                    entry,
-                    encode(&line).into_boxed_slice(),
+                    tenant.0,
+                    posting.account.as_str().to_owned(),
+                    Line {
+                        seq,
+                        leg,
+                        entry,
+                        bytes: encode(&line).into_boxed_slice(),
+                    },
                 ));
             }
         }
@@ -86,25 +91,34 @@ impl BatchTables<'_> {
     /// this batch's lines, on the final checkpoint), then moves the mark to just below the
     /// lowest entry left in memory.
     pub(super) fn merge_statement_lines(&mut self) -> Result<(), StoreError> {
-        let merged = if self.account_flush == super::AccountFlush::Now {
-            let mut all = self.statement_overlay.all();
-            all.extend(self.line_changes.added.iter().cloned());
-            all
-        } else {
-            match self
-                .statement_overlay
-                .slice_len(self.line_changes.added.len())
-            {
-                0 => Vec::new(),
-                count => self.statement_overlay.next_slice(count),
+        if self.account_flush == super::AccountFlush::Now {
+            // The final checkpoint: every line in memory, and this batch's.
+            for run in self.statement_overlay.next_slice(usize::MAX) {
+                for line in &run.lines {
+                    let key = (run.tenant, run.account.as_str(), line.seq, line.leg);
+                    self.statements.insert(key, &*line.bytes)?;
+                }
             }
-        };
-        for (name, _, line) in &merged {
-            let (tenant, account, seq, leg) = split_line_name(name);
-            self.statements
-                .insert((tenant, account, seq, leg), &**line)?;
+            for (tenant, account, line) in &self.line_changes.added {
+                let key = (*tenant, account.as_str(), line.seq, line.leg);
+                self.statements.insert(key, &*line.bytes)?;
+            }
+            self.line_changes.merged_all = true;
+        } else {
+            let count = self
+                .statement_overlay
+                .slice_len(self.line_changes.added.len());
+            if count > 0 {
+                let runs = self.statement_overlay.next_slice(count);
+                for run in &runs {
+                    for line in &run.lines {
+                        let key = (run.tenant, run.account.as_str(), line.seq, line.leg);
+                        self.statements.insert(key, &*line.bytes)?;
+                    }
+                }
+                self.line_changes.merged = runs;
+            }
         }
-        self.line_changes.merged = merged.into_iter().map(|(name, _, _)| name).collect();
         let through = self
             .statement_overlay
             .lowest_entry_after(&self.line_changes)

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::overlay::{StatementOverlay, line_name};
+use super::overlay::{Line, StatementOverlay};
 use crate::ledger::{
     Account, AccountId, Charge, ChargeProgress, EntryOf, EntryType, Posting, Refund, StatementLine,
     Totals, Transfer,
@@ -99,9 +99,14 @@ pub(in crate::store) fn run(
             created_at_ms: f.at_ms,
         };
         overlay.insert(
-            line_name(f.tenant, posting.account.as_str(), f.seq, *leg),
-            *entry,
-            encode(&line).into_boxed_slice(),
+            f.tenant,
+            posting.account.as_str(),
+            Line {
+                seq: f.seq,
+                leg: *leg,
+                entry: *entry,
+                bytes: encode(&line).into_boxed_slice(),
+            },
         );
         read += 1;
     }
