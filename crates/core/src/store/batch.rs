@@ -18,13 +18,13 @@ use super::journal::{Logged, Redo};
 use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name, with_key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
-use super::schema::STATEMENT_TAIL;
 use super::schema::{
     ACCOUNTS, CHARGES, IDEMPOTENCY_ANSWERS, IDEMPOTENCY_KEYS, META, META_NEXT_ANSWER_NUMBER,
     META_NEXT_ENTRY_NUMBER, META_NEXT_EVENT_SEQ, META_OUTBOX_FIRST_HELD, OUTBOX, POSTINGS,
 };
 use super::schema::{ACCOUNTS_BY_CREATION, CHARGE_REFUNDS, STATEMENTS, TENANT_ENTRIES, TIMELINE};
 use super::schema::{AUTHORIZATION_EXPIRY, CHARGE_PROGRESS, REFUNDS, TRANSFERS};
+use super::schema::{META_STATEMENTS_THROUGH_ENTRY, SETTLEMENT_ENTRIES};
 use super::schema::{read_counter, write_counter};
 use crate::idempotency::IdempotencyKey;
 use crate::ledger::{Account, AccountId, Charge, ChargeIds, EntryOf, NewCharge, Posting, TenantId};
@@ -52,7 +52,9 @@ pub struct BatchTables<'txn> {
     transfers: Logged<'txn, u64, &'static [u8]>,
     outbox: Logged<'txn, u64, &'static [u8]>,
     statements: Logged<'txn, (u32, &'static str, u64, u8), &'static [u8]>,
-    statement_tail: Logged<'txn, (u64, u8), &'static [u8]>,
+    settlement_entries: Logged<'txn, u64, u64>,
+    /// `meta.statements_through_entry` as this batch found it.
+    statements_through_entry: u64,
     /// Lines not yet in `statements` (see `history/overlay.rs`).
     statement_overlay: &'txn StatementOverlay,
     /// Lines this batch wrote and merged: what the statement overlay learns after the commit.
@@ -132,7 +134,9 @@ impl<'txn> BatchTables<'txn> {
             transfers: Logged::open(txn, redo, TRANSFERS)?,
             outbox: Logged::open(txn, redo, OUTBOX)?,
             statements: Logged::open(txn, redo, STATEMENTS)?,
-            statement_tail: Logged::open(txn, redo, STATEMENT_TAIL)?,
+            settlement_entries: Logged::open(txn, redo, SETTLEMENT_ENTRIES)?,
+            statements_through_entry: read_counter(&*meta, META_STATEMENTS_THROUGH_ENTRY)?
+                .unwrap_or(0),
             statement_overlay,
             line_changes: LineChanges::default(),
             tenant_entries: Logged::open(txn, redo, TENANT_ENTRIES)?,

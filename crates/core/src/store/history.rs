@@ -16,6 +16,7 @@
 
 mod backfill;
 pub(super) mod overlay;
+mod read_back;
 
 use std::ops::RangeInclusive;
 
@@ -42,36 +43,12 @@ impl Record for StatementLine {
     const NAME: &'static str = "statement line";
 }
 
-/// A statement line in the tail (`statement_tail`): with the tenant and account its key in
-/// `statements` will carry.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) struct TailLine {
-    pub tenant: u32,
-    pub account: AccountId,
-    pub line: StatementLine,
-}
-
-impl Record for TailLine {
-    const VERSION: u8 = 1;
-    const NAME: &'static str = "statement tail line";
-}
-
-/// On open: the tail (every line after `meta.statements_through_seq`) back into the overlay.
-/// Returns how many lines.
-pub(super) fn read_back_tail(
-    tail: &impl redb::ReadableTable<(u64, u8), &'static [u8]>,
+/// On open: the lines of the entries after `meta.statements_through_entry` back into memory.
+pub(super) fn read_back(
+    txn: &redb::WriteTransaction,
     statements: &overlay::StatementOverlay,
 ) -> Result<u64, StoreError> {
-    let mut read = 0;
-    for row in tail.iter()? {
-        let (key, value) = row?;
-        let (seq, leg) = key.value();
-        let stored: TailLine = decode(value.value())?;
-        let name = overlay::line_name(stored.tenant, stored.account.as_str(), seq, leg);
-        statements.insert(name, super::codec::encode(&stored.line).into_boxed_slice());
-        read += 1;
-    }
-    Ok(read)
+    read_back::run(txn, statements)
 }
 
 /// The lists of `tenant_entries`, by the byte stored in its key: the file format, never renumber.
@@ -523,9 +500,9 @@ impl HistoryTables {
         } else {
             Box::new(memory)
         };
-        let memory = memory.map(|(name, line)| {
-            let (_, _, seq, leg) = overlay::split_line_name(name);
-            Ok(((seq, leg), StatementEntry::decoded(seq, leg, line)?))
+        let memory = memory.map(|line| {
+            let (seq, leg) = (line.seq, line.leg);
+            Ok(((seq, leg), StatementEntry::decoded(seq, leg, &line.bytes)?))
         });
         Ok(MergedLines {
             table: table.peekable(),
@@ -962,10 +939,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::schema::STATEMENT_TAIL as STATEMENT_TAIL_TABLE;
     use super::super::test_support::{id, open_accounts, stage_charge};
     use super::*;
-    use redb::ReadableTableMetadata;
 
     /// 37 charges from `a` to `b`, several per batch (so several per millisecond of the clock).
     fn store_with_charges() -> (tempfile::TempDir, Store) {
@@ -1103,8 +1078,8 @@ mod tests {
 
     /// Guards the statement overlay (`overlay.rs`): with the small marks, lines are merged a
     /// slice per commit, so a statement is part table, part memory, with lines in both after a
-    /// restart; every page still shows each line once, the tail holds only what is past the mark,
-    /// and the final checkpoint leaves nothing in memory.
+    /// restart (worked out again from the postings); every page still shows each line once, and
+    /// the final checkpoint leaves nothing in memory and the mark at the last entry.
     #[test]
     fn statements_split_between_table_and_memory_read_as_one() {
         use super::super::marks::Marks;
@@ -1155,17 +1130,18 @@ mod tests {
         assert_eq!(
             all(&reopened),
             before,
-            "read back from the tail, merged or not"
+            "worked out again on open, merged or not"
         );
         reopened.checkpoint().expect("final checkpoint");
         assert_eq!(reopened.statement_overlay.len(), 0);
         assert_eq!(all(&reopened), before);
         let txn = reopened.database().begin_read().expect("read");
-        let tail = txn.open_table(STATEMENT_TAIL_TABLE).expect("tail");
+        let meta = txn.open_table(super::super::schema::META).expect("meta");
+        let read = |name| super::super::schema::read_counter(&meta, name).expect("counter");
         assert_eq!(
-            tail.len().expect("len"),
-            0,
-            "the tail is empty once all merged"
+            read(super::super::schema::META_STATEMENTS_THROUGH_ENTRY),
+            read(super::super::schema::META_NEXT_ENTRY_NUMBER).map(|next| next - 1),
+            "the mark is the last entry once all merged"
         );
     }
 

@@ -19,8 +19,8 @@
 //! 7. **Index history** of a store from before history: statement lines, list indexes and the
 //!    timeline for every posting, entry and account it holds (`history/backfill.rs`), once; a
 //!    store is marked when done. After the journal replay, so it indexes the replayed batches.
-//!    Then the statement lines not yet merged (the tail) are read back into memory
-//!    (`history/overlay.rs`).
+//!    Then the statement lines not yet merged are worked out again from their postings, into
+//!    memory (`history/read_back.rs`). After the account step: it starts from current totals.
 //! 8. **Node id** and the **charge-id key**: read, or made on a fresh store; the key also on a
 //!    store from before opaque ids, marked to start after its last charge (`charge_ids.rs`). Last,
 //!    so that the mark counts the charges the journal replay brought back.
@@ -158,8 +158,7 @@ pub(super) fn run(
     })?;
     recovery.step(RecoveryStep::IndexHistory, |txn| {
         let backfilled = super::history::backfill(txn)?;
-        let tail = txn.open_table(schema::STATEMENT_TAIL)?;
-        let read_back = super::history::read_back_tail(&tail, statement_overlay)?;
+        let read_back = super::history::read_back(txn, statement_overlay)?;
         Ok(((), backfilled + read_back))
     })?;
     let (node_id, charge_ids) = recovery.step(RecoveryStep::NodeId, |txn| {

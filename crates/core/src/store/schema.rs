@@ -100,11 +100,10 @@ pub const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfe
 /// of `as_of_seq` are one seek away) and the posting's leg in its entry.
 pub const STATEMENTS: TableDefinition<(u32, &str, u64, u8), &[u8]> =
     TableDefinition::new("statements");
-/// (event seq, leg) → TailLine: the statement lines not yet merged into `statements` (or merged
-/// since the mark last moved), in commit order: appended by each commit, read back into memory on
-/// open, deleted up to `meta.statements_through_seq` (`history/overlay.rs`).
-pub const STATEMENT_TAIL: TableDefinition<(u64, u8), &[u8]> =
-    TableDefinition::new("statement_tail");
+/// settlement entry number → the charge it settled: where recovery finds the facts of a
+/// capture's, void's or expiry's statement lines (`history/read_back.rs`).
+pub const SETTLEMENT_ENTRIES: TableDefinition<u64, u64> =
+    TableDefinition::new("settlement_entries");
 /// (tenant, kind, event seq) → entry number: each tenant's charges, refunds and transfers in
 /// creation order (`history::ListedKind`).
 pub const TENANT_ENTRIES: TableDefinition<(u32, u8, u64), u64> =
@@ -198,8 +197,9 @@ pub const META_ACCOUNTS_THROUGH_CHARGE: &str = "accounts_through_charge";
 /// The last journaled batch the redb file holds (see `store/journal.rs`): written by every
 /// durable commit of a store with a journal.
 pub const META_JOURNAL_THROUGH: &str = "journal_through";
-/// Every statement line of an event seq up to this is in `statements`, and none is in the tail.
-pub const META_STATEMENTS_THROUGH_SEQ: &str = "statements_through_seq";
+/// Every statement line of the entries numbered up to this is in `statements`; those of later
+/// entries may wait in memory (`history/overlay.rs`) and are worked out again on open.
+pub const META_STATEMENTS_THROUGH_ENTRY: &str = "statements_through_entry";
 /// Present once every posting, entry and account has its history rows (`history::backfill`):
 /// set by the first open of a store by a build with history.
 pub const META_HISTORY_INDEXED: &str = "history_indexed";
@@ -226,7 +226,7 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REFUNDS)?;
     txn.open_table(TRANSFERS)?;
     txn.open_table(STATEMENTS)?;
-    txn.open_table(STATEMENT_TAIL)?;
+    txn.open_table(SETTLEMENT_ENTRIES)?;
     txn.open_table(TENANT_ENTRIES)?;
     txn.open_table(CHARGE_REFUNDS)?;
     txn.open_table(ACCOUNTS_BY_CREATION)?;

@@ -2,16 +2,13 @@
 //! each entry's place in its tenant's lists, and the timeline, all in the transaction of what
 //! they index, so a list never shows what a crash could take back and never misses a commit.
 
-use redb::ReadableTable;
-
 use super::BatchTables;
 use crate::ledger::{EntryOf, EntryType, Posting, StatementLine, TenantId, totals_after_each};
 use crate::store::StoreError;
 use crate::store::codec::encode;
 pub(super) use crate::store::history::ListedKind;
-use crate::store::history::TailLine;
-use crate::store::history::overlay::{line_name, split_line_name};
-use crate::store::schema::{META_STATEMENTS_THROUGH_SEQ, read_counter, write_counter};
+use crate::store::history::overlay::Line;
+use crate::store::schema::{META_STATEMENTS_THROUGH_ENTRY, write_counter};
 
 impl BatchTables<'_> {
     /// The statement lines of an entry's postings: for each account it touches, the account's
@@ -63,17 +60,15 @@ impl BatchTables<'_> {
                     after,
                     created_at_ms: now_ms,
                 };
-                let encoded = encode(&line);
-                let tail = TailLine {
-                    tenant: tenant.0,
-                    account: posting.account.clone(),
-                    line,
-                };
-                self.statement_tail
-                    .insert((seq, leg), encode(&tail).as_slice())?;
                 self.line_changes.added.push((
-                    line_name(tenant.0, posting.account.as_str(), seq, leg),
-                    encoded.into_boxed_slice(),
+                    tenant.0,
+                    posting.account.as_str().to_owned(),
+                    Line {
+                        seq,
+                        leg,
+                        entry,
+                        bytes: encode(&line).into_boxed_slice(),
+                    },
                 ));
             }
         }
@@ -94,43 +89,42 @@ impl BatchTables<'_> {
 
     /// Moves a slice of the statement overlay into `statements` when it is due (all of it, and
     /// this batch's lines, on the final checkpoint), then moves the mark to just below the
-    /// lowest seq left in memory and deletes the tail rows up to it.
+    /// lowest entry left in memory.
     pub(super) fn merge_statement_lines(&mut self) -> Result<(), StoreError> {
-        let merged = if self.account_flush == super::AccountFlush::Now {
-            let mut all = self.statement_overlay.all();
-            all.extend(self.line_changes.added.iter().cloned());
-            all
+        if self.account_flush == super::AccountFlush::Now {
+            // The final checkpoint: every line in memory, and this batch's.
+            for run in self.statement_overlay.next_slice(usize::MAX) {
+                for line in &run.lines {
+                    let key = (run.tenant, run.account.as_str(), line.seq, line.leg);
+                    self.statements.insert(key, &*line.bytes)?;
+                }
+            }
+            for (tenant, account, line) in &self.line_changes.added {
+                let key = (*tenant, account.as_str(), line.seq, line.leg);
+                self.statements.insert(key, &*line.bytes)?;
+            }
+            self.line_changes.merged_all = true;
         } else {
             let count = self
                 .statement_overlay
                 .slice_len(self.line_changes.added.len());
-            if count == 0 {
-                Vec::new()
-            } else {
-                self.statement_overlay.next_slice(count)
+            if count > 0 {
+                let runs = self.statement_overlay.next_slice(count);
+                for run in &runs {
+                    for line in &run.lines {
+                        let key = (run.tenant, run.account.as_str(), line.seq, line.leg);
+                        self.statements.insert(key, &*line.bytes)?;
+                    }
+                }
+                self.line_changes.merged = runs;
             }
-        };
-        for (name, line) in &merged {
-            let (tenant, account, seq, leg) = split_line_name(name);
-            self.statements
-                .insert((tenant, account, seq, leg), &**line)?;
         }
-        self.line_changes.merged = merged.into_iter().map(|(name, _)| name).collect();
         let through = self
             .statement_overlay
-            .lowest_seq_after(&self.line_changes)
-            .map_or(self.next_event_seq - 1, |lowest| lowest - 1);
-        let before = read_counter(&*self.meta, META_STATEMENTS_THROUGH_SEQ)?.unwrap_or(0);
-        if through > before {
-            let done: Vec<(u64, u8)> = self
-                .statement_tail
-                .range((before + 1, 0)..=(through, u8::MAX))?
-                .map(|row| row.map(|(key, _)| key.value()))
-                .collect::<Result<_, _>>()?;
-            for key in done {
-                self.statement_tail.remove(key)?;
-            }
-            write_counter(&mut self.meta, META_STATEMENTS_THROUGH_SEQ, through)?;
+            .lowest_entry_after(&self.line_changes)
+            .map_or(self.next_entry_number - 1, |lowest| lowest - 1);
+        if through != self.statements_through_entry {
+            write_counter(&mut self.meta, META_STATEMENTS_THROUGH_ENTRY, through)?;
         }
         Ok(())
     }

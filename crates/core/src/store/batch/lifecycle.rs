@@ -83,6 +83,7 @@ impl BatchTables<'_> {
         debug_assert_ne!(after.status, ChargeStatus::Authorized);
         let entry = self.take_entry_number(tenant)?;
         let made_by = (EntryOf::Settlement, charge.number);
+        self.settlement_entries.insert(entry, charge.number)?;
         self.put_postings(tenant, entry, made_by, postings, now_ms)?;
         if let Some(expires_at_ms) = after.expires_at_ms {
             self.expiry.remove((expires_at_ms, charge.number))?;

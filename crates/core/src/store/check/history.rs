@@ -36,7 +36,7 @@ use crate::store::schema::{
 type Statements = ReadOnlyTable<(u32, &'static str, u64, u8), &'static [u8]>;
 
 /// The lines still in memory (`history/overlay.rs`), by line name.
-pub(in crate::store) type MemoryLines = std::collections::BTreeMap<LineName, Box<[u8]>>;
+pub(in crate::store) type MemoryLines = std::collections::BTreeMap<LineName, (u64, Box<[u8]>)>;
 
 /// The statement as readers see it: the table's lines and the lines not merged into it yet. A
 /// line in both (read back after a restart, merged before it) must be the same bytes.
@@ -53,7 +53,7 @@ impl StatementView {
         seq: u64,
         leg: u8,
     ) -> Result<Option<StatementLine>, StoreError> {
-        if let Some(bytes) = self.memory.get(&*line_name(tenant, account, seq, leg)) {
+        if let Some((_, bytes)) = self.memory.get(&*line_name(tenant, account, seq, leg)) {
             return decode(bytes).map(Some);
         }
         match &self.table {
@@ -117,15 +117,16 @@ impl StatementView {
             let (name, bytes) = match (&from_table, memory.peek()) {
                 (None, None) => break,
                 (Some((name, _)), Some((in_memory, _))) if **in_memory < *name => {
-                    let (name, bytes) = memory.next().expect("peeked");
+                    let (name, (_, bytes)) = memory.next().expect("peeked");
                     (name.clone(), bytes.to_vec())
                 }
                 (None, Some(_)) => {
-                    let (name, bytes) = memory.next().expect("peeked");
+                    let (name, (_, bytes)) = memory.next().expect("peeked");
                     (name.clone(), bytes.to_vec())
                 }
                 (Some((name, bytes)), in_memory) => {
-                    if let Some((same, memory_bytes)) = in_memory.filter(|(n, _)| **n == *name) {
+                    if let Some((same, (_, memory_bytes))) = in_memory.filter(|(n, _)| **n == *name)
+                    {
                         if memory_bytes[..] != bytes[..] {
                             let (tenant, account, seq, leg) = split_line_name(same);
                             violations.push(format!(

@@ -29,7 +29,7 @@ use crate::store::schema::{
     META_HISTORY_INDEXED, OUTBOX, POSTINGS, REFUNDS, STATEMENTS, TENANT_ENTRIES, TIMELINE,
     TRANSFERS,
 };
-use crate::store::schema::{META_NEXT_EVENT_SEQ, META_STATEMENTS_THROUGH_SEQ};
+use crate::store::schema::{META_NEXT_ENTRY_NUMBER, META_STATEMENTS_THROUGH_ENTRY};
 use crate::store::schema::{read_counter, write_counter};
 
 /// What made an entry, found from its record.
@@ -162,9 +162,9 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
     }
     let mut meta = txn.open_table(META)?;
     meta.insert(META_HISTORY_INDEXED, [1u8].as_slice())?;
-    // Every line written here is in `statements` already; none waits in the tail.
-    let next_seq = read_counter(&meta, META_NEXT_EVENT_SEQ)?.unwrap_or(1);
-    write_counter(&mut meta, META_STATEMENTS_THROUGH_SEQ, next_seq - 1)?;
+    // Every line written here is in `statements` already; none waits in memory.
+    let next_entry = read_counter(&meta, META_NEXT_ENTRY_NUMBER)?.unwrap_or(1);
+    write_counter(&mut meta, META_STATEMENTS_THROUGH_ENTRY, next_entry - 1)?;
     if indexed > 0 {
         tracing::info!(
             postings = indexed,

@@ -6,23 +6,25 @@
 //! land on two B-tree leaves of their own, and each commit rewrote two leaves per charge. With the
 //! lines inserted directly, `put_statement_lines` was 22 % of the writer thread's time under the
 //! uniform load and the rate fell to ~75-80 % of the build before history (BENCHMARKS.md,
-//! sitting 10). Merged in slices of neighbours, a leaf is rewritten once for several lines.
+//! sitting 10). Merged in slices of neighbours, a leaf is rewritten once for several lines. (A
+//! first version also appended each line to a tail table for crashes: two more B-tree inserts and
+//! two deletes per charge, for what the postings already hold.)
 //!
 //! So:
-//! - A commit appends each line to `statement_tail`, keyed by (seq, leg): an append, one leaf. Its
-//!   lines go to this overlay once the commit returned `Ok`. Readers see the table and the overlay
-//!   together, between two publications.
+//! - A commit writes its lines only here, once it returned `Ok`: the postings it appends, its
+//!   entry records and the accounts already hold everything a line says. Readers see the table
+//!   and the overlay together, between two publications.
 //! - Once the overlay holds `STATEMENT_OVERLAY_MERGE_FROM` lines, every commit also moves the next
 //!   `max(STATEMENT_MERGE_SLICE_MIN, 2 × the batch's lines)` lines after a cursor, in key order,
 //!   wrapping round, into `statements`. A shutdown's final checkpoint merges all of them.
-//! - `meta.statements_through_seq` is below the lowest seq still in the overlay: every line up to
-//!   it is in the table, and the tail rows up to it are deleted. On open, the tail (everything
-//!   after the mark) is read back into the overlay; a crash loses nothing.
+//! - `meta.statements_through_entry` is below the lowest entry still in the overlay: every line
+//!   of the entries up to it is in the table. On open, the lines of the entries after it are
+//!   worked out again from their postings (`read_back.rs`); a crash loses nothing.
 //!
 //! Invariant: a line is in the overlay, or in `statements`, or both (after a restart, until its
 //! slice comes round), always with the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,50 +56,126 @@ pub(in crate::store) fn split_line_name(name: &[u8]) -> (u32, &str, u64, u8) {
     (tenant, account, seq, tail[9])
 }
 
+/// An account's key in the overlay: the tenant big-endian, then the account id; it sorts like
+/// the table's key, so accounts in this order are neighbours in the table.
+type AccountName = Box<[u8]>;
+
+fn account_name(tenant: u32, account: &str) -> AccountName {
+    let mut name = Vec::with_capacity(4 + account.len());
+    name.extend_from_slice(&tenant.to_be_bytes());
+    name.extend_from_slice(account.as_bytes());
+    name.into_boxed_slice()
+}
+
+fn split_account_name(name: &[u8]) -> (u32, &str) {
+    let (tenant, account) = name.split_at(4);
+    let tenant = u32::from_be_bytes(tenant.try_into().expect("a name starts with 4 bytes"));
+    (
+        tenant,
+        std::str::from_utf8(account).expect("a name is made from a str"),
+    )
+}
+
+/// One line in memory: its position in the account's statement, its entry, its bytes.
+#[derive(Debug, Clone)]
+pub(in crate::store) struct Line {
+    pub seq: u64,
+    pub leg: u8,
+    pub entry: u64,
+    pub bytes: Box<[u8]>,
+}
+
+/// The lines in memory, by account. Why not one ordered map of lines: its keys (long byte
+/// strings on the heap) cost a cache miss per comparison, and a commit adds and removes lines
+/// by the hundred; it was 11 % of the writer thread. An account's lines are appended in
+/// statement order (commits follow seq order), so each account keeps a queue, found by hashing;
+/// only the set of accounts is ordered, for the merge's slices.
 #[derive(Debug, Default)]
 pub(in crate::store) struct Lines {
-    /// Line name → the encoded `StatementLine`.
-    pub(in crate::store) by_name: BTreeMap<LineName, Box<[u8]>>,
-    /// How many lines of each seq the overlay holds, for the lowest one (the mark).
-    seqs: BTreeMap<u64, u32>,
-    /// The next slice starts after this name (empty: at the start).
-    cursor: LineName,
+    by_account: HashMap<AccountName, VecDeque<Line>>,
+    /// The accounts with lines, in the table's order.
+    order: BTreeSet<AccountName>,
+    /// How many lines of each entry are held, for the lowest one (the mark).
+    entries: BTreeMap<u64, u32>,
+    len: usize,
+    /// The next slice starts at this account (empty: at the first).
+    cursor: AccountName,
 }
 
 impl Lines {
-    fn insert(&mut self, name: LineName, line: Box<[u8]>) {
-        let (_, _, seq, _) = split_line_name(&name);
-        if self.by_name.insert(name, line).is_none() {
-            *self.seqs.entry(seq).or_default() += 1;
-        }
-    }
-
-    fn remove(&mut self, name: &[u8]) {
-        if self.by_name.remove(name).is_some() {
-            let (_, _, seq, _) = split_line_name(name);
-            if let Some(count) = self.seqs.get_mut(&seq) {
-                *count -= 1;
-                if *count == 0 {
-                    self.seqs.remove(&seq);
-                }
+    fn push(&mut self, tenant: u32, account: &str, line: Line) {
+        let name = account_name(tenant, account);
+        *self.entries.entry(line.entry).or_default() += 1;
+        self.len += 1;
+        match self.by_account.get_mut(&name) {
+            Some(queue) => {
+                debug_assert!(
+                    queue
+                        .back()
+                        .is_none_or(|l| (l.seq, l.leg) < (line.seq, line.leg))
+                );
+                queue.push_back(line);
+            }
+            None => {
+                self.order.insert(name.clone());
+                self.by_account.insert(name, VecDeque::from([line]));
             }
         }
     }
 
-    /// The lines of one account between two (seq, leg) positions, inclusive, in key order.
+    /// Takes the first `count` lines of an account out (a merge takes the oldest first).
+    fn drop_front(&mut self, name: &[u8], count: usize) {
+        let Some(queue) = self.by_account.get_mut(name) else {
+            return;
+        };
+        for line in queue.drain(..count.min(queue.len())) {
+            self.len -= 1;
+            if let Some(held) = self.entries.get_mut(&line.entry) {
+                *held -= 1;
+                if *held == 0 {
+                    self.entries.remove(&line.entry);
+                }
+            }
+        }
+        if queue.is_empty() {
+            self.by_account.remove(name);
+            self.order.remove(name);
+        }
+    }
+
+    /// The lines of one account between two (seq, leg) positions, inclusive, in order.
     pub(in crate::store) fn of_account(
         &self,
         tenant: u32,
         account: &str,
         from: (u64, u8),
         to: (u64, u8),
-    ) -> std::collections::btree_map::Range<'_, LineName, Box<[u8]>> {
-        let low = line_name(tenant, account, from.0, from.1);
-        let high = line_name(tenant, account, to.0, to.1);
-        self.by_name
-            .range::<[u8], _>((Bound::Included(&*low), Bound::Included(&*high)))
+    ) -> std::collections::vec_deque::Iter<'_, Line> {
+        let Some(queue) = self.by_account.get(&*account_name(tenant, account)) else {
+            return EMPTY.iter();
+        };
+        let start = queue.partition_point(|l| (l.seq, l.leg) < from);
+        let end = queue.partition_point(|l| (l.seq, l.leg) <= to);
+        queue.range(start..end.max(start))
+    }
+
+    /// Every line by its name, for the checker.
+    pub(in crate::store) fn by_name(&self) -> BTreeMap<LineName, (u64, Box<[u8]>)> {
+        let mut all = BTreeMap::new();
+        for (name, queue) in &self.by_account {
+            let (tenant, account) = split_account_name(name);
+            for line in queue {
+                all.insert(
+                    line_name(tenant, account, line.seq, line.leg),
+                    (line.entry, line.bytes.clone()),
+                );
+            }
+        }
+        all
     }
 }
+
+static EMPTY: VecDeque<Line> = VecDeque::new();
 
 #[derive(Debug)]
 pub(in crate::store) struct StatementOverlay {
@@ -121,13 +199,23 @@ impl Default for StatementOverlay {
     }
 }
 
+/// The first `lines` of one account's queue, written to the table by a commit.
+#[derive(Debug, Clone)]
+pub(in crate::store) struct MergedRun {
+    pub tenant: u32,
+    pub account: String,
+    pub lines: Vec<Line>,
+}
+
 /// What one commit changes in the overlay, applied only once it returned `Ok`.
 #[derive(Debug, Default)]
 pub(in crate::store) struct LineChanges {
-    /// Lines this commit wrote (to the tail).
-    pub(in crate::store) added: Vec<(LineName, Box<[u8]>)>,
-    /// Lines this commit wrote to `statements` (out of the overlay).
-    pub(in crate::store) merged: Vec<LineName>,
+    /// Lines this commit wrote: tenant, account, line.
+    pub(in crate::store) added: Vec<(u32, String, Line)>,
+    /// The oldest lines of some accounts, written to `statements` by this commit.
+    pub(in crate::store) merged: Vec<MergedRun>,
+    /// Set by the final checkpoint, which merged every line, its own too.
+    pub(in crate::store) merged_all: bool,
 }
 
 impl StatementOverlay {
@@ -150,7 +238,7 @@ impl StatementOverlay {
     }
 
     pub(in crate::store) fn len(&self) -> usize {
-        self.read().by_name.len()
+        self.read().len
     }
 
     /// How many lines the next commit merges, given it adds `adding`: none below the mark.
@@ -162,55 +250,53 @@ impl StatementOverlay {
         }
     }
 
-    /// Up to `count` lines after the cursor in key order, wrapping round once.
-    pub(in crate::store) fn next_slice(&self, count: usize) -> Vec<(LineName, Box<[u8]>)> {
+    /// Up to `count` lines: the oldest of each account from the cursor on, in the table's order,
+    /// wrapping round once (all of them: `usize::MAX`).
+    pub(in crate::store) fn next_slice(&self, count: usize) -> Vec<MergedRun> {
         let lines = self.read();
-        let after = lines
-            .by_name
-            .range::<[u8], _>((Bound::Excluded(&*lines.cursor), Bound::Unbounded))
+        let accounts = lines
+            .order
+            .range::<[u8], _>((Bound::Included(&*lines.cursor), Bound::Unbounded))
             .chain(
                 lines
-                    .by_name
-                    .range::<[u8], _>((Bound::Unbounded, Bound::Included(&*lines.cursor))),
+                    .order
+                    .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(&*lines.cursor))),
             );
-        after
-            .take(count)
-            .map(|(name, line)| (name.clone(), line.clone()))
-            .collect()
+        let mut left = count;
+        let mut runs = Vec::new();
+        for name in accounts {
+            if left == 0 {
+                break;
+            }
+            let queue = &lines.by_account[name];
+            let taken: Vec<Line> = queue.iter().take(left).cloned().collect();
+            left -= taken.len();
+            let (tenant, account) = split_account_name(name);
+            runs.push(MergedRun {
+                tenant,
+                account: account.to_owned(),
+                lines: taken,
+            });
+        }
+        runs
     }
 
-    /// Every line, for the shutdown's merge.
-    pub(in crate::store) fn all(&self) -> Vec<(LineName, Box<[u8]>)> {
-        let lines = self.read();
-        lines
-            .by_name
-            .iter()
-            .map(|(name, line)| (name.clone(), line.clone()))
-            .collect()
-    }
-
-    /// The lowest seq the overlay holds once `changes` applied.
-    pub(in crate::store) fn lowest_seq_after(&self, changes: &LineChanges) -> Option<u64> {
+    /// The lowest entry the overlay holds lines of once `changes` applied.
+    pub(in crate::store) fn lowest_entry_after(&self, changes: &LineChanges) -> Option<u64> {
+        if changes.merged_all {
+            return None;
+        }
         let lines = self.read();
         let mut leaving: BTreeMap<u64, u32> = BTreeMap::new();
-        for name in &changes.merged {
-            if lines.by_name.contains_key(name) {
-                *leaving.entry(split_line_name(name).2).or_default() += 1;
-            }
+        for line in changes.merged.iter().flat_map(|run| &run.lines) {
+            *leaving.entry(line.entry).or_default() += 1;
         }
         let kept = lines
-            .seqs
+            .entries
             .iter()
-            .find(|(seq, count)| leaving.get(seq).is_none_or(|gone| gone < count))
-            .map(|(seq, _)| *seq);
-        let merged_now: std::collections::HashSet<&[u8]> =
-            changes.merged.iter().map(|name| &**name).collect();
-        let added = changes
-            .added
-            .iter()
-            .filter(|(name, _)| !merged_now.contains(&**name))
-            .map(|(name, _)| split_line_name(name).2)
-            .min();
+            .find(|(entry, count)| leaving.get(entry).is_none_or(|gone| gone < count))
+            .map(|(entry, _)| *entry);
+        let added = changes.added.iter().map(|(_, _, line)| line.entry).min();
         match (kept, added) {
             (Some(kept), Some(added)) => Some(kept.min(added)),
             (kept, added) => kept.or(added),
@@ -220,21 +306,28 @@ impl StatementOverlay {
     /// After a commit returned `Ok`.
     pub(in crate::store) fn apply(&self, changes: LineChanges) {
         let mut lines = self.write();
-        for (name, line) in changes.added {
-            lines.insert(name, line);
+        if changes.merged_all {
+            *lines = Lines::default();
+            self.merges.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        // Merged first: a run is the oldest lines of its account as the commit saw them, and
+        // this commit's own lines come after them.
         if let Some(last) = changes.merged.last() {
-            lines.cursor = last.clone();
+            lines.cursor = account_name(last.tenant, &last.account);
             self.merges.fetch_add(1, Ordering::Relaxed);
         }
-        for name in &changes.merged {
-            lines.remove(name);
+        for run in &changes.merged {
+            lines.drop_front(&account_name(run.tenant, &run.account), run.lines.len());
+        }
+        for (tenant, account, line) in changes.added {
+            lines.push(tenant, &account, line);
         }
     }
 
-    /// A line read back from the tail on open.
-    pub(in crate::store) fn insert(&self, name: LineName, line: Box<[u8]>) {
-        self.write().insert(name, line);
+    /// A line worked out again on open (`read_back.rs`), in statement order per account.
+    pub(in crate::store) fn insert(&self, tenant: u32, account: &str, line: Line) {
+        self.write().push(tenant, account, line);
     }
 }
 
@@ -263,36 +356,83 @@ mod tests {
         assert_eq!(back, tuples);
     }
 
-    /// The mark follows the lowest seq left: a merge of the oldest line moves it, one of a newer
-    /// line does not, and a line added and merged in one commit never holds it back.
+    fn line(seq: u64, entry: u64) -> Line {
+        Line {
+            seq,
+            leg: 0,
+            entry,
+            bytes: vec![1u8].into_boxed_slice(),
+        }
+    }
+
+    /// The mark follows the lowest entry left: a merge of the oldest line moves it, one of a
+    /// newer line does not, and the final checkpoint's merge of everything leaves none.
     #[test]
-    fn the_lowest_seq_counts_what_stays() {
+    fn the_lowest_entry_counts_what_stays() {
         let overlay = StatementOverlay::default();
-        let line = || vec![1u8].into_boxed_slice();
-        overlay.insert(line_name(0, "a", 3, 0), line());
-        overlay.insert(line_name(0, "b", 3, 1), line());
-        overlay.insert(line_name(0, "a", 7, 0), line());
-        let merged_one_of_seq_3 = LineChanges {
-            added: vec![],
-            merged: vec![line_name(0, "a", 3, 0)],
+        overlay.insert(0, "a", line(3, 3));
+        overlay.insert(0, "b", line(3, 3));
+        overlay.insert(0, "a", line(7, 7));
+        let run = |account: &str, lines| MergedRun {
+            tenant: 0,
+            account: account.into(),
+            lines,
         };
-        assert_eq!(overlay.lowest_seq_after(&merged_one_of_seq_3), Some(3));
-        let merged_seq_3 = LineChanges {
-            added: vec![(line_name(0, "c", 9, 0), line())],
-            merged: vec![line_name(0, "a", 3, 0), line_name(0, "b", 3, 1)],
+        let one_of_entry_3 = LineChanges {
+            merged: vec![run("a", vec![line(3, 3)])],
+            ..LineChanges::default()
         };
-        assert_eq!(overlay.lowest_seq_after(&merged_seq_3), Some(7));
+        assert_eq!(overlay.lowest_entry_after(&one_of_entry_3), Some(3));
+        let entry_3 = LineChanges {
+            added: vec![(0, "c".into(), line(9, 9))],
+            merged: vec![run("a", vec![line(3, 3)]), run("b", vec![line(3, 3)])],
+            merged_all: false,
+        };
+        assert_eq!(overlay.lowest_entry_after(&entry_3), Some(7));
+        overlay.apply(entry_3);
+        assert_eq!(overlay.len(), 2);
+        assert_eq!(
+            overlay
+                .next_slice(usize::MAX)
+                .iter()
+                .map(|r| r.account.as_str())
+                .collect::<Vec<_>>(),
+            ["c", "a"],
+            "the next slice starts after the last merged account and wraps round"
+        );
         let everything = LineChanges {
-            added: vec![(line_name(0, "c", 9, 0), line())],
-            merged: vec![
-                line_name(0, "a", 3, 0),
-                line_name(0, "b", 3, 1),
-                line_name(0, "a", 7, 0),
-                line_name(0, "c", 9, 0),
-            ],
+            merged_all: true,
+            ..LineChanges::default()
         };
-        assert_eq!(overlay.lowest_seq_after(&everything), None);
+        assert_eq!(overlay.lowest_entry_after(&everything), None);
         overlay.apply(everything);
         assert_eq!(overlay.len(), 0);
+    }
+
+    /// An account's lines between two positions, both ways, from its queue.
+    #[test]
+    fn an_accounts_lines_are_found_by_position() {
+        let overlay = StatementOverlay::default();
+        for seq in [2, 4, 6, 8] {
+            overlay.insert(1, "a", line(seq, seq));
+        }
+        overlay.insert(1, "b", line(5, 5));
+        let lines = overlay.read();
+        let seqs: Vec<u64> = lines
+            .of_account(1, "a", (3, 0), (6, 255))
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(seqs, [4, 6]);
+        let back: Vec<u64> = lines
+            .of_account(1, "a", (0, 0), (8, 0))
+            .rev()
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(back, [8, 6, 4, 2]);
+        assert_eq!(
+            lines.of_account(0, "a", (0, 0), (9, 0)).count(),
+            0,
+            "another tenant's"
+        );
     }
 }
