@@ -96,7 +96,7 @@ pub(in crate::store) struct Lines {
     /// The accounts with lines, in the table's order.
     order: BTreeSet<AccountName>,
     /// How many lines of each entry are held, for the lowest one (the mark).
-    entries: BTreeMap<u64, u32>,
+    entries: EntryCounts,
     len: usize,
     /// The next slice starts at this account (empty: at the first).
     cursor: AccountName,
@@ -105,7 +105,7 @@ pub(in crate::store) struct Lines {
 impl Lines {
     fn push(&mut self, tenant: u32, account: &str, line: Line) {
         let name = account_name(tenant, account);
-        *self.entries.entry(line.entry).or_default() += 1;
+        self.entries.add(line.entry);
         self.len += 1;
         match self.by_account.get_mut(&name) {
             Some(queue) => {
@@ -130,12 +130,7 @@ impl Lines {
         };
         for line in queue.drain(..count.min(queue.len())) {
             self.len -= 1;
-            if let Some(held) = self.entries.get_mut(&line.entry) {
-                *held -= 1;
-                if *held == 0 {
-                    self.entries.remove(&line.entry);
-                }
-            }
+            self.entries.take(line.entry);
         }
         if queue.is_empty() {
             self.by_account.remove(name);
@@ -176,6 +171,42 @@ impl Lines {
 }
 
 static EMPTY: VecDeque<Line> = VecDeque::new();
+
+/// How many lines of each entry the overlay holds. Entries arrive in increasing order (commits
+/// follow entry order, and so does the read-back), so a queue sorted by entry, found by binary
+/// search and trimmed at the front, does what an ordered map did without its pointer chasing.
+#[derive(Debug, Default)]
+struct EntryCounts(VecDeque<(u64, u32)>);
+
+impl EntryCounts {
+    fn add(&mut self, entry: u64) {
+        match self.0.back_mut() {
+            Some((last, count)) if *last == entry => *count += 1,
+            Some((last, _)) if *last > entry => {
+                // Out of order (never, by the writer's order): kept sorted all the same.
+                match self.0.binary_search_by_key(&entry, |(e, _)| *e) {
+                    Ok(at) => self.0[at].1 += 1,
+                    Err(at) => self.0.insert(at, (entry, 1)),
+                }
+            }
+            _ => self.0.push_back((entry, 1)),
+        }
+    }
+
+    fn take(&mut self, entry: u64) {
+        if let Ok(at) = self.0.binary_search_by_key(&entry, |(e, _)| *e) {
+            self.0[at].1 = self.0[at].1.saturating_sub(1);
+        }
+        while self.0.front().is_some_and(|(_, count)| *count == 0) {
+            self.0.pop_front();
+        }
+    }
+
+    /// The entries with lines held, lowest first, and how many.
+    fn held(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.0.iter().copied().filter(|(_, count)| *count > 0)
+    }
+}
 
 #[derive(Debug)]
 pub(in crate::store) struct StatementOverlay {
@@ -293,9 +324,9 @@ impl StatementOverlay {
         }
         let kept = lines
             .entries
-            .iter()
+            .held()
             .find(|(entry, count)| leaving.get(entry).is_none_or(|gone| gone < count))
-            .map(|(entry, _)| *entry);
+            .map(|(entry, _)| entry);
         let added = changes.added.iter().map(|(_, _, line)| line.entry).min();
         match (kept, added) {
             (Some(kept), Some(added)) => Some(kept.min(added)),
