@@ -119,11 +119,24 @@ impl BatchTables<'_> {
                 self.line_changes.merged = runs;
             }
         }
-        let through = self
-            .statement_overlay
-            .lowest_entry_after(&self.line_changes)
-            .map_or(self.next_entry_number - 1, |lowest| lowest - 1);
-        if through != self.statements_through_entry {
+        // The lowest entry held once this commit applied is at least the lowest held before it
+        // (merges only take lines out; this batch's entries are the newest), so the mark may be
+        // taken from the overlay as committed.
+        let through = if self.line_changes.merged_all {
+            Some(self.next_entry_number - 1)
+        } else if self.statement_overlay.mark_due() {
+            let lowest_added = self
+                .line_changes
+                .added
+                .iter()
+                .map(|(_, _, l)| l.entry)
+                .min();
+            let lowest = self.statement_overlay.lowest_entry().or(lowest_added);
+            Some(lowest.map_or(self.next_entry_number - 1, |entry| entry - 1))
+        } else {
+            None
+        };
+        if let Some(through) = through.filter(|t| *t > self.statements_through_entry) {
             write_counter(&mut self.meta, META_STATEMENTS_THROUGH_ENTRY, through)?;
         }
         Ok(())

@@ -17,8 +17,9 @@
 //! - Once the overlay holds `STATEMENT_OVERLAY_MERGE_FROM` lines, every commit also moves the next
 //!   `max(STATEMENT_MERGE_SLICE_MIN, 2 × the batch's lines)` lines after a cursor, in key order,
 //!   wrapping round, into `statements`. A shutdown's final checkpoint merges all of them.
-//! - `meta.statements_through_entry` is below the lowest entry still in the overlay: every line
-//!   of the entries up to it is in the table. On open, the lines of the entries after it are
+//! - `meta.statements_through_entry` is below the lowest entry still in the overlay (moved every
+//!   `MARK_EVERY_COMMITS` commits, so it may lag): every line of the entries up to it is in the
+//!   table. On open, the lines of the entries after it are
 //!   worked out again from their postings (`read_back.rs`); a crash loses nothing.
 //!
 //! Invariant: a line is in the overlay, or in `statements`, or both (after a restart, until its
@@ -95,8 +96,6 @@ pub(in crate::store) struct Lines {
     by_account: HashMap<AccountName, VecDeque<Line>>,
     /// The accounts with lines, in the table's order.
     order: BTreeSet<AccountName>,
-    /// How many lines of each entry are held, for the lowest one (the mark).
-    entries: EntryCounts,
     len: usize,
     /// The next slice starts at this account (empty: at the first).
     cursor: AccountName,
@@ -105,7 +104,6 @@ pub(in crate::store) struct Lines {
 impl Lines {
     fn push(&mut self, tenant: u32, account: &str, line: Line) {
         let name = account_name(tenant, account);
-        self.entries.add(line.entry);
         self.len += 1;
         match self.by_account.get_mut(&name) {
             Some(queue) => {
@@ -128,10 +126,9 @@ impl Lines {
         let Some(queue) = self.by_account.get_mut(name) else {
             return;
         };
-        for line in queue.drain(..count.min(queue.len())) {
-            self.len -= 1;
-            self.entries.take(line.entry);
-        }
+        let taken = count.min(queue.len());
+        queue.drain(..taken);
+        self.len -= taken;
         if queue.is_empty() {
             self.by_account.remove(name);
             self.order.remove(name);
@@ -172,42 +169,6 @@ impl Lines {
 
 static EMPTY: VecDeque<Line> = VecDeque::new();
 
-/// How many lines of each entry the overlay holds. Entries arrive in increasing order (commits
-/// follow entry order, and so does the read-back), so a queue sorted by entry, found by binary
-/// search and trimmed at the front, does what an ordered map did without its pointer chasing.
-#[derive(Debug, Default)]
-struct EntryCounts(VecDeque<(u64, u32)>);
-
-impl EntryCounts {
-    fn add(&mut self, entry: u64) {
-        match self.0.back_mut() {
-            Some((last, count)) if *last == entry => *count += 1,
-            Some((last, _)) if *last > entry => {
-                // Out of order (never, by the writer's order): kept sorted all the same.
-                match self.0.binary_search_by_key(&entry, |(e, _)| *e) {
-                    Ok(at) => self.0[at].1 += 1,
-                    Err(at) => self.0.insert(at, (entry, 1)),
-                }
-            }
-            _ => self.0.push_back((entry, 1)),
-        }
-    }
-
-    fn take(&mut self, entry: u64) {
-        if let Ok(at) = self.0.binary_search_by_key(&entry, |(e, _)| *e) {
-            self.0[at].1 = self.0[at].1.saturating_sub(1);
-        }
-        while self.0.front().is_some_and(|(_, count)| *count == 0) {
-            self.0.pop_front();
-        }
-    }
-
-    /// The entries with lines held, lowest first, and how many.
-    fn held(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.0.iter().copied().filter(|(_, count)| *count > 0)
-    }
-}
-
 #[derive(Debug)]
 pub(in crate::store) struct StatementOverlay {
     lines: RwLock<Lines>,
@@ -217,7 +178,13 @@ pub(in crate::store) struct StatementOverlay {
     slice_min: usize,
     /// Commits that merged lines since open.
     merges: AtomicU64,
+    /// Commits since open, for `mark_due`.
+    commits: AtomicU64,
 }
+
+/// How often the mark (`meta.statements_through_entry`) moves: it bounds what an open works out
+/// again, which `STATEMENT_OVERLAY_MERGE_FROM` bounds anyway, so it need not move every commit.
+const MARK_EVERY_COMMITS: u64 = 256;
 
 impl Default for StatementOverlay {
     fn default() -> Self {
@@ -226,6 +193,7 @@ impl Default for StatementOverlay {
             merge_from: AtomicUsize::new(STATEMENT_OVERLAY_MERGE_FROM),
             slice_min: STATEMENT_MERGE_SLICE_MIN,
             merges: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         }
     }
 }
@@ -312,26 +280,22 @@ impl StatementOverlay {
         runs
     }
 
-    /// The lowest entry the overlay holds lines of once `changes` applied.
-    pub(in crate::store) fn lowest_entry_after(&self, changes: &LineChanges) -> Option<u64> {
-        if changes.merged_all {
-            return None;
-        }
+    /// The lowest entry the overlay holds lines of: the lowest of the accounts' oldest lines
+    /// (each account's lines are in entry order). A walk over the accounts, so the writer asks
+    /// only every `MARK_EVERY_COMMITS` commits: the mark may lag, which only makes an open work
+    /// out again lines the table already holds.
+    pub(in crate::store) fn lowest_entry(&self) -> Option<u64> {
         let lines = self.read();
-        let mut leaving: BTreeMap<u64, u32> = BTreeMap::new();
-        for line in changes.merged.iter().flat_map(|run| &run.lines) {
-            *leaving.entry(line.entry).or_default() += 1;
-        }
-        let kept = lines
-            .entries
-            .held()
-            .find(|(entry, count)| leaving.get(entry).is_none_or(|gone| gone < count))
-            .map(|(entry, _)| entry);
-        let added = changes.added.iter().map(|(_, _, line)| line.entry).min();
-        match (kept, added) {
-            (Some(kept), Some(added)) => Some(kept.min(added)),
-            (kept, added) => kept.or(added),
-        }
+        lines
+            .by_account
+            .values()
+            .filter_map(|queue| queue.front().map(|line| line.entry))
+            .min()
+    }
+
+    /// Whether this commit moves the mark (every `MARK_EVERY_COMMITS` commits).
+    pub(in crate::store) fn mark_due(&self) -> bool {
+        self.commits.fetch_add(1, Ordering::Relaxed) % MARK_EVERY_COMMITS == 0
     }
 
     /// After a commit returned `Ok`.
@@ -399,28 +363,28 @@ mod tests {
     /// The mark follows the lowest entry left: a merge of the oldest line moves it, one of a
     /// newer line does not, and the final checkpoint's merge of everything leaves none.
     #[test]
-    fn the_lowest_entry_counts_what_stays() {
+    fn the_lowest_entry_is_the_oldest_line_left() {
         let overlay = StatementOverlay::default();
         overlay.insert(0, "a", line(3, 3));
         overlay.insert(0, "b", line(3, 3));
         overlay.insert(0, "a", line(7, 7));
+        assert_eq!(overlay.lowest_entry(), Some(3));
         let run = |account: &str, lines| MergedRun {
             tenant: 0,
             account: account.into(),
             lines,
         };
-        let one_of_entry_3 = LineChanges {
+        overlay.apply(LineChanges {
             merged: vec![run("a", vec![line(3, 3)])],
             ..LineChanges::default()
-        };
-        assert_eq!(overlay.lowest_entry_after(&one_of_entry_3), Some(3));
-        let entry_3 = LineChanges {
+        });
+        assert_eq!(overlay.lowest_entry(), Some(3), "b still holds entry 3");
+        overlay.apply(LineChanges {
             added: vec![(0, "c".into(), line(9, 9))],
-            merged: vec![run("a", vec![line(3, 3)]), run("b", vec![line(3, 3)])],
+            merged: vec![run("b", vec![line(3, 3)])],
             merged_all: false,
-        };
-        assert_eq!(overlay.lowest_entry_after(&entry_3), Some(7));
-        overlay.apply(entry_3);
+        });
+        assert_eq!(overlay.lowest_entry(), Some(7));
         assert_eq!(overlay.len(), 2);
         assert_eq!(
             overlay
@@ -429,15 +393,13 @@ mod tests {
                 .map(|r| r.account.as_str())
                 .collect::<Vec<_>>(),
             ["c", "a"],
-            "the next slice starts after the last merged account and wraps round"
+            "the next slice starts at the last merged account's place and wraps round"
         );
-        let everything = LineChanges {
+        overlay.apply(LineChanges {
             merged_all: true,
             ..LineChanges::default()
-        };
-        assert_eq!(overlay.lowest_entry_after(&everything), None);
-        overlay.apply(everything);
-        assert_eq!(overlay.len(), 0);
+        });
+        assert_eq!((overlay.len(), overlay.lowest_entry()), (0, None));
     }
 
     /// An account's lines between two positions, both ways, from its queue.
