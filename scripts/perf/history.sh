@@ -13,6 +13,7 @@
 set -euo pipefail
 BIN=$1; LABEL=$2; CHARGES=${3:-1000000}; SECS=${4:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
+command -v wrk >/dev/null || { echo "history.sh needs wrk (Debian: apt-get install wrk)" >&2; exit 2; }
 . "$HERE/server.sh"
 start_server "$BIN" "$LABEL"
 TOKEN=$(cat "$DATA/admin.token")
@@ -41,5 +42,5 @@ for MODE in statement as_of_seq as_of; do
   MODE=$MODE TOKEN=$TOKEN ACCOUNT=$ACCOUNT FIRST_SEQ=$FIRST_SEQ LAST_SEQ=$LAST_SEQ \
     FIRST_MS=$(to_ms "$FIRST_AT") LAST_MS=$(to_ms "$LAST_AT") \
     wrk -t1 -c1 -d"${SECS}s" -s "$HERE/wrk-history.lua" http://127.0.0.1:$PORT/ 2>&1 \
-    | grep -E "requests in|Requests/sec|p50|non-200"
+    | grep -E "requests in|Requests/sec|p50|non-200|rror" || true
 done

@@ -12,7 +12,7 @@ local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) math.randomseed(os.time()) end
 local function rfc3339(ms)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. string.format(".%03dZ", ms % 1000)
+  return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(ms / 1000)) .. string.format(".%03dZ", ms % 1000)
 end
 function request()
   local path
