@@ -295,7 +295,9 @@ impl StatementOverlay {
 
     /// Whether this commit moves the mark (every `MARK_EVERY_COMMITS` commits).
     pub(in crate::store) fn mark_due(&self) -> bool {
-        self.commits.fetch_add(1, Ordering::Relaxed) % MARK_EVERY_COMMITS == 0
+        self.commits
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(MARK_EVERY_COMMITS)
     }
 
     /// After a commit returned `Ok`.
