@@ -234,12 +234,15 @@ async fn sigkill_under_a_lifecycle_load_loses_nothing_and_doubles_nothing() {
     // transfers, with checkpoints, account flushes and key merges every few batches; after each
     // restart every final answer replays byte for byte; at the end every key is sent again, every
     // short authorization left alone has expired (some of them after a restart), and the four
-    // totals of every account are exactly what the charges, refunds and transfers say.
+    // totals of every account are exactly what the charges, refunds and transfers say. Statement
+    // lines merge a slice per commit here, so each kill leaves some in the table and some only
+    // in memory: after the restarts every statement is each posting once, its balances the
+    // running sums, ending at the account's, and `check` finds the indexes agree.
     let env = [
         ("ONCELEDGER_FAULT_AUTHORIZATION_SECOND_MS", "10"),
         (
             "ONCELEDGER_FAULT_MARKS",
-            "journal=3,accounts=3,keys=4,key_slice=1",
+            "journal=3,accounts=3,keys=4,key_slice=1,lines=4,line_slice=1",
         ),
     ];
     let mut server = Server::start_with_env(&[], &env).await;
@@ -280,8 +283,65 @@ async fn sigkill_under_a_lifecycle_load_loses_nothing_and_doubles_nothing() {
     resolve_unfinished(&ep, &sent, &answers).await;
     wait_for_expiries(&ep, &charges_of(&answers)).await;
     assert_totals_exact(&ep, &sent, &answers).await;
+    for id in CUSTOMERS.iter().chain(&SHOPS).chain(&["platform"]) {
+        assert_statement_sums(&ep, id).await;
+    }
     let summary = server.check().await;
     assert_eq!(summary["authorizations_open"], 0, "{summary}");
+}
+
+/// Walks `id`'s statement oldest first, 7 postings a page: each posting once, `balance_after`
+/// the running sum of its posted lines and `available_after` that less what is held, the last
+/// of them the account's own balance and available.
+async fn assert_statement_sums(ep: &Endpoint, id: &str) {
+    let (mut balance, mut held, mut seen) = (0i64, 0i64, std::collections::HashSet::new());
+    let mut cursor = String::new();
+    loop {
+        let page = ep
+            .get(&format!(
+                "/v1/accounts/{id}/postings?order=asc&limit=7{cursor}"
+            ))
+            .await;
+        assert_eq!(page.status, 200, "{page}");
+        let page = page.json();
+        for posting in page["data"].as_array().into_iter().flatten() {
+            assert!(
+                seen.insert(posting["id"].to_string()),
+                "{id}: twice {posting}"
+            );
+            let amount = posting["amount"].as_i64().unwrap_or_default();
+            let sign = if posting["direction"] == "credit" {
+                1
+            } else {
+                -1
+            };
+            match posting["entry_type"].as_str() {
+                Some("authorization") if sign < 0 => held += amount,
+                Some("release") if sign < 0 => held -= amount,
+                Some("authorization" | "release") => {}
+                _ => balance += sign * amount,
+            }
+            assert_eq!(posting["balance_after"], json!(balance), "{id}: {posting}");
+            assert_eq!(
+                posting["available_after"],
+                json!(balance - held),
+                "{id}: {posting}"
+            );
+            cursor = format!(
+                "&starting_after={}",
+                posting["id"].as_str().unwrap_or_default()
+            );
+        }
+        if page["has_more"] != json!(true) {
+            break;
+        }
+    }
+    let a = account(ep, id).await;
+    assert_eq!(
+        (a["balance"].clone(), a["available"].clone()),
+        (json!(balance), json!(balance - held)),
+        "{id}: {a}"
+    );
 }
 
 /// Every final answer so far replays byte for byte; returns how many.
