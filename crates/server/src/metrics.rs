@@ -48,6 +48,7 @@ pub struct Metrics {
     store_checkpoints: Counter,
     store_account_flushes: Counter,
     store_key_merges: Counter,
+    store_statement_merges: Counter,
     /// Per sink kind (`hub`, `nats`); no series without a sink.
     pub outbox_lag_events: Family<Labels, Gauge>,
     pub outbox_oldest_unpublished_age_seconds: Family<Labels, Gauge>,
@@ -114,6 +115,7 @@ impl Metrics {
             store_checkpoints,
             store_account_flushes,
             store_key_merges,
+            store_statement_merges,
         } = Backlogs::register(&mut registry);
         let OutboxAndInbox {
             outbox_lag_events,
@@ -146,6 +148,7 @@ impl Metrics {
             store_checkpoints,
             store_account_flushes,
             store_key_merges,
+            store_statement_merges,
             outbox_lag_events,
             outbox_oldest_unpublished_age_seconds,
             inbox_applied,
@@ -351,6 +354,7 @@ struct Backlogs {
     store_checkpoints: Counter,
     store_account_flushes: Counter,
     store_key_merges: Counter,
+    store_statement_merges: Counter,
 }
 
 impl Backlogs {
@@ -396,6 +400,12 @@ impl Backlogs {
                 registry,
                 "onceledger_store_key_merges",
                 "Commits that moved finished idempotency keys from memory into their table",
+                Counter::default(),
+            ),
+            store_statement_merges: registered(
+                registry,
+                "onceledger_store_statement_merges",
+                "Commits that moved statement lines from memory into the account-ordered table",
                 Counter::default(),
             ),
         }
@@ -529,6 +539,7 @@ impl CommitObserver for Metrics {
             (&self.store_checkpoints, totals.checkpoints),
             (&self.store_account_flushes, totals.account_flushes),
             (&self.store_key_merges, totals.key_merges),
+            (&self.store_statement_merges, totals.statement_merges),
         ] {
             let seen = counter.get();
             if total > seen {
