@@ -51,7 +51,8 @@ pub struct System {
 
 /// The store's rare moments a run crossed (`Marks::SMALL` makes them every few commits), summed
 /// over every open, and the power losses that came right after a `post` that crossed one: a
-/// checkpoint, an account flush or a key merge, and then the unsynced writes are gone.
+/// checkpoint, an account flush, a key merge or a statement merge, and then the unsynced writes
+/// are gone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Crossings {
     pub crossed: MarksCrossed,
@@ -65,6 +66,7 @@ fn crossed_between(before: MarksCrossed, after: MarksCrossed) -> MarksCrossed {
         checkpoints: after.checkpoints - before.checkpoints,
         account_flushes: after.account_flushes - before.account_flushes,
         key_merges: after.key_merges - before.key_merges,
+        statement_merges: after.statement_merges - before.statement_merges,
     }
 }
 
@@ -73,6 +75,7 @@ impl Crossings {
         self.crossed.checkpoints += crossed.checkpoints;
         self.crossed.account_flushes += crossed.account_flushes;
         self.crossed.key_merges += crossed.key_merges;
+        self.crossed.statement_merges += crossed.statement_merges;
     }
 
     fn power_loss_after(&mut self, last_post: MarksCrossed) {
@@ -81,6 +84,7 @@ impl Crossings {
         right_after.checkpoints += u64::from(last_post.checkpoints > 0);
         right_after.account_flushes += u64::from(last_post.account_flushes > 0);
         right_after.key_merges += u64::from(last_post.key_merges > 0);
+        right_after.statement_merges += u64::from(last_post.statement_merges > 0);
     }
 }
 
