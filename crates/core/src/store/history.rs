@@ -298,6 +298,18 @@ impl Walk {
         self.lo > self.hi
     }
 
+    /// The rows of `range` in the walk's direction.
+    fn rows<'t, K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        range: redb::Range<'t, K, V>,
+    ) -> Rows<'t, K, V> {
+        if self.backwards {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        }
+    }
+
     /// Takes up to `limit + 1` kept rows (`Ok(None)` rows are skipped) into a page.
     fn collect<T>(
         &self,
@@ -328,20 +340,6 @@ type Rows<'t, K, V> = Box<
             Item = Result<(redb::AccessGuard<'t, K>, redb::AccessGuard<'t, V>), redb::StorageError>,
         > + 't,
 >;
-
-/// Walks `range` of `table` in the walk's direction.
-fn walk_range<'t, K: redb::Key + 'static, V: redb::Value + 'static>(
-    table: &'t ReadOnlyTable<K, V>,
-    walk: &Walk,
-    range: redb::Range<'t, K, V>,
-) -> Rows<'t, K, V> {
-    let _ = table;
-    if walk.backwards {
-        Box::new(range.rev())
-    } else {
-        Box::new(range)
-    }
-}
 
 /// The tables a list reads, in one snapshot.
 struct HistoryTables {
@@ -486,7 +484,7 @@ impl HistoryTables {
         let range = self
             .statements
             .range((tenant.0, account, lo.0, lo.1)..=(tenant.0, account, hi.0, hi.1))?;
-        let table = walk_range(&self.statements, walk, range).map(|row| {
+        let table = walk.rows(range).map(|row| {
             let (key, value) = row?;
             let (_, _, seq, leg) = key.value();
             Ok((
@@ -585,7 +583,7 @@ impl HistoryTables {
             .range((tenant.0, k, walk.lo)..=(tenant.0, k, walk.hi))?;
         walk.collect(
             limit,
-            walk_range(&self.tenant_entries, walk, range).map(|row| {
+            walk.rows(range).map(|row| {
                 let (_, number) = row?;
                 item(number.value())
             }),
@@ -652,7 +650,7 @@ impl Store {
             backwards,
             turn_round,
         };
-        let accounts = walk_range(&index, &walk, range).map(|row| {
+        let accounts = walk.rows(range).map(|row| {
             let (key, _) = row?;
             let (_, _, id) = key.value();
             let id = AccountId::parse(id).map_err(|_| StoreError::Corrupt {
@@ -750,7 +748,7 @@ impl Store {
             .range((charge_number, walk.lo)..=(charge_number, walk.hi))?;
         walk.collect(
             query.limit,
-            walk_range(&tables.charge_refunds, &walk, range).map(|row| {
+            walk.rows(range).map(|row| {
                 let (_, number) = row?;
                 with_charge(number.value())
             }),
@@ -904,7 +902,7 @@ impl Store {
         )?;
         walk.collect(
             query.limit,
-            walk_range(&statements, &walk, range).map(|row| {
+            walk.rows(range).map(|row| {
                 let (key, value) = row?;
                 let (_, _, seq, leg) = key.value();
                 Ok(Some(StatementEntry {
