@@ -13,10 +13,10 @@ use crate::ledger::{Charge, ChargeProgress, EntryKind, Refund, TenantId, Transfe
 
 /// The entry tables of one read transaction.
 pub(super) struct EntryTables {
-    charges: ReadOnlyTable<u64, &'static [u8]>,
+    pub(super) charges: ReadOnlyTable<u64, &'static [u8]>,
     progress: ReadOnlyTable<u64, &'static [u8]>,
-    refunds: ReadOnlyTable<u64, &'static [u8]>,
-    transfers: ReadOnlyTable<u64, &'static [u8]>,
+    pub(super) refunds: ReadOnlyTable<u64, &'static [u8]>,
+    pub(super) transfers: ReadOnlyTable<u64, &'static [u8]>,
     owners: ReadOnlyTable<u64, u32>,
 }
 
@@ -37,25 +37,25 @@ impl EntryTables {
     }
 
     /// A charge that exists, for an event or a refund that names it.
-    fn named_charge(&self, number: u64, by: &str) -> Result<Charge, StoreError> {
+    pub(super) fn named_charge(&self, number: u64, by: &str) -> Result<Charge, StoreError> {
         self.charge(number)?.ok_or_else(|| StoreError::Corrupt {
             record: "ledger entry",
             detail: format!("{by} names missing charge {number}"),
         })
     }
 
-    fn progress(&self, charge: &Charge) -> Result<ChargeProgress, StoreError> {
+    pub(super) fn progress(&self, charge: &Charge) -> Result<ChargeProgress, StoreError> {
         match self.progress.get(charge.number)? {
             Some(bytes) => decode(bytes.value()),
             None => Ok(ChargeProgress::immediate(charge)),
         }
     }
 
-    fn owner(&self, number: u64) -> Result<TenantId, StoreError> {
+    pub(super) fn owner(&self, number: u64) -> Result<TenantId, StoreError> {
         Ok(TenantId(self.owners.get(number)?.map_or(0, |t| t.value())))
     }
 
-    fn record<R: super::codec::Record>(
+    pub(super) fn record<R: super::codec::Record>(
         table: &ReadOnlyTable<u64, &'static [u8]>,
         number: u64,
     ) -> Result<Option<R>, StoreError> {

@@ -23,9 +23,9 @@ use std::ops::RangeInclusive;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
 
 use super::codec::{Record, decode};
+use super::entries::EntryTables;
 use super::schema::{
-    ACCOUNTS_BY_CREATION, CHARGE_PROGRESS, CHARGE_REFUNDS, CHARGE_TENANTS, CHARGES, REFUNDS,
-    REPLICA_STATEMENTS, STATEMENTS, TENANT_ENTRIES, TIMELINE, TRANSFERS,
+    ACCOUNTS_BY_CREATION, CHARGE_REFUNDS, REPLICA_STATEMENTS, STATEMENTS, TENANT_ENTRIES, TIMELINE,
 };
 use super::{Store, StoreError};
 use crate::ledger::{
@@ -341,17 +341,14 @@ type Rows<'t, K, V> = Box<
         > + 't,
 >;
 
-/// The tables a list reads, in one snapshot.
+/// The tables a list reads, in one snapshot: the history indexes, and the entries they name
+/// (read as `GET` of one entry reads them, `entries.rs`).
 struct HistoryTables {
     statements: ReadOnlyTable<(u32, &'static str, u64, u8), &'static [u8]>,
     tenant_entries: ReadOnlyTable<(u32, u8, u64), u64>,
     charge_refunds: ReadOnlyTable<(u64, u64), u64>,
     timeline: ReadOnlyTable<u64, u64>,
-    charges: ReadOnlyTable<u64, &'static [u8]>,
-    progress: ReadOnlyTable<u64, &'static [u8]>,
-    refunds: ReadOnlyTable<u64, &'static [u8]>,
-    transfers: ReadOnlyTable<u64, &'static [u8]>,
-    owners: ReadOnlyTable<u64, u32>,
+    entries: EntryTables,
 }
 
 impl HistoryTables {
@@ -361,36 +358,25 @@ impl HistoryTables {
             tenant_entries: txn.open_table(TENANT_ENTRIES)?,
             charge_refunds: txn.open_table(CHARGE_REFUNDS)?,
             timeline: txn.open_table(TIMELINE)?,
-            charges: txn.open_table(CHARGES)?,
-            progress: txn.open_table(CHARGE_PROGRESS)?,
-            refunds: txn.open_table(REFUNDS)?,
-            transfers: txn.open_table(TRANSFERS)?,
-            owners: txn.open_table(CHARGE_TENANTS)?,
+            entries: EntryTables::open(txn)?,
         })
     }
 
-    fn owner(&self, number: u64) -> Result<TenantId, StoreError> {
-        Ok(TenantId(self.owners.get(number)?.map_or(0, |t| t.value())))
-    }
-
+    /// An entry an index names: missing is corruption.
     fn record<R: Record>(
         table: &ReadOnlyTable<u64, &'static [u8]>,
         number: u64,
         what: &'static str,
     ) -> Result<R, StoreError> {
-        let bytes = table.get(number)?.ok_or_else(|| StoreError::Corrupt {
+        EntryTables::record(table, number)?.ok_or_else(|| StoreError::Corrupt {
             record: what,
             detail: format!("an index names missing entry {number}"),
-        })?;
-        decode(bytes.value())
+        })
     }
 
     fn charge(&self, number: u64) -> Result<(Charge, ChargeProgress), StoreError> {
-        let charge: Charge = Self::record(&self.charges, number, "charge")?;
-        let progress = match self.progress.get(number)? {
-            Some(bytes) => decode(bytes.value())?,
-            None => ChargeProgress::immediate(&charge),
-        };
+        let charge = self.entries.named_charge(number, "an index")?;
+        let progress = self.entries.progress(&charge)?;
         Ok((charge, progress))
     }
 
@@ -415,13 +401,13 @@ impl HistoryTables {
         let Some(number) = ids.entry_number(kind, id) else {
             return Ok(None);
         };
-        if self.owner(number)? != tenant {
+        if self.entries.owner(number)? != tenant {
             return Ok(None);
         }
         let table = match kind {
-            EntryKind::Charge => &self.charges,
-            EntryKind::Refund => &self.refunds,
-            EntryKind::Transfer => &self.transfers,
+            EntryKind::Charge => &self.entries.charges,
+            EntryKind::Refund => &self.entries.refunds,
+            EntryKind::Transfer => &self.entries.transfers,
         };
         let Some(bytes) = table.get(number)? else {
             return Ok(None);
@@ -727,7 +713,7 @@ impl Store {
         let cursor = tables.entry_cursor(ids, tenant, EntryKind::Refund, query, false)?;
         let walk = Walk::new(query, 0..=u64::MAX >> 8, cursor);
         let with_charge = |number: u64| -> Result<Option<(Refund, Charge)>, ListError> {
-            let refund: Refund = HistoryTables::record(&tables.refunds, number, "refund")?;
+            let refund: Refund = HistoryTables::record(&tables.entries.refunds, number, "refund")?;
             let (charge, _) = tables.charge(refund.charge_number)?;
             Ok(Some((refund, charge)))
         };
@@ -770,7 +756,7 @@ impl Store {
             let ids = self.charge_ids();
             let transfer = |number: u64| -> Result<Transfer, ListError> {
                 Ok(HistoryTables::record(
-                    &tables.transfers,
+                    &tables.entries.transfers,
                     number,
                     "transfer",
                 )?)
