@@ -14,7 +14,7 @@ use super::answers::{self, AnswerRow};
 use super::auth::AuthTables;
 use super::codec::{decode, encode};
 use super::history::overlay::{LineChanges, StatementOverlay};
-use super::journal::{Logged, Redo};
+use super::journal::{Derived, Logged, Redo};
 use super::keys::{self, KeyChanges, KeyName, KeyOverlay, key_name, with_key_name};
 use super::records::{EventKind, EventRecord, IdempotencyRecord};
 use super::replication::ReplicationTables;
@@ -51,7 +51,8 @@ pub struct BatchTables<'txn> {
     refunds: Logged<'txn, u64, &'static [u8]>,
     transfers: Logged<'txn, u64, &'static [u8]>,
     outbox: Logged<'txn, u64, &'static [u8]>,
-    statements: Logged<'txn, (u32, &'static str, u64, u8), &'static [u8]>,
+    /// Written only by merges of the statement overlay, outside the redo (see `Derived`).
+    statements: Derived<'txn, (u32, &'static str, u64, u8), &'static [u8]>,
     settlement_entries: Logged<'txn, u64, u64>,
     /// `meta.statements_through_entry` as this batch found it.
     statements_through_entry: u64,
@@ -99,7 +100,8 @@ pub(super) enum AccountFlush {
 }
 
 impl<'txn> BatchTables<'txn> {
-    /// Every table through `Logged`, so each write of the batch is in `redo` too (the journal).
+    /// Every table through `Logged`, so each write of the batch is in `redo` too (the journal),
+    /// but the derived `statements`.
     pub(super) fn open(
         txn: &'txn WriteTransaction,
         redo: &'txn Redo,
@@ -133,7 +135,7 @@ impl<'txn> BatchTables<'txn> {
             refunds: Logged::open(txn, redo, REFUNDS)?,
             transfers: Logged::open(txn, redo, TRANSFERS)?,
             outbox: Logged::open(txn, redo, OUTBOX)?,
-            statements: Logged::open(txn, redo, STATEMENTS)?,
+            statements: Derived::open(txn, STATEMENTS)?,
             settlement_entries: Logged::open(txn, redo, SETTLEMENT_ENTRIES)?,
             statements_through_entry: read_counter(&*meta, META_STATEMENTS_THROUGH_ENTRY)?
                 .unwrap_or(0),

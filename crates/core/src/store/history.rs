@@ -1066,11 +1066,31 @@ mod tests {
     /// the final checkpoint leaves nothing in memory and the mark at the last entry.
     #[test]
     fn statements_split_between_table_and_memory_read_as_one() {
-        use super::super::marks::Marks;
+        statements_survive_a_crash_image(super::super::marks::Marks::SMALL, false);
+    }
+
+    /// The merges are outside the journal (`Derived`): with no checkpoint after them, the crash
+    /// image's table holds none of them and the mark has not moved, so the open works every line
+    /// out again from the postings.
+    #[test]
+    fn statement_merges_without_a_checkpoint_are_worked_out_again_after_a_crash() {
+        statements_survive_a_crash_image(
+            super::super::marks::Marks {
+                journal_checkpoint_commits: 1_000,
+                ..super::super::marks::Marks::SMALL
+            },
+            true,
+        );
+    }
+
+    /// 40 charges from "a" to "b" under `marks`, a crash image, an open: the statement reads as
+    /// before. `all_worked_out`: no checkpoint came after the first merge, so the open must work
+    /// out every line again (both legs of all 40).
+    fn statements_survive_a_crash_image(marks: super::super::marks::Marks, all_worked_out: bool) {
         use super::super::test_support::crash_image;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = Store::open(&dir.path().join("a")).expect("opens");
-        store.set_marks(Marks::SMALL);
+        store.set_marks(marks);
         open_accounts(&store, TenantId::DEFAULT);
         for amount in 1..=40 {
             store
@@ -1116,6 +1136,10 @@ mod tests {
             before,
             "worked out again on open, merged or not"
         );
+        if all_worked_out {
+            assert_eq!(reopened.statement_overlay.len(), 80);
+        }
+        super::super::check::assert_consistent(&reopened);
         reopened.checkpoint().expect("final checkpoint");
         assert_eq!(reopened.statement_overlay.len(), 0);
         assert_eq!(all(&reopened), before);

@@ -7,7 +7,7 @@ use crate::ledger::{EntryOf, EntryType, Posting, StatementLine, TenantId, totals
 use crate::store::StoreError;
 use crate::store::codec::encode;
 pub(super) use crate::store::history::ListedKind;
-use crate::store::history::overlay::Line;
+use crate::store::history::overlay::{Line, account_name, split_account_name};
 use crate::store::schema::{META_STATEMENTS_THROUGH_ENTRY, write_counter};
 
 impl BatchTables<'_> {
@@ -61,8 +61,7 @@ impl BatchTables<'_> {
                     created_at_ms: now_ms,
                 };
                 self.line_changes.added.push((
-                    tenant.0,
-                    posting.account.as_str().to_owned(),
+                    account_name(tenant.0, posting.account.as_str()),
                     Line {
                         seq,
                         leg,
@@ -88,20 +87,21 @@ impl BatchTables<'_> {
     }
 
     /// Moves a slice of the statement overlay into `statements` when it is due (all of it, and
-    /// this batch's lines, on the final checkpoint), then moves the mark to just below the
-    /// lowest entry left in memory.
+    /// this batch's lines, on the final checkpoint). In a checkpoint, also moves the mark to just
+    /// below the lowest entry left in memory: the merges are outside the journal (`Derived`), so
+    /// only a durable commit may say the table holds them.
     pub(super) fn merge_statement_lines(&mut self) -> Result<(), StoreError> {
+        let statements = &mut self.statements;
+        let mut put = |tenant: u32, account: &str, line: &Line| {
+            statements.insert((tenant, account, line.seq, line.leg), &*line.bytes)?;
+            Ok(())
+        };
         if self.account_flush == super::AccountFlush::Now {
             // The final checkpoint: every line in memory, and this batch's.
-            for run in self.statement_overlay.next_slice(usize::MAX) {
-                for line in &run.lines {
-                    let key = (run.tenant, run.account.as_str(), line.seq, line.leg);
-                    self.statements.insert(key, &*line.bytes)?;
-                }
-            }
-            for (tenant, account, line) in &self.line_changes.added {
-                let key = (*tenant, account.as_str(), line.seq, line.leg);
-                self.statements.insert(key, &*line.bytes)?;
+            self.statement_overlay.merge_slice(usize::MAX, &mut put)?;
+            for (name, line) in &self.line_changes.added {
+                let (tenant, account) = split_account_name(name);
+                put(tenant, account, line)?;
             }
             self.line_changes.merged_all = true;
         } else {
@@ -109,14 +109,7 @@ impl BatchTables<'_> {
                 .statement_overlay
                 .slice_len(self.line_changes.added.len());
             if count > 0 {
-                let runs = self.statement_overlay.next_slice(count);
-                for run in &runs {
-                    for line in &run.lines {
-                        let key = (run.tenant, run.account.as_str(), line.seq, line.leg);
-                        self.statements.insert(key, &*line.bytes)?;
-                    }
-                }
-                self.line_changes.merged = runs;
+                self.line_changes.merged = self.statement_overlay.merge_slice(count, put)?;
             }
         }
         // The lowest entry held once this commit applied is at least the lowest held before it
@@ -124,13 +117,8 @@ impl BatchTables<'_> {
         // taken from the overlay as committed.
         let through = if self.line_changes.merged_all {
             Some(self.next_entry_number - 1)
-        } else if self.statement_overlay.mark_due() {
-            let lowest_added = self
-                .line_changes
-                .added
-                .iter()
-                .map(|(_, _, l)| l.entry)
-                .min();
+        } else if self.redo.commits_durably() {
+            let lowest_added = self.line_changes.added.iter().map(|(_, l)| l.entry).min();
             let lowest = self.statement_overlay.lowest_entry().or(lowest_added);
             Some(lowest.map_or(self.next_entry_number - 1, |entry| entry - 1))
         } else {

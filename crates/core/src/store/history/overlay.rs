@@ -17,10 +17,11 @@
 //! - Once the overlay holds `STATEMENT_OVERLAY_MERGE_FROM` lines, every commit also moves the next
 //!   `max(STATEMENT_MERGE_SLICE_MIN, 2 × the batch's lines)` lines after a cursor, in key order,
 //!   wrapping round, into `statements`. A shutdown's final checkpoint merges all of them.
-//! - `meta.statements_through_entry` is below the lowest entry still in the overlay (moved every
-//!   `MARK_EVERY_COMMITS` commits, so it may lag): every line of the entries up to it is in the
-//!   table. On open, the lines of the entries after it are
-//!   worked out again from their postings (`read_back.rs`); a crash loses nothing.
+//! - A merge's inserts stay out of the journal (`statements` is a `Derived` table): they survive
+//!   a crash once a checkpoint commits them. So `meta.statements_through_entry` moves only in a
+//!   checkpoint, to just below the lowest entry still in the overlay: every line of the entries
+//!   up to it is in the table, durably. On open, the lines of the entries after it are worked
+//!   out again from their postings (`read_back.rs`); a crash loses nothing.
 //!
 //! Invariant: a line is in the overlay, or in `statements`, or both (after a restart, until its
 //! slice comes round), always with the same bytes.
@@ -29,6 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::store::StoreError;
 
 use crate::limits::{STATEMENT_MERGE_SLICE_MIN, STATEMENT_OVERLAY_MERGE_FROM};
 
@@ -59,16 +62,16 @@ pub(in crate::store) fn split_line_name(name: &[u8]) -> (u32, &str, u64, u8) {
 
 /// An account's key in the overlay: the tenant big-endian, then the account id; it sorts like
 /// the table's key, so accounts in this order are neighbours in the table.
-type AccountName = Box<[u8]>;
+pub(in crate::store) type AccountName = Box<[u8]>;
 
-fn account_name(tenant: u32, account: &str) -> AccountName {
+pub(in crate::store) fn account_name(tenant: u32, account: &str) -> AccountName {
     let mut name = Vec::with_capacity(4 + account.len());
     name.extend_from_slice(&tenant.to_be_bytes());
     name.extend_from_slice(account.as_bytes());
     name.into_boxed_slice()
 }
 
-fn split_account_name(name: &[u8]) -> (u32, &str) {
+pub(in crate::store) fn split_account_name(name: &[u8]) -> (u32, &str) {
     let (tenant, account) = name.split_at(4);
     let tenant = u32::from_be_bytes(tenant.try_into().expect("a name starts with 4 bytes"));
     (
@@ -102,8 +105,7 @@ pub(in crate::store) struct Lines {
 }
 
 impl Lines {
-    fn push(&mut self, tenant: u32, account: &str, line: Line) {
-        let name = account_name(tenant, account);
+    fn push(&mut self, name: AccountName, line: Line) {
         self.len += 1;
         match self.by_account.get_mut(&name) {
             Some(queue) => {
@@ -178,13 +180,7 @@ pub(in crate::store) struct StatementOverlay {
     slice_min: usize,
     /// Commits that merged lines since open.
     merges: AtomicU64,
-    /// Commits since open, for `mark_due`.
-    commits: AtomicU64,
 }
-
-/// How often the mark (`meta.statements_through_entry`) moves: it bounds what an open works out
-/// again, which `STATEMENT_OVERLAY_MERGE_FROM` bounds anyway, so it need not move every commit.
-const MARK_EVERY_COMMITS: u64 = 256;
 
 impl Default for StatementOverlay {
     fn default() -> Self {
@@ -193,26 +189,19 @@ impl Default for StatementOverlay {
             merge_from: AtomicUsize::new(STATEMENT_OVERLAY_MERGE_FROM),
             slice_min: STATEMENT_MERGE_SLICE_MIN,
             merges: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
         }
     }
-}
-
-/// The first `lines` of one account's queue, written to the table by a commit.
-#[derive(Debug, Clone)]
-pub(in crate::store) struct MergedRun {
-    pub tenant: u32,
-    pub account: String,
-    pub lines: Vec<Line>,
 }
 
 /// What one commit changes in the overlay, applied only once it returned `Ok`.
 #[derive(Debug, Default)]
 pub(in crate::store) struct LineChanges {
-    /// Lines this commit wrote: tenant, account, line.
-    pub(in crate::store) added: Vec<(u32, String, Line)>,
-    /// The oldest lines of some accounts, written to `statements` by this commit.
-    pub(in crate::store) merged: Vec<MergedRun>,
+    /// Lines this commit wrote, under their account's name (made once, here, and moved into the
+    /// overlay: a name per line made again after the commit was a measurable part of it).
+    pub(in crate::store) added: Vec<(AccountName, Line)>,
+    /// How many of the oldest lines of some accounts this commit wrote to `statements`, in the
+    /// table's order.
+    pub(in crate::store) merged: Vec<(AccountName, usize)>,
     /// Set by the final checkpoint, which merged every line, its own too.
     pub(in crate::store) merged_all: bool,
 }
@@ -249,9 +238,15 @@ impl StatementOverlay {
         }
     }
 
-    /// Up to `count` lines: the oldest of each account from the cursor on, in the table's order,
-    /// wrapping round once (all of them: `usize::MAX`).
-    pub(in crate::store) fn next_slice(&self, count: usize) -> Vec<MergedRun> {
+    /// Hands `put` up to `count` lines (all of them: `usize::MAX`): the oldest of each account
+    /// from the cursor on, in the table's order, wrapping round once. Returns how many of each
+    /// account's it handed over, for `LineChanges::merged`. The lines are read in place, under
+    /// the lock that only this (the writer's) thread ever takes to write.
+    pub(in crate::store) fn merge_slice(
+        &self,
+        count: usize,
+        mut put: impl FnMut(u32, &str, &Line) -> Result<(), StoreError>,
+    ) -> Result<Vec<(AccountName, usize)>, StoreError> {
         let lines = self.read();
         let accounts = lines
             .order
@@ -267,23 +262,21 @@ impl StatementOverlay {
             if left == 0 {
                 break;
             }
-            let queue = &lines.by_account[name];
-            let taken: Vec<Line> = queue.iter().take(left).cloned().collect();
-            left -= taken.len();
             let (tenant, account) = split_account_name(name);
-            runs.push(MergedRun {
-                tenant,
-                account: account.to_owned(),
-                lines: taken,
-            });
+            let mut taken = 0;
+            for line in lines.by_account[name].iter().take(left) {
+                put(tenant, account, line)?;
+                taken += 1;
+            }
+            left -= taken;
+            runs.push((name.clone(), taken));
         }
-        runs
+        Ok(runs)
     }
 
     /// The lowest entry the overlay holds lines of: the lowest of the accounts' oldest lines
     /// (each account's lines are in entry order). A walk over the accounts, so the writer asks
-    /// only every `MARK_EVERY_COMMITS` commits: the mark may lag, which only makes an open work
-    /// out again lines the table already holds.
+    /// only in a checkpoint, the one commit that may move the mark.
     pub(in crate::store) fn lowest_entry(&self) -> Option<u64> {
         let lines = self.read();
         lines
@@ -291,13 +284,6 @@ impl StatementOverlay {
             .values()
             .filter_map(|queue| queue.front().map(|line| line.entry))
             .min()
-    }
-
-    /// Whether this commit moves the mark (every `MARK_EVERY_COMMITS` commits).
-    pub(in crate::store) fn mark_due(&self) -> bool {
-        self.commits
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(MARK_EVERY_COMMITS)
     }
 
     /// After a commit returned `Ok`.
@@ -310,21 +296,21 @@ impl StatementOverlay {
         }
         // Merged first: a run is the oldest lines of its account as the commit saw them, and
         // this commit's own lines come after them.
-        if let Some(last) = changes.merged.last() {
-            lines.cursor = account_name(last.tenant, &last.account);
+        for (name, count) in &changes.merged {
+            lines.drop_front(name, *count);
+        }
+        if let Some((last, _)) = changes.merged.into_iter().last() {
+            lines.cursor = last;
             self.merges.fetch_add(1, Ordering::Relaxed);
         }
-        for run in &changes.merged {
-            lines.drop_front(&account_name(run.tenant, &run.account), run.lines.len());
-        }
-        for (tenant, account, line) in changes.added {
-            lines.push(tenant, &account, line);
+        for (name, line) in changes.added {
+            lines.push(name, line);
         }
     }
 
     /// A line worked out again on open (`read_back.rs`), in statement order per account.
     pub(in crate::store) fn insert(&self, tenant: u32, account: &str, line: Line) {
-        self.write().push(tenant, account, line);
+        self.write().push(account_name(tenant, account), line);
     }
 }
 
@@ -371,31 +357,33 @@ mod tests {
         overlay.insert(0, "b", line(3, 3));
         overlay.insert(0, "a", line(7, 7));
         assert_eq!(overlay.lowest_entry(), Some(3));
-        let run = |account: &str, lines| MergedRun {
-            tenant: 0,
-            account: account.into(),
-            lines,
-        };
         overlay.apply(LineChanges {
-            merged: vec![run("a", vec![line(3, 3)])],
+            merged: vec![(account_name(0, "a"), 1)],
             ..LineChanges::default()
         });
         assert_eq!(overlay.lowest_entry(), Some(3), "b still holds entry 3");
         overlay.apply(LineChanges {
-            added: vec![(0, "c".into(), line(9, 9))],
-            merged: vec![run("b", vec![line(3, 3)])],
+            added: vec![(account_name(0, "c"), line(9, 9))],
+            merged: vec![(account_name(0, "b"), 1)],
             merged_all: false,
         });
         assert_eq!(overlay.lowest_entry(), Some(7));
         assert_eq!(overlay.len(), 2);
+        let mut handed = Vec::new();
+        let merged = overlay
+            .merge_slice(usize::MAX, |_, account, line| {
+                handed.push((account.to_owned(), line.seq));
+                Ok(())
+            })
+            .expect("nothing fails");
         assert_eq!(
-            overlay
-                .next_slice(usize::MAX)
-                .iter()
-                .map(|r| r.account.as_str())
-                .collect::<Vec<_>>(),
-            ["c", "a"],
+            handed,
+            [("c".to_owned(), 9), ("a".to_owned(), 7)],
             "the next slice starts at the last merged account's place and wraps round"
+        );
+        assert_eq!(
+            merged,
+            [(account_name(0, "c"), 1), (account_name(0, "a"), 1)]
         );
         overlay.apply(LineChanges {
             merged_all: true,
