@@ -154,11 +154,15 @@ pub const KEY_OVERLAY_MERGE_FROM: usize = 65_536;
 pub const KEY_MERGE_SLICE_MIN: usize = 64;
 
 /// Statement lines held in memory before commits start merging them into the account-ordered
-/// `statements` table (see `store/history/overlay.rs`): ~150 bytes each, read back from the tail
-/// on open.
+/// `statements` table (see `store/history/overlay.rs`): ~130 bytes each, worked out again from
+/// the postings on open.
 pub const STATEMENT_OVERLAY_MERGE_FROM: usize = 65_536;
 /// Statement lines merged per commit at least, once merging started (twice the batch's if more).
 pub const STATEMENT_MERGE_SLICE_MIN: usize = 64;
+/// Lines in one row of `statements` at most (`store/history/blocks.rs`): ~35 bytes each, so a
+/// full block (~1.1 KiB) stays well inside a 4 KiB B-tree leaf, and a page read decodes at most
+/// this many lines beyond its own at either end.
+pub const STATEMENT_BLOCK_LINES_MAX: usize = 32;
 
 /// Journal (see `store/journal.rs`): a batch commits durably in redb (a checkpoint) once this
 /// many bytes of records were journaled since the last one. Bounds what a restart replays.

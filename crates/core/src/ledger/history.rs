@@ -181,7 +181,7 @@ impl Totals {
 
 /// One line of an account's statement: a posting to it, what made it, and the account's totals
 /// right after it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementLine {
     /// The ledger entry whose postings hold this one (`(entry, leg)`; the leg is in the key).
     pub entry: u64,

@@ -15,6 +15,7 @@
 //! live (2^56 events at a million a second is two thousand years).
 
 mod backfill;
+pub(super) mod blocks;
 pub(super) mod overlay;
 mod read_back;
 
@@ -170,13 +171,52 @@ impl StatementEntry {
     }
 }
 
-impl StatementEntry {
-    fn decoded(seq: u64, leg: u8, bytes: &[u8]) -> Result<StatementEntry, StoreError> {
-        Ok(StatementEntry {
-            seq,
-            leg,
-            line: decode(bytes)?,
-        })
+impl From<&overlay::Line> for StatementEntry {
+    fn from(line: &overlay::Line) -> StatementEntry {
+        StatementEntry {
+            seq: line.seq,
+            leg: line.leg,
+            line: line.line,
+        }
+    }
+}
+
+/// The lines of one account's blocks (`blocks.rs`) between two positions, in a walk's
+/// direction: each block read decoded whole, its lines outside the range left out.
+struct BlockLines<'t> {
+    rows: Rows<'t, (u32, &'static str, u64, u8), &'static [u8]>,
+    /// The current block's lines, in the walk's direction.
+    block: std::vec::IntoIter<overlay::Line>,
+    lo: (u64, u8),
+    hi: (u64, u8),
+    backwards: bool,
+}
+
+impl Iterator for BlockLines<'_> {
+    type Item = Positioned;
+
+    fn next(&mut self) -> Option<Positioned> {
+        loop {
+            for line in self.block.by_ref() {
+                let at = line.position();
+                if (self.lo..=self.hi).contains(&at) {
+                    return Some(Ok((at, StatementEntry::from(&line))));
+                }
+            }
+            let (key, value) = match self.rows.next()? {
+                Ok(row) => row,
+                Err(error) => return Some(Err(StoreError::from(error).into())),
+            };
+            let (_, _, seq, leg) = key.value();
+            let mut lines = match blocks::read_block((seq, leg), value.value()) {
+                Ok(block) => block.lines,
+                Err(error) => return Some(Err(error.into())),
+            };
+            if self.backwards {
+                lines.reverse();
+            }
+            self.block = lines.into_iter();
+        }
     }
 }
 
@@ -451,8 +491,8 @@ impl HistoryTables {
     }
 
     /// The lines of `account`'s statement in `walk`, decoded: the table's and the overlay's
-    /// (`overlay.rs`: lines not merged yet), merged in the walk's direction. A line in both (read
-    /// back after a restart, merged before it) is one line.
+    /// (`overlay.rs`: lines not merged yet), merged in the walk's direction. The table's walk
+    /// starts at the block holding the range's first line (one seek back, `blocks.rs`).
     fn lines<'t>(
         &'t self,
         overlay: &'t overlay::Lines,
@@ -467,27 +507,25 @@ impl HistoryTables {
             (line_of_position(walk.lo), line_of_position(walk.hi))
         };
         let empty = walk.is_empty();
+        let start =
+            blocks::block_at_or_before(&self.statements, tenant.0, account, lo)?.unwrap_or(lo);
         let range = self
             .statements
-            .range((tenant.0, account, lo.0, lo.1)..=(tenant.0, account, hi.0, hi.1))?;
-        let table = walk.rows(range).map(|row| {
-            let (key, value) = row?;
-            let (_, _, seq, leg) = key.value();
-            Ok((
-                (seq, leg),
-                StatementEntry::decoded(seq, leg, value.value())?,
-            ))
-        });
+            .range((tenant.0, account, start.0, start.1)..=(tenant.0, account, hi.0, hi.1))?;
+        let table = BlockLines {
+            rows: walk.rows(range),
+            block: Vec::new().into_iter(),
+            lo,
+            hi,
+            backwards: walk.backwards,
+        };
         let memory = overlay.of_account(tenant.0, account, lo, hi);
         let memory: Box<dyn Iterator<Item = _> + 't> = if walk.backwards {
             Box::new(memory.rev())
         } else {
             Box::new(memory)
         };
-        let memory = memory.map(|line| {
-            let (seq, leg) = (line.seq, line.leg);
-            Ok(((seq, leg), StatementEntry::decoded(seq, leg, &line.bytes)?))
-        });
+        let memory = memory.map(|line| Ok((line.position(), StatementEntry::from(line))));
         Ok(MergedLines {
             table: table.peekable(),
             memory: memory.peekable(),
@@ -527,11 +565,10 @@ impl HistoryTables {
             .of_account(tenant.0, account, (seq, leg), (seq, leg))
             .next()
             .is_some();
-        Ok(in_memory
-            || self
-                .statements
-                .get((tenant.0, account, seq, leg))?
-                .is_some())
+        Ok(
+            in_memory
+                || blocks::line_at(&self.statements, tenant.0, account, (seq, leg))?.is_some(),
+        )
     }
 
     /// The seq span of the `created_gte` / `created_lt` filters.

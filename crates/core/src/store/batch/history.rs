@@ -4,9 +4,10 @@
 
 use super::BatchTables;
 use crate::ledger::{EntryOf, EntryType, Posting, StatementLine, TenantId, totals_after_each};
+use crate::limits::STATEMENT_BLOCK_LINES_MAX;
 use crate::store::StoreError;
-use crate::store::codec::encode;
 pub(super) use crate::store::history::ListedKind;
+use crate::store::history::blocks::block_row;
 use crate::store::history::overlay::{Line, account_name, split_account_name};
 use crate::store::schema::{META_STATEMENTS_THROUGH_ENTRY, write_counter};
 
@@ -62,12 +63,7 @@ impl BatchTables<'_> {
                 };
                 self.line_changes.added.push((
                     account_name(tenant.0, posting.account.as_str()),
-                    Line {
-                        seq,
-                        leg,
-                        entry,
-                        bytes: encode(&line).into_boxed_slice(),
-                    },
+                    Line { seq, leg, line },
                 ));
             }
         }
@@ -92,16 +88,27 @@ impl BatchTables<'_> {
     /// only a durable commit may say the table holds them.
     pub(super) fn merge_statement_lines(&mut self) -> Result<(), StoreError> {
         let statements = &mut self.statements;
-        let mut put = |tenant: u32, account: &str, line: &Line| {
-            statements.insert((tenant, account, line.seq, line.leg), &*line.bytes)?;
+        // An account's run, as blocks of at most `STATEMENT_BLOCK_LINES_MAX` lines.
+        let mut put = |tenant: u32, account: &str, run: &mut dyn Iterator<Item = &Line>| {
+            let mut run = run.peekable();
+            while run.peek().is_some() {
+                let chunk = run.by_ref().take(STATEMENT_BLOCK_LINES_MAX);
+                if let Some(((seq, leg), bytes)) = block_row(chunk) {
+                    statements.insert((tenant, account, seq, leg), bytes.as_slice())?;
+                }
+            }
             Ok(())
         };
         if self.account_flush == super::AccountFlush::Now {
-            // The final checkpoint: every line in memory, and this batch's.
-            self.statement_overlay.merge_slice(usize::MAX, &mut put)?;
+            // The final checkpoint: every line in memory, then this batch's, each after the
+            // lines of its account in memory.
+            self.statement_overlay
+                .merge_slice(usize::MAX, |tenant, account, mut run| {
+                    put(tenant, account, &mut run)
+                })?;
             for (name, line) in &self.line_changes.added {
                 let (tenant, account) = split_account_name(name);
-                put(tenant, account, line)?;
+                put(tenant, account, &mut std::iter::once(line))?;
             }
             self.line_changes.merged_all = true;
         } else {
@@ -109,7 +116,11 @@ impl BatchTables<'_> {
                 .statement_overlay
                 .slice_len(self.line_changes.added.len());
             if count > 0 {
-                self.line_changes.merged = self.statement_overlay.merge_slice(count, put)?;
+                self.line_changes.merged = self
+                    .statement_overlay
+                    .merge_slice(count, |tenant, account, mut run| {
+                        put(tenant, account, &mut run)
+                    })?;
             }
         }
         // The lowest entry held once this commit applied is at least the lowest held before it
@@ -118,7 +129,12 @@ impl BatchTables<'_> {
         let through = if self.line_changes.merged_all {
             Some(self.next_entry_number - 1)
         } else if self.redo.commits_durably() {
-            let lowest_added = self.line_changes.added.iter().map(|(_, l)| l.entry).min();
+            let lowest_added = self
+                .line_changes
+                .added
+                .iter()
+                .map(|(_, l)| l.line.entry)
+                .min();
             let lowest = self.statement_overlay.lowest_entry().or(lowest_added);
             Some(lowest.map_or(self.next_entry_number - 1, |entry| entry - 1))
         } else {

@@ -22,9 +22,11 @@ use redb::{ReadOnlyTable, ReadableTable};
 use super::entries::Entries;
 use super::{AccountsByKey, Report};
 use crate::ledger::{Account, EntryOf, EntryType, Posting, StatementLine, Totals};
+use crate::limits::STATEMENT_BLOCK_LINES_MAX;
 use crate::store::StoreError;
 use crate::store::codec::decode;
 use crate::store::history::ListedKind;
+use crate::store::history::blocks::{line_at, read_block};
 use crate::store::history::overlay::{LineName, line_name, split_line_name};
 use crate::store::schema::{
     ACCOUNTS_BY_CREATION, CHARGE_REFUNDS, META, META_HISTORY_INDEXED, META_NEXT_EVENT_SEQ,
@@ -32,14 +34,15 @@ use crate::store::schema::{
     open_if_present, read_counter_leniently,
 };
 
-/// `statements`, read: (tenant, account, seq, leg) → StatementLine.
+/// `statements`, read: (tenant, account, first seq, first leg) → a block of lines
+/// (`history/blocks.rs`).
 type Statements = ReadOnlyTable<(u32, &'static str, u64, u8), &'static [u8]>;
 
 /// The lines still in memory (`history/overlay.rs`), by line name.
-pub(in crate::store) type MemoryLines = std::collections::BTreeMap<LineName, (u64, Box<[u8]>)>;
+pub(in crate::store) type MemoryLines = std::collections::BTreeMap<LineName, StatementLine>;
 
-/// The statement as readers see it: the table's lines and the lines not merged into it yet. A
-/// line in both (read back after a restart, merged before it) must be the same bytes.
+/// The statement as readers see it: the table's lines and the lines not merged into it yet.
+/// Each line must be in one of them only.
 struct StatementView {
     table: Option<Statements>,
     memory: MemoryLines,
@@ -53,14 +56,11 @@ impl StatementView {
         seq: u64,
         leg: u8,
     ) -> Result<Option<StatementLine>, StoreError> {
-        if let Some((_, bytes)) = self.memory.get(&*line_name(tenant, account, seq, leg)) {
-            return decode(bytes).map(Some);
+        if let Some(line) = self.memory.get(&*line_name(tenant, account, seq, leg)) {
+            return Ok(Some(*line));
         }
         match &self.table {
-            Some(table) => table
-                .get((tenant, account, seq, leg))?
-                .map(|bytes| decode(bytes.value()))
-                .transpose(),
+            Some(table) => Ok(line_at(table, tenant, account, (seq, leg))?.map(|l| l.line)),
             None => Ok(None),
         }
     }
@@ -80,8 +80,9 @@ impl StatementView {
         })
     }
 
-    /// Every line once, in key order, table and memory merged; a line in both whose bytes differ
-    /// is reported.
+    /// Every line once, in key order, table and memory merged. A block that breaks the rules of
+    /// `blocks.rs` (empty, out of order, keyed by another line, overlapping the one before) and
+    /// a line in both places are reported.
     fn for_each(
         &self,
         violations: &mut Vec<String>,
@@ -92,58 +93,101 @@ impl StatementView {
         ) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut memory = self.memory.iter().peekable();
-        let mut table = match &self.table {
-            Some(table) => Some(table.iter()?),
-            None => None,
+        let mut table = TableLines {
+            rows: match &self.table {
+                Some(table) => Some(table.iter()?),
+                None => None,
+            },
+            block: std::collections::VecDeque::new(),
+            last: None,
         };
-        let mut pull = || -> Result<Option<(LineName, Vec<u8>)>, StoreError> {
-            let Some(rows) = table.as_mut() else {
-                return Ok(None);
-            };
-            match rows.next() {
-                None => Ok(None),
-                Some(row) => {
-                    let (key, value) = row?;
-                    let (tenant, account, seq, leg) = key.value();
-                    Ok(Some((
-                        line_name(tenant, account, seq, leg),
-                        value.value().to_vec(),
-                    )))
-                }
-            }
-        };
-        let mut from_table = pull()?;
+        let mut from_table = table.pull(violations)?;
         loop {
-            let (name, bytes) = match (&from_table, memory.peek()) {
+            let (name, line) = match (&from_table, memory.peek()) {
                 (None, None) => break,
-                (Some((name, _)), Some((in_memory, _))) if **in_memory < *name => {
-                    let (name, (_, bytes)) = memory.next().expect("peeked");
-                    (name.clone(), bytes.to_vec())
-                }
                 (None, Some(_)) => {
-                    let (name, (_, bytes)) = memory.next().expect("peeked");
-                    (name.clone(), bytes.to_vec())
+                    let (name, line) = memory.next().expect("peeked");
+                    (name.clone(), *line)
                 }
-                (Some((name, bytes)), in_memory) => {
-                    if let Some((same, (_, memory_bytes))) = in_memory.filter(|(n, _)| **n == *name)
-                    {
-                        if memory_bytes[..] != bytes[..] {
-                            let (tenant, account, seq, leg) = split_line_name(same);
-                            violations.push(format!(
-                                "{} differs in memory from the table",
-                                line_key(tenant, account, seq, leg)
-                            ));
-                        }
+                (Some((name, _)), Some((in_memory, _))) if **in_memory < *name => {
+                    let (name, line) = memory.next().expect("peeked");
+                    (name.clone(), *line)
+                }
+                (Some((name, line)), in_memory) => {
+                    if in_memory.is_some_and(|(n, _)| **n == *name) {
+                        let (tenant, account, seq, leg) = split_line_name(name);
+                        violations.push(format!(
+                            "{} is both in memory and in the table",
+                            line_key(tenant, account, seq, leg)
+                        ));
                         memory.next();
                     }
-                    let taken = (name.clone(), bytes.clone());
-                    from_table = pull()?;
+                    let taken = (name.clone(), *line);
+                    from_table = table.pull(violations)?;
                     taken
                 }
             };
-            visit(split_line_name(&name), decode(&bytes)?, violations)?;
+            visit(split_line_name(&name), line, violations)?;
         }
         Ok(())
+    }
+}
+
+/// The table's blocks, in key order.
+type Blocks<'t> = redb::Range<'t, (u32, &'static str, u64, u8), &'static [u8]>;
+
+/// The table's lines one by one, its blocks opened in key order.
+struct TableLines<'t> {
+    rows: Option<Blocks<'t>>,
+    block: std::collections::VecDeque<(LineName, StatementLine)>,
+    /// The last line of the blocks read so far: the next block's lines must come after it.
+    last: Option<LineName>,
+}
+
+impl TableLines<'_> {
+    fn pull(
+        &mut self,
+        violations: &mut Vec<String>,
+    ) -> Result<Option<(LineName, StatementLine)>, StoreError> {
+        loop {
+            if let Some(line) = self.block.pop_front() {
+                return Ok(Some(line));
+            }
+            let Some(row) = self.rows.as_mut().and_then(|rows| rows.next()) else {
+                return Ok(None);
+            };
+            let (key, value) = row?;
+            let (tenant, account, seq, leg) = key.value();
+            let block = match read_block((seq, leg), value.value()) {
+                Ok(block) => block,
+                Err(StoreError::Corrupt { detail, .. }) => {
+                    violations.push(format!(
+                        "statement block (tenant {tenant}, {account}, seq {seq}, leg {leg}): {detail}"
+                    ));
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            let first = line_name(tenant, account, seq, leg);
+            if self.last.as_ref().is_some_and(|last| *last >= first) {
+                violations.push(format!(
+                    "statement block (tenant {tenant}, {account}, seq {seq}, leg {leg}) overlaps the block before it"
+                ));
+                continue;
+            }
+            if block.lines.len() > STATEMENT_BLOCK_LINES_MAX {
+                violations.push(format!(
+                    "statement block (tenant {tenant}, {account}, seq {seq}, leg {leg}) holds {} lines, over {STATEMENT_BLOCK_LINES_MAX}",
+                    block.lines.len()
+                ));
+            }
+            self.block = block
+                .lines
+                .into_iter()
+                .map(|line| (line_name(tenant, account, line.seq, line.leg), line.line))
+                .collect();
+            self.last = self.block.back().map(|(name, _)| name.clone());
+        }
     }
 }
 

@@ -17,12 +17,14 @@ use std::iter::Peekable;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::ListedKind;
+use super::blocks::block_row;
+use super::overlay::Line;
 use crate::ledger::{
     AccountId, Charge, ChargeProgress, EntryOf, EntryType, Posting, Refund, StatementLine, Totals,
     Transfer,
 };
 use crate::store::StoreError;
-use crate::store::codec::{decode, encode};
+use crate::store::codec::decode;
 use crate::store::records::EventRecord;
 use crate::store::schema::{
     ACCOUNTS, ACCOUNTS_BY_CREATION, CHARGE_PROGRESS, CHARGE_REFUNDS, CHARGE_TENANTS, CHARGES, META,
@@ -145,10 +147,18 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
             after: *account_totals,
             created_at_ms: facts.at_ms,
         };
-        statements.insert(
-            (*tenant, posting.account.as_str(), facts.seq, leg),
-            encode(&line).as_slice(),
-        )?;
+        // A block of one line: a store indexed once, at its first open, in entry order.
+        let line = Line {
+            seq: facts.seq,
+            leg,
+            line,
+        };
+        if let Some(((seq, leg), bytes)) = block_row(std::iter::once(&line)) {
+            statements.insert(
+                (*tenant, posting.account.as_str(), seq, leg),
+                bytes.as_slice(),
+            )?;
+        }
         indexed += 1;
     }
     note_events(&mut events, u64::MAX, &mut noted, &mut timeline)?;

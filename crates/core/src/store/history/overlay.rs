@@ -23,14 +23,22 @@
 //!   up to it is in the table, durably. On open, the lines of the entries after it are worked
 //!   out again from their postings (`read_back.rs`); a crash loses nothing.
 //!
-//! Invariant: a line is in the overlay, or in `statements`, or both (after a restart, until its
-//! slice comes round), always with the same bytes.
+//! - A merge writes an account's run of lines as blocks (`blocks.rs`): one B-tree insert for up to
+//!   `STATEMENT_BLOCK_LINES_MAX` lines instead of one per line, which under the uniform load was
+//!   the rest of the merges' cost (the rate rose ~11 %, BENCHMARKS.md sitting 11).
+//!
+//! Invariant: each line is in exactly one of the overlay and `statements`, and an account's lines
+//! in the overlay all come after its lines in the table (merges take the oldest first; an open
+//! leaves out the lines the table already holds).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::StatementLine;
 use crate::store::StoreError;
 
 use crate::limits::{STATEMENT_MERGE_SLICE_MIN, STATEMENT_OVERLAY_MERGE_FROM};
@@ -80,13 +88,19 @@ pub(in crate::store) fn split_account_name(name: &[u8]) -> (u32, &str) {
     )
 }
 
-/// One line in memory: its position in the account's statement, its entry, its bytes.
-#[derive(Debug, Clone)]
+/// One line and its position in the account's statement: in memory, and as a block holds it.
+/// Kept decoded: a commit's lines are encoded once, as blocks, when they are merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(in crate::store) struct Line {
     pub seq: u64,
     pub leg: u8,
-    pub entry: u64,
-    pub bytes: Box<[u8]>,
+    pub line: StatementLine,
+}
+
+impl Line {
+    pub(in crate::store) fn position(&self) -> (u64, u8) {
+        (self.seq, self.leg)
+    }
 }
 
 /// The lines in memory, by account. Why not one ordered map of lines: its keys (long byte
@@ -154,14 +168,14 @@ impl Lines {
     }
 
     /// Every line by its name, for the checker.
-    pub(in crate::store) fn by_name(&self) -> BTreeMap<LineName, (u64, Box<[u8]>)> {
+    pub(in crate::store) fn by_name(&self) -> BTreeMap<LineName, StatementLine> {
         let mut all = BTreeMap::new();
         for (name, queue) in &self.by_account {
             let (tenant, account) = split_account_name(name);
             for line in queue {
                 all.insert(
                     line_name(tenant, account, line.seq, line.leg),
-                    (line.entry, line.bytes.clone()),
+                    line.line,
                 );
             }
         }
@@ -238,14 +252,18 @@ impl StatementOverlay {
         }
     }
 
-    /// Hands `put` up to `count` lines (all of them: `usize::MAX`): the oldest of each account
-    /// from the cursor on, in the table's order, wrapping round once. Returns how many of each
-    /// account's it handed over, for `LineChanges::merged`. The lines are read in place, under
-    /// the lock that only this (the writer's) thread ever takes to write.
+    /// Hands `put` up to `count` lines (all of them: `usize::MAX`): the oldest run of each
+    /// account from the cursor on, in the table's order, wrapping round once. Returns how many
+    /// of each account's it handed over, for `LineChanges::merged`. The lines are read in place,
+    /// under the lock that only this (the writer's) thread ever takes to write.
     pub(in crate::store) fn merge_slice(
         &self,
         count: usize,
-        mut put: impl FnMut(u32, &str, &Line) -> Result<(), StoreError>,
+        mut put: impl FnMut(
+            u32,
+            &str,
+            std::collections::vec_deque::Iter<'_, Line>,
+        ) -> Result<(), StoreError>,
     ) -> Result<Vec<(AccountName, usize)>, StoreError> {
         let lines = self.read();
         let accounts = lines
@@ -263,11 +281,9 @@ impl StatementOverlay {
                 break;
             }
             let (tenant, account) = split_account_name(name);
-            let mut taken = 0;
-            for line in lines.by_account[name].iter().take(left) {
-                put(tenant, account, line)?;
-                taken += 1;
-            }
+            let queue = &lines.by_account[name];
+            let taken = queue.len().min(left);
+            put(tenant, account, queue.range(..taken))?;
             left -= taken;
             runs.push((name.clone(), taken));
         }
@@ -282,7 +298,7 @@ impl StatementOverlay {
         lines
             .by_account
             .values()
-            .filter_map(|queue| queue.front().map(|line| line.entry))
+            .filter_map(|queue| queue.front().map(|line| line.line.entry))
             .min()
     }
 
@@ -343,8 +359,15 @@ mod tests {
         Line {
             seq,
             leg: 0,
-            entry,
-            bytes: vec![1u8].into_boxed_slice(),
+            line: StatementLine {
+                entry,
+                made_by: entry,
+                entry_type: crate::ledger::EntryType::Charge,
+                side: crate::ledger::PostingSide::Debit,
+                amount: crate::ledger::Amount::new(1).expect("an amount"),
+                after: crate::ledger::Totals::default(),
+                created_at_ms: 0,
+            },
         }
     }
 
@@ -371,8 +394,8 @@ mod tests {
         assert_eq!(overlay.len(), 2);
         let mut handed = Vec::new();
         let merged = overlay
-            .merge_slice(usize::MAX, |_, account, line| {
-                handed.push((account.to_owned(), line.seq));
+            .merge_slice(usize::MAX, |_, account, run| {
+                handed.extend(run.map(|line| (account.to_owned(), line.seq)));
                 Ok(())
             })
             .expect("nothing fails");

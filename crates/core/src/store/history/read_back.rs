@@ -6,21 +6,26 @@
 //! The account totals before the first of those entries are the accounts' current totals (the
 //! account recovery step ran before this one) with those entries' postings taken back out; then
 //! each posting is applied again, in order, and its line noted.
+//!
+//! Lines the table holds already are left out (the overlay's invariant: each line in one place).
+//! The table may hold lines past the mark: merges after the mark's checkpoint that a later
+//! durable commit kept (the mark moves only when a checkpoint finds the overlay's oldest entry).
 
 use std::collections::HashMap;
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::blocks::last_position;
 use super::overlay::{Line, StatementOverlay};
 use crate::ledger::{
     Account, AccountId, Charge, ChargeProgress, EntryOf, EntryType, Posting, Refund, StatementLine,
     Totals, Transfer,
 };
 use crate::store::StoreError;
-use crate::store::codec::{decode, encode};
+use crate::store::codec::decode;
 use crate::store::schema::{
     ACCOUNTS, CHARGE_PROGRESS, CHARGE_TENANTS, CHARGES, META, META_STATEMENTS_THROUGH_ENTRY,
-    POSTINGS, REFUNDS, SETTLEMENT_ENTRIES, TRANSFERS, read_counter,
+    POSTINGS, REFUNDS, SETTLEMENT_ENTRIES, STATEMENTS, TRANSFERS, read_counter,
 };
 
 /// What made an entry, from its record.
@@ -32,7 +37,8 @@ struct Facts {
     tenant: u32,
 }
 
-/// Puts the lines of every entry after the mark into `overlay`; returns how many.
+/// Puts the lines of every entry after the mark that the table lacks into `overlay`; returns how
+/// many.
 pub(in crate::store) fn run(
     txn: &WriteTransaction,
     overlay: &StatementOverlay,
@@ -80,6 +86,13 @@ pub(in crate::store) fn run(
             .unapply(posting)
             .map_err(|error| corrupt(*entry, posting, error))?;
     }
+    // The last line each account has in the table: the lines up to it are not put back.
+    let statements = txn.open_table(STATEMENTS)?;
+    let mut in_table: HashMap<(u32, AccountId), Option<(u64, u8)>> = HashMap::new();
+    for (tenant, account) in totals.keys() {
+        let last = last_position(&statements, *tenant, account.as_str())?;
+        in_table.insert((*tenant, account.clone()), last);
+    }
     let mut read = 0;
     for (entry, leg, posting) in &pending {
         let f = &facts[entry];
@@ -89,6 +102,10 @@ pub(in crate::store) fn run(
         account_totals
             .apply(posting)
             .map_err(|error| corrupt(*entry, posting, error))?;
+        let table_through = in_table[&(f.tenant, posting.account.clone())];
+        if table_through.is_some_and(|through| (f.seq, *leg) <= through) {
+            continue;
+        }
         let line = StatementLine {
             entry: *entry,
             made_by: f.made_by,
@@ -104,8 +121,7 @@ pub(in crate::store) fn run(
             Line {
                 seq: f.seq,
                 leg: *leg,
-                entry: *entry,
-                bytes: encode(&line).into_boxed_slice(),
+                line,
             },
         );
         read += 1;

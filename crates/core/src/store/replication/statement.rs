@@ -175,7 +175,7 @@ fn replay_before(
     }
     for (seq, leg, line) in later {
         totals.apply(&line_posting(line)).map_err(why)?;
-        let mut line = line.clone();
+        let mut line = *line;
         line.after = totals;
         rewritten.push((account.id.clone(), *seq, *leg, line));
     }

@@ -11,6 +11,8 @@ use crate::ledger::{
     post_leg, refund, settle,
 };
 use crate::store::codec::{decode, encode};
+use crate::store::history::blocks::{StatementBlock, block_at_or_before};
+use crate::store::history::overlay::Line;
 use crate::store::history::{ListQuery, ListedKind, Order};
 use crate::store::records::{Event, EventBody};
 use crate::store::schema::{
@@ -240,6 +242,37 @@ fn plant(store: &Store, damage: impl FnOnce(&WriteTransaction)) {
     txn.commit().expect("planted");
 }
 
+/// Puts `line` at `(seq, leg)` of `account` in the default tenant (`None`: takes the line out),
+/// inside the block that holds that place (`history/blocks.rs`), as damage would.
+fn plant_line(store: &Store, account: &str, (seq, leg): (u64, u8), line: Option<StatementLine>) {
+    plant(store, |txn| {
+        let mut table = txn.open_table(STATEMENTS).expect("table");
+        let key = block_at_or_before(&table, 0, account, (seq, leg))
+            .expect("readable")
+            .expect("a block at or before the place");
+        let mut block: StatementBlock = decode(
+            table
+                .get((0, account, key.0, key.1))
+                .expect("get")
+                .expect("the block")
+                .value(),
+        )
+        .expect("decodes");
+        block.lines.retain(|l| l.position() != (seq, leg));
+        if let Some(line) = line {
+            block.lines.push(Line { seq, leg, line });
+            block.lines.sort_by_key(Line::position);
+        }
+        table.remove((0, account, key.0, key.1)).expect("removed");
+        if let Some(first) = block.lines.first() {
+            let (seq, leg) = first.position();
+            table
+                .insert((0, account, seq, leg), encode(&block).as_slice())
+                .expect("planted");
+        }
+    });
+}
+
 fn statement(
     store: &Store,
     tenant: TenantId,
@@ -327,10 +360,7 @@ fn a_posting_without_its_line_is_reported() {
             "posting {}/{} on a of tenant 0 has no statement line",
             line.line.entry, line.leg
         );
-        plant(store, |txn| {
-            let mut table = txn.open_table(STATEMENTS).expect("table");
-            table.remove((0, "a", line.seq, line.leg)).expect("removed");
-        });
+        plant_line(store, "a", (line.seq, line.leg), None);
     });
     assert_names(&found, &aimed);
 }
@@ -348,12 +378,7 @@ fn a_line_of_no_posting_is_reported() {
             "statement line (tenant 0, a, seq {seq}, leg 7) names entry {}, which has no posting",
             line.line.entry
         );
-        plant(store, |txn| {
-            let mut table = txn.open_table(STATEMENTS).expect("table");
-            table
-                .insert((0, "a", seq, 7), encode(&line.line).as_slice())
-                .expect("planted");
-        });
+        plant_line(store, "a", (seq, 7), Some(line.line));
     });
     assert_names(&found, &aimed);
 }
@@ -369,12 +394,7 @@ fn a_wrong_running_total_is_reported() {
         );
         let mut line: StatementLine = first.line;
         line.after.credits_posted += 1;
-        plant(store, |txn| {
-            let mut table = txn.open_table(STATEMENTS).expect("table");
-            table
-                .insert((0, "c", first.seq, first.leg), encode(&line).as_slice())
-                .expect("planted");
-        });
+        plant_line(store, "c", (first.seq, first.leg), Some(line));
     });
     assert_names(&found, &aimed);
 }
@@ -384,16 +404,99 @@ fn a_wrong_running_total_is_reported() {
 #[test]
 fn a_last_line_short_of_the_totals_is_reported() {
     let found = reported_after(|store, written| {
-        plant(store, |txn| {
-            let mut table = txn.open_table(STATEMENTS).expect("table");
-            let key = (0, "c", written.transfer.event_seq, 3);
-            table.remove(key).expect("removed");
-        });
+        plant_line(store, "c", (written.transfer.event_seq, 3), None);
     });
     assert_names(
         &found,
         "account c of tenant 0: its last statement line says",
     );
+}
+
+/// A block keyed inside the block before it: a reader seeking a line in the overlap would find
+/// one of two and skip or repeat the rest.
+#[test]
+fn overlapping_blocks_are_reported() {
+    let found = reported_after(|store, _| {
+        let lines = statement(store, TenantId::DEFAULT, "a");
+        assert!(lines.len() >= 2, "a has several lines");
+        let (first, second) = (&lines[0], &lines[1]);
+        plant(store, |txn| {
+            let mut table = txn.open_table(STATEMENTS).expect("table");
+            // The first line again, after the block that holds it, keyed by its own place.
+            let again = StatementBlock {
+                lines: vec![Line {
+                    seq: second.seq,
+                    leg: second.leg,
+                    line: first.line,
+                }],
+            };
+            let overlapping = block_at_or_before(&table, 0, "a", (second.seq, second.leg))
+                .expect("readable")
+                .expect("a block");
+            assert!(
+                overlapping < (second.seq, second.leg),
+                "the second line is inside the first block"
+            );
+            table
+                .insert((0, "a", second.seq, second.leg), encode(&again).as_slice())
+                .expect("planted");
+        });
+    });
+    assert_names(&found, "overlaps the block before it");
+}
+
+/// A block whose key is not its first line's place.
+#[test]
+fn a_block_keyed_by_another_line_is_reported() {
+    let found = reported_after(|store, _| {
+        let first = statement(store, TenantId::DEFAULT, "b").remove(0);
+        plant(store, |txn| {
+            let mut table = txn.open_table(STATEMENTS).expect("table");
+            let block = StatementBlock {
+                lines: vec![Line {
+                    seq: first.seq,
+                    leg: first.leg,
+                    line: first.line,
+                }],
+            };
+            table
+                .insert((0, "zz", first.seq, first.leg), encode(&block).as_slice())
+                .expect("planted");
+            table
+                .insert((0, "zz", 1, 0), encode(&block).as_slice())
+                .expect("planted");
+        });
+    });
+    assert_names(
+        &found,
+        "statement block (tenant 0, zz, seq 1, leg 0): the block at (1, 0) starts at",
+    );
+}
+
+/// A line both merged and still in memory would be listed twice by a reader that trusted the
+/// overlay's invariant (`overlay.rs`).
+#[test]
+fn a_line_both_in_memory_and_in_the_table_is_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("opens");
+    write(&store);
+    let in_memory = store.statement_overlay.read().by_name();
+    let (name, line) = in_memory.iter().next().expect("lines wait in memory");
+    let (tenant, account, seq, leg) = crate::store::history::overlay::split_line_name(name);
+    plant(&store, |txn| {
+        let mut table = txn.open_table(STATEMENTS).expect("table");
+        let block = StatementBlock {
+            lines: vec![Line {
+                seq,
+                leg,
+                line: *line,
+            }],
+        };
+        table
+            .insert((tenant, account, seq, leg), encode(&block).as_slice())
+            .expect("planted");
+    });
+    assert_names(&violations(&store), "is both in memory and in the table");
 }
 
 #[test]

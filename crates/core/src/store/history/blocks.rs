@@ -1,0 +1,141 @@
+//! How `statements` stores an account's lines: in blocks, each a run of up to
+//! `STATEMENT_BLOCK_LINES_MAX` consecutive lines of one account, keyed by its first line's
+//! `(tenant, account, seq, leg)`.
+//!
+//! Why blocks: the statement overlay (`overlay.rs`) merges an account's oldest lines together,
+//! so one insert can carry all of them. With a row per line, the merges' B-tree inserts (two per
+//! charge, each a descent and a leaf rewrite) were a tenth of the writer thread under the uniform
+//! load; a block per account run cut the inserts by the lines each account had waiting (~6 at
+//! 10,000 accounts), and the rate rose ~11 % (BENCHMARKS.md, sitting 11).
+//!
+//! The rules every reader relies on, which `onceledger check` verifies:
+//! - a block is never empty, its lines are in statement order, and its key is its first line's;
+//! - an account's blocks do not overlap: every line of one comes before the next one's key;
+//! - a block is written once and never changed (merges only append new blocks after the last).
+//!
+//! So the line at or before a position is in the last block keyed at or before it: one seek
+//! back, then the blocks after it in key order.
+
+use redb::ReadableTable;
+
+use super::overlay::Line;
+use crate::store::StoreError;
+use crate::store::codec::{Record, decode, encode};
+
+/// One row of `statements`: lines of one account, in order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(in crate::store) struct StatementBlock {
+    pub lines: Vec<Line>,
+}
+
+impl Record for StatementBlock {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "statement block";
+}
+
+/// The key of the row that holds `lines` (their first), and its bytes; `None` for no lines.
+pub(in crate::store) fn block_row<'a>(
+    lines: impl Iterator<Item = &'a Line>,
+) -> Option<((u64, u8), Vec<u8>)> {
+    let block = StatementBlock {
+        lines: lines.cloned().collect(),
+    };
+    let first = block.lines.first()?.position();
+    Some((first, encode(&block)))
+}
+
+/// A block as read, with its rules checked (see the module's note): `Corrupt` if it breaks one,
+/// since a reader would otherwise skip or repeat lines without a word.
+pub(in crate::store) fn read_block(
+    key: (u64, u8),
+    bytes: &[u8],
+) -> Result<StatementBlock, StoreError> {
+    let block: StatementBlock = decode(bytes)?;
+    let corrupt = |detail: String| StoreError::Corrupt {
+        record: StatementBlock::NAME,
+        detail,
+    };
+    match block.lines.first() {
+        None => return Err(corrupt(format!("the block at {key:?} is empty"))),
+        Some(first) if first.position() != key => {
+            return Err(corrupt(format!(
+                "the block at {key:?} starts at {:?}",
+                first.position()
+            )));
+        }
+        Some(_) => {}
+    }
+    if block
+        .lines
+        .windows(2)
+        .any(|pair| pair[0].position() >= pair[1].position())
+    {
+        return Err(corrupt(format!("the block at {key:?} is out of order")));
+    }
+    Ok(block)
+}
+
+/// The key (seq, leg) of the block of `account` that holds the line at `position` if there is
+/// one: the last block keyed at or before it.
+pub(in crate::store) fn block_at_or_before<T>(
+    table: &T,
+    tenant: u32,
+    account: &str,
+    position: (u64, u8),
+) -> Result<Option<(u64, u8)>, StoreError>
+where
+    T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
+{
+    let found = table
+        .range((tenant, account, 0, 0)..=(tenant, account, position.0, position.1))?
+        .next_back()
+        .transpose()?;
+    Ok(found.map(|(key, _)| {
+        let (_, _, seq, leg) = key.value();
+        (seq, leg)
+    }))
+}
+
+/// The line of `account` at `position`, if the table holds it.
+pub(in crate::store) fn line_at<T>(
+    table: &T,
+    tenant: u32,
+    account: &str,
+    position: (u64, u8),
+) -> Result<Option<Line>, StoreError>
+where
+    T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
+{
+    let Some(key) = block_at_or_before(table, tenant, account, position)? else {
+        return Ok(None);
+    };
+    let Some(bytes) = table.get((tenant, account, key.0, key.1))? else {
+        return Ok(None);
+    };
+    let block = read_block(key, bytes.value())?;
+    Ok(block
+        .lines
+        .into_iter()
+        .find(|line| line.position() == position))
+}
+
+/// The position of the last line of `account` the table holds.
+pub(in crate::store) fn last_position<T>(
+    table: &T,
+    tenant: u32,
+    account: &str,
+) -> Result<Option<(u64, u8)>, StoreError>
+where
+    T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
+{
+    let last = table
+        .range((tenant, account, 0, 0)..=(tenant, account, u64::MAX, u8::MAX))?
+        .next_back()
+        .transpose()?;
+    let Some((key, bytes)) = last else {
+        return Ok(None);
+    };
+    let (_, _, seq, leg) = key.value();
+    let block = read_block((seq, leg), bytes.value())?;
+    Ok(block.lines.last().map(Line::position))
+}
