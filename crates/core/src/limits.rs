@@ -154,9 +154,11 @@ pub const KEY_OVERLAY_MERGE_FROM: usize = 65_536;
 pub const KEY_MERGE_SLICE_MIN: usize = 64;
 
 /// Statement lines held in memory before commits start merging them into the account-ordered
-/// `statements` table (see `store/history/overlay.rs`): ~130 bytes each, worked out again from
-/// the postings on open.
-pub const STATEMENT_OVERLAY_MERGE_FROM: usize = 65_536;
+/// `statements` table (see `store/history/overlay.rs`): ~130 bytes each (~17 MB in all), worked
+/// out again from the postings on open. The more lines wait, the more of an account's a merge
+/// writes as one block: 131,072 rather than 65,536 gave ~4 % more uniform charges per second
+/// (10,000 accounts, ~13 lines a block instead of ~6; BENCHMARKS.md sitting 11).
+pub const STATEMENT_OVERLAY_MERGE_FROM: usize = 131_072;
 /// Statement lines merged per commit at least, once merging started (twice the batch's if more).
 pub const STATEMENT_MERGE_SLICE_MIN: usize = 64;
 /// Lines in one row of `statements` at most (`store/history/blocks.rs`): ~35 bytes each, so a
