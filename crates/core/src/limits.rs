@@ -165,6 +165,9 @@ pub const STATEMENT_MERGE_SLICE_MIN: usize = 64;
 /// full block (~1.1 KiB) stays well inside a 4 KiB B-tree leaf, and a page read decodes at most
 /// this many lines beyond its own at either end.
 pub const STATEMENT_BLOCK_LINES_MAX: usize = 32;
+/// Entries in one row of `tenant_entries` at most (`store/history/blocks.rs`): 16 bytes or less
+/// each, so a full block stays near 1 KiB.
+pub const LISTED_BLOCK_ENTRIES_MAX: usize = 64;
 
 /// Journal (see `store/journal.rs`): a batch commits durably in redb (a checkpoint) once this
 /// many bytes of records were journaled since the last one. Bounds what a restart replays.

@@ -60,7 +60,9 @@ pub struct BatchTables<'txn> {
     statement_overlay: &'txn StatementOverlay,
     /// Lines this batch wrote and merged: what the statement overlay learns after the commit.
     line_changes: LineChanges,
-    tenant_entries: Logged<'txn, (u32, u8, u64), u64>,
+    tenant_entries: Logged<'txn, (u32, u8, u64), &'static [u8]>,
+    /// (tenant, kind, seq, number) of the entries this batch made, written as blocks at `flush`.
+    listed_added: Vec<(u32, u8, u64, u64)>,
     charge_refunds: Logged<'txn, (u64, u64), u64>,
     accounts_by_creation: Logged<'txn, (u32, u64, &'static str), ()>,
     timeline: Logged<'txn, u64, u64>,
@@ -142,6 +144,7 @@ impl<'txn> BatchTables<'txn> {
             statement_overlay,
             line_changes: LineChanges::default(),
             tenant_entries: Logged::open(txn, redo, TENANT_ENTRIES)?,
+            listed_added: Vec::new(),
             charge_refunds: Logged::open(txn, redo, CHARGE_REFUNDS)?,
             accounts_by_creation: Logged::open(txn, redo, ACCOUNTS_BY_CREATION)?,
             timeline,
@@ -287,7 +290,7 @@ impl<'txn> BatchTables<'txn> {
         };
         self.charges.insert(number, encode(&stored).as_slice())?;
         self.put_postings(tenant, number, (EntryOf::Charge, number), postings, now_ms)?;
-        self.list_entry(tenant, history::ListedKind::Charge, number)?;
+        self.list_entry(tenant, history::ListedKind::Charge, number);
         let seq = self.append_owned_event(tenant, event(number), now_ms)?;
         debug_assert_eq!(seq, stored.event_seq);
         Ok(stored)
@@ -433,6 +436,7 @@ impl<'txn> BatchTables<'txn> {
     pub(super) fn flush(&mut self) -> Result<(), StoreError> {
         self.replication.flush()?;
         self.flush_timeline()?;
+        self.flush_listed()?;
         self.merge_statement_lines()?;
         self.flush_accounts()?;
         keys::merge_slice(

@@ -385,7 +385,7 @@ type Rows<'t, K, V> = Box<
 /// (read as `GET` of one entry reads them, `entries.rs`).
 struct HistoryTables {
     statements: ReadOnlyTable<(u32, &'static str, u64, u8), &'static [u8]>,
-    tenant_entries: ReadOnlyTable<(u32, u8, u64), u64>,
+    tenant_entries: ReadOnlyTable<(u32, u8, u64), &'static [u8]>,
     charge_refunds: ReadOnlyTable<(u64, u64), u64>,
     timeline: ReadOnlyTable<u64, u64>,
     entries: EntryTables,
@@ -601,16 +601,35 @@ impl HistoryTables {
             return walk.collect(limit, std::iter::empty());
         }
         let k = kind as u8;
+        // From the block holding the range's first seq (`blocks.rs`).
+        let start = blocks::listed_block_at_or_before(&self.tenant_entries, tenant.0, k, walk.lo)?
+            .unwrap_or(walk.lo);
         let range = self
             .tenant_entries
-            .range((tenant.0, k, walk.lo)..=(tenant.0, k, walk.hi))?;
-        walk.collect(
-            limit,
-            walk.rows(range).map(|row| {
-                let (_, number) = row?;
-                item(number.value())
-            }),
-        )
+            .range((tenant.0, k, start)..=(tenant.0, k, walk.hi))?;
+        let (lo, hi, backwards) = (walk.lo, walk.hi, walk.backwards);
+        let numbers = walk.rows(range).flat_map(move |row| {
+            let block = row
+                .map_err(StoreError::from)
+                .and_then(|(key, value)| blocks::read_listed_block(key.value().2, value.value()));
+            let numbers: Vec<Result<u64, ListError>> = match block {
+                Err(error) => vec![Err(error.into())],
+                Ok(block) => {
+                    let mut numbers: Vec<_> = block
+                        .entries
+                        .into_iter()
+                        .filter(|(seq, _)| (lo..=hi).contains(seq))
+                        .map(|(_, number)| Ok(number))
+                        .collect();
+                    if backwards {
+                        numbers.reverse();
+                    }
+                    numbers
+                }
+            };
+            numbers
+        });
+        walk.collect(limit, numbers.map(|number| item(number?)))
     }
 }
 
@@ -963,7 +982,7 @@ mod tests {
     use super::super::test_support::{id, open_accounts, stage_charge};
     use super::*;
 
-    /// 37 charges from `a` to `b`, several per batch (so several per millisecond of the clock).
+    /// 21 charges from `a` to `b`, one to five per batch (so several per millisecond of the clock).
     fn store_with_charges() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("opens");
@@ -1044,6 +1063,96 @@ mod tests {
                 assert_eq!(before, expected, "backwards, limit {limit}, {order:?}");
             }
         }
+    }
+
+    /// Guards the `tenant_entries` blocks (`blocks.rs`): a commit of 70 charges (two blocks, 64
+    /// and 6) among commits of one to five; for every limit and both orders, the pages walked
+    /// with `starting_after` and back with `ending_before` are every charge once, in the order
+    /// of their numbers.
+    #[test]
+    fn the_charges_list_pages_across_blocks_of_every_size() {
+        let (_dir, store) = store_with_charges();
+        let tenant = TenantId::DEFAULT;
+        store
+            .commit_batch(|tables| {
+                for i in 0..70 {
+                    stage_charge(tables, tenant, 500 + i)?;
+                }
+                Ok(())
+            })
+            .expect("charges");
+        stage_one_charge(&store, 900);
+        let ids = store.charge_ids();
+        let id_of = |charge: &Charge| ids.entry_id(EntryKind::Charge, charge.number);
+        let page = |limit, order, cursor| {
+            store
+                .list_charges(
+                    tenant,
+                    &ChargeFilter::default(),
+                    &query(limit, order, cursor),
+                )
+                .map_err(|e| format!("{e:?}"))
+                .expect("page")
+        };
+        let mut numbers: Vec<u64> = Vec::new();
+        let mut cursor = None;
+        loop {
+            let got = page(7, Order::OldestFirst, cursor);
+            numbers.extend(got.data.iter().map(|(c, _)| c.number));
+            if !got.has_more {
+                break;
+            }
+            cursor = Some(Cursor::StartingAfter(id_of(
+                &got.data.last().expect("item").0,
+            )));
+        }
+        assert_eq!(numbers.len(), 21 + 70 + 1);
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+        let full: Vec<String> = numbers
+            .iter()
+            .map(|n| ids.entry_id(EntryKind::Charge, *n))
+            .collect();
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            let mut expected = full.clone();
+            if order == Order::NewestFirst {
+                expected.reverse();
+            }
+            for limit in 1..=40 {
+                let mut seen: Vec<String> = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let got = page(limit, order, cursor);
+                    assert!(got.data.len() <= limit);
+                    seen.extend(got.data.iter().map(|(c, _)| id_of(c)));
+                    if !got.has_more {
+                        break;
+                    }
+                    cursor = Some(Cursor::StartingAfter(seen.last().expect("item").clone()));
+                }
+                assert_eq!(seen, expected, "forwards, limit {limit}, {order:?}");
+
+                let last = expected.last().expect("item").clone();
+                let mut before = vec![last.clone()];
+                let mut cursor = Cursor::EndingBefore(last);
+                loop {
+                    let got = page(limit, order, Some(cursor));
+                    let got_ids: Vec<String> = got.data.iter().map(|(c, _)| id_of(c)).collect();
+                    before.splice(0..0, got_ids);
+                    if !got.has_more {
+                        break;
+                    }
+                    cursor = Cursor::EndingBefore(before[0].clone());
+                }
+                assert_eq!(before, expected, "backwards, limit {limit}, {order:?}");
+            }
+        }
+        super::super::check::assert_consistent(&store);
+    }
+
+    fn stage_one_charge(store: &Store, amount: u64) {
+        store
+            .commit_batch(|tables| stage_charge(tables, TenantId::DEFAULT, amount).map(|_| ()))
+            .expect("charge");
     }
 
     /// Each line's totals are the balance as of its seq, and before the first posting they are

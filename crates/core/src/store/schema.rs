@@ -95,18 +95,20 @@ pub const REFUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("refunds")
 /// entry number → Transfer.
 pub const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
 // History (`history.rs`): indexes written in the transaction of what they index, kept for ever.
-/// (tenant, account id, event seq, leg) → StatementLine: an account's statement, one line per
-/// posting to it, keyed by the seq of the entry's event (dense and in commit order, so the lines
-/// of `as_of_seq` are one seek away) and the posting's leg in its entry.
+/// (tenant, account id, event seq, leg) → a block of statement lines (`history/blocks.rs`): an
+/// account's statement, one line per posting to it, each at the seq of the entry's event (dense
+/// and in commit order, so the lines of `as_of_seq` are one seek away) and the posting's leg in
+/// its entry; a block is keyed by its first line.
 pub const STATEMENTS: TableDefinition<(u32, &str, u64, u8), &[u8]> =
     TableDefinition::new("statements");
 /// settlement entry number → the charge it settled: where recovery finds the facts of a
 /// capture's, void's or expiry's statement lines (`history/read_back.rs`).
 pub const SETTLEMENT_ENTRIES: TableDefinition<u64, u64> =
     TableDefinition::new("settlement_entries");
-/// (tenant, kind, event seq) → entry number: each tenant's charges, refunds and transfers in
-/// creation order (`history::ListedKind`).
-pub const TENANT_ENTRIES: TableDefinition<(u32, u8, u64), u64> =
+/// (tenant, kind, event seq) → a block of (event seq, entry number) (`history/blocks.rs`): each
+/// tenant's charges, refunds and transfers in creation order (`history::ListedKind`), a block per
+/// commit keyed by its first.
+pub const TENANT_ENTRIES: TableDefinition<(u32, u8, u64), &[u8]> =
     TableDefinition::new("tenant_entries");
 /// (charge number, refund event seq) → refund number: a charge's refunds, in order.
 pub const CHARGE_REFUNDS: TableDefinition<(u64, u64), u64> = TableDefinition::new("charge_refunds");

@@ -4,10 +4,11 @@
 
 use super::BatchTables;
 use crate::ledger::{EntryOf, EntryType, Posting, StatementLine, TenantId, totals_after_each};
-use crate::limits::STATEMENT_BLOCK_LINES_MAX;
+use crate::limits::{LISTED_BLOCK_ENTRIES_MAX, STATEMENT_BLOCK_LINES_MAX};
 use crate::store::StoreError;
+use crate::store::codec::encode;
 pub(super) use crate::store::history::ListedKind;
-use crate::store::history::blocks::block_row;
+use crate::store::history::blocks::{ListedBlock, block_row};
 use crate::store::history::overlay::{Line, account_name, split_account_name};
 use crate::store::schema::{META_STATEMENTS_THROUGH_ENTRY, write_counter};
 
@@ -70,15 +71,29 @@ impl BatchTables<'_> {
         Ok(())
     }
 
-    /// Puts an entry in its tenant's list of its kind, under the seq its event is about to take.
-    pub(super) fn list_entry(
-        &mut self,
-        tenant: TenantId,
-        kind: ListedKind,
-        number: u64,
-    ) -> Result<(), StoreError> {
-        self.tenant_entries
-            .insert((tenant.0, kind as u8, self.next_event_seq), number)?;
+    /// Puts an entry in its tenant's list of its kind, under the seq its event is about to take
+    /// (written at `flush_listed`).
+    pub(super) fn list_entry(&mut self, tenant: TenantId, kind: ListedKind, number: u64) {
+        self.listed_added
+            .push((tenant.0, kind as u8, self.next_event_seq, number));
+    }
+
+    /// The batch's entries in their tenants' lists: one block per tenant and kind (more past
+    /// `LISTED_BLOCK_ENTRIES_MAX`), each after every block before it, since seqs only grow.
+    pub(super) fn flush_listed(&mut self) -> Result<(), StoreError> {
+        let mut added = std::mem::take(&mut self.listed_added);
+        // Stable: each list keeps its seq order.
+        added.sort_by_key(|&(tenant, kind, _, _)| (tenant, kind));
+        for list in added.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            for chunk in list.chunks(LISTED_BLOCK_ENTRIES_MAX) {
+                let (tenant, kind, first, _) = chunk[0];
+                let block = ListedBlock {
+                    entries: chunk.iter().map(|&(_, _, seq, n)| (seq, n)).collect(),
+                };
+                self.tenant_entries
+                    .insert((tenant, kind, first), encode(&block).as_slice())?;
+            }
+        }
         Ok(())
     }
 

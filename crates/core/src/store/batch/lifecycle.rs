@@ -132,7 +132,7 @@ impl BatchTables<'_> {
         };
         self.refunds.insert(number, encode(&refund).as_slice())?;
         self.put_postings(tenant, number, (EntryOf::Refund, number), postings, now_ms)?;
-        self.list_entry(tenant, super::history::ListedKind::Refund, number)?;
+        self.list_entry(tenant, super::history::ListedKind::Refund, number);
         self.charge_refunds
             .insert((charge.number, refund.event_seq), number)?;
         let mut after = before.clone();
@@ -178,7 +178,7 @@ impl BatchTables<'_> {
             postings,
             now_ms,
         )?;
-        self.list_entry(tenant, super::history::ListedKind::Transfer, number)?;
+        self.list_entry(tenant, super::history::ListedKind::Transfer, number);
         let seq = self.append_owned_event(
             tenant,
             EventKind::TransferSucceeded {

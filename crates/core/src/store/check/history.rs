@@ -22,11 +22,11 @@ use redb::{ReadOnlyTable, ReadableTable};
 use super::entries::Entries;
 use super::{AccountsByKey, Report};
 use crate::ledger::{Account, EntryOf, EntryType, Posting, StatementLine, Totals};
-use crate::limits::STATEMENT_BLOCK_LINES_MAX;
+use crate::limits::{LISTED_BLOCK_ENTRIES_MAX, STATEMENT_BLOCK_LINES_MAX};
 use crate::store::StoreError;
 use crate::store::codec::decode;
 use crate::store::history::ListedKind;
-use crate::store::history::blocks::{line_at, read_block};
+use crate::store::history::blocks::{line_at, read_block, read_listed_block};
 use crate::store::history::overlay::{LineName, line_name, split_line_name};
 use crate::store::schema::{
     ACCOUNTS_BY_CREATION, CHARGE_REFUNDS, META, META_HISTORY_INDEXED, META_NEXT_EVENT_SEQ,
@@ -517,13 +517,13 @@ fn verify_accounts_without_lines(
 }
 
 /// `tenant_entries` holds exactly each charge, refund and transfer under (its tenant, its kind,
-/// its event seq) → its number.
+/// its event seq) → its number, in blocks that keep the rules of `history/blocks.rs`.
 fn verify_tenant_entries(
     txn: &redb::ReadTransaction,
     entries: &Entries,
     violations: &mut Vec<String>,
 ) -> Result<(), StoreError> {
-    let table = open_if_present(txn, TENANT_ENTRIES)?;
+    let listed_rows = listed_rows(txn, violations)?;
     let tenant_of = |number: &u64| entries.owners.get(number).copied().unwrap_or(0);
     let listed = entries
         .charges
@@ -543,21 +543,14 @@ fn verify_tenant_entries(
         );
     for (kind, number, seq) in listed {
         let tenant = tenant_of(&number);
-        let found = match &table {
-            Some(table) => table.get((tenant, kind as u8, seq))?.map(|n| n.value()),
-            None => None,
-        };
+        let found = listed_rows.get(&(tenant, kind as u8, seq)).copied();
         if found != Some(number) {
             violations.push(format!(
                 "{kind:?} {number} of tenant {tenant} is not in tenant_entries at seq {seq} (found {found:?})"
             ));
         }
     }
-    let Some(table) = table else { return Ok(()) };
-    for row in table.iter()? {
-        let (key, number) = row?;
-        let (tenant, kind, seq) = key.value();
-        let number = number.value();
+    for (&(tenant, kind, seq), &number) in &listed_rows {
         let is_that_entry = tenant_of(&number) == tenant
             && match kind {
                 k if k == ListedKind::Charge as u8 => entries
@@ -581,6 +574,48 @@ fn verify_tenant_entries(
         }
     }
     Ok(())
+}
+
+/// Every (tenant, kind, seq) → number the blocks of `tenant_entries` hold. A block that breaks
+/// the rules (empty, out of order, keyed by another seq, overlapping the one before, too long)
+/// is reported.
+fn listed_rows(
+    txn: &redb::ReadTransaction,
+    violations: &mut Vec<String>,
+) -> Result<BTreeMap<(u32, u8, u64), u64>, StoreError> {
+    let mut rows = BTreeMap::new();
+    let Some(table) = open_if_present(txn, TENANT_ENTRIES)? else {
+        return Ok(rows);
+    };
+    let mut last: Option<(u32, u8, u64)> = None;
+    for row in table.iter()? {
+        let (key, value) = row?;
+        let (tenant, kind, first) = key.value();
+        let name = format!("tenant_entries block (tenant {tenant}, kind {kind}, seq {first})");
+        let block = match read_listed_block(first, value.value()) {
+            Ok(block) => block,
+            Err(StoreError::Corrupt { detail, .. }) => {
+                violations.push(format!("{name}: {detail}"));
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
+        if last.is_some_and(|last| last >= (tenant, kind, first)) {
+            violations.push(format!("{name} overlaps the block before it"));
+            continue;
+        }
+        if block.entries.len() > LISTED_BLOCK_ENTRIES_MAX {
+            violations.push(format!(
+                "{name} holds {} entries, over {LISTED_BLOCK_ENTRIES_MAX}",
+                block.entries.len()
+            ));
+        }
+        for &(seq, number) in &block.entries {
+            rows.insert((tenant, kind, seq), number);
+            last = Some((tenant, kind, seq));
+        }
+    }
+    Ok(rows)
 }
 
 /// `charge_refunds` holds exactly each refund under (its charge, its event seq) → its number.

@@ -17,14 +17,14 @@ use std::iter::Peekable;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::ListedKind;
-use super::blocks::block_row;
+use super::blocks::{ListedBlock, block_row};
 use super::overlay::Line;
 use crate::ledger::{
     AccountId, Charge, ChargeProgress, EntryOf, EntryType, Posting, Refund, StatementLine, Totals,
     Transfer,
 };
 use crate::store::StoreError;
-use crate::store::codec::decode;
+use crate::store::codec::{decode, encode};
 use crate::store::records::EventRecord;
 use crate::store::schema::{
     ACCOUNTS, ACCOUNTS_BY_CREATION, CHARGE_PROGRESS, CHARGE_REFUNDS, CHARGE_TENANTS, CHARGES, META,
@@ -44,6 +44,22 @@ struct EntryFacts {
 
 /// Writes every history row the store lacks, unless it is marked indexed; marks it. Returns the
 /// postings indexed.
+/// An entry in its tenant's list: a block of one (`blocks.rs`), as a store indexed once, in entry
+/// order, has them.
+fn list(
+    table: &mut redb::Table<'_, (u32, u8, u64), &'static [u8]>,
+    tenant: u32,
+    kind: ListedKind,
+    seq: u64,
+    number: u64,
+) -> Result<(), StoreError> {
+    let block = ListedBlock {
+        entries: vec![(seq, number)],
+    };
+    table.insert((tenant, kind as u8, seq), encode(&block).as_slice())?;
+    Ok(())
+}
+
 pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
     if txn.open_table(META)?.get(META_HISTORY_INDEXED)?.is_some() {
         return Ok(0);
@@ -76,8 +92,13 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
             let tenant = owners.get(entry)?.map_or(0, |t| t.value());
             let facts = if let Some(bytes) = charges.get(entry)? {
                 let charge: Charge = decode(bytes.value())?;
-                tenant_entries
-                    .insert((tenant, ListedKind::Charge as u8, charge.event_seq), entry)?;
+                list(
+                    &mut tenant_entries,
+                    tenant,
+                    ListedKind::Charge,
+                    charge.event_seq,
+                    entry,
+                )?;
                 EntryFacts {
                     of: EntryOf::Charge,
                     made_by: entry,
@@ -86,8 +107,13 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
                 }
             } else if let Some(bytes) = refunds.get(entry)? {
                 let refund: Refund = decode(bytes.value())?;
-                tenant_entries
-                    .insert((tenant, ListedKind::Refund as u8, refund.event_seq), entry)?;
+                list(
+                    &mut tenant_entries,
+                    tenant,
+                    ListedKind::Refund,
+                    refund.event_seq,
+                    entry,
+                )?;
                 charge_refunds.insert((refund.charge_number, refund.event_seq), entry)?;
                 EntryFacts {
                     of: EntryOf::Refund,
@@ -97,8 +123,11 @@ pub(in crate::store) fn run(txn: &WriteTransaction) -> Result<u64, StoreError> {
                 }
             } else if let Some(bytes) = transfers.get(entry)? {
                 let transfer: Transfer = decode(bytes.value())?;
-                tenant_entries.insert(
-                    (tenant, ListedKind::Transfer as u8, transfer.event_seq),
+                list(
+                    &mut tenant_entries,
+                    tenant,
+                    ListedKind::Transfer,
+                    transfer.event_seq,
                     entry,
                 )?;
                 EntryFacts {

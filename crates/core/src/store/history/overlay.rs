@@ -173,10 +173,7 @@ impl Lines {
         for (name, queue) in &self.by_account {
             let (tenant, account) = split_account_name(name);
             for line in queue {
-                all.insert(
-                    line_name(tenant, account, line.seq, line.leg),
-                    line.line,
-                );
+                all.insert(line_name(tenant, account, line.seq, line.leg), line.line);
             }
         }
         all

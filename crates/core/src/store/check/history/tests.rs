@@ -11,7 +11,7 @@ use crate::ledger::{
     post_leg, refund, settle,
 };
 use crate::store::codec::{decode, encode};
-use crate::store::history::blocks::{StatementBlock, block_at_or_before};
+use crate::store::history::blocks::{ListedBlock, StatementBlock, block_at_or_before};
 use crate::store::history::overlay::Line;
 use crate::store::history::{ListQuery, ListedKind, Order};
 use crate::store::records::{Event, EventBody};
@@ -516,6 +516,49 @@ fn an_entry_missing_from_its_tenants_list_is_reported() {
         });
     });
     assert_names(&found, &aimed);
+}
+
+/// `tenant_entries` blocks that break the rules of `history/blocks.rs`: an empty one, and one
+/// reaching over the next block's key (a reader would list that charge twice).
+#[test]
+fn broken_tenant_entries_blocks_are_reported() {
+    let found = reported_after(|store, _| {
+        let charges = store
+            .list_charges(
+                TenantId::DEFAULT,
+                &crate::store::history::ChargeFilter::default(),
+                &ListQuery {
+                    limit: 2,
+                    order: Order::OldestFirst,
+                    cursor: None,
+                },
+            )
+            .expect("charges")
+            .data;
+        let (first, second) = (&charges[0].0, &charges[1].0);
+        let kind = ListedKind::Charge as u8;
+        plant(store, |txn| {
+            let mut table = txn.open_table(TENANT_ENTRIES).expect("table");
+            let reaching = ListedBlock {
+                entries: vec![
+                    (first.event_seq, first.number),
+                    (second.event_seq, second.number),
+                ],
+            };
+            table
+                .insert((0, kind, first.event_seq), encode(&reaching).as_slice())
+                .expect("planted");
+            let empty = ListedBlock { entries: vec![] };
+            table
+                .insert((9, kind, 1), encode(&empty).as_slice())
+                .expect("planted");
+        });
+    });
+    assert_names(&found, "overlaps the block before it");
+    assert_names(
+        &found,
+        "tenant_entries block (tenant 9, kind 1, seq 1): the block at seq 1 is empty",
+    );
 }
 
 #[test]
