@@ -1023,22 +1023,37 @@ mod tests {
         assert!(!full.has_more);
         let full: Vec<String> = full.data.iter().map(StatementEntry::id).collect();
         assert_eq!(full.len(), 1 + 2 + 3 + 4 + 5 + 1 + 2 + 3);
+        assert_pages_walk_the_full_list(&full, |limit, order, cursor| {
+            let page = store
+                .statement(tenant, &a, &query(limit, order, cursor))
+                .map_err(|e| format!("{e:?}"))
+                .expect("page");
+            let ids = page.data.iter().map(StatementEntry::id).collect();
+            (ids, page.has_more)
+        });
+    }
+
+    /// For every limit 1..=40 and both orders: pages walked forwards with `starting_after`, and
+    /// backwards from the last item with `ending_before`, each concatenate to `full` (oldest
+    /// first) in the list's order; a page holds `limit` ids at most. `page` answers a query with
+    /// its ids and `has_more`.
+    fn assert_pages_walk_the_full_list(
+        full: &[String],
+        page: impl Fn(usize, Order, Option<Cursor>) -> (Vec<String>, bool),
+    ) {
         for order in [Order::OldestFirst, Order::NewestFirst] {
-            let mut expected = full.clone();
+            let mut expected = full.to_vec();
             if order == Order::NewestFirst {
                 expected.reverse();
             }
             for limit in 1..=40 {
-                let mut seen = Vec::new();
+                let mut seen: Vec<String> = Vec::new();
                 let mut cursor = None;
                 loop {
-                    let page = store
-                        .statement(tenant, &a, &query(limit, order, cursor))
-                        .map_err(|e| format!("{e:?}"))
-                        .expect("page");
-                    assert!(page.data.len() <= limit);
-                    seen.extend(page.data.iter().map(StatementEntry::id));
-                    if !page.has_more {
+                    let (ids, has_more) = page(limit, order, cursor);
+                    assert!(ids.len() <= limit);
+                    seen.extend(ids);
+                    if !has_more {
                         break;
                     }
                     cursor = Some(Cursor::StartingAfter(seen.last().expect("item").clone()));
@@ -1049,13 +1064,10 @@ mod tests {
                 let mut before = vec![last.clone()];
                 let mut cursor = Cursor::EndingBefore(last);
                 loop {
-                    let page = store
-                        .statement(tenant, &a, &query(limit, order, Some(cursor)))
-                        .map_err(|e| format!("{e:?}"))
-                        .expect("page");
-                    let ids: Vec<String> = page.data.iter().map(StatementEntry::id).collect();
+                    let (ids, has_more) = page(limit, order, Some(cursor));
+                    assert!(ids.len() <= limit);
                     before.splice(0..0, ids);
-                    if !page.has_more {
+                    if !has_more {
                         break;
                     }
                     cursor = Cursor::EndingBefore(before[0].clone());
@@ -1112,40 +1124,13 @@ mod tests {
             .iter()
             .map(|n| ids.entry_id(EntryKind::Charge, *n))
             .collect();
-        for order in [Order::OldestFirst, Order::NewestFirst] {
-            let mut expected = full.clone();
-            if order == Order::NewestFirst {
-                expected.reverse();
-            }
-            for limit in 1..=40 {
-                let mut seen: Vec<String> = Vec::new();
-                let mut cursor = None;
-                loop {
-                    let got = page(limit, order, cursor);
-                    assert!(got.data.len() <= limit);
-                    seen.extend(got.data.iter().map(|(c, _)| id_of(c)));
-                    if !got.has_more {
-                        break;
-                    }
-                    cursor = Some(Cursor::StartingAfter(seen.last().expect("item").clone()));
-                }
-                assert_eq!(seen, expected, "forwards, limit {limit}, {order:?}");
-
-                let last = expected.last().expect("item").clone();
-                let mut before = vec![last.clone()];
-                let mut cursor = Cursor::EndingBefore(last);
-                loop {
-                    let got = page(limit, order, Some(cursor));
-                    let got_ids: Vec<String> = got.data.iter().map(|(c, _)| id_of(c)).collect();
-                    before.splice(0..0, got_ids);
-                    if !got.has_more {
-                        break;
-                    }
-                    cursor = Cursor::EndingBefore(before[0].clone());
-                }
-                assert_eq!(before, expected, "backwards, limit {limit}, {order:?}");
-            }
-        }
+        assert_pages_walk_the_full_list(&full, |limit, order, cursor| {
+            let got = page(limit, order, cursor);
+            (
+                got.data.iter().map(|(c, _)| id_of(c)).collect(),
+                got.has_more,
+            )
+        });
         super::super::check::assert_consistent(&store);
     }
 

@@ -242,6 +242,13 @@ fn plant(store: &Store, damage: impl FnOnce(&WriteTransaction)) {
     txn.commit().expect("planted");
 }
 
+/// A stored statement block holding only `line`, at `(seq, leg)`.
+fn one_line_block(seq: u64, leg: u8, line: StatementLine) -> Vec<u8> {
+    encode(&StatementBlock {
+        lines: vec![Line { seq, leg, line }],
+    })
+}
+
 /// Puts `line` at `(seq, leg)` of `account` in the default tenant (`None`: takes the line out),
 /// inside the block that holds that place (`history/blocks.rs`), as damage would.
 fn plant_line(store: &Store, account: &str, (seq, leg): (u64, u8), line: Option<StatementLine>) {
@@ -422,14 +429,8 @@ fn overlapping_blocks_are_reported() {
         let (first, second) = (&lines[0], &lines[1]);
         plant(store, |txn| {
             let mut table = txn.open_table(STATEMENTS).expect("table");
-            // The first line again, after the block that holds it, keyed by its own place.
-            let again = StatementBlock {
-                lines: vec![Line {
-                    seq: second.seq,
-                    leg: second.leg,
-                    line: first.line,
-                }],
-            };
+            // A block of its own at the second line's place, which the first block holds.
+            let again = one_line_block(second.seq, second.leg, first.line);
             let overlapping = block_at_or_before(&table, 0, "a", (second.seq, second.leg))
                 .expect("readable")
                 .expect("a block");
@@ -438,7 +439,7 @@ fn overlapping_blocks_are_reported() {
                 "the second line is inside the first block"
             );
             table
-                .insert((0, "a", second.seq, second.leg), encode(&again).as_slice())
+                .insert((0, "a", second.seq, second.leg), again.as_slice())
                 .expect("planted");
         });
     });
@@ -452,18 +453,12 @@ fn a_block_keyed_by_another_line_is_reported() {
         let first = statement(store, TenantId::DEFAULT, "b").remove(0);
         plant(store, |txn| {
             let mut table = txn.open_table(STATEMENTS).expect("table");
-            let block = StatementBlock {
-                lines: vec![Line {
-                    seq: first.seq,
-                    leg: first.leg,
-                    line: first.line,
-                }],
-            };
+            let block = one_line_block(first.seq, first.leg, first.line);
             table
-                .insert((0, "zz", first.seq, first.leg), encode(&block).as_slice())
+                .insert((0, "zz", first.seq, first.leg), block.as_slice())
                 .expect("planted");
             table
-                .insert((0, "zz", 1, 0), encode(&block).as_slice())
+                .insert((0, "zz", 1, 0), block.as_slice())
                 .expect("planted");
         });
     });
@@ -485,15 +480,9 @@ fn a_line_both_in_memory_and_in_the_table_is_reported() {
     let (tenant, account, seq, leg) = crate::store::history::overlay::split_line_name(name);
     plant(&store, |txn| {
         let mut table = txn.open_table(STATEMENTS).expect("table");
-        let block = StatementBlock {
-            lines: vec![Line {
-                seq,
-                leg,
-                line: *line,
-            }],
-        };
+        let block = one_line_block(seq, leg, *line);
         table
-            .insert((tenant, account, seq, leg), encode(&block).as_slice())
+            .insert((tenant, account, seq, leg), block.as_slice())
             .expect("planted");
     });
     assert_names(&violations(&store), "is both in memory and in the table");
