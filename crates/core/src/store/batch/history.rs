@@ -1,6 +1,8 @@
-//! The history rows of a batch (`store/history.rs` reads them): each posting's statement line,
-//! each entry's place in its tenant's lists, and the timeline, all in the transaction of what
-//! they index, so a list never shows what a crash could take back and never misses a commit.
+//! The history rows of a batch (`store/history.rs` reads them): each entry's place in its
+//! tenant's lists and the timeline, in the transaction of what they index, so a list never shows
+//! what a crash could take back and never misses a commit; and each posting's statement line,
+//! which goes to the statement overlay once the commit returned `Ok` (`history/overlay.rs`: the
+//! postings it indexes are in the transaction, and an open works the line out again from them).
 
 use super::BatchTables;
 use crate::ledger::{EntryOf, EntryType, Posting, StatementLine, TenantId, totals_after_each};

@@ -22,7 +22,6 @@
 //!   checkpoint, to just below the lowest entry still in the overlay: every line of the entries
 //!   up to it is in the table, durably. On open, the lines of the entries after it are worked
 //!   out again from their postings (`read_back.rs`); a crash loses nothing.
-//!
 //! - A merge writes an account's run of lines as blocks (`blocks.rs`): one B-tree insert for up to
 //!   `STATEMENT_BLOCK_LINES_MAX` lines instead of one per line, which under the uniform load was
 //!   the rest of the merges' cost (the rate rose ~11 %, BENCHMARKS.md sitting 11).
@@ -208,7 +207,7 @@ impl Default for StatementOverlay {
 #[derive(Debug, Default)]
 pub(in crate::store) struct LineChanges {
     /// Lines this commit wrote, under their account's name (made once, here, and moved into the
-    /// overlay: a name per line made again after the commit was a measurable part of it).
+    /// overlay after the commit, not made again there).
     pub(in crate::store) added: Vec<(AccountName, Line)>,
     /// How many of the oldest lines of some accounts this commit wrote to `statements`, in the
     /// table's order.
