@@ -44,35 +44,85 @@ pub(in crate::store) fn block_row<'a>(
     Some((first, encode(&block)))
 }
 
-/// A block as read, with its rules checked (see the module's note): `Corrupt` if it breaks one,
-/// since a reader would otherwise skip or repeat lines without a word.
+/// The rules every block keeps (see the module's note), on its rows' positions in order: not
+/// empty, the first at `key`, each after the one before. `describe` names a position in the
+/// message.
+fn check_rules<P: PartialOrd + Copy>(
+    record: &'static str,
+    key: P,
+    mut positions: impl Iterator<Item = P>,
+    describe: impl Fn(P) -> String,
+) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { record, detail };
+    let at = describe(key);
+    let Some(first) = positions.next() else {
+        return Err(corrupt(format!("the block at {at} is empty")));
+    };
+    if first != key {
+        return Err(corrupt(format!(
+            "the block at {at} starts at {}",
+            describe(first)
+        )));
+    }
+    let mut last = first;
+    for position in positions {
+        if position <= last {
+            return Err(corrupt(format!("the block at {at} is out of order")));
+        }
+        last = position;
+    }
+    Ok(())
+}
+
+/// A block as read, with its rules checked: `Corrupt` if it breaks one, since a reader would
+/// otherwise skip or repeat lines without a word.
 pub(in crate::store) fn read_block(
     key: (u64, u8),
     bytes: &[u8],
 ) -> Result<StatementBlock, StoreError> {
     let block: StatementBlock = decode(bytes)?;
-    let corrupt = |detail: String| StoreError::Corrupt {
-        record: StatementBlock::NAME,
-        detail,
-    };
-    match block.lines.first() {
-        None => return Err(corrupt(format!("the block at {key:?} is empty"))),
-        Some(first) if first.position() != key => {
-            return Err(corrupt(format!(
-                "the block at {key:?} starts at {:?}",
-                first.position()
-            )));
-        }
-        Some(_) => {}
-    }
-    if block
-        .lines
-        .windows(2)
-        .any(|pair| pair[0].position() >= pair[1].position())
-    {
-        return Err(corrupt(format!("the block at {key:?} is out of order")));
-    }
+    let positions = block.lines.iter().map(Line::position);
+    check_rules(StatementBlock::NAME, key, positions, |p| format!("{p:?}"))?;
     Ok(block)
+}
+
+/// A row of `statements` as found: its key's (seq, leg) and its bytes.
+type FoundRow<'t> = ((u64, u8), redb::AccessGuard<'t, &'static [u8]>);
+
+/// The last row of `account` keyed at or before `position`.
+fn last_row_through<'t, T>(
+    table: &'t T,
+    tenant: u32,
+    account: &str,
+    position: (u64, u8),
+) -> Result<Option<FoundRow<'t>>, StoreError>
+where
+    T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
+{
+    let found = table
+        .range((tenant, account, 0, 0)..=(tenant, account, position.0, position.1))?
+        .next_back()
+        .transpose()?;
+    Ok(found.map(|(key, bytes)| {
+        let (_, _, seq, leg) = key.value();
+        ((seq, leg), bytes)
+    }))
+}
+
+/// The last block of `account` keyed at or before `position`, read: the one that holds the line
+/// at `position` if any does.
+fn last_block_through<T>(
+    table: &T,
+    tenant: u32,
+    account: &str,
+    position: (u64, u8),
+) -> Result<Option<StatementBlock>, StoreError>
+where
+    T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
+{
+    last_row_through(table, tenant, account, position)?
+        .map(|(key, bytes)| read_block(key, bytes.value()))
+        .transpose()
 }
 
 /// The key (seq, leg) of the block of `account` that holds the line at `position` if there is
@@ -86,14 +136,7 @@ pub(in crate::store) fn block_at_or_before<T>(
 where
     T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
 {
-    let found = table
-        .range((tenant, account, 0, 0)..=(tenant, account, position.0, position.1))?
-        .next_back()
-        .transpose()?;
-    Ok(found.map(|(key, _)| {
-        let (_, _, seq, leg) = key.value();
-        (seq, leg)
-    }))
+    Ok(last_row_through(table, tenant, account, position)?.map(|(key, _)| key))
 }
 
 /// The line of `account` at `position`, if the table holds it.
@@ -106,17 +149,13 @@ pub(in crate::store) fn line_at<T>(
 where
     T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
 {
-    let Some(key) = block_at_or_before(table, tenant, account, position)? else {
-        return Ok(None);
-    };
-    let Some(bytes) = table.get((tenant, account, key.0, key.1))? else {
-        return Ok(None);
-    };
-    let block = read_block(key, bytes.value())?;
-    Ok(block
-        .lines
-        .into_iter()
-        .find(|line| line.position() == position))
+    let block = last_block_through(table, tenant, account, position)?;
+    Ok(block.and_then(|block| {
+        block
+            .lines
+            .into_iter()
+            .find(|line| line.position() == position)
+    }))
 }
 
 /// The position of the last line of `account` the table holds.
@@ -128,16 +167,8 @@ pub(in crate::store) fn last_position<T>(
 where
     T: ReadableTable<(u32, &'static str, u64, u8), &'static [u8]>,
 {
-    let last = table
-        .range((tenant, account, 0, 0)..=(tenant, account, u64::MAX, u8::MAX))?
-        .next_back()
-        .transpose()?;
-    let Some((key, bytes)) = last else {
-        return Ok(None);
-    };
-    let (_, _, seq, leg) = key.value();
-    let block = read_block((seq, leg), bytes.value())?;
-    Ok(block.lines.last().map(Line::position))
+    let block = last_block_through(table, tenant, account, (u64::MAX, u8::MAX))?;
+    Ok(block.and_then(|block| block.lines.last().map(Line::position)))
 }
 
 /// One row of `tenant_entries`: a tenant's entries of one kind that one commit made, as
@@ -161,24 +192,8 @@ pub(in crate::store) fn read_listed_block(
     bytes: &[u8],
 ) -> Result<ListedBlock, StoreError> {
     let block: ListedBlock = decode(bytes)?;
-    let corrupt = |detail: String| StoreError::Corrupt {
-        record: ListedBlock::NAME,
-        detail,
-    };
-    match block.entries.first() {
-        None => return Err(corrupt(format!("the block at seq {key_seq} is empty"))),
-        Some(&(seq, _)) if seq != key_seq => {
-            return Err(corrupt(format!(
-                "the block at seq {key_seq} starts at seq {seq}"
-            )));
-        }
-        Some(_) => {}
-    }
-    if block.entries.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
-        return Err(corrupt(format!(
-            "the block at seq {key_seq} is out of order"
-        )));
-    }
+    let seqs = block.entries.iter().map(|&(seq, _)| seq);
+    check_rules(ListedBlock::NAME, key_seq, seqs, |seq| format!("seq {seq}"))?;
     Ok(block)
 }
 
